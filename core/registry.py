@@ -1,0 +1,62 @@
+"""Named registries: plugins register drivers by name, config picks them.
+
+One :class:`Registry` per kind (sources, encoders, transports, actions,
+commands, profiles).  Registering a name twice is an error that names both
+plugins, so two plugins can never silently fight over ``sample``.
+"""
+
+from __future__ import annotations
+
+from typing import Generic, Iterator, TypeVar
+
+T = TypeVar("T")
+
+
+class DuplicateName(ValueError):
+    pass
+
+
+class Registry(Generic[T]):
+    """``name -> item`` with the registering plugin remembered."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._items: dict[str, T] = {}
+        self._owner: dict[str, str] = {}
+        self.current_plugin: str = "?"
+
+    def register(self, name: str, item: T) -> None:
+        if name in self._items:
+            raise DuplicateName(
+                f"{self.kind} {name!r} registered twice: by plugin {self._owner[name]!r} "
+                f"and by plugin {self.current_plugin!r}"
+            )
+        self._items[name] = item
+        self._owner[name] = self.current_plugin
+
+    def __call__(self, name: str, item: T) -> None:
+        self.register(name, item)
+
+    def __getitem__(self, name: str) -> T:
+        return self._items[name]
+
+    def get(self, name: str, default: T | None = None) -> T | None:
+        return self._items.get(name, default)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._items
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(sorted(self._items))
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def items(self) -> list[tuple[str, T]]:
+        return sorted(self._items.items())
+
+    def owner(self, name: str) -> str:
+        return self._owner[name]
+
+    def by_owner(self, plugin: str) -> list[str]:
+        return sorted(n for n, o in self._owner.items() if o == plugin)

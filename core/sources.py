@@ -1,0 +1,75 @@
+"""The contract between the core and packet source plugins.
+
+A source plugin registers a :class:`SourceType` in
+``flowplane_register_sources``.  For every configured interface whose
+``source`` names it, the core calls ``factory(ctx)`` and starts the returned
+object in its nursery with ``await nursery.start(source.run, send_channel)``.
+
+``run`` must:
+
+* call ``task_status.started()`` once it is capturing (socket bound, file
+  open) -- READY=1 is sent to systemd only after every source started;
+* send :class:`~flowplane.batch.PacketBatch` objects of at most
+  ``ctx.batch_size`` frames on the channel; a *live* source uses
+  ``send_nowait`` and counts ``trio.WouldBlock`` as
+  ``counters.drop("ingest", "backpressure", n)``; a *file* source awaits
+  ``send`` (backpressure is fine when replaying);
+* hand out batches whose buffer it will not overwrite (copy or compact if
+  the buffer is a reusable ring);
+* return when a finite source is exhausted (the core notices), and keep
+  counters in ``self.counters`` (a :class:`~flowplane.stats.Counters`):
+  ``packets``, ``bytes``, ``batches`` and, for live capture,
+  ``kernel_packets`` / ``kernel_drops``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol
+
+import trio
+
+from .errors import ConfigIssue
+from .interfaces import InterfaceTable
+from .stats import Counters
+
+
+@dataclass
+class SourceContext:
+    """What a source factory gets from the core."""
+
+    name: str  # the interface name from the config (e.g. "eth1", "replay0")
+    config: dict  # that interface's config section
+    iface_id: int  # id to put in PacketBatch.iface
+    interfaces: InterfaceTable
+    batch_size: int = 256
+    speed: float = 0.0  # pcap only: 0 = as fast as possible, 1.0 = capture speed, 2.0 = twice
+    log: Any = None  # a structlog logger bound with source=<name>
+
+
+class Source(Protocol):
+    name: str
+    finite: bool
+    counters: Counters
+
+    async def run(self, send: trio.MemorySendChannel, *, task_status=trio.TASK_STATUS_IGNORED) -> None: ...
+
+
+@dataclass(frozen=True)
+class SourceType:
+    """A named source driver.
+
+    :param name: what ``interfaces NAME source:`` says (``pcap``, ``af-packet``).
+    :param factory: ``factory(ctx: SourceContext) -> Source``.
+    :param validate: ``validate(name, section, path) -> list[ConfigIssue]`` for the
+        driver's own keys under ``interfaces NAME``.
+    :param capabilities: Linux capabilities the driver needs (``CAP_NET_RAW``).
+    :param keys: the config keys the driver accepts (for error messages).
+    """
+
+    name: str
+    factory: Callable[[SourceContext], Source]
+    validate: Callable[[str, dict, tuple], list[ConfigIssue]] | None = None
+    capabilities: frozenset[str] = field(default_factory=frozenset)
+    keys: tuple[str, ...] = ()
+    help: str = ""
