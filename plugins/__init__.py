@@ -1,0 +1,1 @@
+"""Built-in feature plugins, each registered through the ``flowplane.plugins`` entry-point group."""

@@ -1,0 +1,1 @@
+"""Hardware profiles: what each platform allows."""

@@ -1,0 +1,1 @@
+"""Packet source drivers (pcap/pcapng file replay, AF_PACKET live capture)."""
