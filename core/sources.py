@@ -45,6 +45,7 @@ class SourceContext:
     batch_size: int = 256
     speed: float = 0.0  # pcap only: 0 = as fast as possible, 1.0 = capture speed, 2.0 = twice
     log: Any = None  # a structlog logger bound with source=<name>
+    base_dir: str = "."  # directory of the config file: relative file paths resolve against it
 
 
 class Source(Protocol):

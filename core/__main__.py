@@ -1,0 +1,5 @@
+"""``python -m flowplane``."""
+
+from .cli import main
+
+raise SystemExit(main())

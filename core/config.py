@@ -1,0 +1,239 @@
+"""YAML configuration in the Junos hierarchy, with positions for every key.
+
+``Config.load(path)`` parses the file keeping the line and column of every
+key, so each :class:`~flowplane.errors.ConfigIssue` (a key path and a message)
+is printed as ``FILE:LINE:COL: a.b.c: message``.
+
+Junos shorthand: a key with spaces is a path, so ``family inet: {...}`` is
+the same as ``family: {inet: {...}}`` and ``filter input: F1`` the same as
+``filter: {input: F1}``.
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any, Iterable
+
+import yaml
+
+from .errors import ConfigError, ConfigIssue
+
+Path = tuple
+
+
+class Config:
+    """A parsed config: plain data plus the position of every key."""
+
+    def __init__(self, data: dict | None = None, *, path: str = "<config>", marks: dict | None = None) -> None:
+        self.data: dict = data if data is not None else {}
+        self.path = path
+        self.marks: dict[Path, tuple[int, int]] = marks or {}
+
+    # -- loading ----------------------------------------------------------
+    @classmethod
+    def load(cls, path: str) -> "Config":
+        try:
+            with open(path, encoding="utf-8") as fh:
+                text = fh.read()
+        except OSError as exc:
+            raise ConfigError([f"{path}: cannot read config: {exc.strerror or exc}"]) from exc
+        return cls.from_text(text, path=path)
+
+    @classmethod
+    def from_text(cls, text: str, *, path: str = "<config>") -> "Config":
+        try:
+            node = yaml.compose(text, Loader=yaml.SafeLoader)
+        except yaml.MarkedYAMLError as exc:
+            m = exc.problem_mark
+            where = f"{path}:{m.line + 1}:{m.column + 1}" if m else path
+            raise ConfigError([f"{where}: YAML syntax error: {exc.problem} {exc.context or ''}".rstrip()]) from exc
+        except yaml.YAMLError as exc:
+            raise ConfigError([f"{path}: YAML error: {exc}"]) from exc
+        builder = _Builder(path)
+        data = builder.build(node, ()) if node is not None else {}
+        if builder.issues:
+            raise ConfigError(builder.issues)
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise ConfigError([f"{path}:1:1: the config must be a mapping of sections (system, interfaces, firewall, ...)"])
+        return cls(data, path=path, marks=builder.marks)
+
+    # -- access -----------------------------------------------------------
+    def get(self, *keys: Any, default: Any = None) -> Any:
+        cur: Any = self.data
+        for k in keys:
+            if isinstance(cur, dict) and k in cur:
+                cur = cur[k]
+            elif isinstance(cur, list) and isinstance(k, int) and -len(cur) <= k < len(cur):
+                cur = cur[k]
+            else:
+                return default
+        return cur
+
+    def section(self, *keys: Any) -> dict:
+        v = self.get(*keys)
+        return v if isinstance(v, dict) else {}
+
+    # -- positions and messages --------------------------------------------
+    def where(self, path: Path) -> tuple[int, int] | None:
+        """Line and column of the deepest key of *path* present in the file."""
+        p = tuple(path)
+        while p:
+            if p in self.marks:
+                return self.marks[p]
+            p = p[:-1]
+        return None
+
+    def format_issue(self, issue: ConfigIssue) -> str:
+        pos = self.where(issue.path)
+        loc = f"{self.path}:{pos[0]}:{pos[1]}" if pos else self.path
+        keys = " ".join(str(k) for k in issue.path) or "(top)"
+        return f"{loc}: {keys}: {issue.message}"
+
+    def format_issues(self, issues: Iterable[ConfigIssue]) -> list[str]:
+        ordered = sorted(issues, key=lambda i: (self.where(i.path) or (0, 0), tuple(map(str, i.path))))
+        return [self.format_issue(i) for i in ordered]
+
+
+class _Builder:
+    """Turns a composed YAML node tree into plain data, recording key marks."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.marks: dict[Path, tuple[int, int]] = {}
+        self.issues: list[str] = []
+        self._ctor = yaml.SafeLoader("")
+
+    def _pos(self, node: yaml.Node) -> tuple[int, int]:
+        return (node.start_mark.line + 1, node.start_mark.column + 1)
+
+    def build(self, node: yaml.Node, path: Path) -> Any:
+        if isinstance(node, yaml.MappingNode):
+            out: dict = {}
+            for knode, vnode in node.value:
+                key = self._scalar(knode)
+                if key == "<<":
+                    self.issues.append(f"{self.path}:{self._pos(knode)[0]}:{self._pos(knode)[1]}: YAML merge keys are not supported")
+                    continue
+                words = str(key).split() if isinstance(key, str) and " " in str(key).strip() else [key]
+                target = out
+                sub = path
+                for w in words[:-1]:
+                    sub = sub + (w,)
+                    self.marks.setdefault(sub, self._pos(knode))
+                    nxt = target.setdefault(w, {})
+                    if not isinstance(nxt, dict):
+                        self._dup(knode, sub)
+                        nxt = {}
+                    target = nxt
+                last = words[-1]
+                sub = sub + (last,)
+                value = self.build(vnode, sub)
+                if last in target:
+                    if isinstance(target[last], dict) and isinstance(value, dict):
+                        _merge(target[last], value)
+                        continue
+                    self._dup(knode, sub)
+                    continue
+                self.marks[sub] = self._pos(knode)
+                target[last] = value
+            return out
+        if isinstance(node, yaml.SequenceNode):
+            items = []
+            for i, item in enumerate(node.value):
+                self.marks[path + (i,)] = self._pos(item)
+                items.append(self.build(item, path + (i,)))
+            return items
+        return self._scalar(node)
+
+    def _scalar(self, node: yaml.Node) -> Any:
+        if isinstance(node, yaml.ScalarNode):
+            try:
+                return self._ctor.construct_object(node, deep=True)
+            except yaml.YAMLError as exc:  # e.g. a bad timestamp
+                line, col = self._pos(node)
+                self.issues.append(f"{self.path}:{line}:{col}: {exc}")
+                return node.value
+        line, col = self._pos(node)
+        self.issues.append(f"{self.path}:{line}:{col}: a key must be a plain word, not a {node.id}")
+        return f"<{node.id}>"
+
+    def _dup(self, knode: yaml.Node, path: Path) -> None:
+        line, col = self._pos(knode)
+        self.issues.append(f"{self.path}:{line}:{col}: {' '.join(map(str, path))}: duplicate key")
+
+
+def _merge(into: dict, other: dict) -> None:
+    for k, v in other.items():
+        if k in into and isinstance(into[k], dict) and isinstance(v, dict):
+            _merge(into[k], v)
+        else:
+            into[k] = v
+
+
+# ---------------------------------------------------------------------------
+# Small validation helpers shared by the core and plugins
+# ---------------------------------------------------------------------------
+
+
+def suggest(word: str, choices: Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` or an empty string."""
+    close = difflib.get_close_matches(str(word), list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def check_keys(section: Any, allowed: Iterable[str], path: Path, what: str = "key") -> list[ConfigIssue]:
+    """Issues for keys of *section* not in *allowed*, with a suggestion."""
+    if not isinstance(section, dict):
+        return []
+    allowed = list(allowed)
+    out = []
+    for k in section:
+        if k not in allowed:
+            out.append(ConfigIssue(path + (k,), f"unknown {what} {k!r}{suggest(k, allowed)}; expected one of: {', '.join(sorted(allowed))}"))
+    return out
+
+
+def check_mapping(value: Any, path: Path, what: str) -> list[ConfigIssue]:
+    if value is None or isinstance(value, dict):
+        return []
+    return [ConfigIssue(path, f"expected a mapping ({what}), got {type(value).__name__} {value!r}")]
+
+
+def check_int(value: Any, path: Path, lo: int | None = None, hi: int | None = None, *, limit: str = "") -> list[ConfigIssue]:
+    """An integer in ``[lo, hi]``; *limit* names the profile limit behind *hi*."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        return [ConfigIssue(path, f"expected an integer, got {value!r}")]
+    if lo is not None and value < lo:
+        return [ConfigIssue(path, f"{value} is below the minimum {lo}")]
+    if hi is not None and value > hi:
+        why = f" (hardware profile limit {limit})" if limit else ""
+        return [ConfigIssue(path, f"{value} exceeds the maximum {hi}{why}")]
+    return []
+
+
+def check_number(value: Any, path: Path, lo: float | None = None, hi: float | None = None) -> list[ConfigIssue]:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return [ConfigIssue(path, f"expected a number, got {value!r}")]
+    if lo is not None and value < lo:
+        return [ConfigIssue(path, f"{value} is below the minimum {lo}")]
+    if hi is not None and value > hi:
+        return [ConfigIssue(path, f"{value} exceeds the maximum {hi}")]
+    return []
+
+
+def check_bool(value: Any, path: Path) -> list[ConfigIssue]:
+    if isinstance(value, bool):
+        return []
+    return [ConfigIssue(path, f"expected true or false, got {value!r}")]
+
+
+def check_str(value: Any, path: Path, choices: Iterable[str] | None = None) -> list[ConfigIssue]:
+    if not isinstance(value, str):
+        return [ConfigIssue(path, f"expected a string, got {value!r}")]
+    if choices is not None:
+        choices = list(choices)
+        if value not in choices:
+            return [ConfigIssue(path, f"unknown value {value!r}{suggest(value, choices)}; expected one of: {', '.join(choices)}")]
+    return []

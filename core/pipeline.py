@@ -1,0 +1,191 @@
+"""The trio graph: sources -> bounded ingest channel -> pipeline task.
+
+Each source runs in its own cancel scope (so a reload can restart only the
+sources whose config changed) and sends :class:`PacketBatch` objects into one
+bounded channel.  The pipeline task drains it and calls ``App.process`` per
+batch (decode, filters, actions, feature plugins).  ``drain()`` stops the
+sources, lets the pipeline finish what is queued, then calls the
+``flowplane_shutdown`` hooks so features flush what is in flight.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+import trio
+
+from .app import App
+from .config import Config
+from .plugins import call_each
+from .sources import SourceContext
+
+log = structlog.get_logger("flowplane.pipeline")
+
+
+@dataclass
+class _RunningSource:
+    name: str
+    section: dict
+    source: Any
+    scope: trio.CancelScope
+    done: trio.Event
+
+
+class Pipeline:
+    """Runs the data path of an :class:`App` inside a nursery."""
+
+    def __init__(self, app: App, *, speed: float = 0.0) -> None:
+        self.app = app
+        self.speed = speed
+        queue = int(app.setting("ingest-queue"))
+        self._send, self._recv = trio.open_memory_channel(queue)
+        self.running: dict[str, _RunningSource] = {}
+        self.last_beat = trio.current_time()
+        self.beats = 0
+        self.drained = trio.Event()
+        self.finite_done = trio.Event()
+        self._nursery: trio.Nursery | None = None
+        self._stopping = False
+
+    # -- start ------------------------------------------------------------------
+    async def start(self, nursery: trio.Nursery) -> None:
+        """Start the pipeline task, every source and every background task; return once all are up."""
+        self._nursery = nursery
+        await nursery.start(self._pipeline_task)
+        await self._start_sources(self.app.config)
+        for plugin, tasks in call_each(self.app.pm, "flowplane_background_tasks", app=self.app):
+            for fn in tasks or []:
+                await nursery.start(fn)
+        self._check_finite()
+
+    async def _start_sources(self, config: Config) -> None:
+        for name, section in config.section("interfaces").items():
+            await self._start_source(name, section or {})
+
+    async def _start_source(self, name: str, section: dict) -> None:
+        assert self._nursery is not None
+        driver = self.app.registries.sources[section.get("source", "af-packet")]
+        ctx = SourceContext(
+            name=name,
+            config=section,
+            iface_id=self.app.interfaces.id(name),
+            interfaces=self.app.interfaces,
+            batch_size=int(section.get("batch-size", self.app.setting("batch-size"))),
+            speed=self.speed,
+            log=log.bind(source=name),
+            base_dir=os.path.dirname(os.path.abspath(self.app.config.path)),
+        )
+        source = driver.factory(ctx)
+        scope = trio.CancelScope()
+        done = trio.Event()
+        send = self._send.clone()
+        rs = _RunningSource(name, section, source, scope, done)
+        self.running[name] = rs
+        self.app.sources[name] = source
+        await self._nursery.start(self._run_source, rs, send)
+        log.info("source_started", source=name, driver=driver.name, finite=getattr(source, "finite", False))
+
+    async def _run_source(self, rs: _RunningSource, send: trio.MemorySendChannel, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        status = _StartedFlag(task_status)
+        try:
+            async with send:
+                with rs.scope:
+                    await rs.source.run(send, task_status=status)
+        except Exception as exc:
+            if not status.started_called:
+                raise  # start-up fails with the source's own error (missing interface, bad file)
+            # a source failing later is logged and counted; the rest of the appliance runs on
+            self.app.counters["pipeline"].inc(f"source_errors.{rs.name}")
+            log.error("source_failed", source=rs.name, error=f"{type(exc).__name__}: {exc}", exc_info=True)
+        finally:
+            rs.done.set()
+            if getattr(rs.source, "finite", False) and not rs.scope.cancel_called:
+                log.info("source_finished", source=rs.name, **_counter_fields(rs.source))
+            self._check_finite()
+
+    def _check_finite(self) -> None:
+        """Set ``finite_done`` once every source is finite and finished."""
+        if self.running and all(getattr(r.source, "finite", False) and r.done.is_set() for r in self.running.values()):
+            self.finite_done.set()
+
+    # -- the pipeline task ------------------------------------------------------------
+    async def _pipeline_task(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        recv = self._recv
+        app = self.app
+        while True:
+            with trio.move_on_after(1.0):
+                try:
+                    batch = await recv.receive()
+                except trio.EndOfChannel:
+                    break
+                app.process(batch)
+            self.beats += 1
+            self.last_beat = trio.current_time()
+            # let other tasks (control socket, exporters) run between batches
+            await trio.lowlevel.checkpoint_if_cancelled()
+        self.drained.set()
+
+    # -- reload ----------------------------------------------------------------------------
+    async def reload(self, new: Config) -> None:
+        """Restart sources whose config changed, stop removed ones, start new ones."""
+        old_ifaces = {n: r.section for n, r in self.running.items()}
+        new_ifaces = {n: (s or {}) for n, s in new.section("interfaces").items()}
+        for name, rs in list(self.running.items()):
+            if name not in new_ifaces or new_ifaces[name] != old_ifaces[name]:
+                rs.scope.cancel()
+                await rs.done.wait()
+                del self.running[name]
+                self.app.sources.pop(name, None)
+                log.info("source_stopped", source=name, reason="reload")
+        for name, section in new_ifaces.items():
+            if name not in self.running:
+                await self._start_source(name, section)
+
+    # -- drain -------------------------------------------------------------------------------
+    async def drain(self, deadline_s: float) -> bool:
+        """Stop sources, process what is queued, run shutdown hooks; True if it finished in time."""
+        self._stopping = True
+        with trio.move_on_after(deadline_s) as scope:
+            for rs in self.running.values():
+                rs.scope.cancel()
+            for rs in self.running.values():
+                await rs.done.wait()
+            await self._send.aclose()
+            await self.drained.wait()
+            call_each(self.app.pm, "flowplane_shutdown", app=self.app)
+        if scope.cancelled_caught:
+            log.error("drain_timeout", deadline_s=deadline_s)
+            return False
+        return True
+
+    def status(self) -> dict:
+        stats = self._send.statistics()
+        return {
+            "queue_used": stats.current_buffer_used,
+            "queue_size": stats.max_buffer_size if stats.max_buffer_size != math.inf else -1,
+            "beats": self.beats,
+            "sources": {n: {"finite": getattr(r.source, "finite", False), "done": r.done.is_set(),
+                            **_counter_fields(r.source)} for n, r in self.running.items()},
+        }
+
+
+class _StartedFlag:
+    """Wraps a task_status to remember whether ``started()`` was called."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+        self.started_called = False
+
+    def started(self, value=None) -> None:
+        self.started_called = True
+        self.inner.started(value)
+
+
+def _counter_fields(source: Any) -> dict:
+    c = getattr(source, "counters", None)
+    return dict(c.values) if c is not None else {}

@@ -1,0 +1,151 @@
+"""``flowplane run``: the top nursery, signals, sd_notify, watchdog, reload, drain.
+
+Life cycle (STYLE.md convention 12)::
+
+    start control socket, pipeline, sources, background tasks
+    READY=1                              (only after every nursery.start returned)
+    SIGHUP  -> RELOADING=1 + MONOTONIC_USEC, validate new file, swap, READY=1
+               (a bad file: reload_rejected logged, old config keeps running)
+    SIGTERM -> STOPPING=1, stop sources, drain under a deadline, flush, exit 0
+    WATCHDOG=1 every WATCHDOG_USEC/2 while the pipeline heartbeat advances
+"""
+
+from __future__ import annotations
+
+import signal
+from typing import Callable
+
+import structlog
+import trio
+
+from .app import App
+from .config import Config
+from .control import ControlServer
+from .errors import ConfigError, PluginError
+from .pipeline import Pipeline
+from .plugins import call_each
+from .sdnotify import Notifier
+
+log = structlog.get_logger("flowplane.service")
+
+
+class Service:
+    """One running appliance: an App, its pipeline and its control socket."""
+
+    def __init__(self, app: App, *, notifier: Notifier | None = None, speed: float = 0.0,
+                 exit_on_eof: bool = False, control: bool = True) -> None:
+        self.app = app
+        self.notifier = notifier or Notifier(None)
+        self.speed = speed
+        self.exit_on_eof = exit_on_eof
+        self.control = control
+        self.pipeline: Pipeline | None = None
+        self.reloads = 0
+        self.reloads_rejected = 0
+        self.ready = trio.Event()
+        self._events_send, self._events_recv = trio.open_memory_channel(16)
+
+    async def serve(self, *, task_status=trio.TASK_STATUS_IGNORED) -> int:
+        """Run until SIGTERM/SIGINT (or end of input with ``exit_on_eof``); return the exit code."""
+        app = self.app
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+            async with trio.open_nursery() as nursery:
+                if self.control:
+                    path = str(app.setting("control-socket"))
+                    mode = int(str(app.setting("control-socket-mode")), 8)
+                    await nursery.start(ControlServer(app, path, mode).run)
+                self.pipeline = Pipeline(app, speed=self.speed)
+                app.pipeline = self.pipeline  # for status commands
+                await self.pipeline.start(nursery)
+                nursery.start_soon(self._signal_task, signals)
+                if self.exit_on_eof:
+                    nursery.start_soon(self._eof_task)
+                period = self.notifier.watchdog_period()
+                if period:
+                    nursery.start_soon(self._watchdog_task, period)
+                self.notifier.ready(self._status_line())
+                self.ready.set()
+                log.info("service_ready", profile=app.profile.name, sources=sorted(self.pipeline.running),
+                         watchdog_s=period)
+                task_status.started()
+                code = await self._event_loop()
+                nursery.cancel_scope.cancel()
+        return code
+
+    async def _signal_task(self, signals) -> None:
+        async for signum in signals:
+            await self._events_send.send(signal.Signals(signum).name)
+
+    async def _eof_task(self) -> None:
+        assert self.pipeline is not None
+        await self.pipeline.finite_done.wait()
+        await self._events_send.send("EOF")
+
+    async def _event_loop(self) -> int:
+        async for event in self._events_recv:
+            if event == "SIGHUP":
+                await self.reload()
+                continue
+            self.notifier.stopping()
+            log.info("service_stopping", reason=event)
+            return await self.drain()
+        return 0
+
+    async def reload(self) -> bool:
+        """Re-read the config file; swap in the new config only if it validates and applies."""
+        app = self.app
+        assert self.pipeline is not None
+        self.notifier.reloading()
+        old = app.config
+        log.info("reload_started", path=old.path)
+        try:
+            new = Config.load(old.path)
+            graph = app.build_graph(new)
+            app.apply(graph)
+        except (ConfigError, PluginError) as exc:
+            self.reloads_rejected += 1
+            lines = exc.lines if isinstance(exc, ConfigError) else [str(exc)]
+            log.error("reload_rejected", path=old.path, errors=lines)
+            self.notifier.ready(self._status_line("reload rejected; running the previous config"))
+            return False
+        await self.pipeline.reload(new)
+        call_each(app.pm, "flowplane_reload", app=app, old=old, new=new)
+        self.reloads += 1
+        log.info("reload_done", path=new.path, reloads=self.reloads)
+        self.notifier.ready(self._status_line())
+        return True
+
+    async def drain(self) -> int:
+        assert self.pipeline is not None
+        deadline = float(self.app.setting("drain-timeout"))
+        ok = await self.pipeline.drain(deadline)
+        pipe = self.app.counters["pipeline"]
+        log.info("service_stopped", drained=ok, packets=pipe["packets"], batches=pipe["batches"])
+        return 0 if ok else 1
+
+    async def _watchdog_task(self, period: float) -> None:
+        assert self.pipeline is not None
+        last = -1
+        while True:
+            await trio.sleep(period)
+            beats = self.pipeline.beats
+            if beats != last:  # the pipeline loop advanced (it beats at least once a second)
+                self.notifier.watchdog()
+                last = beats
+            else:
+                log.warning("watchdog_withheld", reason="pipeline heartbeat did not advance")
+
+    def _status_line(self, extra: str = "") -> str:
+        n = len(self.pipeline.running) if self.pipeline else 0
+        base = f"{n} source(s), profile {self.app.profile.name}"
+        return f"{base}; {extra}" if extra else base
+
+
+def run_service(app: App, *, notifier: Notifier, speed: float = 0.0, exit_on_eof: bool = False,
+                after: Callable[[App], None] | None = None) -> int:
+    """Blocking entry point for the CLI."""
+    service = Service(app, notifier=notifier, speed=speed, exit_on_eof=exit_on_eof)
+    code = trio.run(service.serve)
+    if after is not None:
+        after(app)
+    return code

@@ -1,0 +1,17 @@
+"""``generic-linux``: the default profile for an ordinary Linux box."""
+
+from flowplane import hookimpl
+from flowplane.profiles import HardwareProfile, Limits
+
+PROFILE = HardwareProfile(
+    name="generic-linux",
+    description="Linux server, software data path (default)",
+    limits=Limits(),
+    capabilities=frozenset({"sampling", "inline-monitoring", "port-mirroring", "flow-collector",
+                            "discard-accounting", "dynamic-flow-capture", "twamp", "rfc2544", "video-monitoring"}),
+)
+
+
+@hookimpl(trylast=True)
+def flowplane_register_profiles(register):
+    register(PROFILE.name, PROFILE)
