@@ -25,7 +25,7 @@ from .config import Config, check_bool, check_int, check_keys, check_mapping, ch
 from .decode import Reason
 from .errors import ConfigError, ConfigIssue, PluginError
 from .interfaces import InterfaceTable
-from .plugins import BatchHook, blocked_from_env, call_each, make_plugin_manager, plugin_versions
+from .pluginmanager import BatchHook, blocked_from_env, call_each, make_plugin_manager, plugin_versions
 from .profiles import DEFAULT_PROFILE, HardwareProfile, Limits
 from .registry import Registry
 from .sources import SourceType

@@ -192,7 +192,7 @@ def cmd_plugins(args) -> int:
     from .app import App
     from .config import Config
     from .errors import ConfigError, PluginError
-    from .plugins import BUILTIN_PLUGINS
+    from .pluginmanager import BUILTIN_PLUGINS
 
     try:
         config = Config.load(args.config) if args.config else Config()

@@ -187,9 +187,11 @@ def flowplane_background_tasks(app: "App") -> list[Callable] | None:
 def flowplane_process_batch(batch: "PacketBatch") -> None:
     """Feature work on a decoded batch that the firewall filters accepted.
 
-    Called for every batch.  Batch hook: must not block or await; no
-    wrappers; never log per packet (count instead).  Treat the batch as
-    read-only; use ``batch.select(mask)`` to narrow it.
+    Called for every batch.  Batch hook: must not block or await;
+    no wrappers; never log per packet (count instead).  Treat the batch as
+    read-only; use ``batch.select(mask)`` to narrow it.  Rows with
+    ``status != 0`` did not decode as IP (they pass when no ``family any``
+    filter discarded them); mask on ``batch.status == 0`` for IP work.
 
     :param batch: decoded :class:`flowplane.batch.PacketBatch`.
     """
@@ -199,8 +201,9 @@ def flowplane_process_batch(batch: "PacketBatch") -> None:
 def flowplane_flows_expired(records: Any, reason: str) -> None:
     """Expired flow records leave a flow cache.
 
-    Called by flow caches when flows expire.  Batch hook: must not block or
-    await; no wrappers.  Exporters queue the records for their export task.
+    Called by flow caches when flows expire.  Batch hook:
+    must not block or await; no wrappers.  Exporters queue the records for
+    their export task.
 
     :param records: a columnar batch of flow records.
     :param reason: ``"idle"``, ``"active"``, ``"tcp"``, ``"full"`` or ``"shutdown"``.

@@ -20,7 +20,7 @@ import trio
 
 from .app import App
 from .config import Config
-from .plugins import call_each
+from .pluginmanager import call_each
 from .sources import SourceContext
 
 log = structlog.get_logger("flowplane.pipeline")

@@ -23,7 +23,7 @@ from .config import Config
 from .control import ControlServer
 from .errors import ConfigError, PluginError
 from .pipeline import Pipeline
-from .plugins import call_each
+from .pluginmanager import call_each
 from .sdnotify import Notifier
 
 log = structlog.get_logger("flowplane.service")
