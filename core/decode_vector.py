@@ -1,0 +1,287 @@
+"""Vectorised decoder path: the common layouts for a whole batch at once.
+
+Handles Ethernet with up to two VLAN tags, Linux SLL, raw IPv4/IPv6 links,
+IPv4 (any IHL), IPv6 without extension headers and TCP/UDP/UDP-Lite/ICMP/
+ICMPv6/SCTP/GRE with numpy gathers: each layer takes a fixed-width window of
+bytes per row (``np.take(..., mode="clip")`` so no index leaves the buffer),
+reinterprets it as big-endian words and checks caplen once per layer.
+Garbage read past a short frame is never trusted: every layer checks the
+caplen before its fields count, and failed rows are reset at the end.
+
+Rows it does not handle (MPLS, PPPoE, tags after SLL, IPv6 extension
+headers) are *deferred*; :func:`decode_vectorised` returns their indices
+for :func:`flowplane.decode_scalar.decode_rows`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .batch import LINKTYPE_ETHERNET, LINKTYPE_IPV4, LINKTYPE_IPV6, LINKTYPE_LINUX_SLL, LINKTYPE_RAW
+from .decode_common import (
+    CLEARED_ON_FAILURE, DECODED_COLUMNS, DEFAULTS, ETH_IPV4, ETH_IPV6, ETH_PPPOE_SESSION,
+    ICMP_PROTOS, IPPROTO_GRE, IPPROTO_NONE, IPPROTO_TCP, L4_MIN_HEADER, MPLS_ETHERTYPES,
+    PORT_PROTOS, V6_EXT_HEADERS, VLAN_TPIDS, Reason, Stage, frame_bounds,
+)
+
+# Ethertype classes (one 64 KiB lookup instead of a chain of comparisons).
+_OTHER, _V4, _V6, _TAG, _DEFER = 0, 1, 2, 3, 4
+
+
+def _ethertype_classes() -> np.ndarray:
+    table = np.full(65536, _OTHER, dtype=np.uint8)
+    table[ETH_IPV4] = _V4
+    table[ETH_IPV6] = _V6
+    table[list(VLAN_TPIDS)] = _TAG
+    table[list(MPLS_ETHERTYPES) + [ETH_PPPOE_SESSION]] = _DEFER
+    table.setflags(write=False)
+    return table
+
+
+def _proto_table(values: dict[int, int], dtype=np.int64) -> np.ndarray:
+    table = np.zeros(256, dtype=dtype)
+    for proto, value in values.items():
+        table[proto] = value
+    table.setflags(write=False)
+    return table
+
+
+_ET_CLASS = _ethertype_classes()
+_L4_NEED = _proto_table(L4_MIN_HEADER)
+# transport header length for protocols whose length is fixed (TCP/GRE: computed)
+_L4_FIXED_HLEN = _proto_table({p: n for p, n in L4_MIN_HEADER.items() if p not in (IPPROTO_TCP, IPPROTO_GRE)})
+_HAS_PORTS = _proto_table(dict.fromkeys(PORT_PROTOS, 1), np.bool_)
+_IS_ICMP = _proto_table(dict.fromkeys(ICMP_PROTOS, 1), np.bool_)
+_IS_V6_EXT = _proto_table(dict.fromkeys(V6_EXT_HEADERS, 1), np.bool_)
+_V4_MAPPED = np.uint64(0x0000_FFFF_0000_0000)
+_ONE_BYTE = np.zeros(1, dtype=np.uint8)
+_COLUMNS = np.arange(64, dtype=np.int64)
+_MPLS_COLUMNS = ("mpls_depth", "mpls1", "mpls2", "mpls3")  # MPLS rows are always deferred
+
+
+class _Verdict:
+    """Per-row status, the stage a row failed at, and which rows are live."""
+
+    __slots__ = ("status", "stage", "alive", "deferred")
+
+    def __init__(self, n: int) -> None:
+        self.status = np.zeros(n, dtype=np.uint8)
+        self.stage = np.zeros(n, dtype=np.uint8)
+        self.alive = np.ones(n, dtype=np.bool_)
+        self.deferred = np.zeros(n, dtype=np.bool_)
+
+    def fail(self, cond: np.ndarray, reason: Reason, stage: Stage) -> None:
+        hit = cond & self.alive
+        if hit.any():
+            self.status[hit] = reason
+            self.stage[hit] = stage
+            self.alive &= ~hit
+
+    def defer(self, cond: np.ndarray) -> None:
+        hit = cond & self.alive
+        self.deferred |= hit
+        self.alive &= ~hit
+
+
+def _gather(data: np.ndarray, starts: np.ndarray, width: int) -> np.ndarray:
+    """``data[starts[i] + k]`` for k < width as an (n, width) uint8 array."""
+    return np.take(data, starts[:, None] + _COLUMNS[:width], mode="clip")
+
+
+def decode_vectorised(batch) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Decode *batch*; returns (columns, indices of rows left to the scalar path)."""
+    n = len(batch)
+    off, cap = frame_bounds(batch)
+    data = batch.data if batch.data.size else _ONE_BYTE
+    v = _Verdict(n)
+    cols: dict[str, np.ndarray] = {name: np.zeros(n, dtype=DECODED_COLUMNS[name]) for name in _MPLS_COLUMNS}
+    link = _LINK_DECODERS.get(batch.linktype)
+    if link is None or n == 0:
+        cols = {name: np.full(n, DEFAULTS[name], dtype=dt) for name, dt in DECODED_COLUMNS.items()}
+        cols["status"][:] = Reason.UNSUPPORTED_LINKTYPE if link is None else 0
+        return cols, np.zeros(0, dtype=np.int64)
+    cls, l3, l3_seen = link(data, off, cap, v, cols)
+    v.defer(cls == _DEFER)
+    v.fail(cls == _OTHER, Reason.NOT_IP, Stage.NET)
+    proto, l4, avail, l4_seen = _network(data, off, cap, batch.wirelen.astype(np.int64), cls, l3, v, cols)
+    cols["l3_off"] = np.where(l3_seen, l3, -1)
+    _transport(data, off, cap, proto, l4, avail, l4_seen & v.alive, v, cols)
+    cols["status"] = v.status
+    _reset_failed(cols, v.stage)
+    return _normalise(cols), np.flatnonzero(v.deferred)
+
+
+# -- link layer ---------------------------------------------------------------
+def _ethernet(data, off, cap, v: _Verdict, cols) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Ethernet + up to two VLAN tags.  Returns (ethertype class, l3 offset, l3 seen)."""
+    m = _gather(data, off - 2, 24)  # two pad bytes so the MACs land on 64-bit words
+    m[:, :2] = 0
+    w8 = m.view(">u8")
+    w2 = m.view(">u2")
+    has_mac = cap >= 14
+    cols["dst_mac"] = np.where(has_mac, w8[:, 0], 0)
+    cols["src_mac"] = np.where(has_mac, w8[:, 1] >> 16, 0)
+    et0, et1, et2 = w2[:, 7], w2[:, 9], w2[:, 11]
+    c0, c1, c2 = _ET_CLASS[et0], _ET_CLASS[et1], _ET_CLASS[et2]
+    t1 = c0 == _TAG
+    t2 = t1 & (c1 == _TAG)
+    v.fail(~has_mac, Reason.HEADER_TOO_SMALL, Stage.LINK)
+    v.fail(t1 & (cap < 18), Reason.HEADER_TOO_SMALL, Stage.LINK)
+    v.fail(t2 & (cap < 22), Reason.HEADER_TOO_SMALL, Stage.LINK)
+    v.fail(t2 & (c2 == _TAG), Reason.VLAN_TOO_DEEP, Stage.LINK)
+    cols["vlan"] = np.where(t1, w2[:, 8] & 0x0FFF, 0)
+    cols["vlan_inner"] = np.where(t2, w2[:, 10] & 0x0FFF, 0)
+    cols["ethertype"] = np.where(t2, et2, np.where(t1, et1, et0))
+    cls = np.where(t2, c2, np.where(t1, c1, c0))
+    l3 = 14 + 4 * (t1.astype(np.int64) + t2)
+    return cls, l3, v.alive & ((cls == _V4) | (cls == _V6))
+
+
+def _linux_sll(data, off, cap, v: _Verdict, cols):
+    """Linux cooked capture (v1): 16-byte header, VLAN tags deferred."""
+    m = _gather(data, off - 2, 24)
+    w8 = m.view(">u8")
+    w2 = m.view(">u2")
+    has_hdr = cap >= 16
+    v.fail(~has_hdr, Reason.HEADER_TOO_SMALL, Stage.LINK)
+    cols["dst_mac"] = np.zeros(len(off), dtype=np.uint64)
+    cols["src_mac"] = np.where(has_hdr & (w2[:, 3] == 6), w8[:, 1] >> 16, 0)
+    et = w2[:, 8]
+    cls = _ET_CLASS[et]
+    cols["ethertype"] = et
+    v.defer(cls == _TAG)
+    _no_tags(cols, len(off))
+    return cls, np.full(len(off), 16, dtype=np.int64), v.alive & ((cls == _V4) | (cls == _V6))
+
+
+def _raw(data, off, cap, v: _Verdict, cols):
+    """Raw IP: the version nibble picks the family."""
+    v.fail(cap < 1, Reason.HEADER_TOO_SMALL, Stage.LINK)
+    version = np.take(data, off, mode="clip") >> 4
+    seen = v.alive.copy()
+    cls = np.where(version == 4, _V4, np.where(version == 6, _V6, _OTHER)).astype(np.uint8)
+    v.fail(cls == _OTHER, Reason.BAD_IP_VERSION, Stage.NET)
+    return _fixed_family(cls, cols, len(off)) + (seen,)
+
+
+def _ipv4_link(data, off, cap, v: _Verdict, cols):
+    return _fixed_family(np.full(len(off), _V4, dtype=np.uint8), cols, len(off)) + (v.alive.copy(),)
+
+
+def _ipv6_link(data, off, cap, v: _Verdict, cols):
+    return _fixed_family(np.full(len(off), _V6, dtype=np.uint8), cols, len(off)) + (v.alive.copy(),)
+
+
+def _fixed_family(cls: np.ndarray, cols, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Link columns for links without a MAC header; L3 at offset 0."""
+    cols["ethertype"] = np.where(cls == _V4, ETH_IPV4, np.where(cls == _V6, ETH_IPV6, 0))
+    cols["dst_mac"] = np.zeros(n, dtype=np.uint64)
+    cols["src_mac"] = np.zeros(n, dtype=np.uint64)
+    _no_tags(cols, n)
+    return cls, np.zeros(n, dtype=np.int64)
+
+
+def _no_tags(cols, n: int) -> None:
+    cols["vlan"] = np.zeros(n, dtype=np.uint16)
+    cols["vlan_inner"] = np.zeros(n, dtype=np.uint16)
+
+
+_LINK_DECODERS = {
+    LINKTYPE_ETHERNET: _ethernet,
+    LINKTYPE_LINUX_SLL: _linux_sll,
+    LINKTYPE_RAW: _raw,
+    LINKTYPE_IPV4: _ipv4_link,
+    LINKTYPE_IPV6: _ipv6_link,
+}
+
+
+# -- network layer --------------------------------------------------------------
+def _network(data, off, cap, wire, cls, l3, v: _Verdict, cols):
+    """IPv4 and plain IPv6 headers.  Returns (proto, l4 offset, bytes left, l4 seen)."""
+    is4 = v.alive & (cls == _V4)
+    is6 = v.alive & (cls == _V6)
+    is_ip = is4 | is6
+    m = _gather(data, off + l3, 40)
+    w2 = m.view(">u2")
+    w4 = m.view(">u4")
+    w8 = m.view(">u8")
+    b0 = m[:, 0]
+    v.fail(is_ip & (cap < l3 + np.where(is6, 40, 20)), Reason.HEADER_TOO_SMALL, Stage.NET)
+    v.fail(is_ip & ((b0 >> 4) != np.where(is6, 6, 4)), Reason.BAD_IP_VERSION, Stage.NET)
+    hlen = np.where(is6, 40, (b0 & 15).astype(np.int64) * 4)
+    v.fail(is4 & ((hlen < 20) | (cap < l3 + hlen)), Reason.BAD_IP_HEADER_LENGTH, Stage.NET)
+    ip_len = np.where(is6, w2[:, 2].astype(np.int64) + 40, w2[:, 1])
+    v.fail(is_ip & ((ip_len < hlen) | (ip_len > wire - l3)), Reason.BAD_TOTAL_LENGTH, Stage.NET)
+    nh = m[:, 6]
+    v.defer(is6 & _IS_V6_EXT[nh])
+    proto = np.where(is6, nh, m[:, 9])
+    fragword = w2[:, 3]
+    frag_off = np.where(is4, fragword & 0x1FFF, 0)
+    frag = np.where(frag_off > 0, 2, np.where(is4 & ((fragword & 0x2000) != 0), 1, 0))
+    cols["af"] = np.where(is6, 6, np.where(is4, 4, 0))
+    cols["proto"] = proto
+    cols["tos"] = np.where(is6, (w2[:, 0] >> 4) & 0xFF, m[:, 1])
+    cols["ttl"] = np.where(is6, m[:, 7], m[:, 8])
+    cols["ip_len"] = ip_len
+    cols["ip_id"] = np.where(is4, w2[:, 2], 0)
+    cols["ip_hlen"] = hlen
+    cols["frag"] = frag
+    cols["frag_off"] = frag_off
+    cols["src_hi"] = np.where(is6, w8[:, 1], 0)
+    cols["src_lo"] = np.where(is6, w8[:, 2], _V4_MAPPED | w4[:, 3])
+    cols["dst_hi"] = np.where(is6, w8[:, 3], 0)
+    cols["dst_lo"] = np.where(is6, w8[:, 4], _V4_MAPPED | w4[:, 4])
+    l4_seen = is_ip & (frag != 2) & (proto != IPPROTO_NONE)
+    return proto, l3 + hlen, ip_len - hlen, l4_seen
+
+
+# -- transport layer --------------------------------------------------------------
+def _transport(data, off, cap, proto, l4, avail, live, v: _Verdict, cols) -> None:
+    """Fixed part of the transport header; *live* rows have one to decode."""
+    need = _L4_NEED[proto]
+    v.fail(live & ((cap < l4 + need) | (avail < need)), Reason.TRUNCATED_L4, Stage.TRANSPORT)
+    m = _gather(data, off + l4, 16)
+    w2 = m.view(">u2")
+    is_tcp = live & (proto == IPPROTO_TCP)
+    tcp_hlen = (m[:, 12] >> 4).astype(np.int64) * 4
+    v.fail(is_tcp & (tcp_hlen < 20), Reason.BAD_TCP_HEADER_LENGTH, Stage.TRANSPORT)
+    v.fail(is_tcp & (tcp_hlen > avail), Reason.TRUNCATED_L4, Stage.TRANSPORT)
+    is_gre = live & (proto == IPPROTO_GRE)
+    hlen = np.where(is_tcp, tcp_hlen, _L4_FIXED_HLEN[proto])
+    if is_gre.any():
+        hlen = np.where(is_gre, _gre_header_length(w2[:, 0]), hlen)
+    ports = live & _HAS_PORTS[proto]
+    icmp = live & _IS_ICMP[proto]
+    cols["l4_off"] = np.where(live, l4, -1)
+    cols["payload_off"] = np.where(live & (hlen > 0), l4 + hlen, -1)
+    cols["sport"] = np.where(ports, w2[:, 0], 0)
+    cols["dport"] = np.where(ports, w2[:, 1], 0)
+    cols["tcp_flags"] = np.where(is_tcp, m[:, 13], 0)
+    cols["icmp_type"] = np.where(icmp, m[:, 0], 0)
+    cols["icmp_code"] = np.where(icmp, m[:, 1], 0)
+    cols["gre_proto"] = np.where(is_gre, w2[:, 1], 0)
+
+
+def _gre_header_length(flags: np.ndarray) -> np.ndarray:
+    """Vector form of :func:`flowplane.decode_scalar.gre_header_length`."""
+    flags = flags.astype(np.int64)
+    words = (1 + ((flags & 0xC000) != 0) + ((flags & 0x2000) != 0) + ((flags & 0x1000) != 0)
+             + (((flags & 0x0007) == 1) & ((flags & 0x0080) != 0)))
+    return words * 4
+
+
+# -- finishing --------------------------------------------------------------------
+def _reset_failed(cols, stage: np.ndarray) -> None:
+    """Reset what a failed row must not carry (see CLEARED_ON_FAILURE)."""
+    if not stage.any():
+        return
+    for failed_at, names in CLEARED_ON_FAILURE.items():
+        rows = np.flatnonzero(stage == failed_at)
+        if rows.size:
+            for name in names:
+                cols[name][rows] = DEFAULTS[name]
+
+
+def _normalise(cols) -> dict[str, np.ndarray]:
+    """Native-endian arrays of the documented dtypes, in DECODED_COLUMNS order."""
+    return {name: np.asarray(cols[name]).astype(dt, copy=False) for name, dt in DECODED_COLUMNS.items()}
