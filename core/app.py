@@ -336,6 +336,8 @@ class App:
                     self.pm.register(obj)
             raise
         graph.configured = [p for p in self.pm.get_plugins() if id(p) not in before]
+        if old is not None:  # Junos keeps the counters of filters that did not change
+            graph.firewall.adopt_counters(old.firewall)
         graph.process_batch = BatchHook.compile(self.pm, "flowplane_process_batch", self.counters["plugins"])
         graph.flows_expired = BatchHook.compile(self.pm, "flowplane_flows_expired", self.counters["plugins"])
 

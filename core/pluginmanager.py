@@ -56,10 +56,7 @@ def make_plugin_manager(
     for name in blocked:
         pm.set_blocked(name)
     if load_entrypoints:
-        try:
-            pm.load_setuptools_entrypoints(ENTRYPOINT_GROUP)
-        except Exception as exc:  # a broken third-party distribution
-            raise PluginError(f"loading plugins from entry point group {ENTRYPOINT_GROUP!r} failed: {exc}") from exc
+        _load_entrypoints(pm)
     for plugin, name in plugins:
         if not pm.is_blocked(name):
             pm.register(plugin, name=name)
@@ -70,14 +67,39 @@ def make_plugin_manager(
     return pm
 
 
+def _load_entrypoints(pm: pluggy.PluginManager) -> None:
+    """Import and register every ``flowplane.plugins`` entry point not blocked.
+
+    One by one (not pluggy's ``load_setuptools_entrypoints``) so that a
+    plugin that fails to import is named with its distribution.
+    """
+    seen: set[str] = set()
+    # kept on the manager itself: no module-level state
+    versions = pm.flowplane_versions = {}  # type: ignore[attr-defined]
+    dists = pm.flowplane_dists = {}  # type: ignore[attr-defined]
+    for ep in sorted(metadata.entry_points(group=ENTRYPOINT_GROUP), key=lambda e: e.name):
+        if ep.name in seen or pm.is_blocked(ep.name) or pm.get_plugin(ep.name) is not None:
+            continue
+        seen.add(ep.name)
+        dist = ep.dist.name if ep.dist else "?"
+        try:
+            plugin = ep.load()
+        except Exception as exc:
+            raise PluginError(f"plugin {ep.name!r} (distribution {dist!r}, {ep.value}) failed to load: "
+                              f"{type(exc).__name__}: {exc}; block it with FLOWPLANE_DISABLED_PLUGINS={ep.name}") from exc
+        pm.register(plugin, name=ep.name)
+        versions[ep.name] = ep.dist.version if ep.dist else "?"
+        dists[ep.name] = dist
+
+
 def plugin_versions(pm: pluggy.PluginManager) -> dict[str, str]:
     """``plugin name -> distribution version`` for entry-point plugins."""
-    out: dict[str, str] = {}
-    for plugin, dist in pm.list_plugin_distinfo():
-        name = pm.get_name(plugin)
-        if name is not None:
-            out[name] = getattr(dist, "version", None) or dist.metadata.get("Version", "?")
-    return out
+    return dict(getattr(pm, "flowplane_versions", {}))
+
+
+def plugin_dists(pm: pluggy.PluginManager) -> dict[str, str]:
+    """``plugin name -> distribution name`` for entry-point plugins."""
+    return dict(getattr(pm, "flowplane_dists", {}))
 
 
 def entrypoint_names(group: str = ENTRYPOINT_GROUP, dist: str | None = None) -> list[str]:

@@ -11,7 +11,7 @@ from structlog.testing import capture_logs
 
 from flowplane import hookimpl
 from flowplane.errors import PluginError
-from flowplane.pluginmanager import BUILTIN_PLUGINS, BatchHook, call_each, make_plugin_manager
+from flowplane.pluginmanager import BUILTIN_PLUGINS, BatchHook, call_each, make_plugin_manager, plugin_dists
 from flowplane.registry import DuplicateName, Registry
 from flowplane.stats import Counters
 
@@ -26,7 +26,7 @@ def test_builtins_are_entry_points_exactly():
     names = {pm.get_name(p) for p in pm.get_plugins()}
     assert set(BUILTIN_PLUGINS) <= names
     # loaded from the entry points, so pluggy knows their distribution
-    dists = {pm.get_name(p): d.project_name for p, d in pm.list_plugin_distinfo()}
+    dists = plugin_dists(pm)
     assert all(dists[n] == "flowplane" for n in BUILTIN_PLUGINS)
 
 
@@ -169,3 +169,19 @@ def test_plugins_command_lists_registrations(make_app):
     assert "show firewall" in table["core-commands"]["registered"]["commands"]
     assert table["pcap"]["version"] == __import__("flowplane").__version__
     assert "flowplane_register_sources" in table["pcap"]["hooks"]
+
+
+def test_broken_plugin_named_at_start(tmp_path, monkeypatch):
+    """A third-party plugin whose import fails is named with its distribution."""
+    site = tmp_path / "site"
+    (site / "brokenplug").mkdir(parents=True)
+    (site / "brokenplug" / "__init__.py").write_text("raise ImportError('needs libfoo')\n")
+    info = site / "brokenplug-1.2.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: brokenplug\nVersion: 1.2\n")
+    (info / "entry_points.txt").write_text("[flowplane.plugins]\nbroken = brokenplug\n")
+    monkeypatch.syspath_prepend(str(site))
+    with pytest.raises(PluginError, match=r"plugin 'broken' \(distribution 'brokenplug'.*needs libfoo.*FLOWPLANE_DISABLED_PLUGINS=broken"):
+        make_plugin_manager()
+    pm = make_plugin_manager(blocked=["broken"])  # blocking it lets the appliance start
+    assert pm.is_blocked("broken")
