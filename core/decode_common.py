@@ -136,6 +136,9 @@ def frame_bounds(batch) -> tuple[np.ndarray, np.ndarray]:
     """(offset, usable caplen) per row; caplen clipped to the buffer so a
     malformed batch cannot make the decoder read outside ``data``."""
     off = batch.offset.astype(np.int64, copy=False)
-    room = np.maximum(np.int64(batch.data.size) - off, 0)
-    cap = np.clip(batch.caplen.astype(np.int64), 0, room)
+    cap = batch.caplen.astype(np.int32, copy=False)
+    if off.size and (off.min() < 0 or (off + cap).max() > batch.data.size or cap.min() < 0):
+        room = np.clip(np.int64(batch.data.size) - off, 0, np.iinfo(np.int32).max)
+        cap = np.clip(cap, 0, room).astype(np.int32)
+        cap[off < 0] = 0
     return off, cap

@@ -47,9 +47,10 @@ def _proto_table(values: dict[int, int], dtype=np.int64) -> np.ndarray:
 
 
 _ET_CLASS = _ethertype_classes()
-_L4_NEED = _proto_table(L4_MIN_HEADER)
+_L4_NEED = _proto_table(L4_MIN_HEADER, np.int32)
 # transport header length for protocols whose length is fixed (TCP/GRE: computed)
-_L4_FIXED_HLEN = _proto_table({p: n for p, n in L4_MIN_HEADER.items() if p not in (IPPROTO_TCP, IPPROTO_GRE)})
+_L4_FIXED_HLEN = _proto_table({p: n for p, n in L4_MIN_HEADER.items() if p not in (IPPROTO_TCP, IPPROTO_GRE)},
+                               np.int32)
 _HAS_PORTS = _proto_table(dict.fromkeys(PORT_PROTOS, 1), np.bool_)
 _IS_ICMP = _proto_table(dict.fromkeys(ICMP_PROTOS, 1), np.bool_)
 _IS_V6_EXT = _proto_table(dict.fromkeys(V6_EXT_HEADERS, 1), np.bool_)
@@ -84,15 +85,30 @@ class _Verdict:
 
 
 def _gather(data: np.ndarray, starts: np.ndarray, width: int) -> np.ndarray:
-    """``data[starts[i] + k]`` for k < width as an (n, width) uint8 array."""
-    return np.take(data, starts[:, None] + _COLUMNS[:width], mode="clip")
+    """``data[starts[i] + k]`` for k < width as a fresh (n, width) uint8 array.
+
+    Each row is one item of a ``V{width}`` view that slides over ``data`` byte
+    by byte, so numpy copies whole windows (a few ns per row).  Rows whose
+    window would leave the buffer (the first/last frame) fall back to a
+    clipped byte gather; their out-of-frame bytes are never trusted.
+    """
+    limit = data.size - width
+    if limit < 0:
+        return np.take(data, starts[:, None] + _COLUMNS[:width], mode="clip")
+    windows = np.ndarray(shape=(limit + 1,), dtype=f"V{width}", buffer=data, strides=(1,))
+    safe = np.clip(starts, 0, limit)
+    out = windows[safe].view(np.uint8).reshape(-1, width)
+    edge = np.flatnonzero(safe != starts)
+    if edge.size:
+        out[edge] = np.take(data, starts[edge, None] + _COLUMNS[:width], mode="clip")
+    return out
 
 
 def decode_vectorised(batch) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Decode *batch*; returns (columns, indices of rows left to the scalar path)."""
     n = len(batch)
     off, cap = frame_bounds(batch)
-    data = batch.data if batch.data.size else _ONE_BYTE
+    data = np.ascontiguousarray(batch.data) if batch.data.size else _ONE_BYTE
     v = _Verdict(n)
     cols: dict[str, np.ndarray] = {name: np.zeros(n, dtype=DECODED_COLUMNS[name]) for name in _MPLS_COLUMNS}
     link = _LINK_DECODERS.get(batch.linktype)
@@ -103,7 +119,7 @@ def decode_vectorised(batch) -> tuple[dict[str, np.ndarray], np.ndarray]:
     cls, l3, l3_seen = link(data, off, cap, v, cols)
     v.defer(cls == _DEFER)
     v.fail(cls == _OTHER, Reason.NOT_IP, Stage.NET)
-    proto, l4, avail, l4_seen = _network(data, off, cap, batch.wirelen.astype(np.int64), cls, l3, v, cols)
+    proto, l4, avail, l4_seen = _network(data, off, cap, batch.wirelen, cls, l3, v, cols)
     cols["l3_off"] = np.where(l3_seen, l3, -1)
     _transport(data, off, cap, proto, l4, avail, l4_seen & v.alive, v, cols)
     cols["status"] = v.status
@@ -116,24 +132,34 @@ def _ethernet(data, off, cap, v: _Verdict, cols) -> tuple[np.ndarray, np.ndarray
     """Ethernet + up to two VLAN tags.  Returns (ethertype class, l3 offset, l3 seen)."""
     m = _gather(data, off - 2, 24)  # two pad bytes so the MACs land on 64-bit words
     m[:, :2] = 0
-    w8 = m.view(">u8")
-    w2 = m.view(">u2")
+    macs = m[:, :16].view(">u8").astype(np.uint64)
+    words = m[:, 14:24].view(">u2").astype(np.uint16)  # et0, tci1, et1, tci2, et2
     has_mac = cap >= 14
-    cols["dst_mac"] = np.where(has_mac, w8[:, 0], 0)
-    cols["src_mac"] = np.where(has_mac, w8[:, 1] >> 16, 0)
-    et0, et1, et2 = w2[:, 7], w2[:, 9], w2[:, 11]
-    c0, c1, c2 = _ET_CLASS[et0], _ET_CLASS[et1], _ET_CLASS[et2]
-    t1 = c0 == _TAG
-    t2 = t1 & (c1 == _TAG)
-    v.fail(~has_mac, Reason.HEADER_TOO_SMALL, Stage.LINK)
-    v.fail(t1 & (cap < 18), Reason.HEADER_TOO_SMALL, Stage.LINK)
-    v.fail(t2 & (cap < 22), Reason.HEADER_TOO_SMALL, Stage.LINK)
-    v.fail(t2 & (c2 == _TAG), Reason.VLAN_TOO_DEEP, Stage.LINK)
-    cols["vlan"] = np.where(t1, w2[:, 8] & 0x0FFF, 0)
-    cols["vlan_inner"] = np.where(t2, w2[:, 10] & 0x0FFF, 0)
-    cols["ethertype"] = np.where(t2, et2, np.where(t1, et1, et0))
-    cls = np.where(t2, c2, np.where(t1, c1, c0))
-    l3 = 14 + 4 * (t1.astype(np.int64) + t2)
+    short = ~has_mac
+    if short.any():
+        macs[short] = 0
+        v.fail(short, Reason.HEADER_TOO_SMALL, Stage.LINK)
+    cols["dst_mac"] = macs[:, 0]
+    cols["src_mac"] = macs[:, 1] >> 16
+    et = words[:, 0]
+    cls = _ET_CLASS[et]
+    t1 = cls == _TAG
+    n = len(off)
+    cols["vlan"] = np.zeros(n, dtype=np.uint16)
+    cols["vlan_inner"] = np.zeros(n, dtype=np.uint16)
+    l3 = np.full(n, 14, dtype=np.int32)
+    if t1.any():
+        c1 = _ET_CLASS[words[:, 2]]
+        t2 = t1 & (c1 == _TAG)
+        v.fail(t1 & (cap < 18), Reason.HEADER_TOO_SMALL, Stage.LINK)
+        v.fail(t2 & (cap < 22), Reason.HEADER_TOO_SMALL, Stage.LINK)
+        v.fail(t2 & (_ET_CLASS[words[:, 4]] == _TAG), Reason.VLAN_TOO_DEEP, Stage.LINK)
+        cols["vlan"] = (words[:, 1] & 0x0FFF) * t1
+        cols["vlan_inner"] = (words[:, 3] & 0x0FFF) * t2
+        et = np.where(t2, words[:, 4], np.where(t1, words[:, 2], et))
+        cls = _ET_CLASS[et]
+        l3 += 4 * t1 + 4 * t2
+    cols["ethertype"] = et
     return cls, l3, v.alive & ((cls == _V4) | (cls == _V6))
 
 
@@ -151,7 +177,7 @@ def _linux_sll(data, off, cap, v: _Verdict, cols):
     cols["ethertype"] = et
     v.defer(cls == _TAG)
     _no_tags(cols, len(off))
-    return cls, np.full(len(off), 16, dtype=np.int64), v.alive & ((cls == _V4) | (cls == _V6))
+    return cls, np.full(len(off), 16, dtype=np.int32), v.alive & ((cls == _V4) | (cls == _V6))
 
 
 def _raw(data, off, cap, v: _Verdict, cols):
@@ -178,7 +204,7 @@ def _fixed_family(cls: np.ndarray, cols, n: int) -> tuple[np.ndarray, np.ndarray
     cols["dst_mac"] = np.zeros(n, dtype=np.uint64)
     cols["src_mac"] = np.zeros(n, dtype=np.uint64)
     _no_tags(cols, n)
-    return cls, np.zeros(n, dtype=np.int64)
+    return cls, np.zeros(n, dtype=np.int32)
 
 
 def _no_tags(cols, n: int) -> None:
@@ -197,40 +223,52 @@ _LINK_DECODERS = {
 
 # -- network layer --------------------------------------------------------------
 def _network(data, off, cap, wire, cls, l3, v: _Verdict, cols):
-    """IPv4 and plain IPv6 headers.  Returns (proto, l4 offset, bytes left, l4 seen)."""
+    """IPv4 and plain IPv6 headers.  Returns (proto, l4 offset, bytes left, l4 seen).
+
+    Every row is read with the IPv4 layout first; IPv6 rows are then patched.
+    Rows that are not live IP carry garbage here and are reset at the end.
+    """
     is4 = v.alive & (cls == _V4)
     is6 = v.alive & (cls == _V6)
     is_ip = is4 | is6
     m = _gather(data, off + l3, 40)
-    w2 = m.view(">u2")
-    w4 = m.view(">u4")
-    w8 = m.view(">u8")
-    b0 = m[:, 0]
-    v.fail(is_ip & (cap < l3 + np.where(is6, 40, 20)), Reason.HEADER_TOO_SMALL, Stage.NET)
-    v.fail(is_ip & ((b0 >> 4) != np.where(is6, 6, 4)), Reason.BAD_IP_VERSION, Stage.NET)
-    hlen = np.where(is6, 40, (b0 & 15).astype(np.int64) * 4)
+    w2 = m[:, :8].view(">u2").astype(np.uint16)  # ver/tos, total, id, fragword
+    addrs = m[:, 12:20].view(">u4").astype(np.uint64)
+    version = m[:, 0] >> 4
+    want = np.full(len(off), 4, dtype=np.uint8)
+    hmin = np.full(len(off), 20, dtype=np.int32)
+    hlen = (m[:, 0] & 15).astype(np.int32) << 2
+    ip_len = w2[:, 1].astype(np.int32)
+    proto, tos, ttl = m[:, 9].copy(), m[:, 1].copy(), m[:, 8].copy()
+    ip_id, fragword = w2[:, 2], w2[:, 3]
+    af = np.full(len(off), 4, dtype=np.uint8)
+    src_hi = np.zeros(len(off), dtype=np.uint64)
+    dst_hi = np.zeros(len(off), dtype=np.uint64)
+    src_lo = addrs[:, 0] | _V4_MAPPED
+    dst_lo = addrs[:, 1] | _V4_MAPPED
+    i6 = np.flatnonzero(is6)
+    if i6.size:
+        m6 = m[i6]
+        want[i6] = 6
+        af[i6] = 6
+        hmin[i6] = hlen[i6] = 40
+        ip_len[i6] = w2[i6, 2].astype(np.int32) + 40
+        proto[i6], ttl[i6] = m6[:, 6], m6[:, 7]
+        tos[i6] = (w2[i6, 0] >> 4) & 0xFF
+        ip_id[i6] = fragword[i6] = 0
+        a6 = m6[:, 8:40].view(">u8").astype(np.uint64)
+        src_hi[i6], src_lo[i6], dst_hi[i6], dst_lo[i6] = a6[:, 0], a6[:, 1], a6[:, 2], a6[:, 3]
+    v.fail(is_ip & (cap < l3 + hmin), Reason.HEADER_TOO_SMALL, Stage.NET)
+    v.fail(is_ip & (version != want), Reason.BAD_IP_VERSION, Stage.NET)
     v.fail(is4 & ((hlen < 20) | (cap < l3 + hlen)), Reason.BAD_IP_HEADER_LENGTH, Stage.NET)
-    ip_len = np.where(is6, w2[:, 2].astype(np.int64) + 40, w2[:, 1])
     v.fail(is_ip & ((ip_len < hlen) | (ip_len > wire - l3)), Reason.BAD_TOTAL_LENGTH, Stage.NET)
-    nh = m[:, 6]
-    v.defer(is6 & _IS_V6_EXT[nh])
-    proto = np.where(is6, nh, m[:, 9])
-    fragword = w2[:, 3]
-    frag_off = np.where(is4, fragword & 0x1FFF, 0)
-    frag = np.where(frag_off > 0, 2, np.where(is4 & ((fragword & 0x2000) != 0), 1, 0))
-    cols["af"] = np.where(is6, 6, np.where(is4, 4, 0))
-    cols["proto"] = proto
-    cols["tos"] = np.where(is6, (w2[:, 0] >> 4) & 0xFF, m[:, 1])
-    cols["ttl"] = np.where(is6, m[:, 7], m[:, 8])
-    cols["ip_len"] = ip_len
-    cols["ip_id"] = np.where(is4, w2[:, 2], 0)
-    cols["ip_hlen"] = hlen
-    cols["frag"] = frag
-    cols["frag_off"] = frag_off
-    cols["src_hi"] = np.where(is6, w8[:, 1], 0)
-    cols["src_lo"] = np.where(is6, w8[:, 2], _V4_MAPPED | w4[:, 3])
-    cols["dst_hi"] = np.where(is6, w8[:, 3], 0)
-    cols["dst_lo"] = np.where(is6, w8[:, 4], _V4_MAPPED | w4[:, 4])
+    if i6.size:
+        v.defer(is6 & _IS_V6_EXT[proto])
+    frag_off = fragword & 0x1FFF
+    frag = ((fragword >> 13) & 1).astype(np.uint8)
+    frag[frag_off > 0] = 2
+    cols.update(af=af, proto=proto, tos=tos, ttl=ttl, ip_len=ip_len, ip_id=ip_id, ip_hlen=hlen,
+                frag=frag, frag_off=frag_off, src_hi=src_hi, src_lo=src_lo, dst_hi=dst_hi, dst_lo=dst_lo)
     l4_seen = is_ip & (frag != 2) & (proto != IPPROTO_NONE)
     return proto, l3 + hlen, ip_len - hlen, l4_seen
 
@@ -241,9 +279,9 @@ def _transport(data, off, cap, proto, l4, avail, live, v: _Verdict, cols) -> Non
     need = _L4_NEED[proto]
     v.fail(live & ((cap < l4 + need) | (avail < need)), Reason.TRUNCATED_L4, Stage.TRANSPORT)
     m = _gather(data, off + l4, 16)
-    w2 = m.view(">u2")
+    w2 = m[:, :4].view(">u2").astype(np.uint16)  # sport, dport | GRE flags, protocol
     is_tcp = live & (proto == IPPROTO_TCP)
-    tcp_hlen = (m[:, 12] >> 4).astype(np.int64) * 4
+    tcp_hlen = (m[:, 12] >> 4).astype(np.int32) << 2
     v.fail(is_tcp & (tcp_hlen < 20), Reason.BAD_TCP_HEADER_LENGTH, Stage.TRANSPORT)
     v.fail(is_tcp & (tcp_hlen > avail), Reason.TRUNCATED_L4, Stage.TRANSPORT)
     is_gre = live & (proto == IPPROTO_GRE)
@@ -254,17 +292,17 @@ def _transport(data, off, cap, proto, l4, avail, live, v: _Verdict, cols) -> Non
     icmp = live & _IS_ICMP[proto]
     cols["l4_off"] = np.where(live, l4, -1)
     cols["payload_off"] = np.where(live & (hlen > 0), l4 + hlen, -1)
-    cols["sport"] = np.where(ports, w2[:, 0], 0)
-    cols["dport"] = np.where(ports, w2[:, 1], 0)
-    cols["tcp_flags"] = np.where(is_tcp, m[:, 13], 0)
-    cols["icmp_type"] = np.where(icmp, m[:, 0], 0)
-    cols["icmp_code"] = np.where(icmp, m[:, 1], 0)
-    cols["gre_proto"] = np.where(is_gre, w2[:, 1], 0)
+    cols["sport"] = w2[:, 0] * ports
+    cols["dport"] = w2[:, 1] * ports
+    cols["tcp_flags"] = m[:, 13] * is_tcp
+    cols["icmp_type"] = m[:, 0] * icmp
+    cols["icmp_code"] = m[:, 1] * icmp
+    cols["gre_proto"] = w2[:, 1] * is_gre
 
 
 def _gre_header_length(flags: np.ndarray) -> np.ndarray:
     """Vector form of :func:`flowplane.decode_scalar.gre_header_length`."""
-    flags = flags.astype(np.int64)
+    flags = flags.astype(np.int32)
     words = (1 + ((flags & 0xC000) != 0) + ((flags & 0x2000) != 0) + ((flags & 0x1000) != 0)
              + (((flags & 0x0007) == 1) & ((flags & 0x0080) != 0)))
     return words * 4
@@ -284,4 +322,4 @@ def _reset_failed(cols, stage: np.ndarray) -> None:
 
 def _normalise(cols) -> dict[str, np.ndarray]:
     """Native-endian arrays of the documented dtypes, in DECODED_COLUMNS order."""
-    return {name: np.asarray(cols[name]).astype(dt, copy=False) for name, dt in DECODED_COLUMNS.items()}
+    return {name: np.ascontiguousarray(cols[name], dtype=dt) for name, dt in DECODED_COLUMNS.items()}

@@ -374,8 +374,8 @@ def test_capture_ipv6():
     b = corpus_batch("ndpi_http_ipv6.pcap")
     assert (b.status == 0).all() and (b.af == 6).all() and np.isin(b.proto, [6, 17]).all()
     tcp = b.proto == 6
-    assert tcp.mean() > 0.5 and ((b.sport[tcp] == 80) | (b.dport[tcp] == 80)).all()
-    assert ((b.src_hi >> 48) == 0x2001).any() and (b.l4_off == 54).all()
+    assert tcp.mean() > 0.5 and np.isin(np.minimum(b.sport[tcp], b.dport[tcp]), [80, 443]).all()
+    assert ((b.src_hi >> 61) == 1).any() and (b.l4_off == 54).all()  # 2000::/3 global unicast
 
 
 def test_capture_raw_and_sll_links():
