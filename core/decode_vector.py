@@ -25,7 +25,8 @@ from .decode_common import (
 )
 
 # Ethertype classes (one 64 KiB lookup instead of a chain of comparisons).
-_OTHER, _V4, _V6, _TAG, _DEFER = 0, 1, 2, 3, 4
+_OTHER, _V4, _V6, _TAG, _DEFER, _MPLS = 0, 1, 2, 3, 4, 5
+_MPLS_FAST_DEPTH = 3  # deeper stacks go to the per-packet path
 
 
 def _ethertype_classes() -> np.ndarray:
@@ -33,7 +34,8 @@ def _ethertype_classes() -> np.ndarray:
     table[ETH_IPV4] = _V4
     table[ETH_IPV6] = _V6
     table[list(VLAN_TPIDS)] = _TAG
-    table[list(MPLS_ETHERTYPES) + [ETH_PPPOE_SESSION]] = _DEFER
+    table[list(MPLS_ETHERTYPES)] = _MPLS
+    table[ETH_PPPOE_SESSION] = _DEFER
     table.setflags(write=False)
     return table
 
@@ -57,7 +59,8 @@ _IS_V6_EXT = _proto_table(dict.fromkeys(V6_EXT_HEADERS, 1), np.bool_)
 _V4_MAPPED = np.uint64(0x0000_FFFF_0000_0000)
 _ONE_BYTE = np.zeros(1, dtype=np.uint8)
 _COLUMNS = np.arange(64, dtype=np.int64)
-_MPLS_COLUMNS = ("mpls_depth", "mpls1", "mpls2", "mpls3")  # MPLS rows are always deferred
+_MPLS_COLUMNS = ("mpls_depth", "mpls1", "mpls2", "mpls3")
+_MPLS_SHIFT = np.uint32(8)
 
 
 class _Verdict:
@@ -117,6 +120,9 @@ def decode_vectorised(batch) -> tuple[dict[str, np.ndarray], np.ndarray]:
         cols["status"][:] = Reason.UNSUPPORTED_LINKTYPE if link is None else 0
         return cols, np.zeros(0, dtype=np.int64)
     cls, l3, l3_seen = link(data, off, cap, v, cols)
+    mpls = np.flatnonzero(v.alive & (cls == _MPLS))
+    if mpls.size:
+        l3_seen = _mpls(data, off, cap, mpls, cls, l3, v, cols)
     v.defer(cls == _DEFER)
     v.fail(cls == _OTHER, Reason.NOT_IP, Stage.NET)
     proto, l4, avail, l4_seen = _network(data, off, cap, batch.wirelen, cls, l3, v, cols)
@@ -219,6 +225,36 @@ _LINK_DECODERS = {
     LINKTYPE_IPV4: _ipv4_link,
     LINKTYPE_IPV6: _ipv6_link,
 }
+
+
+def _mpls(data, off, cap, rows: np.ndarray, cls, l3, v: _Verdict, cols) -> np.ndarray:
+    """Label stacks of up to three entries (deeper ones are deferred).
+
+    Updates *cls*, *l3* and the link columns of *rows* in place; returns the
+    new "l3 seen" mask.  The payload family comes from its first nibble.
+    """
+    start = l3[rows]
+    m = _gather(data, off[rows] + start, 16)
+    entries = m[:, :12].view(">u4").astype(np.uint32)
+    bos = (entries & 0x100) != 0
+    depth = np.where(bos[:, 0], 1, np.where(bos[:, 1], 2, np.where(bos[:, 2], 3, 0))).astype(np.int32)
+    end = start + 4 * depth
+    nibble = m[np.arange(rows.size), 4 * depth] >> 4
+    cls[rows] = np.where(nibble == 4, _V4, np.where(nibble == 6, _V6, _OTHER))
+    cls[rows[depth == 0]] = _DEFER
+    l3[rows] = end
+    on = np.zeros(len(off), dtype=np.bool_)
+    on[rows] = cap[rows] < end + 1  # the stack or the payload's first byte is cut
+    v.fail(on & (cls != _DEFER), Reason.HEADER_TOO_SMALL, Stage.LINK)
+    labels = entries >> _MPLS_SHIFT
+    cols["mpls_depth"][rows] = depth
+    cols["mpls1"][rows] = labels[:, 0]
+    cols["mpls2"][rows] = labels[:, 1] * (depth >= 2)
+    cols["mpls3"][rows] = labels[:, 2] * (depth >= 3)
+    ethertype = cols["ethertype"].astype(np.uint16)
+    ethertype[rows] = np.where(nibble == 4, ETH_IPV4, np.where(nibble == 6, ETH_IPV6, ethertype[rows]))
+    cols["ethertype"] = ethertype
+    return v.alive & ((cls == _V4) | (cls == _V6))
 
 
 # -- network layer --------------------------------------------------------------
