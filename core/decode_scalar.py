@@ -42,13 +42,13 @@ def decode_rows(batch, rows: np.ndarray, cols: dict[str, np.ndarray]) -> None:
     if rows.size == 0:
         return
     off, cap = frame_bounds(batch)
-    data = batch.data
+    data = memoryview(np.ascontiguousarray(batch.data)).cast("B")
     linktype = batch.linktype
-    out = []
-    for o, c, w in zip(off[rows].tolist(), cap[rows].tolist(), batch.wirelen[rows].tolist()):
-        out.append(decode_frame(data[o:o + c].tobytes(), linktype, w))
-    for j, name in enumerate(COLUMN_NAMES):
-        cols[name][rows] = [r[j] for r in out]
+    out = [decode_frame(bytes(data[o:o + c]), linktype, w)
+           for o, c, w in zip(off[rows].tolist(), cap[rows].tolist(), batch.wirelen[rows].tolist())]
+    for name, values in zip(COLUMN_NAMES, zip(*out)):
+        column = cols[name]
+        column[rows] = np.fromiter(values, dtype=column.dtype, count=rows.size)
 
 
 def decode_frame(buf: bytes, linktype: int, wirelen: int) -> tuple[int, ...]:
