@@ -1,8 +1,8 @@
 """Per-packet decoder path: every layout, one frame at a time.
 
 The vectorised path (:mod:`flowplane.decode_vector`) sends the rows it does
-not handle (MPLS, PPPoE, VLAN tags after an SLL header, IPv6 extension
-headers) here.  This path decodes *any* frame, so it is also the reference
+not handle (MPLS stacks deeper than three, PPPoE, VLAN tags after an SLL
+header, IPv6 extension headers) here.  This path decodes *any* frame, so it is also the reference
 the vectorised path is tested against.  The rules are in
 :mod:`flowplane.decode`.
 """
@@ -53,6 +53,7 @@ def decode_rows(batch, rows: np.ndarray, cols: dict[str, np.ndarray]) -> None:
 
 def decode_frame(buf: bytes, linktype: int, wirelen: int) -> tuple[int, ...]:
     """Decode one frame; returns the values of ``COLUMN_NAMES`` in order."""
+    wirelen = max(wirelen, len(buf))  # the wire carried at least what was captured
     r = dict(DEFAULTS)
     try:
         et, l3 = _link(buf, linktype, r)

@@ -1,15 +1,15 @@
 """Vectorised decoder path: the common layouts for a whole batch at once.
 
-Handles Ethernet with up to two VLAN tags, Linux SLL, raw IPv4/IPv6 links,
-IPv4 (any IHL), IPv6 without extension headers and TCP/UDP/UDP-Lite/ICMP/
-ICMPv6/SCTP/GRE with numpy gathers: each layer takes a fixed-width window of
+Handles Ethernet with up to two VLAN tags, MPLS stacks of up to three labels,
+Linux SLL, raw IPv4/IPv6 links, IPv4 (any IHL), IPv6 without extension
+headers and TCP/UDP/UDP-Lite/ICMP/ICMPv6/SCTP/GRE with numpy gathers: each layer takes a fixed-width window of
 bytes per row (``np.take(..., mode="clip")`` so no index leaves the buffer),
 reinterprets it as big-endian words and checks caplen once per layer.
 Garbage read past a short frame is never trusted: every layer checks the
 caplen before its fields count, and failed rows are reset at the end.
 
-Rows it does not handle (MPLS, PPPoE, tags after SLL, IPv6 extension
-headers) are *deferred*; :func:`decode_vectorised` returns their indices
+Rows it does not handle (MPLS stacks deeper than three, PPPoE, tags after
+SLL, IPv6 extension headers) are *deferred*; :func:`decode_vectorised` returns their indices
 for :func:`flowplane.decode_scalar.decode_rows`.
 """
 
@@ -125,7 +125,8 @@ def decode_vectorised(batch) -> tuple[dict[str, np.ndarray], np.ndarray]:
         l3_seen = _mpls(data, off, cap, mpls, cls, l3, v, cols)
     v.defer(cls == _DEFER)
     v.fail(cls == _OTHER, Reason.NOT_IP, Stage.NET)
-    proto, l4, avail, l4_seen = _network(data, off, cap, batch.wirelen, cls, l3, v, cols)
+    wire = np.maximum(batch.wirelen, cap)  # the wire carried at least what was captured
+    proto, l4, avail, l4_seen = _network(data, off, cap, wire, cls, l3, v, cols)
     cols["l3_off"] = np.where(l3_seen, l3, -1)
     _transport(data, off, cap, proto, l4, avail, l4_seen & v.alive, v, cols)
     cols["status"] = v.status

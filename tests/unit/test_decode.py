@@ -223,6 +223,12 @@ def test_ipv4_padding_and_snaplen():
     assert row(full[:33], wirelen=len(full))["status"] == Reason.HEADER_TOO_SMALL
 
 
+def test_unknown_wire_length_counts_as_the_captured_length():
+    f = F.eth_ipv4_tcp()
+    b = decoded([f, f[:40]], wirelen=[0, 0])
+    assert b.status.tolist() == [0, Reason.BAD_TOTAL_LENGTH]  # whole frame fine; the cut one is short
+
+
 # -- IPv6 --------------------------------------------------------------------------------
 def test_ipv6_fields():
     f = F.eth(F.ETH_IPV6, F.ipv6(F.UDP, F.udp(546, 547, b"abcd"), src="fe80::1:2:3:4", dst="ff02::1:2",
