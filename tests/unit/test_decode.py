@@ -398,7 +398,8 @@ def test_every_capture_decodes_the_same_on_both_paths(name):
 
 
 # -- tshark cross-check ---------------------------------------------------------------------------------
-TSHARK_FIELDS = ("eth.src", "vlan.id", "ip.src", "ip.dst", "ip.proto", "ip.ttl", "ip.len",
+TSHARK_FIELDS = ("eth.src", "vlan.id", "mpls.label", "ip.src", "ip.dst", "ip.proto", "ip.ttl", "ip.len",
+                 "ipv6.src", "ipv6.dst", "ipv6.hlim", "ipv6.plen",
                  "tcp.srcport", "tcp.dstport", "udp.srcport", "udp.dstport", "tcp.flags")
 
 
@@ -412,7 +413,8 @@ def _tshark_rows(path: Path) -> list[list[str]]:
 
 @pytest.mark.peer
 @pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark not installed")
-@pytest.mark.parametrize("name", ["nokia_20_eth_802.1q_ipv4_Network_2MB.pcap", "nokia_10_http.pcap"])
+@pytest.mark.parametrize("name", ["nokia_20_eth_802.1q_ipv4_Network_2MB.pcap", "nokia_10_http.pcap",
+                                  "nokia_02_eth_mpls_ipv4_udp_gtp_ipv4_5MB.pcap", "ndpi_http_ipv6.pcap"])
 def test_fields_match_tshark(name):
     b = corpus_batch(name)
     rows = _tshark_rows(CORPUS / name)
@@ -420,13 +422,19 @@ def test_fields_match_tshark(name):
     checked = 0
     for i, t in enumerate(rows):
         f = dict(zip(TSHARK_FIELDS, t))
-        if b.status[i] != 0 or not f["ip.src"] or b.frag[i] == 2:
+        if b.status[i] != 0 or not (f["ip.src"] or f["ipv6.src"]) or b.frag[i] == 2:
             continue
         assert f["eth.src"].replace(":", "") == f"{int(b.src_mac[i]):012x}"
         assert int(f["vlan.id"] or 0) == b.vlan[i]
-        assert F.ip4(f["ip.src"]) == int(b.src_lo[i]) & 0xFFFF_FFFF
-        assert F.ip4(f["ip.dst"]) == int(b.dst_lo[i]) & 0xFFFF_FFFF
-        assert (int(f["ip.proto"]), int(f["ip.ttl"]), int(f["ip.len"])) == (b.proto[i], b.ttl[i], b.ip_len[i])
+        assert int(f["mpls.label"] or 0) == b.mpls1[i] >> 4
+        if f["ip.src"]:
+            assert F.ip4(f["ip.src"]) == int(b.src_lo[i]) & 0xFFFF_FFFF
+            assert F.ip4(f["ip.dst"]) == int(b.dst_lo[i]) & 0xFFFF_FFFF
+            assert (int(f["ip.proto"]), int(f["ip.ttl"]), int(f["ip.len"])) == (b.proto[i], b.ttl[i], b.ip_len[i])
+        else:
+            assert F.ip6(f["ipv6.src"]) == (b.src_hi[i], b.src_lo[i])
+            assert F.ip6(f["ipv6.dst"]) == (b.dst_hi[i], b.dst_lo[i])
+            assert (int(f["ipv6.hlim"]), int(f["ipv6.plen"]) + 40) == (b.ttl[i], b.ip_len[i])
         l4 = {6: "tcp", 17: "udp"}.get(int(b.proto[i]))  # tunnels: tshark's tcp.* may be the inner packet
         if l4:
             assert (int(f[f"{l4}.srcport"]), int(f[f"{l4}.dstport"])) == (b.sport[i], b.dport[i])
