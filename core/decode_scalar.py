@@ -13,7 +13,9 @@ import struct
 
 import numpy as np
 
-from .batch import LINKTYPE_ETHERNET, LINKTYPE_IPV4, LINKTYPE_IPV6, LINKTYPE_LINUX_SLL, LINKTYPE_RAW
+from .batch import (
+    LINKTYPE_ETHERNET, LINKTYPE_IPV4, LINKTYPE_IPV6, LINKTYPE_LINUX_SLL, LINKTYPE_RAW, V4_MAPPED,
+)
 from .decode_common import (
     CLEARED_ON_FAILURE, COLUMN_NAMES, DEFAULTS, ETH_HLEN, ETH_IPV4, ETH_IPV6, ETH_PPPOE_SESSION,
     ICMP_PROTOS, IPPROTO_AH, IPPROTO_FRAGMENT, IPPROTO_GRE, IPPROTO_NONE, IPPROTO_TCP,
@@ -24,9 +26,8 @@ from .decode_common import (
 
 _U16 = struct.Struct(">H").unpack_from
 _U32 = struct.Struct(">I").unpack_from
-_U64 = struct.Struct(">Q").unpack_from
 _MAC = struct.Struct(">HI").unpack_from
-_V4_MAPPED = 0x0000_FFFF_0000_0000
+_V4_MAPPED = int(V4_MAPPED)
 
 
 class _Stop(Exception):

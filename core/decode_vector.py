@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .batch import LINKTYPE_ETHERNET, LINKTYPE_IPV4, LINKTYPE_IPV6, LINKTYPE_LINUX_SLL, LINKTYPE_RAW
+from .batch import (
+    LINKTYPE_ETHERNET, LINKTYPE_IPV4, LINKTYPE_IPV6, LINKTYPE_LINUX_SLL, LINKTYPE_RAW, V4_MAPPED,
+)
 from .decode_common import (
     CLEARED_ON_FAILURE, DECODED_COLUMNS, DEFAULTS, ETH_IPV4, ETH_IPV6, ETH_PPPOE_SESSION,
     ICMP_PROTOS, IPPROTO_GRE, IPPROTO_NONE, IPPROTO_TCP, L4_MIN_HEADER, MPLS_ETHERTYPES,
@@ -26,7 +28,6 @@ from .decode_common import (
 
 # Ethertype classes (one 64 KiB lookup instead of a chain of comparisons).
 _OTHER, _V4, _V6, _TAG, _DEFER, _MPLS = 0, 1, 2, 3, 4, 5
-_MPLS_FAST_DEPTH = 3  # deeper stacks go to the per-packet path
 
 
 def _ethertype_classes() -> np.ndarray:
@@ -56,7 +57,6 @@ _L4_FIXED_HLEN = _proto_table({p: n for p, n in L4_MIN_HEADER.items() if p not i
 _HAS_PORTS = _proto_table(dict.fromkeys(PORT_PROTOS, 1), np.bool_)
 _IS_ICMP = _proto_table(dict.fromkeys(ICMP_PROTOS, 1), np.bool_)
 _IS_V6_EXT = _proto_table(dict.fromkeys(V6_EXT_HEADERS, 1), np.bool_)
-_V4_MAPPED = np.uint64(0x0000_FFFF_0000_0000)
 _ONE_BYTE = np.zeros(1, dtype=np.uint8)
 _COLUMNS = np.arange(64, dtype=np.int64)
 _MPLS_COLUMNS = ("mpls_depth", "mpls1", "mpls2", "mpls3")
@@ -272,7 +272,6 @@ def _network(data, off, cap, wire, cls, l3, v: _Verdict, cols):
     w2 = m[:, :8].view(">u2").astype(np.uint16)  # ver/tos, total, id, fragword
     addrs = m[:, 12:20].view(">u4").astype(np.uint64)
     version = m[:, 0] >> 4
-    want = np.full(len(off), 4, dtype=np.uint8)
     hmin = np.full(len(off), 20, dtype=np.int32)
     hlen = (m[:, 0] & 15).astype(np.int32) << 2
     ip_len = w2[:, 1].astype(np.int32)
@@ -281,12 +280,11 @@ def _network(data, off, cap, wire, cls, l3, v: _Verdict, cols):
     af = np.full(len(off), 4, dtype=np.uint8)
     src_hi = np.zeros(len(off), dtype=np.uint64)
     dst_hi = np.zeros(len(off), dtype=np.uint64)
-    src_lo = addrs[:, 0] | _V4_MAPPED
-    dst_lo = addrs[:, 1] | _V4_MAPPED
+    src_lo = addrs[:, 0] | V4_MAPPED
+    dst_lo = addrs[:, 1] | V4_MAPPED
     i6 = np.flatnonzero(is6)
     if i6.size:
         m6 = m[i6]
-        want[i6] = 6
         af[i6] = 6
         hmin[i6] = hlen[i6] = 40
         ip_len[i6] = w2[i6, 2].astype(np.int32) + 40
@@ -296,7 +294,7 @@ def _network(data, off, cap, wire, cls, l3, v: _Verdict, cols):
         a6 = m6[:, 8:40].view(">u8").astype(np.uint64)
         src_hi[i6], src_lo[i6], dst_hi[i6], dst_lo[i6] = a6[:, 0], a6[:, 1], a6[:, 2], a6[:, 3]
     v.fail(is_ip & (cap < l3 + hmin), Reason.HEADER_TOO_SMALL, Stage.NET)
-    v.fail(is_ip & (version != want), Reason.BAD_IP_VERSION, Stage.NET)
+    v.fail(is_ip & (version != af), Reason.BAD_IP_VERSION, Stage.NET)  # af is the expected version
     v.fail(is4 & ((hlen < 20) | (cap < l3 + hlen)), Reason.BAD_IP_HEADER_LENGTH, Stage.NET)
     v.fail(is_ip & ((ip_len < hlen) | (ip_len > wire - l3)), Reason.BAD_TOTAL_LENGTH, Stage.NET)
     if i6.size:
