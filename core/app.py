@@ -384,13 +384,15 @@ class App:
 
     def _filter_and_run(self, graph: Graph, batch: PacketBatch, iface: int, direction: int) -> None:
         filters = graph.bindings.get((iface, direction))
+        hook = graph.process_batch
         if filters:
             alive = self._apply_filters(graph, batch, filters)
-            kept = int(alive.sum())
-            if kept != len(batch):
+            if not (hook and hook.impls):
+                return  # nobody consumes accepted packets: skip building the accepted batch
+            if not alive.all():
                 batch = batch.select(alive)
-        if len(batch) and graph.process_batch is not None:
-            graph.process_batch(batch=batch)
+        if len(batch) and hook is not None and hook.impls:
+            hook(batch=batch)
 
     def _apply_filters(self, graph: Graph, batch: PacketBatch, filters: dict[str, Any]) -> np.ndarray:
         pipe = self.counters["pipeline"]

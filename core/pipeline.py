@@ -74,7 +74,7 @@ class Pipeline:
             config=section,
             iface_id=self.app.interfaces.id(name),
             interfaces=self.app.interfaces,
-            batch_size=int(section.get("batch-size", self.app.setting("batch-size"))),
+            batch_size=self._batch_size(driver, section),
             speed=self.speed,
             log=log.bind(source=name),
             base_dir=os.path.dirname(os.path.abspath(self.app.config.path)),
@@ -88,6 +88,16 @@ class Pipeline:
         self.app.sources[name] = source
         await self._nursery.start(self._run_source, rs, send)
         log.info("source_started", source=name, driver=driver.name, finite=getattr(source, "finite", False))
+
+    def _batch_size(self, driver, section: dict) -> int:
+        """Interface setting, else ``system batch-size`` if set, else the driver's preference, else 256."""
+        if "batch-size" in section:
+            return int(section["batch-size"])
+        explicit = self.app.config.get("system", "batch-size")
+        if explicit is not None:
+            return int(explicit)
+        size = driver.batch_size or int(self.app.setting("batch-size"))
+        return min(size, self.app.limits.max_batch)
 
     async def _run_source(self, rs: _RunningSource, send: trio.MemorySendChannel, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         status = _StartedFlag(task_status)

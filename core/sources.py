@@ -66,6 +66,9 @@ class SourceType:
         driver's own keys under ``interfaces NAME``.
     :param capabilities: Linux capabilities the driver needs (``CAP_NET_RAW``).
     :param keys: the config keys the driver accepts (for error messages).
+    :param batch_size: the driver's default batch size when neither the
+        interface nor ``system batch-size`` sets one (capped at the hardware
+        profile's ``max_batch``).
     """
 
     name: str
@@ -74,3 +77,4 @@ class SourceType:
     capabilities: frozenset[str] = field(default_factory=frozenset)
     keys: tuple[str, ...] = ()
     help: str = ""
+    batch_size: int | None = None  # preferred default (a file replay wants big batches); capped by the profile
