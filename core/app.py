@@ -97,6 +97,7 @@ class App:
         self.graph: Graph | None = None
         self.sources: dict[str, Any] = {}  # interface name -> running Source (filled by the pipeline)
         self.pipeline: Any = None  # the running flowplane.pipeline.Pipeline, if any
+        self.previous_graph: Graph | None = None  # during a reload's configure: the graph being replaced
         self._collect_registrations()
 
     # -- construction -------------------------------------------------------
@@ -322,6 +323,7 @@ class App:
                 if self.pm.is_registered(obj):
                     self.pm.unregister(obj)
         before = set(map(id, self.pm.get_plugins()))
+        self.previous_graph = old  # configure may carry state over from old.configured objects
         self.config = graph.config
         self.graph = graph
         try:

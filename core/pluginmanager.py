@@ -58,8 +58,9 @@ def make_plugin_manager(
     if load_entrypoints:
         _load_entrypoints(pm)
     for plugin, name in plugins:
-        if not pm.is_blocked(name):
-            pm.register(plugin, name=name)
+        if pm.is_blocked(name) or pm.get_plugin(name) is plugin:
+            continue  # blocked, or the same module already loaded through its entry point
+        pm.register(plugin, name=name)
     try:
         pm.check_pending()
     except pluggy.PluginValidationError as exc:
