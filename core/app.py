@@ -261,7 +261,7 @@ class App:
             else:
                 driver_keys = driver.keys
                 if driver.validate:
-                    issues += driver.validate(name, section, p)
+                    issues += driver.validate(name, section, p, cfg.base_dir)
             issues += check_keys(section, INTERFACE_KEYS + driver_keys, p)
             if "monitoring-only" in section:
                 issues += check_bool(section["monitoring-only"], p + ("monitoring-only",))

@@ -59,6 +59,13 @@ class Config:
             raise ConfigError([f"{path}:1:1: the config must be a mapping of sections (system, interfaces, firewall, ...)"])
         return cls(data, path=path, marks=builder.marks)
 
+    @property
+    def base_dir(self) -> str:
+        """Directory of the config file: relative paths in it resolve against this."""
+        import os
+
+        return os.path.dirname(os.path.abspath(self.path)) if not self.path.startswith("<") else os.getcwd()
+
     # -- access -----------------------------------------------------------
     def get(self, *keys: Any, default: Any = None) -> Any:
         cur: Any = self.data

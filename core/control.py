@@ -110,10 +110,11 @@ class ControlServer:
                     except _FrameError as exc:
                         self.counters.drop("control", exc.reason)
                         await self._reply(stream, {"ok": False, "error": str(exc)})
+                        await _linger(conn)
                         return
                     except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
                         return
-                    if req is None:  # clean EOF
+                    if req is _EOF:
                         return
                     reply = self.handle(req)
                     if not await self._reply(stream, reply):
@@ -174,10 +175,14 @@ async def _read_exactly(stream: trio.SocketStream, n: int) -> bytes | None:
     return bytes(buf)
 
 
+_EOF = object()
+
+
 async def _read_frame(stream: trio.SocketStream, limit: int) -> Any:
+    """One decoded request, or ``_EOF`` when the client closed between frames."""
     head = await _read_exactly(stream, 4)
     if head is None:
-        return None
+        return _EOF
     (length,) = _LEN.unpack(head)
     if length == 0 or length > limit:
         raise _FrameError("oversized" if length else "empty", f"frame length {length} out of range 1..{limit}")
@@ -185,9 +190,25 @@ async def _read_frame(stream: trio.SocketStream, limit: int) -> Any:
     if body is None:
         raise _FrameError("truncated", "connection closed before the frame body")
     try:
-        return msgpack.unpackb(body, raw=False, strict_map_key=True, max_buffer_size=limit)
+        return msgpack.unpackb(body, raw=False, strict_map_key=True)
     except Exception as exc:
         raise _FrameError("garbage", f"not a msgpack request: {type(exc).__name__}") from exc
+
+
+async def _linger(conn: trio.socket.SocketType, limit: int = 1 << 20, seconds: float = 1.0) -> None:
+    """Half-close and discard what the client still sends, so it reads our error reply
+    instead of a connection reset (closing with unread input sends RST)."""
+    try:
+        conn.shutdown(socket.SHUT_WR)
+        with trio.move_on_after(seconds):
+            got = 0
+            while got < limit:
+                chunk = await conn.recv(65536)
+                if not chunk:
+                    break
+                got += len(chunk)
+    except OSError:
+        pass
 
 
 def fallback_path(path: str) -> str:

@@ -77,7 +77,7 @@ class Pipeline:
             batch_size=self._batch_size(driver, section),
             speed=self.speed,
             log=log.bind(source=name),
-            base_dir=os.path.dirname(os.path.abspath(self.app.config.path)),
+            base_dir=self.app.config.base_dir,
         )
         source = driver.factory(ctx)
         scope = trio.CancelScope()

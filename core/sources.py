@@ -62,8 +62,9 @@ class SourceType:
 
     :param name: what ``interfaces NAME source:`` says (``pcap``, ``af-packet``).
     :param factory: ``factory(ctx: SourceContext) -> Source``.
-    :param validate: ``validate(name, section, path) -> list[ConfigIssue]`` for the
-        driver's own keys under ``interfaces NAME``.
+    :param validate: ``validate(name, section, path, base_dir) -> list[ConfigIssue]``
+        for the driver's own keys under ``interfaces NAME``; *base_dir* is the
+        config file's directory (relative paths resolve against it).
     :param capabilities: Linux capabilities the driver needs (``CAP_NET_RAW``).
     :param keys: the config keys the driver accepts (for error messages).
     :param batch_size: the driver's default batch size when neither the
@@ -73,7 +74,7 @@ class SourceType:
 
     name: str
     factory: Callable[[SourceContext], Source]
-    validate: Callable[[str, dict, tuple], list[ConfigIssue]] | None = None
+    validate: Callable[[str, dict, tuple, str], list[ConfigIssue]] | None = None
     capabilities: frozenset[str] = field(default_factory=frozenset)
     keys: tuple[str, ...] = ()
     help: str = ""

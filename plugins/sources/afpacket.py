@@ -336,7 +336,7 @@ class AfPacketSource:
             self.close()
 
 
-def validate(name: str, section: dict, path: tuple) -> list[ConfigIssue]:
+def validate(name: str, section: dict, path: tuple, base_dir: str | None = None) -> list[ConfigIssue]:
     """Issues in ``interfaces NAME`` for ``source: af-packet`` (the device is checked at start)."""
     issues: list[ConfigIssue] = []
     s = section or {}

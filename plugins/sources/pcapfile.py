@@ -684,16 +684,16 @@ def _resolve(f: str, base_dir: str | None) -> str:
     return p
 
 
-def validate(name: str, section: dict, path: tuple) -> list[ConfigIssue]:
+def validate(name: str, section: dict, path: tuple, base_dir: str | None = None) -> list[ConfigIssue]:
     """Issues in ``interfaces NAME`` for ``source: pcap``.
 
-    Relative file paths are checked against the current directory (the
-    factory resolves them against ``SourceContext.base_dir``).
+    Relative file paths are checked against *base_dir* (the config file's
+    directory), as the factory resolves them against ``SourceContext.base_dir``.
     """
-    return _validate(section, path, check_file=True)
+    return _validate(section, path, check_file=True, base_dir=base_dir)
 
 
-def _validate(section: dict, path: tuple, *, check_file: bool) -> list[ConfigIssue]:
+def _validate(section: dict, path: tuple, *, check_file: bool, base_dir: str | None = None) -> list[ConfigIssue]:
     issues: list[ConfigIssue] = []
     section = section or {}
     f = section.get("file")
@@ -702,7 +702,7 @@ def _validate(section: dict, path: tuple, *, check_file: bool) -> list[ConfigIss
     elif not isinstance(f, str):
         issues.append(ConfigIssue(path + ("file",), f"expected a file path, got {type(f).__name__}"))
     elif check_file:
-        p = os.path.expanduser(f)
+        p = _resolve(f, base_dir)
         if not os.path.exists(p):
             issues.append(ConfigIssue(path + ("file",), f"file {f!r} does not exist"))
         elif not os.path.isfile(p):

@@ -63,7 +63,7 @@ def test_several_errors_reported_at_once(make_app, tmp_path):
     assert f"{p}:3:3: system batch-size: 100000 exceeds the maximum 8192 (hardware profile limit max_batch)" in joined
     assert f"{p}:4:3: system bogus: unknown key 'bogus'" in joined
     assert f"{p}:7:5: interfaces replay0 source: unknown source 'pcapp' (did you mean 'pcap'?)" in joined
-    assert f"{p}:9:9: interfaces replay0 family inet filter input: filter 'missing' is not defined" in joined
+    assert f"{p}:9:7: interfaces replay0 family inet filter input: filter 'missing' is not defined" in joined
     assert f"{p}:11:3: forwarding-options samplng: no enabled plugin handles 'forwarding-options samplng'" in joined
     assert f"{p}:12:1: servces: unknown section 'servces' (did you mean 'services'?)" in joined
     assert len(errors) >= 7

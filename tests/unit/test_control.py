@@ -96,7 +96,9 @@ async def test_wrong_shapes(server, req):
 
 
 async def test_half_closed_mid_header(server):
-    assert await _client(server.path, b"\x00\x00") == b""  # closed without a reply, no crash
+    [reply] = _replies(await _client(server.path, b"\x00\x00"))
+    assert reply["ok"] is False and "closed after 2 of 4 bytes" in reply["error"]
+    assert server.counters.drops[("control", "truncated")] == 1
     [ok] = _replies(await _client(server.path, _frame({"cmd": ["show", "version"]})))
     assert ok["ok"]
 
