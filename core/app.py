@@ -283,7 +283,11 @@ class App:
                 if not isinstance(filt, dict):
                     continue
                 issues += check_keys(filt, ("input", "output"), fp + ("filter",), "direction")
-                defined = (fw.get(family) or {}).get("filter") or {} if isinstance(fw.get(family), dict) else {}
+                defined = dict((fw.get(family) or {}).get("filter") or {}) if isinstance(fw.get(family), dict) else {}
+                if family == "inet":  # Junos shorthand: 'firewall filter X' is family inet
+                    top = cfg.get("firewall", "filter")
+                    if isinstance(top, dict):
+                        defined.update(top)
                 for direction, fname in filt.items():
                     if direction not in ("input", "output"):
                         continue

@@ -1,8 +1,8 @@
 """Speed of a 10-term inet filter over a 4096-packet decoded batch.
 
-Run directly for the figure:  .venv/bin/python tests/unit/test_firewall_perf.py
-The pytest test only guards against gross regressions (a per-packet loop
-would cost tens of microseconds per packet); the target is < 0.3 us/packet.
+Run directly for the figure:  .venv/bin/python tests/bench/bench_firewall.py
+A benchmark, not a test: it prints a figure (target < 0.3 us/packet) and
+asserts nothing about time, which would flake on a noisy machine.
 """
 
 import time
@@ -80,12 +80,6 @@ def measure(repeat: int = 300) -> float:
             f.evaluate(batch)
         best = min(best, (time.perf_counter() - t0) / (repeat // 5))
     return best / len(batch) * 1e9
-
-
-def test_ten_term_filter_is_vectorised():
-    ns = measure(repeat=50)
-    print(f"10-term filter, {N}-packet batch: {ns:.1f} ns/packet")
-    assert ns < 2000  # gross-regression guard only; the figure is printed
 
 
 if __name__ == "__main__":
