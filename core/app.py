@@ -457,6 +457,9 @@ class App:
                 "hooks": hooks,
                 "registered": {k: v for k, v in regs.items() if v},
             })
+        core_regs = {kind: reg.by_owner("flowplane") for kind, reg in self.registries.all().items()}
+        rows.append({"name": "flowplane", "version": __version__, "module": "flowplane (core)", "hooks": [],
+                     "registered": {k: v for k, v in core_regs.items() if v}})
         blocked = [n for n, p in self.pm.list_name_plugin() if p is None]
         for name in blocked:
             rows.append({"name": name, "version": "-", "module": "-", "hooks": [], "registered": {}, "blocked": True})
