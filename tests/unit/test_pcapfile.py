@@ -44,7 +44,9 @@ def _load_source_module(name: str):
 pcapfile = _load_source_module("pcapfile")
 PcapSource, validate = pcapfile.PcapSource, pcapfile.validate
 
-CORPUS = "/work/shared/corpus/flows"
+from corpus import FLOWS  # noqa: E402  (../shared/corpus beside the repo)
+
+CORPUS = str(FLOWS)
 
 
 # ---------------------------------------------------------------------------
