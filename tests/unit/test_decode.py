@@ -17,7 +17,7 @@ from flowplane.batch import (
 )
 from flowplane.decode import REASON_TEXT, Reason, decode, decode_scalar
 
-CORPUS = Path("/work/shared/corpus/flows")
+from corpus import FLOWS as CORPUS  # ../shared/corpus beside the repo
 V4M = 0x0000_FFFF_0000_0000
 
 
