@@ -176,7 +176,10 @@ def flowplane_background_tasks(app: "App") -> list[Callable] | None:
     :param app: the running application.
     :return: a list of async callables ``fn(*, task_status)``; each is started
         with ``nursery.start`` and must call ``task_status.started()`` once
-        listening.  READY=1 is sent only after all of them started.
+        listening.  READY=1 is sent only after all of them started.  Tasks of
+        a stateful object registered by ``flowplane_configure`` run in a scope
+        of that config: a reload flushes the object (its ``flowplane_shutdown``)
+        and cancels them, then starts the new object's tasks.
     """
 
 
@@ -234,7 +237,11 @@ def flowplane_shutdown(app: "App") -> None:
     """The service is stopping: flush what is in flight.
 
     Called once on SIGTERM/SIGINT (or the end of a replay) after sources
-    stopped; must finish inside the drain deadline.
+    stopped and queued batches were processed; must finish inside the drain
+    deadline.  Stateful objects registered by ``flowplane_configure`` also get
+    it (called directly) when a reload replaces them.
 
     :param app: the running application.
+    :return: None, or an async callable the core awaits (bounded by the drain
+        deadline) to flush network buffers.
     """

@@ -50,6 +50,7 @@ class Pipeline:
         self.finite_done = trio.Event()
         self._nursery: trio.Nursery | None = None
         self._stopping = False
+        self._graph_scopes: dict[int, trio.CancelScope] = {}
 
     # -- start ------------------------------------------------------------------
     async def start(self, nursery: trio.Nursery) -> None:
@@ -57,10 +58,42 @@ class Pipeline:
         self._nursery = nursery
         await nursery.start(self._pipeline_task)
         await self._start_sources(self.app.config)
-        for plugin, tasks in call_each(self.app.pm, "flowplane_background_tasks", app=self.app):
-            for fn in tasks or []:
+        configured = {id(o) for o in self.app.graph.configured}
+        for impl in reversed(self.app.pm.hook.flowplane_background_tasks.get_hookimpls()):
+            if id(impl.plugin) in configured:
+                continue  # tasks of per-config objects live and die with their graph
+            for fn in _tasks_of(impl.plugin_name, impl.function, self.app):
                 await nursery.start(fn)
+        await self.start_graph_tasks()
         self._check_finite()
+
+    async def start_graph_tasks(self) -> None:
+        """Start the background tasks of the current graph's stateful objects in a scope of their own."""
+        assert self._nursery is not None
+        graph = self.app.graph
+        scope = trio.CancelScope()
+        self._graph_scopes[id(graph)] = scope
+        for obj in graph.configured:
+            fn = getattr(obj, "flowplane_background_tasks", None)
+            if fn is None:
+                continue
+            for task in _tasks_of(type(obj).__name__, fn, self.app):
+                await self._nursery.start(self._scoped, scope, task)
+
+    @staticmethod
+    async def _scoped(scope: trio.CancelScope, fn, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        with scope:
+            await fn(task_status=task_status)
+
+    async def retire(self, graph) -> None:
+        """After a reload: flush the replaced graph's objects, then stop their tasks."""
+        for obj in graph.configured:
+            fn = getattr(obj, "flowplane_shutdown", None)
+            if fn is not None:
+                await _await_maybe(fn(app=self.app), log, deadline_s=float(self.app.setting("drain-timeout")))
+        scope = self._graph_scopes.pop(id(graph), None)
+        if scope is not None:
+            scope.cancel()
 
     async def _start_sources(self, config: Config) -> None:
         for name, section in config.section("interfaces").items():
@@ -167,7 +200,8 @@ class Pipeline:
                 await rs.done.wait()
             await self._send.aclose()
             await self.drained.wait()
-            call_each(self.app.pm, "flowplane_shutdown", app=self.app)
+            for plugin, flusher in call_each(self.app.pm, "flowplane_shutdown", app=self.app):
+                await _await_maybe(flusher, log, deadline_s=deadline_s, plugin=plugin)
         if scope.cancelled_caught:
             log.error("drain_timeout", deadline_s=deadline_s)
             return False
@@ -182,6 +216,28 @@ class Pipeline:
             "sources": {n: {"finite": getattr(r.source, "finite", False), "done": r.done.is_set(),
                             **_counter_fields(r.source)} for n, r in self.running.items()},
         }
+
+
+def _tasks_of(plugin: str, fn, app) -> list:
+    try:
+        return list(fn(app=app) or [])
+    except Exception as exc:
+        from .errors import PluginError
+
+        raise PluginError(f"plugin {plugin!r} failed in flowplane_background_tasks: {exc}") from exc
+
+
+async def _await_maybe(result, logger, *, deadline_s: float, plugin: str = "") -> None:
+    """A shutdown hook may return an async callable (flush network buffers): await it, bounded."""
+    if result is None or not callable(result):
+        return
+    with trio.move_on_after(deadline_s) as scope:
+        try:
+            await result()
+        except Exception as exc:
+            logger.error("plugin_failed", plugin=plugin, hook="flowplane_shutdown", error=f"{type(exc).__name__}: {exc}")
+    if scope.cancelled_caught:
+        logger.error("flush_timeout", plugin=plugin, deadline_s=deadline_s)
 
 
 class _StartedFlag:

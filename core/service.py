@@ -98,6 +98,7 @@ class Service:
         self.notifier.reloading()
         old = app.config
         log.info("reload_started", path=old.path)
+        old_graph = app.graph
         try:
             new = Config.load(old.path)
             graph = app.build_graph(new)
@@ -108,6 +109,8 @@ class Service:
             log.error("reload_rejected", path=old.path, errors=lines)
             self.notifier.ready(self._status_line("reload rejected; running the previous config"))
             return False
+        await self.pipeline.retire(old_graph)  # old stateful objects flush, their tasks stop
+        await self.pipeline.start_graph_tasks()
         await self.pipeline.reload(new)
         call_each(app.pm, "flowplane_reload", app=app, old=old, new=new)
         self.reloads += 1
