@@ -50,7 +50,7 @@ class Pipeline:
         self.finite_done = trio.Event()
         self._nursery: trio.Nursery | None = None
         self._stopping = False
-        self._graph_scopes: dict[int, trio.CancelScope] = {}
+        self._graph_scopes: dict[int, list[trio.CancelScope]] = {}
 
     # -- start ------------------------------------------------------------------
     async def start(self, nursery: trio.Nursery) -> None:
@@ -71,13 +71,14 @@ class Pipeline:
         """Start the background tasks of the current graph's stateful objects in a scope of their own."""
         assert self._nursery is not None
         graph = self.app.graph
-        scope = trio.CancelScope()
-        self._graph_scopes[id(graph)] = scope
+        scopes = self._graph_scopes.setdefault(id(graph), [])
         for obj in graph.configured:
             fn = getattr(obj, "flowplane_background_tasks", None)
             if fn is None:
                 continue
             for task in _tasks_of(type(obj).__name__, fn, self.app):
+                scope = trio.CancelScope()
+                scopes.append(scope)
                 await self._nursery.start(self._scoped, scope, task)
 
     @staticmethod
@@ -91,8 +92,7 @@ class Pipeline:
             fn = getattr(obj, "flowplane_shutdown", None)
             if fn is not None:
                 await _await_maybe(fn(app=self.app), log, deadline_s=float(self.app.setting("drain-timeout")))
-        scope = self._graph_scopes.pop(id(graph), None)
-        if scope is not None:
+        for scope in self._graph_scopes.pop(id(graph), []):
             scope.cancel()
 
     async def _start_sources(self, config: Config) -> None:
