@@ -9,11 +9,13 @@ Times: flowStartMilliseconds (152) / flowEndMilliseconds (153), absolute;
 flowEndReason (136) from ``end_reason``.
 
 Options template (scope observationDomainId 149): exportingProcessId (144),
-samplingInterval (34, deprecated but what Junos sends), samplingAlgorithm
-(35), selectorAlgorithm (304: 1 systematic count-based, 3 random
-n-out-of-N), samplingPacketInterval (305 = 1) and samplingPacketSpace
-(306 = N - 1), RFC 5477.  306 follows 34: nfdump reads both into one slot and
-uses packetInterval + packetSpace as the interval.
+samplingInterval (34, deprecated but what Junos sends), selectorAlgorithm
+(304: 1 systematic count-based, 3 random n-out-of-N), samplingPacketInterval
+(305 = 1) and samplingPacketSpace (306 = N - 1), RFC 5477.  Chosen so that
+nfdump 1.7.1 (Debian 12) and >= 1.7.2 both renormalise by N: no
+samplingAlgorithm (35) -- 1.7.1 ignores a template with 34 and 35 -- and 306
+after 34, as nfdump reads both into one slot and uses
+packetInterval + packetSpace as the interval.
 
 Note: nfdump (1.7.x) advances its expected sequence by data records of data
 templates only, so it counts one "sequence failure" after each message that
@@ -32,7 +34,6 @@ from .template import TemplateEncoder, selector_algorithm
 OBSERVATION_DOMAIN_ID = 149
 EXPORTING_PROCESS_ID = 144
 SAMPLING_INTERVAL = 34
-SAMPLING_ALGORITHM = 35
 SELECTOR_ALGORITHM = 304
 SAMPLING_PACKET_INTERVAL = 305
 SAMPLING_PACKET_SPACE = 306
@@ -56,7 +57,6 @@ class IpfixEncoder(TemplateEncoder):
         return [(OBSERVATION_DOMAIN_ID, 4, o.observation_domain_id & 0xFFFF_FFFF),
                 (EXPORTING_PROCESS_ID, 4, o.exporting_process_id & 0xFFFF_FFFF),
                 (SAMPLING_INTERVAL, 4, n),
-                (SAMPLING_ALGORITHM, 1, o.sampling_algorithm),
                 (SELECTOR_ALGORITHM, 2, selector_algorithm(o.sampling_algorithm)),
                 (SAMPLING_PACKET_INTERVAL, 4, 1),
                 (SAMPLING_PACKET_SPACE, 4, n - 1)]

@@ -13,7 +13,11 @@ gives exactly ``first_ns // 1e6`` (it differs from ``now - boot`` by the
 sub-second part of *now*, which v9 cannot carry).
 
 Options template: scope System (1, 4 bytes = source id); SAMPLING_INTERVAL
-(34, 4 bytes), SAMPLING_ALGORITHM (35, 1 byte: 1 deterministic, 2 random).
+(34, 4 bytes), FLOW_SAMPLER_MODE (49, 1 byte: 1 deterministic, 2 random).
+Not SAMPLING_ALGORITHM (35): nfdump 1.7.1 (Debian 12) ignores a sampling
+options template that has both 34 and 35 (it wants 34 alone, 49 is fine), so
+collectors would not renormalise; nfdump >= 1.7.2, tshark, goflow2 read 34
+either way.
 Data templates: see :mod:`flowplane.plugins.encoders.template`.
 """
 
@@ -28,7 +32,7 @@ from .template import TemplateEncoder
 
 SCOPE_SYSTEM = 1
 SAMPLING_INTERVAL = 34
-SAMPLING_ALGORITHM = 35
+FLOW_SAMPLER_MODE = 49
 
 
 class NetFlowV9Encoder(TemplateEncoder):
@@ -49,7 +53,7 @@ class NetFlowV9Encoder(TemplateEncoder):
         o = self.options
         return [(SCOPE_SYSTEM, 4, o.observation_domain_id & 0xFFFF_FFFF),
                 (SAMPLING_INTERVAL, 4, max(1, o.sampling_interval)),
-                (SAMPLING_ALGORITHM, 1, o.sampling_algorithm)]
+                (FLOW_SAMPLER_MODE, 1, o.sampling_algorithm)]
 
     def options_template_record(self) -> bytes:
         vals = self.options_values()

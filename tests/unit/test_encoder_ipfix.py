@@ -35,10 +35,10 @@ def test_templates_field_by_field():
     assert {tid: f for tid, f in p["templates"]} == {IDS[f]: expected_fields(f, True) for f in ALL}
     [(tid, fields, nscope)] = p["options_templates"]
     assert tid == 512 and nscope == 1
-    assert fields == [(149, 4), (144, 4), (34, 4), (35, 1), (304, 2), (305, 4), (306, 4)]
-    # options template record is 6 + 7*4 = 34 bytes: the set is padded with 2 zero bytes
-    assert dict(p["sets"])[3] == 4 + 34 + 2
-    assert p["options"] == [(512, {149: 4242, 144: 3, 34: 200, 35: 2, 304: 3, 305: 1, 306: 199})]
+    assert fields == [(149, 4), (144, 4), (34, 4), (304, 2), (305, 4), (306, 4)]
+    # options template record is 6 + 6*4 = 30 bytes: the set is padded with 2 zero bytes
+    assert dict(p["sets"])[3] == 4 + 30 + 2
+    assert p["options"] == [(512, {149: 4242, 144: 3, 34: 200, 304: 3, 305: 1, 306: 199})]
 
 
 def test_roundtrip_and_sequence():

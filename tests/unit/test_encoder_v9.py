@@ -254,8 +254,8 @@ def test_templates_field_by_field():
         303: expected_fields("mpls-ipv4", False), 304: expected_fields("bridge", False)}
     [(tid, fields, nscope)] = p["options_templates"]
     assert tid == 600 and nscope == 1
-    assert fields == [(1, 4), (34, 4), (35, 1)]  # scope System; SAMPLING_INTERVAL, SAMPLING_ALGORITHM
-    assert p["options"] == [(600, {1: 77, 34: 1, 35: 1})]
+    assert fields == [(1, 4), (34, 4), (49, 1)]  # scope System; SAMPLING_INTERVAL, FLOW_SAMPLER_MODE
+    assert p["options"] == [(600, {1: 77, 34: 1, 49: 1})]
     assert p["header"]["count"] == 5 + 1 + 1 and p["header"]["domain"] == 77
 
 
@@ -264,10 +264,10 @@ def test_options_data_values(interval, alg):
     enc = encoder(sampling_interval=interval, sampling_algorithm=alg, observation_domain_id=5)
     c = Collector()
     first = c.parse(enc.options_data(T0)[0])  # never sent before: options template comes along
-    assert first["options_templates"] and first["options"] == [(512, {1: 5, 34: interval, 35: alg})]
+    assert first["options_templates"] and first["options"] == [(512, {1: 5, 34: interval, 49: alg})]
     again = c.parse(enc.options_data(T0 + 1)[0])
     assert not again["templates"] and not again["options_templates"]
-    assert again["options"] == [(512, {1: 5, 34: interval, 35: alg})] and again["header"]["count"] == 1
+    assert again["options"] == [(512, {1: 5, 34: interval, 49: alg})] and again["header"]["count"] == 1
 
 
 def test_roundtrip_all_families():
