@@ -275,3 +275,8 @@ def test_speed_100k_records():
     assert len(out) == -(-n // 30)
     assert sum(parse(d)[0]["count"] for d in out[:5]) == 150
     assert dt < 2.0, f"{n / dt:.0f} records/s"  # measured ~5 M records/s; this only catches a per-record loop
+
+
+def test_registered_through_the_plugin_manager(make_app):
+    app = make_app(plugins=[(netflow5, "v5-test")], load_entrypoints=False, configure=False)
+    assert app.registries.encoders["v5"] is netflow5.ENCODER_TYPE

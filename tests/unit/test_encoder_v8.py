@@ -288,3 +288,8 @@ def test_registration():
     t = got["v8"]
     assert isinstance(t, EncoderType) and t.name == "v8" and t.versions == (8,)
     assert isinstance(t.factory(EncoderOptions(version=8, aggregation="as")), netflow8.NetFlowV8Encoder)
+
+
+def test_registered_through_the_plugin_manager(make_app):
+    app = make_app(plugins=[(netflow8, "v8-test")], load_entrypoints=False, configure=False)
+    assert app.registries.encoders["v8"] is netflow8.ENCODER_TYPE
