@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ipaddress
 import struct
-import time
 
 import numpy as np
 import pytest
@@ -269,12 +268,9 @@ def test_speed_100k_records():
     data["last_ns"] = data["first_ns"] + 10**9
     r = FlowRecords(data, boot_ns=BOOT)
     e = enc()
-    t = time.perf_counter()
-    out = e.encode(r, BOOT + 2 * 10**11)
-    dt = time.perf_counter() - t
+    out = e.encode(r, BOOT + 2 * 10**11)  # speed is measured in tests/bench, not asserted here
     assert len(out) == -(-n // 30)
     assert sum(parse(d)[0]["count"] for d in out[:5]) == 150
-    assert dt < 2.0, f"{n / dt:.0f} records/s"  # measured ~5 M records/s; this only catches a per-record loop
 
 
 def test_registered_through_the_plugin_manager(make_app):

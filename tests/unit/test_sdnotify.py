@@ -143,9 +143,8 @@ def test_full_queue_does_not_block_or_raise(monkeypatch, listener):
     path, sock = listener
     monkeypatch.setenv("NOTIFY_SOCKET", path)
     sd = Notifier.from_env()
-    start = time.monotonic()
+    assert sd._sock.getblocking() is False  # a full queue cannot block the caller
     results = [sd.status("x" * 1024) for _ in range(2000)]  # nobody reads: the queue fills
-    assert time.monotonic() - start < 5
     assert not all(results)
     assert sd.errors == results.count(False) > 0
     sd.close()
