@@ -39,10 +39,10 @@ the first packet time seen unless the caller set it; records carry it.
 How it is fast (DESIGN.md "Speed: columnar batches")
 ----------------------------------------------------
 Per batch, every row gets a fixed-width key of 64-bit words (6 for ``ip``,
-8 for ``mpls``/``bridge``) and a 64-bit hash of them.  A stable argsort of the
-hashes groups the rows (the words are then checked equal inside every group;
-a 64-bit collision inside one batch falls back to a lexsort of the words), and
-``reduceat`` aggregates each group.  Each distinct key is looked up once in an
+8 for ``mpls``/``bridge``) and a 64-bit hash of them.  An argsort of the
+hashes groups the rows (neighbours with equal hashes are checked to have equal
+keys; a 64-bit collision inside one batch falls back to a lexsort of the
+words), and ``reduceat`` aggregates each group.  Each distinct key is looked up once in an
 open-addressing table (``int32`` flow ids, linear probing, power-of-two size
 >= 2 x capacity) by vectorised probing rounds; misses are inserted in rounds
 too (one winner per contested slot).  Deletion leaves tombstones (or an empty
@@ -189,7 +189,7 @@ class FlowCache:
             done = v == _EMPTY
             if len(occ):
                 f = v[occ]
-                eq = (store[f] == keys[pend[occ]]).all(axis=1)
+                eq = _rows_equal(np.take(store, f, axis=0), keys[pend[occ]])
                 hit = occ[eq]
                 res[pend[hit]] = f[eq]
                 done[hit] = True
@@ -207,10 +207,12 @@ class FlowCache:
             v = table[slot]
             cand = np.flatnonzero(v < 0)
             if len(cand):
-                _, first = np.unique(slot[cand], return_index=True)
-                win = cand[first]
+                # contested slots: the last write wins; read back to see who won
+                s, ids = slot[cand], fid[pend[cand]]
+                table[s] = ids
+                won = table[s] == ids
+                win = cand[won]
                 self._tombs -= int(np.count_nonzero(v[win] == _TOMB))
-                table[slot[win]] = fid[pend[win]]
                 keep = np.ones(len(pend), dtype=bool)
                 keep[win] = False
                 pend = pend[keep]
@@ -313,7 +315,10 @@ class FlowCache:
             return []
         words = self._key_words(batch, r)
         h = _hash(words)
-        order, starts = _group(h, words)
+        keys = np.empty((n, self.kw), dtype=_U64)
+        for i, w in enumerate(words):
+            keys[:, i] = w
+        order, starts, rep = _group(h, keys)
         m = len(starts)
         if m > self.max_flows:  # more distinct keys than the cache holds: split in time order
             rr = np.arange(len(batch)) if r is None else r
@@ -351,10 +356,7 @@ class FlowCache:
         self.counters.inc("packets", int(counts.sum()))
         self.counters.inc("bytes", int(gbytes.sum()))
 
-        rep = order[starts]  # one row per distinct key (its first row in the batch)
-        gkeys = np.empty((m, self.kw), dtype=_U64)
-        for i, w in enumerate(words):
-            gkeys[:, i] = w[rep]
+        gkeys = np.take(keys, rep, axis=0)  # rep: each key's first row in the batch
         gh = h[rep]
         fid = self._lookup(gh, gkeys)
 
@@ -520,30 +522,42 @@ class FlowCache:
                            sampling_algorithm=self.sampling_algorithm, scaled=self.scale, boot_ns=self.boot_ns)
 
 
-def _group(h: np.ndarray, words: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """(order, starts): rows sorted so equal keys are adjacent (stable), group starts."""
+def _rows_equal(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise equality of two (n, kw) uint64 arrays (*a* is clobbered)."""
+    a ^= b
+    return _rows_zero(a)
+
+
+def _rows_zero(x: np.ndarray) -> np.ndarray:
+    acc = x[:, 0] | x[:, 1]
+    for i in range(2, x.shape[1]):
+        acc |= x[:, i]
+    return acc == 0
+
+
+def _group(h: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(order, starts, rep): rows ordered so that equal keys are adjacent, where each group
+    starts in *order*, and each group's first row (smallest index)."""
     n = len(h)
-    order = np.argsort(h, kind="stable")
+    order = np.argsort(h)
     hs = h[order]
     brk = np.empty(n, dtype=bool)
     brk[0] = True
     np.not_equal(hs[1:], hs[:-1], out=brk[1:])
     starts = np.flatnonzero(brk)
-    if len(starts) < n:  # check the words are equal inside each group (64-bit collisions)
-        gid = np.cumsum(brk) - 1
-        lead = order[starts][gid]
-        for w in words:
-            if not np.array_equal(w[order], w[lead]):
-                return _group_exact(words)
-    return order, starts
+    if len(starts) < n:  # equal hashes: check the keys are equal too (64-bit collisions)
+        ks = np.take(keys, order, axis=0)
+        same = _rows_zero(ks[1:] ^ ks[:-1])
+        if not same[~brk[1:]].all():
+            return _group_exact(keys)
+    return order, starts, np.minimum.reduceat(order, starts)
 
 
-def _group_exact(words: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    n = len(words[0])
-    order = np.lexsort(words[::-1])  # stable
-    brk = np.zeros(n, dtype=bool)
-    brk[0] = True
-    for w in words:
-        ws = w[order]
-        brk[1:] |= ws[1:] != ws[:-1]
-    return order, np.flatnonzero(brk)
+def _group_exact(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    n = len(keys)
+    order = np.lexsort(keys.T[::-1])
+    ks = keys[order]
+    brk = np.ones(n, dtype=bool)
+    brk[1:] = ~_rows_zero(ks[1:] ^ ks[:-1])
+    starts = np.flatnonzero(brk)
+    return order, starts, np.minimum.reduceat(order, starts)

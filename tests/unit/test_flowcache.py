@@ -425,3 +425,22 @@ def test_memory_bytes_per_flow_is_bounded():
         c.update(b)
     assert len(c) == 1 << 16
     assert c.memory_bytes() / len(c) <= 150
+
+
+def test_hash_collisions_are_resolved_by_key(monkeypatch):
+    """A degenerate hash (4 values): grouping falls back to the exact sort, the table probes long chains."""
+    from flowplane import flowcache as fc
+    real = fc._hash
+    monkeypatch.setattr(fc, "_hash", lambda words: real(words) & np.uint64(3))
+    c = FlowCache(max_flows=1000, inactive_timeout_s=1)
+    frames = [eth_ipv4_udp(p, 53) for p in range(1, 41)] * 3
+    c.update(batch(frames[:80], ts=[T0] * 80))
+    c.update(batch(frames[80:100], ts=[T0 + 2 * S] * 20))  # ports 1..20 once more
+    assert len(c) == 40
+    d = c.snapshot().data
+    assert sorted(d["sport"].tolist()) == list(range(1, 41))
+    assert d["packets"].tolist() == [3] * 20 + [2] * 20
+    out = cat(c.expire(T0 + 2 * S))  # flows last seen at T0 leave, the rest stay findable
+    assert sorted(out["sport"].tolist()) == list(range(21, 41)) and len(c) == 20
+    c.update(batch(frames[:40], ts=[T0 + 3 * S] * 40))
+    assert len(c) == 40 and int(c.snapshot().data["packets"].sum()) == 20 * 4 + 20
