@@ -131,16 +131,17 @@ class FlowCache:
             "first": (cap, np.int64, 0),
             "last": (cap, np.int64, 0),
             "tcp_end": (cap, np.int64, _NO_END),
-            "src_mac": (cap, np.uint64, 0),
-            "dst_mac": (cap, np.uint64, 0),
-            "mpls": ((cap, 3), np.uint32, 0),
-            "vlan": (cap, np.uint16, 0),
-            "depth": (cap, np.uint8, 0),
             "flags": (cap, np.uint8, 0),
             "frag": (cap, np.uint8, 0),
             "af": (cap, np.uint8, 0),
             "live": (cap, np.bool_, False),
         }
+        # attributes outside the key (first packet's); in the key they are read back from it
+        if self.key_fields != "bridge":
+            cols.update(src_mac=(cap, np.uint64, 0), dst_mac=(cap, np.uint64, 0), vlan=(cap, np.uint16, 0))
+        if self.key_fields != "mpls":
+            cols.update(mpls=((cap, 3), np.uint32, 0), depth=(cap, np.uint8, 0))
+        self._columns = tuple(cols) + ("free", "table")
         for name, (shape, dtype, fill) in cols.items():
             new = np.full(shape, fill, dtype=dtype)
             if old:
@@ -172,9 +173,7 @@ class FlowCache:
 
     def memory_bytes(self) -> int:
         """Bytes held by the cache's arrays and hash table."""
-        names = ("keys", "packets", "bytes", "first", "last", "tcp_end", "src_mac", "dst_mac", "mpls", "vlan",
-                 "depth", "flags", "frag", "af", "live", "free", "table")
-        return int(sum(getattr(self, "_" + n).nbytes for n in names))
+        return int(sum(getattr(self, "_" + n).nbytes for n in self._columns))
 
     # ------------------------------------------------------------------ hash table
     def _lookup(self, h: np.ndarray, keys: np.ndarray) -> np.ndarray:
@@ -398,13 +397,15 @@ class FlowCache:
             if gend is not None:
                 self._tcp_end[f] = gend[new]
             src = rep[new] if r is None else r[rep[new]]
-            self._src_mac[f] = batch.src_mac[src]
-            self._dst_mac[f] = batch.dst_mac[src]
-            self._vlan[f] = batch.vlan[src]
-            self._mpls[f, 0] = batch.mpls1[src]
-            self._mpls[f, 1] = batch.mpls2[src]
-            self._mpls[f, 2] = batch.mpls3[src]
-            self._depth[f] = batch.mpls_depth[src]
+            if self.key_fields != "bridge":
+                self._src_mac[f] = batch.src_mac[src]
+                self._dst_mac[f] = batch.dst_mac[src]
+                self._vlan[f] = batch.vlan[src]
+            if self.key_fields != "mpls":
+                self._mpls[f, 0] = batch.mpls1[src]
+                self._mpls[f, 1] = batch.mpls2[src]
+                self._mpls[f, 2] = batch.mpls3[src]
+                self._depth[f] = batch.mpls_depth[src]
             self._af[f] = batch.af[src]
             self._insert(gh[new], f)
             if self._n + self._tombs > _REBUILD_LOAD * len(self._table):
@@ -507,12 +508,23 @@ class FlowCache:
             rec["bytes"] = self._bytes[fid]
             rec["first_ns"] = self._first[fid]
             rec["last_ns"] = self._last[fid]
-            rec["src_mac"] = self._src_mac[fid]
-            rec["dst_mac"] = self._dst_mac[fid]
-            rec["vlan"] = self._vlan[fid]
-            mp = self._mpls[fid]
-            rec["mpls1"], rec["mpls2"], rec["mpls3"] = mp[:, 0], mp[:, 1], mp[:, 2]
-            rec["mpls_depth"] = self._depth[fid]
+            if self.key_fields == "bridge":
+                rec["src_mac"] = k[:, 6] >> _U64(16)
+                rec["vlan"] = k[:, 6] & _U64(0xFFFF)
+                rec["dst_mac"] = k[:, 7]
+            else:
+                rec["src_mac"] = self._src_mac[fid]
+                rec["dst_mac"] = self._dst_mac[fid]
+                rec["vlan"] = self._vlan[fid]
+            if self.key_fields == "mpls":
+                rec["mpls1"] = k[:, 6] >> _U64(32)
+                rec["mpls2"] = k[:, 6] & _U64(0xFFFF_FFFF)
+                rec["mpls3"] = k[:, 7] >> _U64(8)
+                rec["mpls_depth"] = k[:, 7] & _U64(0xFF)
+            else:
+                mp = self._mpls[fid]
+                rec["mpls1"], rec["mpls2"], rec["mpls3"] = mp[:, 0], mp[:, 1], mp[:, 2]
+                rec["mpls_depth"] = self._depth[fid]
             rec["tcp_flags"] = self._flags[fid]
             rec["af"] = self._af[fid]
             rec["frag"] = self._frag[fid]

@@ -95,19 +95,25 @@ def run_updates(batches, *, expire: bool, max_flows: int, profile=None):
 
 
 def throughput(batches, args, say):
-    for expire in (False, True):
+    for expire, max_flows in ((False, args.max_flows), (True, args.max_flows), (True, 2048)):
         walls, cpus = [], []
         for _ in range(args.runs):
-            cache, exported, n, dt, cpu = run_updates(batches, expire=expire, max_flows=args.max_flows)
+            cache, exported, n, dt, cpu = run_updates(batches, expire=expire, max_flows=max_flows)
             walls.append(dt)
             cpus.append(cpu)
+        exported.append(cache.flush())
+        pk = sum(int(r.data["packets"].sum()) for r in exported)
+        assert pk == cache.counters["packets"], (pk, cache.counters["packets"])
         best, med = min(walls), statistics.median(walls)
         label = "update + expire() every 1 s (60/15 s)" if expire else "update only (no expiry)"
+        if max_flows < 10_000:
+            label = f"same, cache full (max_flows {max_flows})"
         say(f"{label:<40} {n:,} packets: best {n / best / 1e6:6.3f} Mpps ({best / n * 1e9:5.0f} ns/pkt)  "
             f"median {n / med / 1e6:6.3f} Mpps ({med / n * 1e9:5.0f} ns/pkt)  "
             f"per CPU-s {n / statistics.median(cpus) / 1e6:6.3f} M   "
             f"flows created {cache.counters['flows_created']:,} max active {cache.counters['max_active']:,}"
-            + (f" exported before flush {sum(len(r) for r in exported):,}" if expire else ""))
+            + (f" expired full {cache.counters['expired_full']:,}" if max_flows < 10_000 else "")
+            + f"; exported packets (after flush) {pk:,}")
 
 
 def truth_check(batches, truth, args, say):
@@ -166,26 +172,39 @@ def memory(args, say):
         b.ts = np.full(len(k), i * 1000, dtype=np.int64)
         batches.append(b)
     gc.collect()
-    tracemalloc.start()
-    before = tracemalloc.get_traced_memory()[0]
     t0 = time.perf_counter()
     cache = FlowCache(max_flows=n)
     for b in batches:
         cache.update(b)
     dt = time.perf_counter() - t0
+    assert len(cache) == n, (len(cache), n)
+    say(f"filling a {n:,}-flow cache (every packet a new flow): {n / dt / 1e6:.3f} M flows/s "
+        f"({dt / n * 1e9:.0f} ns/flow, growth and rehash included)")
+    del cache
+    gc.collect()
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    cache = FlowCache(max_flows=n)
+    for b in batches:
+        cache.update(b)
     gc.collect()
     after = tracemalloc.get_traced_memory()[0]
     tracemalloc.stop()
-    assert len(cache) == n, (len(cache), n)
     say(f"memory at {len(cache):,} concurrent flows: memory_bytes() {cache.memory_bytes() / len(cache):.1f} B/flow, "
-        f"tracemalloc delta {(after - before) / len(cache):.1f} B/flow (table {cache._table.nbytes / len(cache):.1f}); "
-        f"filling rate {n / dt / 1e6:.3f} M new flows/s ({dt / n * 1e9:.0f} ns/flow, tracemalloc on)")
+        f"tracemalloc delta {(after - before) / len(cache):.1f} B/flow (hash table {cache._table.nbytes / len(cache):.1f}); "
+        f"key_fields mpls / bridge: {_mem_of('mpls', n):.1f} / {_mem_of('bridge', n):.1f} B/flow")
     # a second pass over the same keys: all hits at 1 M flows
     t0 = time.perf_counter()
     for b in batches:
         cache.update(b)
     dt = time.perf_counter() - t0
     say(f"  second pass, every packet a hit in a 1 M-flow table: {n / dt / 1e6:.3f} Mpps ({dt / n * 1e9:.0f} ns/pkt)")
+
+
+def _mem_of(key_fields: str, n: int) -> float:
+    c = FlowCache(max_flows=n, key_fields=key_fields)
+    c._alloc(n)  # the arrays a full cache of n flows holds
+    return c.memory_bytes() / n
 
 
 def main(argv=None) -> int:

@@ -416,8 +416,9 @@ def test_growth_and_churn_keep_lookups_exact():
     assert len(c) == 0
 
 
-def test_memory_bytes_per_flow_is_bounded():
-    c = FlowCache(max_flows=1 << 16)
+@pytest.mark.parametrize("key_fields", ["ip", "mpls", "bridge"])
+def test_memory_bytes_per_flow_is_bounded(key_fields):
+    c = FlowCache(max_flows=1 << 16, key_fields=key_fields)
     tmpl = batch([eth_ipv4_udp(1, 2)] * 4096)
     for i in range(16):
         b = tmpl.select(slice(None))
