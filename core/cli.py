@@ -9,12 +9,13 @@ import sys
 from typing import Sequence
 
 DEFAULT_CONFIG = "/etc/flowplane/flowplane.yaml"
-DEFAULT_REPORTS = ("show firewall", "show services accounting errors")
+DEFAULT_REPORTS = ("show firewall", "show services accounting errors", "show services accounting flow",
+                   "show services accounting status")
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="flowplane", description="Open software appliance for network flow monitoring.")
-    p.add_argument("--version", action="store_true", help="print the version and exit")
+    p.add_argument("--version", dest="show_version", action="store_true", help="print the version and exit")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     run = sub.add_parser("run", help="run the appliance in the foreground (the systemd service runs this)")
@@ -39,6 +40,32 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("-s", "--socket", help="control socket path (default: from the config, or $FLOWPLANE_SOCKET)")
         sp.add_argument("-c", "--config", help="read the control socket path from this config file")
 
+    rp = sub.add_parser("replay", help="run a pcap through the flow engine and export every flow (like softflowd -r)")
+    rp.add_argument("pcap")
+    rp.add_argument("--export", action="append", required=True, metavar="HOST:PORT",
+                    help="flow server (repeatable: the same records go to each)")
+    rp.add_argument("--version", type=int, choices=(5, 8, 9, 10), default=10, help="export format (default 10, IPFIX)")
+    rp.add_argument("--transport", choices=("udp", "tcp"), default="udp", help="tcp for IPFIX only")
+    rp.add_argument("--sampling-rate", type=int, default=1, help="sample 1 in N packets (deterministic)")
+    rp.add_argument("--active-timeout", type=int, default=60, help="seconds (default 60)")
+    rp.add_argument("--inactive-timeout", type=int, default=15, help="seconds (default 15)")
+    rp.add_argument("--tcp-end-grace", type=float, default=0.0, help="seconds a flow lives after FIN/RST")
+    rp.add_argument("--aggregation", choices=("autonomous-system", "protocol-port", "source-prefix",
+                                              "destination-prefix", "source-destination-prefix"), help="v8 scheme")
+    rp.add_argument("--engine-id", type=int, default=0)
+    rp.add_argument("--engine-type", type=int, default=0)
+    rp.add_argument("--max-flows", type=int, default=1_000_000, help="flow table size")
+    rp.add_argument("--speed", type=float, default=0.0, help="0 = as fast as possible, 1 = capture speed")
+    rp.add_argument("--print-config", action="store_true", help="print the equivalent config file and exit")
+
+    tp = sub.add_parser("top", help="live top talkers of the running service's flow caches")
+    tp.add_argument("--interval", type=float, default=1.0)
+    tp.add_argument("--limit", type=int, default=20)
+    tp.add_argument("--order", choices=("bytes", "packets"), default="bytes")
+    tp.add_argument("--once", action="store_true", help="print one screen and exit")
+    tp.add_argument("-s", "--socket", help="control socket path")
+    tp.add_argument("-c", "--config", help="read the control socket path from this config file")
+
     pl = sub.add_parser("plugins", help="list plugins, versions, hooks and what each registered")
     pl.add_argument("--json", action="store_true")
     pl.add_argument("-c", "--config", help="apply this config's 'system plugins disable'")
@@ -47,7 +74,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if args.version:
+    if args.show_version:
         from . import __version__
 
         print(f"flowplane {__version__}")
@@ -56,7 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _parser().print_help()
         return 2
     handler = {"run": cmd_run, "check-config": cmd_check_config, "show": cmd_control, "clear": cmd_control,
-               "request": cmd_control, "plugins": cmd_plugins}[args.command]
+               "request": cmd_control, "plugins": cmd_plugins, "replay": cmd_replay, "top": cmd_top}[args.command]
     try:
         return handler(args)
     except KeyboardInterrupt:
@@ -114,7 +141,8 @@ def cmd_run(args) -> int:
 
     def print_reports(app) -> None:
         for words in reports:
-            print_command(app, words.split(), as_json=args.json)
+            # the default reports leave out what this config does not have (e.g. no sampling)
+            print_command(app, words.split(), as_json=args.json, quiet_errors=not args.report)
 
     try:
         return run_service(app, notifier=notifier, speed=args.speed, exit_on_eof=args.exit_on_eof, after=print_reports)
@@ -126,11 +154,13 @@ def cmd_run(args) -> int:
         return 1
 
 
-def print_command(app, words: list[str], *, as_json: bool = False) -> None:
+def print_command(app, words: list[str], *, as_json: bool = False, quiet_errors: bool = False) -> None:
     """Run a registered command in-process and print it (used after --exit-on-eof)."""
     from .control import ControlServer
 
     reply = ControlServer(app, "").handle({"cmd": words, "format": "json" if as_json else "text"})
+    if quiet_errors and not reply.get("ok"):
+        return
     _print_reply(reply, as_json, words)
 
 
@@ -186,6 +216,26 @@ def cmd_control(args) -> int:
         print(f"flowplane: control socket error: {exc}", file=sys.stderr)
         return 2
     return _print_reply(reply, args.json, words)
+
+
+def cmd_replay(args) -> int:
+    from .replay import run_replay
+
+    return run_replay(args)
+
+
+def cmd_top(args) -> int:
+    from .control import fallback_path, request
+    from .top import run_top
+
+    path = _socket_path(args)
+    if not os.path.exists(path) and os.path.exists(fallback_path(path)):
+        path = fallback_path(path)
+    try:
+        return run_top(path, interval=args.interval, limit=args.limit, order=args.order, once=args.once, request=request)
+    except (OSError, ConnectionError) as exc:
+        print(f"flowplane: cannot reach the service at {path}: {exc}", file=sys.stderr)
+        return 2
 
 
 def cmd_plugins(args) -> int:

@@ -80,8 +80,9 @@ def flowplane_register_encoders(register: Callable[[str, Any], None]) -> None:
 
     Called at start-up.
 
-    :param register: ``register(name, factory)``; the factory returns an
-        object with ``encode(records) -> list[bytes]``.
+    :param register: ``register(name, EncoderType(...))``; see
+        :mod:`flowplane.export` for the encoder contract (``encode``,
+        ``templates``, ``options_data``, ``reset_templates``).
     """
 
 
@@ -91,8 +92,9 @@ def flowplane_register_transports(register: Callable[[str, Any], None]) -> None:
 
     Called at start-up.
 
-    :param register: ``register(name, factory)``; the factory returns an
-        object with ``async send(payloads)`` and ``async aclose()``.
+    :param register: ``register(name, TransportType(...))``; see
+        :mod:`flowplane.export` for the transport contract (``run``,
+        ``send_nowait`` that never blocks, ``flush``, ``on_connect``).
     """
 
 

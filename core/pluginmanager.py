@@ -27,6 +27,13 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "pcap",
     "af-packet",
     "core-commands",
+    "flow-monitoring",
+    "v5",
+    "v8",
+    "v9",
+    "ipfix",
+    "udp",
+    "tcp",
 )
 
 

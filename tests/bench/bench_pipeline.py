@@ -75,11 +75,11 @@ class SamplePlugin:
         class _Impl:
             @hookimpl
             def flowplane_register_actions(self, register):
-                register("sample", TermAction("sample", help="benchmark stand-in: count sampled packets"))
+                register("bench-tap", TermAction("bench-tap", help="benchmark: a plugin action that counts the packets it gets"))
 
             @hookimpl
             def flowplane_configure(self, app):
-                app.bind_action("sample", plugin.handle)
+                app.bind_action("bench-tap", plugin.handle)
 
         return _Impl()
 

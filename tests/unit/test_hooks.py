@@ -256,7 +256,9 @@ def test_hook_register_config_sections(make_app):
     app = make_app({"forwarding-options": {"thing": {}}}, plugins=[(Claim(), "claim")])
     assert app.registries.sections.owner("forwarding-options thing") == "claim"
     errors = app.validate(Config({"forwarding-options": {"thin": {}}}))
-    assert errors == ["<config>: forwarding-options thin: no enabled plugin handles 'forwarding-options thin' (did you mean 'thing'?); known: thing"]
+    assert errors[0].startswith("<config>: forwarding-options thin: no enabled plugin handles 'forwarding-options thin' "
+                                "(did you mean 'thing'?); known: ")
+    assert "thing" in errors[0].split("known: ")[1].split(", ")
 
 
 def test_hook_register_profiles(make_app):

@@ -11,7 +11,6 @@ import inspect
 import random
 import socket
 import struct
-import time
 
 import pytest
 import structlog
@@ -300,21 +299,16 @@ async def test_stalled_collector_backlog_bounded_drops_counted_send_nowait_fast(
     await wait_until(lambda: t.connected and col.conns)
     assert not inspect.iscoroutinefunction(t.send_nowait)
     n, size = 2000, 1000
-    total = 0.0
     max_held = 0
     for i in range(n):
-        t0 = time.perf_counter()
         r = t.send_nowait([msg(b"D", i, size)])
-        total += time.perf_counter() - t0
         assert r is None  # sync: nothing to await
         assert t.backlog_length <= backlog
         max_held = max(max_held, t.queued_bytes)
         if i % 50 == 0:
             await trio.sleep(0.001)  # let the writer fill the kernel buffers
     c = t.counters
-    # O(1) and never waiting on the socket: microseconds per call (average, so a
-    # preempted call on a loaded CI box does not fail the test)
-    assert total / n < 200e-6
+    # never waiting on the socket: bounded memory whatever the collector does (speed is for tests/bench)
     assert max_held <= (backlog + TcpTransport.INFLIGHT_MAX) * size
     assert c["dropped_backlog"] > n // 2
     assert c.drops[("transport", "backlog_full")] == c["dropped_backlog"]

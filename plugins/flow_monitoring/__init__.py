@@ -1,0 +1,55 @@
+"""Active and passive flow monitoring: ``forwarding-options sampling``, the ``sample``
+term action, flow caches and export to flow servers (NetFlow v5/v8/v9, IPFIX).
+
+Hook implementations only; the state lives in :class:`.engine.FlowMonitor`,
+registered by ``flowplane_configure`` while sampling is configured.
+"""
+
+from __future__ import annotations
+
+from flowplane import hookimpl
+from flowplane.actions import TermAction
+
+from . import commands
+from .config import parse
+from .engine import FlowMonitor
+
+
+def _sample_needs_sampling(arg, config: dict) -> str | None:
+    if not ((config.get("forwarding-options") or {}).get("sampling")):
+        return "'sample' needs 'forwarding-options sampling' (input rate and family ... output flow-server)"
+    return None
+
+
+@hookimpl
+def flowplane_register_actions(register):
+    register("sample", TermAction("sample", help="sample the packet into the sampling instance's flow cache",
+                                  validate=_sample_needs_sampling))
+
+
+@hookimpl
+def flowplane_register_config_sections(register):
+    register("forwarding-options sampling", "sampling instances: input rate, flow servers, timeouts")
+    register("services flow-monitoring", "version9 / version-ipfix templates")
+    register("chassis fpc", "bind an interface to a sampling instance (fpc IFNAME sampling-instance NAME)")
+
+
+@hookimpl
+def flowplane_config_validate(config, limits):
+    _, issues = parse(config.data, limits)
+    return issues
+
+
+@hookimpl
+def flowplane_configure(app):
+    sampling, issues = parse(app.config.data, app.limits)
+    if issues or not sampling.enabled:
+        return
+    fm = FlowMonitor(app, sampling)
+    app.pm.register(fm, name=commands.PLUGIN_OBJECT)
+    app.bind_action("sample", fm.on_sample)
+
+
+@hookimpl
+def flowplane_register_commands(register):
+    commands.register(register)

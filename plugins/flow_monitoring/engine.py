@@ -1,0 +1,307 @@
+"""The flow engine of one sampling instance: sampler -> per-family flow caches -> exporters.
+
+Everything here is synchronous and batch-shaped: the ``sample`` action
+handler meters a batch, expiry runs at most once per second of the cache
+clock, and exported records are encoded and handed to transports that never
+block.  The async parts (transport sockets, the 1 s timer) run as the
+instance's background tasks.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import structlog
+import trio
+
+from flowplane import hookimpl
+from flowplane.batch import PacketBatch
+from flowplane.export import EncoderOptions, TransportOptions
+from flowplane.flowcache import FlowCache
+from flowplane.flows import FlowRecords
+from flowplane.stats import Counters
+
+from .config import FamilyOutput, FlowServer, Instance
+from .sampler import Sampler
+
+log = structlog.get_logger("flowplane.flow_monitoring")
+
+NS = 1_000_000_000
+SHUTDOWN_GRACE_S = 2.0  # how long shutdown waits for a flow server that is not connected
+ENCODER_FOR_VERSION = {5: "v5", 8: "v8", 9: "v9", 10: "ipfix"}
+KEY_FIELDS = {"inet": "ip", "inet6": "ip", "mpls": "mpls"}
+
+
+class Exporter:
+    """One flow server: an encoder and a transport."""
+
+    def __init__(self, app: Any, inst: Instance, fam: FamilyOutput, server: FlowServer, *,
+                 families: list[str] | None = None) -> None:
+        self.server = server
+        self.families = families or [fam.family]
+        self.name = f"{inst.name}/{server.label}"
+        self.counters = Counters(self.name)
+        enc_name = ENCODER_FOR_VERSION[server.version]
+        enc_type = app.registries.encoders.get(enc_name)
+        trans_type = app.registries.transports.get(server.transport)
+        if enc_type is None or trans_type is None:
+            missing = enc_name if enc_type is None else f"transport {server.transport}"
+            raise RuntimeError(f"flow server {server.label}: no plugin provides {missing} (is it disabled?)")
+        t = server.template
+        opts = EncoderOptions(
+            version=server.version,
+            engine_type=fam.engine_type,
+            engine_id=fam.engine_id,
+            sampling_interval=inst.rate,
+            sampling_algorithm=inst.algorithm,
+            mtu=server.mtu,
+            ipv6_transport=":" in server.host,
+            stream=server.transport == "tcp",
+            aggregation=server.aggregation,
+            scale_counts=fam.scale_counts,
+        )
+        if t is not None:
+            opts.templates = tuple(dict.fromkeys(k for f in self.families for k in _template_kinds(t.kinds, f)))
+            opts.template_refresh_packets, opts.template_refresh_seconds = t.refresh_packets, t.refresh_seconds
+            opts.option_refresh_packets, opts.option_refresh_seconds = t.option_refresh_packets, t.option_refresh_seconds
+            if t.observation_domain_id is not None:
+                opts.observation_domain_id = t.observation_domain_id
+            if t.template_id is not None:
+                opts.template_ids = {k: t.template_id + i for i, k in enumerate(("ipv4", "ipv6", "mpls", "mpls-ipv4", "bridge"))}
+            if t.options_template_id is not None:
+                opts.options_template_id = t.options_template_id
+        self.encoder = enc_type.factory(opts)
+        self.transport = trans_type.factory(TransportOptions(server.host, server.port, server.source_address,
+                                                             name=self.name, dscp=server.dscp))
+        self.transport.on_connect = lambda: self.encoder.templates(self._last_now)
+        self._last_now = time.time_ns()
+
+    def export(self, records: FlowRecords, now_ns: int) -> None:
+        self._last_now = now_ns
+        try:
+            payloads = self.encoder.encode(records, now_ns)
+        except Exception as exc:  # an encoder bug must not stop the pipeline
+            self.counters.inc("encode_errors")
+            log.error("encode_failed", exporter=self.name, error=f"{type(exc).__name__}: {exc}", exc_info=True)
+            return
+        self.counters.inc("records", len(records))
+        if payloads:
+            self.counters.inc("datagrams", len(payloads))
+            self.transport.send_nowait(payloads)
+
+    def tick(self, now_ns: int) -> None:
+        """Periodic: lets the encoder send templates / options data that are due, flows or not."""
+        self.export(FlowRecords.empty(), now_ns)
+
+
+class InstanceEngine:
+    """Sampling instance state: a sampler, a flow cache per family, exporters per family."""
+
+    def __init__(self, app: Any, inst: Instance, *, live: bool) -> None:
+        self.app = app
+        self.inst = inst
+        self.live = live  # live sources: wall clock; pcap replay: packet clock
+        self.counters = Counters(inst.name)
+        self.sampler = Sampler(inst.rate, run_length=inst.run_length, max_pps=inst.max_pps,
+                               algorithm=inst.algorithm, counters=self.counters)
+        self.caches: dict[str, FlowCache] = {}
+        self.exporters: dict[str, list[Exporter]] = {}
+        self.size_hist = np.zeros(len(SIZE_EDGES), dtype=np.int64)
+        for family, fam in inst.families.items():
+            self.caches[family] = FlowCache(
+                max_flows=inst.flow_table_size, active_timeout_s=fam.active_timeout,
+                inactive_timeout_s=fam.inactive_timeout, key_fields=KEY_FIELDS[family],
+                tcp_end_grace_s=fam.tcp_end_grace, instance=inst.name, sampling_interval=inst.rate,
+                sampling_algorithm=inst.algorithm, scale=fam.scale_counts)
+        # one exporter per flow server of the instance, shared by the families that name it: one
+        # sequence space and one template set per (collector, observation domain), as collectors expect
+        shared: dict[tuple, Exporter] = {}
+        for family, fam in inst.families.items():
+            self.exporters[family] = []
+            for s in fam.servers:
+                key = (s.host, s.port, s.version, s.transport, s.template.name if s.template else None, s.aggregation)
+                if key not in shared:
+                    fams = [f for f, o in inst.families.items() if any(_same(x, s) for x in o.servers)]
+                    shared[key] = Exporter(app, inst, fam, s, families=fams)
+                self.exporters[family].append(shared[key])
+        self.all_exporters = list(shared.values())
+        self._last_expiry: dict[str, int] = {f: 0 for f in self.caches}
+        self.started_ns = time.time_ns()
+
+    # -- data path --------------------------------------------------------------
+    def meter(self, batch: PacketBatch) -> None:
+        """Sample and meter the rows of *batch* (all sent here by 'then sample')."""
+        ip = batch.status == 0
+        if not ip.all():
+            self.counters.inc("not_ip", int((~ip).sum()))
+            batch = batch.select(ip)
+        idx = self.sampler.select(len(batch), batch.ts)
+        if len(idx) == 0:
+            return
+        if len(idx) != len(batch):
+            batch = batch.select(idx)
+        self.size_hist += np.bincount(np.searchsorted(SIZE_EDGES, batch.ip_len, side="right") - 1,
+                                      minlength=len(SIZE_EDGES))[: len(SIZE_EDGES)]
+        routed = np.zeros(len(batch), dtype=bool)
+        if "mpls" in self.caches:
+            m = batch.mpls_depth > 0
+            if m.any():
+                self._update("mpls", batch, m)
+                routed |= m
+        for family, af in (("inet", 4), ("inet6", 6)):
+            if family in self.caches:
+                m = (batch.af == af) & ~routed
+                if m.any():
+                    self._update(family, batch, m)
+                    routed |= m
+        left = int((~routed).sum())
+        if left:
+            self.counters.inc("no_family_output", left)
+
+    def _update(self, family: str, batch: PacketBatch, rows: np.ndarray) -> None:
+        cache = self.caches[family]
+        for records, reason in cache.update(batch, rows):
+            self._export(family, records, reason)
+        if not self.live:
+            now = cache.clock_ns
+            if now - self._last_expiry[family] >= NS:
+                self.expire(family, now)
+
+    def expire(self, family: str, now_ns: int) -> None:
+        self._last_expiry[family] = now_ns
+        for records, reason in self.caches[family].expire(now_ns):
+            self._export(family, records, reason)
+
+    def _export(self, family: str, records: FlowRecords, reason: str) -> None:
+        if not len(records):
+            return
+        self.counters.inc(f"flows_{reason}", len(records))
+        now = self.caches[family].clock_ns if not self.live else time.time_ns()
+        for exp in self.exporters[family]:
+            exp.export(records, now)
+        self.app.graph.flows_expired(records=records, reason=reason)
+
+    # -- time --------------------------------------------------------------------
+    def tick(self) -> None:
+        """Once a second: live caches expire on the wall clock; every exporter gets its refresh."""
+        now = time.time_ns()
+        for family, cache in self.caches.items():
+            clock = now if self.live else cache.clock_ns
+            if self.live:
+                self.expire(family, clock)
+        for exp in self.all_exporters:
+            exp.tick(now if self.live else max((c.clock_ns for c in self.caches.values()), default=0) or now)
+
+    def flush(self) -> int:
+        total = 0
+        for family, cache in self.caches.items():
+            records = cache.flush()
+            total += len(records)
+            self._export(family, records, "shutdown")
+        return total
+
+    # -- tasks ---------------------------------------------------------------------
+    def transports(self) -> list:
+        return [e.transport for e in self.all_exporters]
+
+
+SIZE_EDGES = np.array([0, 64, 96, 128, 256, 512, 1024, 1518, 4096, 9216], dtype=np.int64)
+
+
+def _same(a: FlowServer, b: FlowServer) -> bool:
+    return (a.host, a.port, a.version, a.transport, a.template.name if a.template else None, a.aggregation) == \
+        (b.host, b.port, b.version, b.transport, b.template.name if b.template else None, b.aggregation)
+
+
+def _template_kinds(kinds: tuple[str, ...], family: str) -> tuple[str, ...]:
+    """The data templates an exporter of *family* needs, from the template's kinds."""
+    want = {"inet": ("ipv4",), "inet6": ("ipv6",), "mpls": ("mpls", "mpls-ipv4")}[family]
+    chosen = tuple(k for k in kinds if k in want or k == "bridge")
+    return chosen or want
+
+
+class LoadMeter:
+    """CPU load of this process over the last N seconds, from getrusage samples taken once a second."""
+
+    def __init__(self, keep: int = 61) -> None:
+        self.samples: list[tuple[float, float]] = []
+        self.keep = keep
+
+    def sample(self) -> None:
+        import resource
+
+        ru = resource.getrusage(resource.RUSAGE_SELF)
+        self.samples.append((time.monotonic(), ru.ru_utime + ru.ru_stime))
+        del self.samples[: -self.keep]
+
+    def percent(self, seconds: float) -> float:
+        self.sample()
+        now_t, now_cpu = self.samples[-1]
+        older = [s for s in self.samples if now_t - s[0] <= seconds + 0.5]
+        t0, c0 = older[0]
+        return 100.0 * (now_cpu - c0) / (now_t - t0) if now_t > t0 else 0.0
+
+
+class FlowMonitor:
+    """The stateful object registered while sampling is configured: all instances."""
+
+    def __init__(self, app: Any, sampling) -> None:
+        self.app = app
+        self.sampling = sampling
+        sources = app.config.section("interfaces")
+        live = any((s or {}).get("source", "af-packet") != "pcap" for s in sources.values())
+        self.engines = {name: InstanceEngine(app, inst, live=live) for name, inst in sampling.instances.items()}
+        self.default = self.engines.get("(default sampling)")
+        self.iface_engine = {app.interfaces.id(i): self.engines[n] for i, n in sampling.interface_instance.items()}
+        self.counters = Counters("flow-monitoring")
+        self.load = LoadMeter()
+
+    # the 'sample' action handler
+    def on_sample(self, selections) -> None:
+        for sel in selections:
+            batch = sel.batch
+            engine = self.iface_engine.get(int(batch.iface[0])) if len(batch) else None
+            engine = engine or self.default
+            if engine is None:
+                self.counters.drop("sample", "no_instance", len(batch))
+                continue
+            engine.meter(batch)
+
+    @hookimpl
+    def flowplane_background_tasks(self, app):
+        tasks = []
+        for engine in self.engines.values():
+            for t in engine.transports():
+                tasks.append(t.run)
+        tasks.append(self._timer)
+        return tasks
+
+    async def _timer(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        while True:
+            await trio.sleep(1.0)
+            self.load.sample()
+            for engine in self.engines.values():
+                engine.tick()
+
+    @hookimpl
+    def flowplane_shutdown(self, app):
+        flushed = sum(e.flush() for e in self.engines.values())
+        log.info("flows_flushed", flows=flushed)
+        transports = [t for e in self.engines.values() for t in e.transports()]
+
+        async def drain() -> None:
+            # a connected collector gets the drain deadline; one that is away gets a short grace to come
+            # back, then what is still queued is counted as lost (never a silent loss, never a hang)
+            deadline = float(app.setting("drain-timeout"))
+            for t in transports:
+                connected = getattr(t, "connected", True)
+                if not await t.flush(deadline if connected else min(SHUTDOWN_GRACE_S, deadline)):
+                    left = int(getattr(t, "backlog_length", 0))
+                    t.counters.inc("dropped_at_shutdown", left)
+                    log.warning("export_backlog_lost", exporter=getattr(getattr(t, "options", None), "name", ""),
+                                payloads=left, connected=connected)
+
+        return drain
