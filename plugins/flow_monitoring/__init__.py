@@ -32,6 +32,7 @@ def flowplane_register_config_sections(register):
     register("forwarding-options sampling", "sampling instances: input rate, flow servers, timeouts")
     register("services flow-monitoring", "version9 / version-ipfix templates")
     register("chassis fpc", "bind an interface to a sampling instance (fpc IFNAME sampling-instance NAME)")
+    register("forwarding-options monitoring", "passive monitoring groups fed by monitoring-only interfaces")
 
 
 @hookimpl

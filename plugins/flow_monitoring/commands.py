@@ -20,13 +20,15 @@ def monitor(app):
     return fm
 
 
-def _engines(app, args, values=None, flags=()):
+def _engines(app, args, values=None, flags=(), passive=False):
     opts = parse_words(args, values={"name": str, **(values or {})}, flags=flags)
     fm = monitor(app)
     name = opts.get("name")
-    engines = [e for n, e in fm.engines.items() if name in (None, n)]
+    pool = fm.groups if passive else {**fm.engines, **fm.groups}
+    engines = [e for n, e in pool.items() if name in (None, n)]
     if name and not engines:
-        raise CommandError(f"no sampling instance {name!r}; configured: {', '.join(fm.engines)}")
+        raise CommandError(f"no {'monitoring group' if passive else 'sampling instance'} {name!r}; "
+                           f"configured: {', '.join(pool) or 'none'}")
     return engines, opts
 
 
@@ -43,8 +45,8 @@ def addr(hi: int, lo: int, af: int) -> str:
 # -- flow ---------------------------------------------------------------------------
 
 
-def show_flow(app, args):
-    engines, _ = _engines(app, args)
+def show_flow(app, args, passive=False):
+    engines, _ = _engines(app, args, passive=passive)
     out = []
     for e in engines:
         active = sum(len(c) for c in e.caches.values())
@@ -115,8 +117,8 @@ def format_flow_detail(data) -> str:
 # -- status / usage / memory / sizes -------------------------------------------------------
 
 
-def show_status(app, args):
-    engines, _ = _engines(app, args)
+def show_status(app, args, passive=False):
+    engines, _ = _engines(app, args, passive=passive)
     out = []
     for e in engines:
         fams = []
@@ -161,8 +163,8 @@ def format_status(data) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
-def show_usage(app, args):
-    engines, _ = _engines(app, args)
+def show_usage(app, args, passive=False):
+    engines, _ = _engines(app, args, passive=passive)
     fm = monitor(app)
     ru = resource.getrusage(resource.RUSAGE_SELF)
     return {"uptime_ms": int((time.time() - app.started_at) * 1000), "cpu_user_s": ru.ru_utime, "cpu_system_s": ru.ru_stime,
@@ -177,8 +179,8 @@ def format_usage(data) -> str:
     return "\n".join(lines) + "\n"
 
 
-def show_memory(app, args):
-    engines, _ = _engines(app, args)
+def show_memory(app, args, passive=False):
+    engines, _ = _engines(app, args, passive=passive)
     out = []
     for e in engines:
         active = sum(len(c) for c in e.caches.values())
@@ -239,7 +241,24 @@ def clear_flow(app, args):
     return {"cleared": [e.inst.name for e in engines]}
 
 
+def _passive(fn):
+    """The same command over monitoring groups only (Junos 'show passive-monitoring ...')."""
+    def wrapped(app, args):
+        if not monitor(app).groups:
+            raise CommandError("no passive monitoring group is configured (forwarding-options monitoring)")
+        return fn(app, args, passive=True)
+    return wrapped
+
+
 def register(register_fn) -> None:
+    register_fn("show passive-monitoring flow", _passive(show_flow), help="= show services accounting flow, groups",
+                formatter=format_flow)
+    register_fn("show passive-monitoring status", _passive(show_status), help="= show services accounting status, groups",
+                formatter=format_status)
+    register_fn("show passive-monitoring memory", _passive(show_memory), help="= show services accounting memory, groups",
+                formatter=format_memory)
+    register_fn("show passive-monitoring usage", _passive(show_usage), help="= show services accounting usage",
+                formatter=format_usage)
     register_fn("show services accounting flow", show_flow, help="flow counts per sampling instance [name NAME]",
                 formatter=format_flow)
     register_fn("show services accounting flow-detail", show_flow_detail,

@@ -35,6 +35,7 @@ and, when there are none, the :class:`SamplingConfig` the engine runs.
 
 from __future__ import annotations
 
+import copy
 import ipaddress
 from dataclasses import dataclass, field
 from typing import Any
@@ -123,10 +124,12 @@ class Instance:
 class SamplingConfig:
     instances: dict[str, Instance] = field(default_factory=dict)
     interface_instance: dict[str, str] = field(default_factory=dict)  # interface -> instance (chassis fpc)
+    groups: dict[str, Instance] = field(default_factory=dict)  # passive monitoring groups (rate 1)
+    group_interfaces: dict[str, list[str]] = field(default_factory=dict)  # group -> monitoring-only interfaces
 
     @property
     def enabled(self) -> bool:
-        return bool(self.instances)
+        return bool(self.instances or self.groups)
 
 
 def parse(config: dict, limits: Limits) -> tuple[SamplingConfig, list[ConfigIssue]]:
@@ -134,9 +137,11 @@ def parse(config: dict, limits: Limits) -> tuple[SamplingConfig, list[ConfigIssu
     issues: list[ConfigIssue] = []
     templates = _parse_templates(config, issues)
     out = SamplingConfig()
+    _parse_monitoring(config, out, templates, limits, issues)
     sampling = (config.get("forwarding-options") or {}).get("sampling")
     base = ("forwarding-options", "sampling")
     if sampling is None:
+        _check_limits(out, limits, issues)
         return out, issues
     issues += check_mapping(sampling, base, "sampling settings")
     if not isinstance(sampling, dict):
@@ -429,8 +434,80 @@ def _parse_chassis(config: dict, out: SamplingConfig, issues: list[ConfigIssue])
             out.interface_instance[str(ifname)] = str(name)
 
 
+EXPORT_FORMATS = {"cflowd-version-5": 5, "cflowd-version-8": 8}
+
+
+def _parse_monitoring(config: dict, out: SamplingConfig, templates: dict[str, Template], limits: Limits,
+                      issues: list[ConfigIssue]) -> None:
+    """``forwarding-options monitoring NAME``: passive monitoring groups.
+
+    A group meters every packet (no sampling) accepted on its monitoring-only
+    interfaces (``input-interfaces``, default: every interface with
+    ``monitoring-only: true``); MPLS labels are stripped (flows are keyed on the
+    inner IP header).  ``export-format cflowd-version-5`` gives flow servers
+    without their own ``version`` that format.
+    """
+    groups = (config.get("forwarding-options") or {}).get("monitoring")
+    if groups is None:
+        return
+    base = ("forwarding-options", "monitoring")
+    issues += check_mapping(groups, base, "group name -> settings")
+    if not isinstance(groups, dict):
+        return
+    ifaces = config.get("interfaces") or {}
+    monitoring_only = [n for n, s in ifaces.items() if isinstance(s, dict) and s.get("monitoring-only") is True]
+    claimed: dict[str, str] = {}
+    for name, sec in groups.items():
+        p = base + (name,)
+        if not isinstance(sec, dict):
+            issues.append(ConfigIssue(p, f"expected the group's settings as a mapping, got {sec!r}"))
+            continue
+        sec = copy.deepcopy(sec)  # export-format is folded into the servers below; never touch the config
+        issues += check_keys(sec, ("family", "input-interfaces", "flow-table-size"), p)
+        fam = sec.get("family") or {}
+        for family, fsec in (fam.items() if isinstance(fam, dict) else []):
+            o = (fsec or {}).get("output") if isinstance(fsec, dict) else None
+            if isinstance(o, dict) and "export-format" in o:
+                fmt = o.pop("export-format")
+                if fmt not in EXPORT_FORMATS:
+                    issues.append(ConfigIssue(p + ("family", family, "output", "export-format"),
+                                              f"unknown export format {fmt!r}; expected one of: {', '.join(EXPORT_FORMATS)}"))
+                else:
+                    for ssec in (o.get("flow-server") or {}).values():
+                        if isinstance(ssec, dict) and not any(k in ssec for k in ("version", "version9", "version-ipfix")):
+                            ssec["version"] = EXPORT_FORMATS[fmt]
+        inst = _parse_instance(str(name), {k: v for k, v in sec.items() if k != "input-interfaces"}, p, templates,
+                               limits, issues)
+        inst.algorithm = SAMPLING_DETERMINISTIC
+        wanted = sec.get("input-interfaces")
+        if wanted is None:
+            members = list(monitoring_only)
+            if not members:
+                issues.append(ConfigIssue(p, "no interface has 'monitoring-only: true' to feed this monitoring group "
+                                          "(or list them in input-interfaces)"))
+        elif not isinstance(wanted, list) or not all(isinstance(w, str) for w in wanted):
+            issues.append(ConfigIssue(p + ("input-interfaces",), f"expected a list of interface names, got {wanted!r}"))
+            members = []
+        else:
+            members = []
+            for i, w in enumerate(wanted):
+                if w not in ifaces:
+                    issues.append(ConfigIssue(p + ("input-interfaces", i), f"interface {w!r} is not configured{suggest(w, ifaces)}"))
+                elif w not in monitoring_only:
+                    issues.append(ConfigIssue(p + ("input-interfaces", i),
+                                              f"interface {w!r} is not a monitoring-only interface (set 'monitoring-only: true')"))
+                else:
+                    members.append(w)
+        for m in members:
+            if m in claimed and wanted is not None:
+                issues.append(ConfigIssue(p + ("input-interfaces",), f"interface {m!r} already feeds monitoring group {claimed[m]!r}"))
+            claimed.setdefault(m, str(name))
+        out.groups[str(name)] = inst
+        out.group_interfaces[str(name)] = members
+
+
 def _check_limits(out: SamplingConfig, limits: Limits, issues: list[ConfigIssue]) -> None:
-    total = sum(len(f.servers) for i in out.instances.values() for f in i.families.values())
+    total = sum(len(f.servers) for i in [*out.instances.values(), *out.groups.values()] for f in i.families.values())
     if total > limits.collectors_total:
         issues.append(ConfigIssue(("forwarding-options", "sampling"), f"{total} flow servers in all exceed the maximum "
                                   f"{limits.collectors_total} (hardware profile limit collectors_total)"))

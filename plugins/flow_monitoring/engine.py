@@ -255,6 +255,10 @@ class FlowMonitor:
         self.engines = {name: InstanceEngine(app, inst, live=live) for name, inst in sampling.instances.items()}
         self.default = self.engines.get("(default sampling)")
         self.iface_engine = {app.interfaces.id(i): self.engines[n] for i, n in sampling.interface_instance.items()}
+        # passive monitoring groups: every accepted packet of their monitoring-only interfaces
+        self.groups = {name: InstanceEngine(app, inst, live=live) for name, inst in sampling.groups.items()}
+        self.group_of_iface = {app.interfaces.id(i): self.groups[g] for g, ifs in sampling.group_interfaces.items()
+                               for i in ifs}
         self.counters = Counters("flow-monitoring")
         self.load = LoadMeter()
 
@@ -270,9 +274,20 @@ class FlowMonitor:
             engine.meter(batch)
 
     @hookimpl
+    def flowplane_process_batch(self, batch) -> None:
+        """Passive monitoring: meter what the filters accepted on a monitoring-only interface."""
+        if self.group_of_iface and len(batch):
+            engine = self.group_of_iface.get(int(batch.iface[0]))
+            if engine is not None:
+                engine.meter(batch)
+
+    def all_engines(self) -> list[InstanceEngine]:
+        return [*self.engines.values(), *self.groups.values()]
+
+    @hookimpl
     def flowplane_background_tasks(self, app):
         tasks = []
-        for engine in self.engines.values():
+        for engine in self.all_engines():
             for t in engine.transports():
                 tasks.append(t.run)
         tasks.append(self._timer)
@@ -283,14 +298,14 @@ class FlowMonitor:
         while True:
             await trio.sleep(1.0)
             self.load.sample()
-            for engine in self.engines.values():
+            for engine in self.all_engines():
                 engine.tick()
 
     @hookimpl
     def flowplane_shutdown(self, app):
-        flushed = sum(e.flush() for e in self.engines.values())
+        flushed = sum(e.flush() for e in self.all_engines())
         log.info("flows_flushed", flows=flushed)
-        transports = [t for e in self.engines.values() for t in e.transports()]
+        transports = [t for e in self.all_engines() for t in e.transports()]
 
         async def drain() -> None:
             # a connected collector gets the drain deadline; one that is away gets a short grace to come
