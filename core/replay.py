@@ -157,7 +157,7 @@ def run_replay(args) -> int:
                     print(f"{'+'.join(e.families)} -> {e.server.label}: {e.counters['records']} flows in {t['packets']} "
                           "datagrams/messages"
                           + (f", {t['refused']} refused" if t["refused"] else "")
-                          + (f", {t['dropped'] + t['dropped_backlog']} dropped" if t["dropped"] or t["dropped_backlog"] else ""),
+                          + (f", {lost} dropped" if (lost := t["dropped"] + t["dropped_backlog"] + t["dropped_at_shutdown"]) else ""),
                           file=sys.stderr)
 
         try:

@@ -241,6 +241,50 @@ def clear_flow(app, args):
     return {"cleared": [e.inst.name for e in engines]}
 
 
+def show_template(app, args):
+    opts = parse_words(args, values={"template-name": str}, flags=("detail", "extensive", "terse"))
+    name = opts.get("template-name")
+    fm = monitor(app)
+    out = []
+    for e in fm.all_engines():
+        for exp in e.all_exporters:
+            t = exp.server.template
+            if t is None or (name and t.name != name):
+                continue
+            enc = exp.encoder
+            templates = []
+            for kind, tmpl in getattr(enc, "data_templates", {}).items():
+                templates.append({"kind": kind, "template_id": tmpl.template_id, "record_length": tmpl.record_length,
+                                  "fields": [{"element": f.ie, "length": f.length, "name": f.name} for f in tmpl.fields]})
+            out.append({"template": t.name, "version": t.version, "instance": e.inst.name, "flow_server": exp.server.label,
+                        "observation_domain_id": enc.options.observation_domain_id,
+                        "options_template_id": enc.options.options_template_id,
+                        "refresh": {"packets": t.refresh_packets, "seconds": t.refresh_seconds},
+                        "option_refresh": {"packets": t.option_refresh_packets, "seconds": t.option_refresh_seconds},
+                        "templates": templates, "counters": dict(enc.counters.values)})
+    if name and not out:
+        raise CommandError(f"no flow server uses template {name!r}")
+    return {"templates": out}
+
+
+def format_template(data) -> str:
+    lines = []
+    for t in data["templates"]:
+        lines.append(f"Template name: {t['template']}, Version: {'9' if t['version'] == 9 else 'IPFIX'}, "
+                     f"Instance: {t['instance']}, Flow server: {t['flow_server']}")
+        lines.append(f"  {'Observation domain' if t['version'] == 10 else 'Source'} ID: {t['observation_domain_id']}, "
+                     f"Options template ID: {t['options_template_id']}")
+        lines.append(f"  Template refresh: {t['refresh']['packets']} packets / {t['refresh']['seconds']} seconds, "
+                     f"Option refresh: {t['option_refresh']['packets']} packets / {t['option_refresh']['seconds']} seconds")
+        for d in t["templates"]:
+            lines.append(f"  Template ID: {d['template_id']} ({d['kind']}), record length {d['record_length']} bytes")
+            lines.append(f"    {'Element':>8} {'Length':>7}  Name")
+            for f in d["fields"]:
+                lines.append(f"    {f['element']:>8} {f['length']:>7}  {f['name']}")
+        lines.append("")
+    return "\n".join(lines).rstrip() + "\n" if lines else "No templates\n"
+
+
 def _passive(fn):
     """The same command over monitoring groups only (Junos 'show passive-monitoring ...')."""
     def wrapped(app, args):
@@ -270,3 +314,5 @@ def register(register_fn) -> None:
     register_fn("show services accounting packet-size-distribution", show_sizes, help="sampled packet sizes",
                 formatter=format_sizes)
     register_fn("clear services accounting flow", clear_flow, help="reset sampling counters [name NAME]")
+    register_fn("show services accounting aggregation template", show_template,
+                help="v9/IPFIX templates in use [template-name NAME]", formatter=format_template)
