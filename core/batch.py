@@ -85,6 +85,9 @@ DECODED_COLUMNS: dict[str, type] = {
     "icmp_type": np.uint8,  # ICMP / ICMPv6 type and code (0 otherwise)
     "icmp_code": np.uint8,
     "gre_proto": np.uint16,  # GRE protocol type, 0 if not GRE
+    "ip6_ext": np.uint16,  # IPv6 extension headers seen, IPFIX ipv6ExtensionHeaders (IE 64) bits:
+    #   DST 0x1, HOP 0x2, UNK 0x8, FRA0 0x10 (first fragment), RH 0x20, FRA1 0x40 (later fragment),
+    #   MOB 0x1000, ESP 0x2000, AH 0x4000
 }
 
 _ALL_COLUMNS = tuple(RAW_COLUMNS) + tuple(DECODED_COLUMNS)

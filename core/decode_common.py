@@ -85,6 +85,11 @@ IPPROTO_UDPLITE = 136
 #: IPv6 extension headers skipped to reach the upper-layer protocol.
 V6_EXT_HEADERS = frozenset({0, 43, IPPROTO_FRAGMENT, 60, IPPROTO_AH, 135})
 
+#: ipv6ExtensionHeaders (IPFIX IE 64) bit per extension header; the fragment
+#: header sets FRA0 (0x10) on a first fragment and FRA1 (0x40) on a later one.
+V6_EXT_BITS = {60: 0x1, 0: 0x2, 43: 0x20, IPPROTO_AH: 0x4000, 135: 0x1000}
+V6_EXT_FRA0, V6_EXT_FRA1, V6_EXT_ESP = 0x10, 0x40, 0x2000
+
 #: Fixed transport header bytes that must be captured (and inside the IP
 #: length) for the transport layer to decode.  TCP options and GRE optional
 #: fields are not read, so a snap length that cuts them is not an error.
@@ -103,7 +108,7 @@ ICMP_PROTOS = frozenset({IPPROTO_ICMP, IPPROTO_ICMPV6})
 # -- column groups ----------------------------------------------------------
 LINK_COLUMNS = ("ethertype", "dst_mac", "src_mac", "vlan", "vlan_inner",
                 "mpls_depth", "mpls1", "mpls2", "mpls3")
-NET_COLUMNS = ("af", "l3_off", "src_hi", "src_lo", "dst_hi", "dst_lo", "proto", "tos",
+NET_COLUMNS = ("ip6_ext", "af", "l3_off", "src_hi", "src_lo", "dst_hi", "dst_lo", "proto", "tos",
                "ttl", "ip_len", "ip_id", "ip_hlen", "frag", "frag_off")
 TRANSPORT_COLUMNS = ("l4_off", "payload_off", "sport", "dport", "tcp_flags",
                      "icmp_type", "icmp_code", "gre_proto")

@@ -20,7 +20,7 @@ from .decode_common import (
     CLEARED_ON_FAILURE, COLUMN_NAMES, DEFAULTS, ETH_HLEN, ETH_IPV4, ETH_IPV6, ETH_PPPOE_SESSION,
     ICMP_PROTOS, IPPROTO_AH, IPPROTO_FRAGMENT, IPPROTO_GRE, IPPROTO_NONE, IPPROTO_TCP,
     L4_MIN_HEADER, MAX_MPLS_DEPTH, MAX_V6_EXT_HEADERS, MAX_VLAN_TAGS, MPLS_ETHERTYPES, PORT_PROTOS,
-    PPP_IPV4, PPP_IPV6, PPPOE_HLEN, SLL_HLEN, V6_EXT_HEADERS, VLAN_TAG_LEN, VLAN_TPIDS, Reason,
+    PPP_IPV4, PPP_IPV6, PPPOE_HLEN, SLL_HLEN, V6_EXT_BITS, V6_EXT_ESP, V6_EXT_FRA0, V6_EXT_FRA1, V6_EXT_HEADERS, VLAN_TAG_LEN, VLAN_TPIDS, Reason,
     Stage, frame_bounds,
 )
 
@@ -217,14 +217,19 @@ def _v6_extensions(buf: bytes, l3: int, plen: int, nh: int, r: dict) -> tuple[in
             frag_off = fragword >> 3
             frag = 2 if frag_off else (1 if fragword & 1 else 0)
             r.update(frag=frag, frag_off=frag_off, ip_id=ip_id)
+            r["ip6_ext"] |= V6_EXT_FRA1 if frag_off else V6_EXT_FRA0
         elif nh == IPPROTO_AH:
             size = (hdr_len + 2) * 4
+            r["ip6_ext"] |= V6_EXT_BITS[nh]
         else:
             size = (hdr_len + 1) * 8
+            r["ip6_ext"] |= V6_EXT_BITS[nh]
         if len(buf) < pos + size or pos + size > end:
             raise _Stop(Reason.BAD_EXTENSION_HEADER, Stage.NET)
         pos += size
         nh = nxt
+    if nh == 50:
+        r["ip6_ext"] |= V6_EXT_ESP
     return pos, nh, frag
 
 

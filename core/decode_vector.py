@@ -130,6 +130,7 @@ def decode_vectorised(batch) -> tuple[dict[str, np.ndarray], np.ndarray]:
     cols["l3_off"] = np.where(l3_seen, l3, -1)
     _transport(data, off, cap, proto, l4, avail, l4_seen & v.alive, v, cols)
     cols["status"] = v.status
+    cols["ip6_ext"] = np.zeros(n, dtype=np.uint16)  # rows with extension headers take the scalar path
     _reset_failed(cols, v.stage)
     return _normalise(cols), np.flatnonzero(v.deferred)
 

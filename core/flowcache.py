@@ -141,6 +141,7 @@ class FlowCache:
             "tcp_end": (cap, np.int64, _NO_END),
             "flags": (cap, np.uint8, 0),
             "frag": (cap, np.uint8, 0),
+            "ip6ext": (cap, np.uint16, 0),  # ipv6ExtensionHeaders bits, OR over the flow
             "af": (cap, np.uint8, 0),
             "live": (cap, np.bool_, False),
         }
@@ -251,6 +252,7 @@ class FlowCache:
         self._live[fid] = False
         self._flags[fid] = 0
         self._frag[fid] = 0
+        self._ip6ext[fid] = 0
         self._tcp_end[fid] = _NO_END
         n = len(fid)
         self._free[self._nfree:self._nfree + n] = fid[::-1]
@@ -350,6 +352,8 @@ class FlowCache:
         gflags = np.bitwise_or.reduceat(flags, starts)
         gfrag = np.maximum.reduceat(g(batch.frag)[order], starts)
         gfrag = (gfrag != 0).astype(np.uint8)
+        ext = g(batch.ip6_ext)
+        gext = np.bitwise_or.reduceat(ext[order], starts) if ext.any() else None
         gend = None
         if (gflags & _FIN_RST).any():
             endts = np.where(flags & _FIN_RST, ts, _NO_END)
@@ -377,6 +381,8 @@ class FlowCache:
             self._first[f] = np.minimum(self._first[f], gfirst[old])
             self._flags[f] |= gflags[old]
             self._frag[f] |= gfrag[old]
+            if gext is not None:
+                self._ip6ext[f] |= gext[old]
             if gend is not None:
                 self._tcp_end[f] = np.minimum(self._tcp_end[f], gend[old])
 
@@ -402,6 +408,7 @@ class FlowCache:
             self._last[f] = glast[new]
             self._flags[f] = gflags[new]
             self._frag[f] = gfrag[new]
+            self._ip6ext[f] = gext[new] if gext is not None else 0
             if gend is not None:
                 self._tcp_end[f] = gend[new]
             src = rep[new] if r is None else r[rep[new]]
@@ -468,6 +475,7 @@ class FlowCache:
         self._live[:] = False
         self._flags[:] = 0
         self._frag[:] = 0
+        self._ip6ext[:] = 0
         self._tcp_end[:] = _NO_END
         self._free = np.arange(self.cap - 1, -1, -1, dtype=np.int32)
         self._nfree = self.cap
@@ -536,6 +544,7 @@ class FlowCache:
             rec["tcp_flags"] = self._flags[fid]
             rec["af"] = self._af[fid]
             rec["frag"] = self._frag[fid]
+            rec["ip6_ext"] = self._ip6ext[fid]
             if reason is not None:
                 rec["end_reason"] = REASON_TO_END[reason]
         return FlowRecords(rec, instance=self.instance, sampling_interval=self.sampling_interval,

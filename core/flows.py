@@ -37,6 +37,7 @@ FLOW_DTYPE = np.dtype([
     ("src_as", "u4"), ("dst_as", "u4"),
     ("sport", "u2"), ("dport", "u2"),
     ("vlan", "u2"),
+    ("ip6_ext", "u2"),  # OR of ipv6ExtensionHeaders bits (IPFIX IE 64) over the flow's packets
     ("proto", "u1"), ("tos", "u1"), ("tcp_flags", "u1"), ("af", "u1"),
     ("icmp_type", "u1"), ("icmp_code", "u1"),
     ("src_mask", "u1"), ("dst_mask", "u1"),

@@ -236,6 +236,7 @@ def ipv6_fields(ipfix: bool) -> list[Field]:
         Field(30, 1, col("dst_mask"), "destinationIPv6PrefixLength"),
         *times(ipfix),
         Field(197, 1, frag_flags, "fragmentFlags"),
+        Field(64, 4, col("ip6_ext"), "ipv6ExtensionHeaders" if ipfix else "IPV6_OPTION_HEADERS"),
     ]
 
 

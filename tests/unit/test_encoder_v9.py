@@ -123,7 +123,7 @@ def expected_fields(family: str, ipfix: bool) -> list[tuple[int, int]]:
         return v4
     if family == "ipv6":
         return [(27, 16), (28, 16), *PORTS, *COUNTS, (139 if ipfix else 32, 2), (62, 16), (16, 4), (17, 4),
-                (29, 1), (30, 1), *times, (197, 1)]
+                (29, 1), (30, 1), *times, (197, 1), (64, 4)]
     if family == "mpls":
         return [*LABELS, (60, 1), *COUNTS, *times]
     if family == "mpls-ipv4":
@@ -149,7 +149,7 @@ def expected_value(ie: int, r, *, scale: int = 1, boot_ns: int = 0) -> int:
         152: lambda: i("first_ns") // 10**6, 153: lambda: i("last_ns") // 10**6, 136: lambda: i("end_reason"),
         22: lambda: max(0, i("first_ns") // 10**6 - boot_ns // 10**6) & m32,
         21: lambda: max(0, i("last_ns") // 10**6 - boot_ns // 10**6) & m32,
-        197: lambda: 0x20 if i("frag") & 1 else 0,
+        197: lambda: 0x20 if i("frag") & 1 else 0, 64: lambda: i("ip6_ext"),
         70: lambda: i("mpls1"), 71: lambda: i("mpls2"), 72: lambda: i("mpls3"), 60: lambda: i("af"),
         56: lambda: i("src_mac"), 80: lambda: i("dst_mac"), 58: lambda: i("vlan"),
     }
@@ -206,6 +206,7 @@ def make_records(n: int, seed: int = 1, *, boot_ns: int = T0 - 3_600 * 10**9, mi
     d["direction"] = u(2, "u1")
     d["end_reason"] = rng.integers(1, 6, n)
     d["frag"] = u(2, "u1")
+    d["ip6_ext"] = u(0x8000, "u2") & 0x707B  # ipv6ExtensionHeaders bits
     return FlowRecords(d, boot_ns=boot_ns, **kw)
 
 
