@@ -20,7 +20,7 @@ import structlog
 from . import __version__
 from .actions import CORE_ACTIONS, TermAction
 from .batch import DIR_INPUT, DIR_OUTPUT, ActionSelection, PacketBatch
-from .commands import Command, CommandRegistry
+from .commands import CommandRegistry
 from .config import Config, check_bool, check_int, check_keys, check_mapping, check_number, check_str, suggest
 from .decode import Reason
 from .errors import ConfigError, ConfigIssue, PluginError
@@ -34,8 +34,9 @@ from .stats import Counters
 log = structlog.get_logger("flowplane.app")
 
 #: Top-level sections; the ones in CLAIMABLE hold plugin-owned subsections.
-TOP_LEVEL = ("system", "interfaces", "firewall", "policy-options", "forwarding-options", "services", "chassis")
-CLAIMABLE = ("forwarding-options", "services", "chassis")
+TOP_LEVEL = ("system", "interfaces", "firewall", "policy-options", "forwarding-options", "services", "chassis",
+             "routing-options")
+CLAIMABLE = ("forwarding-options", "services", "chassis", "routing-options")
 
 SYSTEM_KEYS = ("hardware-profile", "batch-size", "ingest-queue", "control-socket", "control-socket-mode",
                "drain-timeout", "plugins", "log", "watchdog")

@@ -13,6 +13,7 @@ from flowplane.actions import TermAction
 from . import commands
 from .config import parse
 from .engine import FlowMonitor
+from .routes import parse_routes
 
 
 def _sample_needs_sampling(arg, config: dict) -> str | None:
@@ -33,12 +34,15 @@ def flowplane_register_config_sections(register):
     register("services flow-monitoring", "version9 / version-ipfix templates")
     register("chassis fpc", "bind an interface to a sampling instance (fpc IFNAME sampling-instance NAME)")
     register("forwarding-options monitoring", "passive monitoring groups fed by monitoring-only interfaces")
+    register("routing-options static", "static routes: next hop, AS and prefix length for flow records")
+    register("routing-options autonomous-system", "the local AS number")
 
 
 @hookimpl
 def flowplane_config_validate(config, limits):
     _, issues = parse(config.data, limits)
-    return issues
+    _, route_issues = parse_routes(config.data)
+    return issues + route_issues
 
 
 @hookimpl
@@ -46,7 +50,8 @@ def flowplane_configure(app):
     sampling, issues = parse(app.config.data, app.limits)
     if issues or not sampling.enabled:
         return
-    fm = FlowMonitor(app, sampling)
+    routes, _ = parse_routes(app.config.data)
+    fm = FlowMonitor(app, sampling, routes)
     app.pm.register(fm, name=commands.PLUGIN_OBJECT)
     app.bind_action("sample", fm.on_sample)
 

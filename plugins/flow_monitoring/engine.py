@@ -99,9 +99,10 @@ class Exporter:
 class InstanceEngine:
     """Sampling instance state: a sampler, a flow cache per family, exporters per family."""
 
-    def __init__(self, app: Any, inst: Instance, *, live: bool) -> None:
+    def __init__(self, app: Any, inst: Instance, *, live: bool, routes=None) -> None:
         self.app = app
         self.inst = inst
+        self.routes = routes  # RouteTable: next hop / AS / masks filled at export, once per batch of records
         self.live = live  # live sources: wall clock; pcap replay: packet clock
         self.counters = Counters(inst.name)
         self.sampler = Sampler(inst.rate, run_length=inst.run_length, max_pps=inst.max_pps,
@@ -178,6 +179,8 @@ class InstanceEngine:
         if not len(records):
             return
         self.counters.inc(f"flows_{reason}", len(records))
+        if self.routes is not None:
+            self.routes.annotate(records)
         now = self.caches[family].clock_ns if not self.live else time.time_ns()
         for exp in self.exporters[family]:
             exp.export(records, now)
@@ -247,16 +250,17 @@ class LoadMeter:
 class FlowMonitor:
     """The stateful object registered while sampling is configured: all instances."""
 
-    def __init__(self, app: Any, sampling) -> None:
+    def __init__(self, app: Any, sampling, routes=None) -> None:
         self.app = app
         self.sampling = sampling
+        self.routes = routes
         sources = app.config.section("interfaces")
         live = any((s or {}).get("source", "af-packet") != "pcap" for s in sources.values())
-        self.engines = {name: InstanceEngine(app, inst, live=live) for name, inst in sampling.instances.items()}
+        self.engines = {name: InstanceEngine(app, inst, live=live, routes=routes) for name, inst in sampling.instances.items()}
         self.default = self.engines.get("(default sampling)")
         self.iface_engine = {app.interfaces.id(i): self.engines[n] for i, n in sampling.interface_instance.items()}
         # passive monitoring groups: every accepted packet of their monitoring-only interfaces
-        self.groups = {name: InstanceEngine(app, inst, live=live) for name, inst in sampling.groups.items()}
+        self.groups = {name: InstanceEngine(app, inst, live=live, routes=routes) for name, inst in sampling.groups.items()}
         self.group_of_iface = {app.interfaces.id(i): self.groups[g] for g, ifs in sampling.group_interfaces.items()
                                for i in ifs}
         self.counters = Counters("flow-monitoring")
