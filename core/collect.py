@@ -1,0 +1,197 @@
+"""``flowplane collect --listen udp:HOST:PORT [--output jsonl:PATH]``: a flow collector in the foreground.
+
+Like ``nfcapd`` without a config file: it builds an ordinary config with a
+``services flow-collector`` section (``--print-config`` shows it), runs the
+service until SIGINT/SIGTERM, ``--duration`` seconds or ``--count`` flow
+records, then prints a summary.  The collector itself is the
+``flowplane.plugins.collector`` plugin (entry point ``collector``); the core
+never imports it.
+
+Wiring (core/cli.py)::
+
+    from .collect import add_parser as add_collect_parser, run_collect
+    add_collect_parser(sub)                       # next to the other sub.add_parser calls
+    ... {"collect": run_collect, ...}[args.command]
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import tempfile
+import time
+from typing import Any, Iterable
+
+import trio
+import yaml
+
+from . import hookimpl
+import ipaddress
+
+PLUGIN_OBJECT = "flow-collector"
+
+
+def add_parser(subparsers) -> Any:
+    p = subparsers.add_parser("collect", help="receive NetFlow v5/v9 and IPFIX in the foreground (like nfcapd)")
+    p.add_argument("--listen", action="append", required=True, metavar="udp:HOST:PORT",
+                   help="listen here (repeat for several; IPv6 as udp:[::1]:PORT)")
+    p.add_argument("--output", action="append", default=[], metavar="jsonl:PATH",
+                   help="write every decoded flow as one JSON object per line")
+    p.add_argument("--duration", type=float, default=None, help="stop after S seconds")
+    p.add_argument("--count", type=int, default=None, help="stop after N flow records")
+    p.add_argument("--max-templates", type=int, default=1024, help="templates kept per exporter (default 1024)")
+    p.add_argument("--pending-timeout", type=float, default=10.0,
+                   help="seconds data waits for its template (default 10)")
+    p.add_argument("--print-config", action="store_true", help="print the config it would run and exit")
+    return p
+
+
+def parse_listen(text: str) -> dict:
+    """``udp:HOST:PORT`` (or ``HOST:PORT``, ``udp:[V6]:PORT``) -> a ``listen`` entry."""
+    proto, sep, rest = text.partition(":")
+    if proto not in ("udp", "tcp") or not sep or not rest:
+        proto, rest = "udp", text
+    if proto != "udp":
+        raise ValueError(f"{text!r}: only udp listeners are supported so far")
+    if rest.startswith("["):
+        host, _, port_s = rest[1:].partition("]:")
+    else:
+        host, _, port_s = rest.rpartition(":")
+    host = str(ipaddress.ip_address(host))
+    port = int(port_s)
+    if not 0 <= port < 65536:
+        raise ValueError(f"{text!r}: port {port} out of range")
+    return {"address": host, "port": port, "protocol": proto}
+
+
+def parse_output(text: str) -> tuple[str, str]:
+    kind, sep, path = text.partition(":")
+    if kind != "jsonl" or not sep or not path:
+        raise ValueError(f"{text!r}: expected jsonl:PATH")
+    return kind, path
+
+
+def build_config(args: Any, control_socket: str) -> dict:
+    section: dict[str, Any] = {"listen": [parse_listen(x) for x in args.listen],
+                               "max-templates-per-exporter": args.max_templates,
+                               "pending-timeout": args.pending_timeout}
+    for out in args.output:
+        kind, path = parse_output(out)
+        section["output"] = {kind: os.path.abspath(path)}
+    return {"system": {"control-socket": control_socket, "log": {"level": "warning"}},
+            "services": {"flow-collector": section}}
+
+
+class Stopper:
+    """Stops the service (SIGTERM to itself) after ``--duration`` or ``--count``."""
+
+    def __init__(self, duration: float | None, count: int | None) -> None:
+        self.duration = duration
+        self.count = count
+        self.started = time.monotonic()
+        self.app = None
+        self.announced = False
+
+    @hookimpl
+    def flowplane_background_tasks(self, app):
+        self.app = app
+        return [self._run]
+
+    async def _run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        self.started = time.monotonic()
+        while True:
+            await trio.sleep(0.05)
+            c = app_collector(self.app) if self.app is not None else None
+            if c is not None and not self.announced and c.listeners and all(x.bound for x in c.listeners):
+                self.announced = True
+                for x in c.listeners:
+                    host, port = x.bound[0], x.bound[1]
+                    print(f"listening on udp:{'[' + host + ']' if ':' in host else host}:{port}", file=sys.stderr,
+                          flush=True)
+            if self.duration is None and self.count is None:
+                continue
+            done = self.duration is not None and time.monotonic() - self.started >= self.duration
+            if self.count is not None and c is not None and c.counters["records"] >= self.count:
+                done = True
+            if done:
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
+
+
+def app_collector(app):
+    return app.pm.get_plugin(PLUGIN_OBJECT)
+
+
+def summary_lines(app, elapsed: float) -> list[str]:
+    c = app_collector(app)
+    if c is None:
+        return ["no collector ran"]
+    cnt = c.counters
+    lines = [f"{cnt['datagrams']} datagrams, {cnt['records']} flow records from {len(c.decoder.exporters)} "
+             f"exporter(s) in {elapsed:.1f} s"]
+    for exp in sorted(c.decoder.exporters.values(), key=lambda e: e.address):
+        e = exp.counters
+        lines.append(f"  {exp.address}: v{'/v'.join(str(v) for v in sorted(exp.versions)) or '?'}, "
+                     f"{e['datagrams']} datagrams, {e['records']} records, {exp.template_count} templates"
+                     + (f", {e['errors']} errors" if e["errors"] else "") + (f", {e['lost']} lost" if e["lost"] else ""))
+    errs = {r: n for (s, r), n in cnt.drops.items() if s == "decode"}
+    if errs:
+        lines.append("decode errors: " + ", ".join(f"{r} {n}" for r, n in sorted(errs.items())))
+    drops = sum(lst.kernel_drops() or 0 for lst in c.listeners)
+    if drops:
+        lines.append(f"kernel drops: {drops}")
+    if c.jsonl is not None:
+        lines.append(f"wrote {c.jsonl.lines} flows to {c.jsonl.path}")
+    return lines
+
+
+def run_collect(args, *, plugins: Iterable[tuple[object, str]] = ()) -> int:
+    from .app import App
+    from .config import Config
+    from .errors import ConfigError, PluginError
+    from .sdnotify import Notifier
+    from .service import run_service
+
+    try:
+        for x in args.listen:
+            parse_listen(x)
+        for x in args.output:
+            parse_output(x)
+    except ValueError as exc:
+        print(f"flowplane collect: {exc}", file=sys.stderr)
+        return 2
+    with tempfile.TemporaryDirectory(prefix="flowplane-collect-") as tmp:
+        cfg = build_config(args, os.path.join(tmp, "control.sock"))
+        if args.print_config:
+            cfg["system"].pop("control-socket")
+            print(yaml.safe_dump(cfg, sort_keys=False), end="")
+            return 0
+        from . import logging as fplog
+
+        fplog.configure(fmt="console" if sys.stderr.isatty() else "json", level="warning", stream=sys.stderr)
+        stopper = Stopper(args.duration, args.count)
+        try:
+            config = Config.from_text(yaml.safe_dump(cfg, sort_keys=False), path="<collect>")
+            app = App.create(config, plugins=[*plugins, (stopper, "collect-stopper")])
+            if "services flow-collector" not in app.registries.sections:
+                print("flowplane collect: the collector plugin (flowplane.plugins.collector) is not installed",
+                      file=sys.stderr)
+                return 1
+            app.configure()
+        except (ConfigError, PluginError) as exc:
+            for line in getattr(exc, "lines", [str(exc)]):
+                print(line, file=sys.stderr)
+            return 1
+        t0 = time.monotonic()
+
+        def after(app) -> None:
+            for line in summary_lines(app, time.monotonic() - t0):
+                print(line, flush=True)
+
+        try:
+            return run_service(app, notifier=Notifier(None), after=after)
+        except (OSError, ValueError, PluginError) as exc:
+            print(f"flowplane collect: {exc}", file=sys.stderr)
+            return 1

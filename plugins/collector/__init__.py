@@ -1,0 +1,41 @@
+"""Flow collection (``services flow-collector``): receive NetFlow v5, v9 and IPFIX over UDP,
+decode with one numpy dtype per template, keep the last flows, write JSON lines.
+
+Hook implementations only; the state lives in :class:`.collector.Collector`,
+registered by ``flowplane_configure`` while the section is configured.
+"""
+
+from __future__ import annotations
+
+from flowplane import hookimpl
+
+from . import commands
+from .collector import PLUGIN_OBJECT, Collector
+from .config import parse
+
+
+@hookimpl
+def flowplane_register_config_sections(register):
+    register("services flow-collector", "receive NetFlow v5/v9 and IPFIX: listeners, outputs, template limits")
+
+
+@hookimpl
+def flowplane_config_validate(config, limits):
+    _, issues = parse(config.data)
+    return issues
+
+
+@hookimpl
+def flowplane_configure(app):
+    cfg, issues = parse(app.config.data)
+    if issues or cfg is None:
+        return
+    previous = None
+    if app.previous_graph is not None:
+        previous = next((o for o in app.previous_graph.configured if isinstance(o, Collector)), None)
+    app.pm.register(Collector(cfg, previous), name=PLUGIN_OBJECT)
+
+
+@hookimpl
+def flowplane_register_commands(register):
+    commands.register(register)

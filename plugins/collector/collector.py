@@ -1,0 +1,116 @@
+"""The collector's stateful object: listeners -> decoder -> ring / JSON lines / subscribers.
+
+Registered by ``flowplane_configure`` (as :data:`PLUGIN_OBJECT`) while
+``services flow-collector`` is configured.  Its ``flowplane_background_tasks``
+are the UDP listeners (each binds before it reports started, so READY comes
+only after every socket is bound) and a one-second timer that expires data
+held for a template that never came.  ``flowplane_shutdown`` decodes what is
+gathered and closes the JSON-lines file.  On a reload the new object takes
+the old one's decoder (templates, sampling rates, counters) and ring.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import structlog
+import trio
+
+from flowplane import hookimpl
+from flowplane.stats import Counters
+
+from .config import CollectorConfig
+from .decoder import Decoder
+from .listener import UdpListener
+from .output import FlowRing, JsonlWriter
+from .records import CollectedFlows
+
+log = structlog.get_logger("flowplane.collector")
+
+PLUGIN_OBJECT = "flow-collector"
+
+
+class Collector:
+    def __init__(self, cfg: CollectorConfig, previous: "Collector | None" = None) -> None:
+        self.cfg = cfg
+        if previous is not None:
+            self.counters = previous.counters
+            self.decoder = previous.decoder
+            self.decoder.max_templates = cfg.max_templates
+            self.decoder.pending_timeout_ns = int(cfg.pending_timeout * 1e9)
+            self.ring = previous.ring
+            self.ring.size = cfg.flow_ring
+        else:
+            self.counters = Counters("flow-collector")
+            self.decoder = Decoder(max_templates=cfg.max_templates, pending_timeout=cfg.pending_timeout,
+                                   counters=self.counters)
+            self.ring = FlowRing(cfg.flow_ring)
+        self.jsonl = JsonlWriter(cfg.jsonl) if cfg.jsonl else None
+        self.listeners = [UdpListener(lst, self.handle, cfg.receive_buffer) for lst in cfg.listen]
+        self.subscribers: list[Callable[[list[CollectedFlows]], None]] = []
+        self.started_ns = time.time_ns()
+        self.cleared_ns = self.started_ns
+
+    # -- data path ------------------------------------------------------------------
+
+    def handle(self, datagrams: list[tuple[bytes, str]], now_ns: int | None = None) -> list[CollectedFlows]:
+        """Decode a batch of ``(payload, exporter address)``; returns the flows it gave."""
+        now = now_ns if now_ns is not None else time.time_ns()
+        feed = self.decoder.feed
+        for data, addr in datagrams:
+            feed(data, addr, now)
+        self.counters.inc("batches")
+        flows = self.decoder.flush()
+        if flows:
+            self.emit(flows)
+        return flows
+
+    def emit(self, flows: list[CollectedFlows]) -> None:
+        for f in flows:
+            self.ring.add(f)
+        if self.jsonl is not None:
+            self.jsonl.write(flows)
+        for sub in self.subscribers:
+            try:
+                sub(flows)
+            except Exception as exc:  # a subscriber must not stop the listener
+                self.counters.drop("output", "subscriber-failed")
+                log.error("collector_subscriber_failed", error=f"{type(exc).__name__}: {exc}")
+
+    def tick(self, now_ns: int | None = None) -> None:
+        self.decoder.expire(now_ns)
+        flows = self.decoder.flush()
+        if flows:
+            self.emit(flows)
+
+    # -- hooks ----------------------------------------------------------------------
+
+    @hookimpl
+    def flowplane_background_tasks(self, app):
+        return [lst.run for lst in self.listeners] + [self._timer]
+
+    async def _timer(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        bound = [lst.label for lst in self.cfg.listen]
+        log.info("collector_listening", listeners=bound,
+                 rcvbuf=[lst.rcvbuf for lst in self.listeners])
+        task_status.started()
+        while True:
+            await trio.sleep(1.0)
+            self.tick()
+
+    @hookimpl
+    def flowplane_shutdown(self, app):
+        self.tick(0)  # nothing expires at time 0; decode what is gathered
+        if self.jsonl is not None:
+            self.jsonl.close()
+        log.info("collector_stopped", datagrams=self.counters["datagrams"], records=self.counters["records"],
+                 errors=sum(self.counters.drops.values()))
+
+    def clear(self) -> None:
+        self.decoder.clear()
+        self.ring.clear()
+        for lst in self.listeners:
+            lst.datagrams = 0
+            lst.drops_at_clear += lst.kernel_drops() or 0
+        self.cleared_ns = time.time_ns()

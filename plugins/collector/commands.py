@@ -1,0 +1,157 @@
+"""``show services flow-collector [templates | flows [limit N]]`` and ``clear services flow-collector``."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+
+from flowplane.commands import CommandError, parse_words
+
+from .collector import PLUGIN_OBJECT
+from .fields import VARLEN, ie_name
+
+PROTO_NAMES = {1: "icmp", 6: "tcp", 17: "udp", 47: "gre", 50: "esp", 58: "icmp6", 132: "sctp"}
+
+
+def collector(app):
+    c = app.pm.get_plugin(PLUGIN_OBJECT)
+    if c is None:
+        raise CommandError("the flow collector is not configured (services flow-collector)")
+    return c
+
+
+def _iso(ns: int) -> str:
+    return dt.datetime.fromtimestamp(ns / 1e9, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def show(app, args):
+    parse_words(args)
+    c = collector(app)
+    dec = c.decoder
+    elapsed = max(1e-9, (time.time_ns() - c.cleared_ns) / 1e9)
+    cnt = dict(c.counters.values)
+    exporters = []
+    for exp in sorted(dec.exporters.values(), key=lambda e: e.address):
+        exporters.append({
+            "address": exp.address, "versions": sorted(exp.versions), "domains": len(exp.domains),
+            "templates": exp.template_count, **exp.counters, "last_seen": _iso(exp.last_seen_ns)})
+    errors = {r: n for (s, r), n in sorted(c.counters.drops.items()) if s == "decode"}
+    drops = [{"stage": s, "reason": r, "count": n} for (s, r), n in sorted(c.counters.drops.items()) if s != "decode"]
+    listeners = []
+    for lst in c.listeners:
+        kd = lst.kernel_drops()
+        listeners.append({"listen": lst.listen.label, "bound": list(lst.bound) if lst.bound else None,
+                          "datagrams": lst.datagrams, "receive_buffer": lst.rcvbuf, "kernel_drops": kd})
+        if kd:
+            drops.append({"stage": "kernel", "reason": f"rcvbuf {lst.listen.label}", "count": kd})
+    return {"listeners": listeners, "datagrams": cnt.get("datagrams", 0), "bytes": cnt.get("bytes", 0),
+            "records": cnt.get("records", 0), "options_records": cnt.get("options-records", 0),
+            "templates": cnt.get("templates", 0), "options_templates": cnt.get("options-templates", 0),
+            "pending_sets": cnt.get("pending-sets", 0), "pending_resolved": cnt.get("pending-resolved", 0),
+            "datagrams_per_second": round(cnt.get("datagrams", 0) / elapsed, 1),
+            "records_per_second": round(cnt.get("records", 0) / elapsed, 1),
+            "seconds": round(elapsed, 1), "exporters": exporters, "decode_errors": errors, "drops": drops,
+            "jsonl": ({"path": c.jsonl.path, "lines": c.jsonl.lines, "errors": c.jsonl.errors} if c.jsonl else None)}
+
+
+def format_show(d) -> str:
+    lines = ["Flow collector:"]
+    for lst in d["listeners"]:
+        kd = "n/a" if lst["kernel_drops"] is None else lst["kernel_drops"]
+        b = lst["bound"]
+        lines.append(f"  Listening: {lst['listen']} (bound {b[0]}:{b[1]})" if b else f"  Listening: {lst['listen']} (not bound)")
+        lines.append(f"    Datagrams: {lst['datagrams']}, Receive buffer: {lst['receive_buffer']}, Kernel drops: {kd}")
+    lines.append(f"  Datagrams received: {d['datagrams']}, Bytes: {d['bytes']}")
+    lines.append(f"  Flow records decoded: {d['records']}, Options records: {d['options_records']}")
+    lines.append(f"  Rates over {d['seconds']} s: {d['datagrams_per_second']} datagrams/s, "
+                 f"{d['records_per_second']} records/s")
+    lines.append(f"  Templates learnt: {d['templates']}, Options templates: {d['options_templates']}")
+    lines.append(f"  Data sets held for a template: {d['pending_sets']}, resolved: {d['pending_resolved']}")
+    if d.get("jsonl"):
+        j = d["jsonl"]
+        lines.append(f"  JSON lines output: {j['path']}, lines: {j['lines']}, errors: {j['errors']}")
+    lines.append("  Decode errors:" + ("" if d["decode_errors"] else " none"))
+    for r, n in d["decode_errors"].items():
+        lines.append(f"    {r:<28}{n:>12}")
+    lines.append("  Drops:" + ("" if d["drops"] else " none"))
+    for x in d["drops"]:
+        lines.append(f"    {x['stage'] + ' ' + x['reason']:<28}{x['count']:>12}")
+    lines.append("")
+    lines.append(f"{'Exporter':<40}{'Version':>8}{'Domains':>8}{'Templ':>6}{'Datagrams':>11}{'Records':>11}"
+                 f"{'Errors':>8}{'Lost':>8}{'Held':>6}")
+    for e in d["exporters"]:
+        v = ",".join(str(x) for x in e["versions"]) or "-"
+        lines.append(f"{e['address']:<40}{v:>8}{e['domains']:>8}{e['templates']:>6}{e['datagrams']:>11}"
+                     f"{e['records']:>11}{e['errors']:>8}{e['lost']:>8}{e['pending']:>6}")
+    return "\n".join(lines) + "\n"
+
+
+def show_templates(app, args):
+    opts = parse_words(args, values={"exporter": str})
+    c = collector(app)
+    out = []
+    for exp in sorted(c.decoder.exporters.values(), key=lambda e: e.address):
+        if opts.get("exporter") not in (None, exp.address):
+            continue
+        for (_fam, dom_id), dom in sorted(exp.domains.items()):
+            for tid, t in sorted(dom.templates.items()):
+                fields = []
+                for k, (ie, length, pen) in enumerate(t.fields):
+                    name = (f"scope {ie & 0xFFFF}" if ie & 0x10000 else ie_name(ie, pen))
+                    if t.options and k < t.scope_count and not ie & 0x10000:
+                        name = "scope " + name
+                    fields.append({"ie": ie & 0xFFFF, "pen": pen, "name": name,
+                                   "length": "variable" if length == VARLEN else length})
+                out.append({"exporter": exp.address, "version": dom.version, "domain": dom_id, "template_id": tid,
+                            "options": t.options, "record_length": t.record_length, "fields": fields})
+    return {"templates": out}
+
+
+def format_templates(d) -> str:
+    lines = []
+    for t in d["templates"]:
+        rl = t["record_length"] if t["record_length"] is not None else "variable"
+        kind = "Options template" if t["options"] else "Template"
+        lines.append(f"Exporter: {t['exporter']}, Version: {t['version']}, Domain: {t['domain']}")
+        lines.append(f"  {kind} {t['template_id']}: {len(t['fields'])} fields, record length {rl}")
+        for f in t["fields"]:
+            pen = f" (enterprise {f['pen']})" if f["pen"] else ""
+            lines.append(f"    {f['name']:<36} IE {f['ie']:>5}{pen}  length {f['length']}")
+    return ("\n".join(lines) if lines else "No templates") + "\n"
+
+
+def show_flows(app, args):
+    opts = parse_words(args, values={"limit": int})
+    limit = opts.get("limit", 20)
+    if limit < 0:
+        raise CommandError("limit must be >= 0")
+    c = collector(app)
+    return {"flows": c.ring.last(limit), "kept": c.ring.count}
+
+
+def format_flows(d) -> str:
+    lines = [f"{'Exporter':<18}{'Proto':<8}{'Source address':<26}{'Port':>6}  {'Destination address':<26}{'Port':>6}"
+             f"{'Packets':>10}{'Bytes':>12}{'Rate':>6}  {'Start':<24}"]
+    for r in d["flows"]:
+        proto = PROTO_NAMES.get(r["proto"], str(r["proto"]))
+        lines.append(f"{r['exporter']:<18}{proto:<8}{str(r['src']):<26}{r['sport']:>6}  {str(r['dst']):<26}"
+                     f"{r['dport']:>6}{r['packets']:>10}{r['bytes']:>12}{r['sampling_interval']:>6}  {str(r['first']):<24}")
+    lines.append(f"{len(d['flows'])} flows shown, {d['kept']} kept")
+    return "\n".join(lines) + "\n"
+
+
+def clear(app, args):
+    parse_words(args)
+    collector(app).clear()
+    return {"cleared": True}
+
+
+def register(register):
+    register("show services flow-collector", show, help="exporters, templates, records, decode errors and drops",
+             formatter=format_show)
+    register("show services flow-collector templates", show_templates,
+             help="templates and options templates per exporter and domain", formatter=format_templates)
+    register("show services flow-collector flows", show_flows, help="the last decoded flows [limit N]",
+             formatter=format_flows)
+    register("clear services flow-collector", clear, help="reset the flow collector's counters and flow ring",
+             formatter=lambda d: "Flow collector counters cleared\n")

@@ -1,0 +1,125 @@
+"""``services flow-collector``: parse and validate.
+
+YAML::
+
+    services:
+      flow-collector:
+        listen:
+          - {address: 127.0.0.1, port: 4739, protocol: udp}
+          - {address: "::", port: 2055}          # protocol defaults to udp
+        output: {jsonl: /var/lib/flowplane/flows.jsonl}   # optional
+        max-templates-per-exporter: 1024
+        pending-timeout: 10                      # seconds data may wait for its template
+        receive-buffer: 8388608                  # SO_RCVBUF asked for (bytes)
+        flow-ring: 10000                         # last N flows kept for 'show ... flows'
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+
+from flowplane.config import check_int, check_keys, check_mapping, check_number, check_str
+from flowplane.errors import ConfigIssue
+
+SECTION = ("services", "flow-collector")
+KEYS = ("listen", "output", "max-templates-per-exporter", "pending-timeout", "receive-buffer", "flow-ring")
+LISTEN_KEYS = ("address", "port", "protocol")
+OUTPUT_KEYS = ("jsonl",)
+PROTOCOLS = ("udp",)
+
+
+@dataclass(frozen=True)
+class Listen:
+    address: str
+    port: int
+    protocol: str = "udp"
+
+    @property
+    def label(self) -> str:
+        host = f"[{self.address}]" if ":" in self.address else self.address
+        return f"{self.protocol}:{host}:{self.port}"
+
+
+@dataclass
+class CollectorConfig:
+    listen: list[Listen] = field(default_factory=list)
+    jsonl: str | None = None
+    max_templates: int = 1024
+    pending_timeout: float = 10.0
+    receive_buffer: int = 8 * 1024 * 1024
+    flow_ring: int = 10000
+
+
+def parse(data: dict) -> tuple[CollectorConfig | None, list[ConfigIssue]]:
+    """The section's config (None when absent) and every problem found, with key paths."""
+    services = data.get("services") if isinstance(data, dict) else None
+    if not isinstance(services, dict) or "flow-collector" not in services:
+        return None, []
+    sec = services["flow-collector"]
+    path = SECTION
+    if sec is None:
+        sec = {}
+    issues = check_mapping(sec, path, "flow-collector settings")
+    if issues:
+        return None, issues
+    issues += check_keys(sec, KEYS, path)
+    cfg = CollectorConfig()
+    listen = sec.get("listen")
+    if listen is None:
+        issues.append(ConfigIssue(path, "missing 'listen': a list of {address, port, protocol: udp}"))
+    elif not isinstance(listen, list) or not listen:
+        issues.append(ConfigIssue(path + ("listen",), f"expected a non-empty list of {{address, port}}, got {listen!r}"))
+    else:
+        seen = set()
+        for i, item in enumerate(listen):
+            p = path + ("listen", i)
+            if not isinstance(item, dict):
+                issues.append(ConfigIssue(p, f"expected a mapping {{address, port, protocol}}, got {item!r}"))
+                continue
+            issues += check_keys(item, LISTEN_KEYS, p)
+            addr = item.get("address", "0.0.0.0")
+            try:
+                addr = str(ipaddress.ip_address(str(addr)))
+            except ValueError:
+                issues.append(ConfigIssue(p + ("address",), f"expected an IPv4 or IPv6 address, got {addr!r}"))
+                continue
+            if "port" not in item:
+                issues.append(ConfigIssue(p, "missing 'port' (1..65535)"))
+                continue
+            bad = check_int(item["port"], p + ("port",), 0, 65535)
+            proto = item.get("protocol", "udp")
+            bad += check_str(proto, p + ("protocol",), PROTOCOLS)
+            if bad:
+                issues += bad
+                continue
+            key = (addr, item["port"], proto)
+            if key in seen and item["port"] != 0:
+                issues.append(ConfigIssue(p, f"duplicate listener {proto}:{addr}:{item['port']}"))
+            seen.add(key)
+            cfg.listen.append(Listen(addr, item["port"], proto))
+    out = sec.get("output")
+    if out is not None:
+        bad = check_mapping(out, path + ("output",), "output: {jsonl: PATH}")
+        issues += bad
+        if not bad:
+            issues += check_keys(out, OUTPUT_KEYS, path + ("output",))
+            if "jsonl" in out:
+                if not isinstance(out["jsonl"], str) or not out["jsonl"]:
+                    issues.append(ConfigIssue(path + ("output", "jsonl"), f"expected a file path, got {out['jsonl']!r}"))
+                else:
+                    cfg.jsonl = out["jsonl"]
+    for key, attr, lo, hi in (("max-templates-per-exporter", "max_templates", 1, 65536),
+                              ("receive-buffer", "receive_buffer", 65536, 1 << 30),
+                              ("flow-ring", "flow_ring", 0, 10_000_000)):
+        if key in sec:
+            bad = check_int(sec[key], path + (key,), lo, hi)
+            issues += bad
+            if not bad:
+                setattr(cfg, attr, sec[key])
+    if "pending-timeout" in sec:
+        bad = check_number(sec["pending-timeout"], path + ("pending-timeout",), 0, 3600)
+        issues += bad
+        if not bad:
+            cfg.pending_timeout = float(sec["pending-timeout"])
+    return (None if issues else cfg), issues
