@@ -741,6 +741,7 @@ SOURCE_TYPE = SourceType(
     capabilities=frozenset(),
     keys=KEYS,
     help="replay a pcap/pcapng file (mmap, zero copy); keys: file, speed, loop, batch-size",
+    batch_size=4096,  # a replay is not latency-bound: big batches amortise the per-batch costs
 )
 
 
