@@ -43,8 +43,8 @@ MAC_COLUMNS = {56: "src_mac", 80: "dst_mac"}
 ADDR4 = {8: ("src", 0), 12: ("dst", 0), 15: ("nexthop", 0), 18: ("nexthop", 2)}
 ADDR6 = {27: ("src", 0), 28: ("dst", 0), 62: ("nexthop", 1), 63: ("nexthop", 3)}
 ICMP_TYPECODE = {32: 0, 139: 1}
-FIRST = {152: 0, 150: 1, 154: 2, 156: 3, 22: 4, 158: 5}
-LAST = {153: 0, 151: 1, 155: 2, 157: 3, 21: 4, 159: 5}
+FIRST = {156: 0, 154: 1, 152: 2, 150: 3, 158: 4, 22: 5}  # finer resolution first
+LAST = {157: 0, 155: 1, 153: 2, 151: 3, 159: 4, 21: 5}
 SAMPLING_INLINE = (34, 50)
 SAMPLER_ID = (48, 302)
 
