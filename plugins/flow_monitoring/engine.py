@@ -110,12 +110,22 @@ class InstanceEngine:
         self.caches: dict[str, FlowCache] = {}
         self.exporters: dict[str, list[Exporter]] = {}
         self.size_hist = np.zeros(len(SIZE_EDGES), dtype=np.int64)
+        # inet and inet6 share one cache when their settings agree: one update per batch instead of two
+        self.cache_of: dict[str, str] = {}
         for family, fam in inst.families.items():
-            self.caches[family] = FlowCache(
-                max_flows=inst.flow_table_size, active_timeout_s=fam.active_timeout,
-                inactive_timeout_s=fam.inactive_timeout, key_fields=KEY_FIELDS[family],
-                tcp_end_grace_s=fam.tcp_end_grace, instance=inst.name, sampling_interval=inst.rate,
-                sampling_algorithm=inst.algorithm, scale=fam.scale_counts)
+            name = family
+            if family in ("inet", "inet6"):
+                other = inst.families.get("inet6" if family == "inet" else "inet")
+                if other is not None and _cache_settings(other) == _cache_settings(fam):
+                    name = "ip"
+            self.cache_of[family] = name
+            if name not in self.caches:
+                self.caches[name] = FlowCache(
+                    max_flows=inst.flow_table_size, active_timeout_s=fam.active_timeout,
+                    inactive_timeout_s=fam.inactive_timeout, key_fields=KEY_FIELDS[family],
+                    tcp_end_grace_s=fam.tcp_end_grace, instance=inst.name, sampling_interval=inst.rate,
+                    sampling_algorithm=inst.algorithm, scale=fam.scale_counts)
+        self.families_of = {c: [f for f, n in self.cache_of.items() if n == c] for c in self.caches}
         # one exporter per flow server of the instance, shared by the families that name it: one
         # sequence space and one template set per (collector, observation domain), as collectors expect
         shared: dict[tuple, Exporter] = {}
@@ -128,7 +138,11 @@ class InstanceEngine:
                     shared[key] = Exporter(app, inst, fam, s, families=fams)
                 self.exporters[family].append(shared[key])
         self.all_exporters = list(shared.values())
-        self._last_expiry: dict[str, int] = {f: 0 for f in self.caches}
+        # per cache: (exporter, the af values it takes from that cache's records)
+        self.routes_of = {c: [(e, _afs([f for f in fams if e in self.exporters[f]]))
+                              for e in dict.fromkeys(x for f in fams for x in self.exporters[f])]
+                          for c, fams in self.families_of.items()}
+        self._last_expiry: dict[str, int] = {c: 0 for c in self.caches}
         self.started_ns = time.time_ns()
 
     # -- data path --------------------------------------------------------------
@@ -151,58 +165,73 @@ class InstanceEngine:
             if m.any():
                 self._update("mpls", batch, m)
                 routed |= m
-        for family, af in (("inet", 4), ("inet6", 6)):
-            if family in self.caches:
-                m = (batch.af == af) & ~routed
-                if m.any():
-                    self._update(family, batch, m)
-                    routed |= m
+        if "ip" in self.caches:
+            m = ((batch.af == 4) | (batch.af == 6)) & ~routed
+            if m.all():
+                self._update("ip", batch, None)  # the common case: no mask work in the cache
+                routed[:] = True
+            elif m.any():
+                self._update("ip", batch, m)
+                routed |= m
+        else:
+            for family, af in (("inet", 4), ("inet6", 6)):
+                if family in self.caches:
+                    m = (batch.af == af) & ~routed
+                    if m.any():
+                        self._update(family, batch, m)
+                        routed |= m
         left = int((~routed).sum())
         if left:
             self.counters.inc("no_family_output", left)
 
-    def _update(self, family: str, batch: PacketBatch, rows: np.ndarray) -> None:
-        cache = self.caches[family]
+    def _update(self, name: str, batch: PacketBatch, rows: np.ndarray | None) -> None:
+        cache = self.caches[name]
         for records, reason in cache.update(batch, rows):
-            self._export(family, records, reason)
+            self._export(name, records, reason)
         if not self.live:
             now = cache.clock_ns
-            if now - self._last_expiry[family] >= NS:
-                self.expire(family, now)
+            if now - self._last_expiry[name] >= NS:
+                self.expire(name, now)
 
-    def expire(self, family: str, now_ns: int) -> None:
-        self._last_expiry[family] = now_ns
-        for records, reason in self.caches[family].expire(now_ns):
-            self._export(family, records, reason)
+    def expire(self, name: str, now_ns: int) -> None:
+        self._last_expiry[name] = now_ns
+        for records, reason in self.caches[name].expire(now_ns):
+            self._export(name, records, reason)
 
-    def _export(self, family: str, records: FlowRecords, reason: str) -> None:
+    def _export(self, name: str, records: FlowRecords, reason: str) -> None:
+        """Records leaving cache *name* go to the exporters of the families it serves (one call each)."""
         if not len(records):
             return
         self.counters.inc(f"flows_{reason}", len(records))
         if self.routes is not None:
             self.routes.annotate(records)
-        now = self.caches[family].clock_ns if not self.live else time.time_ns()
-        for exp in self.exporters[family]:
-            exp.export(records, now)
+        now = self.caches[name].clock_ns if not self.live else time.time_ns()
+        af = records.data["af"] if name == "ip" else None
+        for exp, afs in self.routes_of[name]:
+            if af is None or len(afs) == 2:
+                exp.export(records, now)
+            else:
+                sel = af == afs[0]
+                if sel.any():
+                    exp.export(records.select(sel), now)
         self.app.graph.flows_expired(records=records, reason=reason)
 
     # -- time --------------------------------------------------------------------
     def tick(self) -> None:
         """Once a second: live caches expire on the wall clock; every exporter gets its refresh."""
         now = time.time_ns()
-        for family, cache in self.caches.items():
-            clock = now if self.live else cache.clock_ns
-            if self.live:
-                self.expire(family, clock)
+        if self.live:
+            for name in self.caches:
+                self.expire(name, now)
         for exp in self.all_exporters:
             exp.tick(now if self.live else max((c.clock_ns for c in self.caches.values()), default=0) or now)
 
     def flush(self) -> int:
         total = 0
-        for family, cache in self.caches.items():
+        for name, cache in self.caches.items():
             records = cache.flush()
             total += len(records)
-            self._export(family, records, "shutdown")
+            self._export(name, records, "shutdown")
         return total
 
     # -- tasks ---------------------------------------------------------------------
@@ -211,6 +240,15 @@ class InstanceEngine:
 
 
 SIZE_EDGES = np.array([0, 64, 96, 128, 256, 512, 1024, 1518, 4096, 9216], dtype=np.int64)
+
+
+def _cache_settings(fam: FamilyOutput) -> tuple:
+    return (fam.active_timeout, fam.inactive_timeout, fam.tcp_end_grace, fam.scale_counts)
+
+
+def _afs(families: list[str]) -> tuple[int, ...]:
+    """The address families (4, 6) an exporter takes from a shared inet+inet6 cache."""
+    return tuple(sorted({4 if f == "inet" else 6 for f in families if f in ("inet", "inet6")})) or (4, 6)
 
 
 def _same(a: FlowServer, b: FlowServer) -> bool:
