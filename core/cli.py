@@ -10,7 +10,8 @@ from typing import Sequence
 
 DEFAULT_CONFIG = "/etc/flowplane/flowplane.yaml"
 DEFAULT_REPORTS = ("show firewall", "show services accounting errors", "show services accounting flow",
-                   "show services accounting status")
+                   "show services accounting status", "show services flow-collector",
+                   "show services flow-collector flows limit 10")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -66,6 +67,10 @@ def _parser() -> argparse.ArgumentParser:
     tp.add_argument("-s", "--socket", help="control socket path")
     tp.add_argument("-c", "--config", help="read the control socket path from this config file")
 
+    from .collect import add_parser as add_collect_parser
+
+    add_collect_parser(sub)
+
     pl = sub.add_parser("plugins", help="list plugins, versions, hooks and what each registered")
     pl.add_argument("--json", action="store_true")
     pl.add_argument("-c", "--config", help="apply this config's 'system plugins disable'")
@@ -83,7 +88,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         _parser().print_help()
         return 2
     handler = {"run": cmd_run, "check-config": cmd_check_config, "show": cmd_control, "clear": cmd_control,
-               "request": cmd_control, "plugins": cmd_plugins, "replay": cmd_replay, "top": cmd_top}[args.command]
+               "request": cmd_control, "plugins": cmd_plugins, "replay": cmd_replay, "top": cmd_top,
+               "collect": cmd_collect}[args.command]
     try:
         return handler(args)
     except KeyboardInterrupt:
@@ -222,6 +228,12 @@ def cmd_replay(args) -> int:
     from .replay import run_replay
 
     return run_replay(args)
+
+
+def cmd_collect(args) -> int:
+    from .collect import run_collect
+
+    return run_collect(args)
 
 
 def cmd_top(args) -> int:

@@ -11,7 +11,6 @@ sources, lets the pipeline finish what is queued, then calls the
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,10 +53,10 @@ class Pipeline:
 
     # -- start ------------------------------------------------------------------
     async def start(self, nursery: trio.Nursery) -> None:
-        """Start the pipeline task, every source and every background task; return once all are up."""
+        """Start the pipeline task, every background task, then every source; return once all are up."""
         self._nursery = nursery
         await nursery.start(self._pipeline_task)
-        await self._start_sources(self.app.config)
+        # listeners and exporters first, then the packets: nothing a source feeds finds them not ready
         configured = {id(o) for o in self.app.graph.configured}
         for impl in reversed(self.app.pm.hook.flowplane_background_tasks.get_hookimpls()):
             if id(impl.plugin) in configured:
@@ -65,6 +64,7 @@ class Pipeline:
             for fn in _tasks_of(impl.plugin_name, impl.function, self.app):
                 await nursery.start(fn)
         await self.start_graph_tasks()
+        await self._start_sources(self.app.config)
         self._check_finite()
 
     async def start_graph_tasks(self) -> None:

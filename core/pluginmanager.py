@@ -34,6 +34,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "ipfix",
     "udp",
     "tcp",
+    "collector",
 )
 
 

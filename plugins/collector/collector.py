@@ -31,6 +31,9 @@ log = structlog.get_logger("flowplane.collector")
 PLUGIN_OBJECT = "flow-collector"
 
 
+SHUTDOWN_READ_S = 2.0  # at most this long reading what is still queued on the sockets at shutdown
+
+
 class Collector:
     def __init__(self, cfg: CollectorConfig, previous: "Collector | None" = None) -> None:
         self.cfg = cfg
@@ -99,13 +102,25 @@ class Collector:
             await trio.sleep(1.0)
             self.tick()
 
-    @hookimpl
+    @hookimpl(trylast=True)
     def flowplane_shutdown(self, app):
-        self.tick(0)  # nothing expires at time 0; decode what is gathered
-        if self.jsonl is not None:
-            self.jsonl.close()
-        log.info("collector_stopped", datagrams=self.counters["datagrams"], records=self.counters["records"],
-                 errors=sum(self.counters.drops.values()))
+        """Stop last: exporters in this same process (a replay to a local collector) flush first,
+        then what reached our sockets is read and decoded before the outputs close."""
+
+        async def drain() -> None:
+            quiet = 0
+            with trio.move_on_after(SHUTDOWN_READ_S):
+                while quiet < 3:  # three empty polls in a row: nothing is in flight on loopback
+                    await trio.sleep(0.02)
+                    got = sum(lst.drain_now() for lst in self.listeners)
+                    quiet = 0 if got else quiet + 1
+            self.tick(0)  # nothing expires at time 0; decode what is gathered
+            if self.jsonl is not None:
+                self.jsonl.close()
+            log.info("collector_stopped", datagrams=self.counters["datagrams"], records=self.counters["records"],
+                     errors=sum(self.counters.drops.values()))
+
+        return drain
 
     def clear(self) -> None:
         self.decoder.clear()

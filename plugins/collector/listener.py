@@ -91,6 +91,25 @@ class UdpListener:
             self.sock = None
             s.close()
 
+    def drain_now(self) -> int:
+        """Read whatever is queued on the socket right now (shutdown); returns datagrams read."""
+        s = self.sock
+        if s is None:
+            return 0
+        batch = []
+        while True:
+            try:
+                data, addr = s.recvfrom(MAX_DATAGRAM)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                break
+            batch.append((data, addr[0]))
+        if batch:
+            self.datagrams += len(batch)
+            self.handler(batch)
+        return len(batch)
+
     def kernel_drops(self) -> int | None:
         """The socket's drop counter from /proc/net/udp{,6} (None if not found)."""
         if not self.inode:
