@@ -60,6 +60,21 @@ class EncoderOptions:
     stream: bool = False  # TCP/SCTP transport: no datagram size limit beyond 65535
     aggregation: str = ""  # v8 scheme: as, protocol-port, source-prefix, destination-prefix, source-destination-prefix
     scale_counts: bool = False  # multiply packets/bytes by the sampling interval
+    # v9/IPFIX: carry the original exporter's address (a collector re-exporting): exporterIPv4Address (130)
+    # appended to every data template, plus an exporterIPv6Address (131) twin of each (id: template_ids
+    # [family + "/exporter6"], default the family's id + 16); the address is ReexportRecords.exporter
+    exporter_address: bool = False
+
+
+@dataclass(slots=True)
+class ReexportRecords(FlowRecords):
+    """Flow records of one original exporter, re-exported by a collector.
+
+    :param exporter: the exporter's address; encoders with
+        ``EncoderOptions.exporter_address`` put it in every record (IE 130 / 131).
+    """
+
+    exporter: str = ""
 
 
 class Encoder(Protocol):

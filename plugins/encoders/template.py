@@ -25,10 +25,21 @@ Routing (``route``):
   bridge-only exporter sends every record with the bridge template);
 * what still has no template is dropped and counted
   (``counters.drops[("encode", "no-template")]``).
+
+Exporter address (``EncoderOptions.exporter_address``, off by default; the
+collector's re-export turns it on): every data template gets
+exporterIPv4Address (130, 4 bytes) appended, and each family gets a twin
+template with exporterIPv6Address (131, 16 bytes) instead, id
+``template_ids[family + "/exporter6"]`` (default: the family's id +
+:data:`EXPORTER6_ID_OFFSET`).  The address is the records' ``exporter``
+attribute (:class:`flowplane.export.ReexportRecords`, one exporter per
+batch; a batch without one gets 0.0.0.0); an IPv6 exporter's batch goes out
+with the twins.  With the option off the templates are exactly as before.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import struct
 from dataclasses import dataclass
 from typing import Callable
@@ -40,6 +51,8 @@ from flowplane.flows import FLOW_DTYPE, SAMPLING_RANDOM, FlowRecords
 from flowplane.stats import Counters
 
 FAMILIES = ("ipv4", "ipv6", "mpls", "mpls-ipv4", "bridge")
+EXPORTER6_ID_OFFSET = 16  # default id of a family's exporterIPv6Address twin: its id + 16
+EXPORTER6 = "/exporter6"  # suffix of the twins' family names
 
 _U8 = np.uint64
 _MASK32 = _U8(0xFFFF_FFFF)
@@ -51,6 +64,7 @@ class Ctx:
 
     scale: int = 1  # multiply packets/bytes by this
     boot_ns: int = 0
+    exporter: int = 0  # the original exporter's address (EncoderOptions.exporter_address)
 
 
 Source = Callable[[np.ndarray, Ctx], object]
@@ -167,6 +181,31 @@ def frag_flags(d, ctx):
     return np.where(d["frag"] & 1, np.uint8(0x20), np.uint8(0))
 
 
+def exporter_v4(d, ctx):
+    return np.full(len(d), ctx.exporter & 0xFFFF_FFFF, dtype=np.uint32)
+
+
+def exporter_v6(d, ctx):
+    return (np.full(len(d), ctx.exporter >> 64, dtype=np.uint64),
+            np.full(len(d), ctx.exporter & 0xFFFF_FFFF_FFFF_FFFF, dtype=np.uint64))
+
+
+def exporter_int(address) -> tuple[int, bool]:
+    """(address as an int, is IPv6) of a records' ``exporter``; ``(0, False)`` when absent or not an address.
+
+    An IPv4-mapped IPv6 address counts as IPv4 (a dual-stack socket's view of an IPv4 exporter).
+    """
+    if not address:
+        return 0, False
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0] if isinstance(address, str) else address)
+    except ValueError:
+        return 0, False
+    if ip.version == 6 and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return int(ip), ip.version == 6
+
+
 def const(value: int) -> Source:
     def get(d, ctx):
         return np.full(len(d), value, dtype=np.uint64)
@@ -279,7 +318,15 @@ def build_templates(options: EncoderOptions, ipfix: bool) -> dict[str, Template]
         tid = options.template_ids.get(fam)
         if tid is None or not 256 <= tid <= 65535:
             raise ValueError(f"template id for {fam!r} must be 256..65535, got {tid!r}")
-        out[fam] = Template(fam, tid, FIELD_LISTS[fam](ipfix))
+        fields = FIELD_LISTS[fam](ipfix)
+        if not options.exporter_address:
+            out[fam] = Template(fam, tid, fields)
+            continue
+        out[fam] = Template(fam, tid, [*fields, Field(130, 4, exporter_v4, "exporterIPv4Address")])
+        tid6 = options.template_ids.get(fam + EXPORTER6, tid + EXPORTER6_ID_OFFSET)
+        if not 256 <= tid6 <= 65535:
+            raise ValueError(f"template id for {fam + EXPORTER6!r} must be 256..65535, got {tid6!r}")
+        out[fam + EXPORTER6] = Template(fam + EXPORTER6, tid6, [*fields, Field(131, 16, exporter_v6, "exporterIPv6Address")])
     ids = [t.template_id for t in out.values()] + [options.options_template_id]
     if len(set(ids)) != len(ids):
         raise ValueError(f"template ids must be distinct: {ids}")
@@ -519,11 +566,16 @@ class TemplateEncoder:
         if dropped:
             self.counters.drop("encode", "no-template", dropped)
         ctx = Ctx(scale=self.scale_for(records), boot_ns=records.boot_ns)
+        v6_exporter = False
+        if self.options.exporter_address:
+            ctx.exporter, v6_exporter = exporter_int(getattr(records, "exporter", None))
         out = []
         for fam, t in self.data_templates.items():
             ix = sel.get(fam)
             if ix is None:
                 continue
+            if v6_exporter:
+                t = self.data_templates[fam + EXPORTER6]
             rows = d if len(ix) == len(d) else d[ix]
             out.append((t, t.fill(rows, ctx).tobytes(), len(ix)))
         self.counters.inc("records", sum(c[2] for c in out))
