@@ -5,12 +5,14 @@ Registered by ``flowplane_configure`` (as :data:`PLUGIN_OBJECT`) while
 are the UDP listeners (each binds before it reports started, so READY comes
 only after every socket is bound) and a one-second timer that expires data
 held for a template that never came.  ``flowplane_shutdown`` decodes what is
-gathered and closes the JSON-lines file.  On a reload the new object takes
+gathered, closes (and rotates) the output files, then gives the forwarders' transports
+the rest of the drain time to send what they hold (see output.py, forward.py).  On a reload the new object takes
 the old one's decoder (templates, sampling rates, counters) and ring.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Callable
 
@@ -23,7 +25,7 @@ from flowplane.stats import Counters
 from .config import CollectorConfig
 from .decoder import Decoder
 from .listener import UdpListener
-from .output import FlowRing, JsonlWriter
+from .output import FlowRing, Outputs
 from .records import CollectedFlows
 
 log = structlog.get_logger("flowplane.collector")
@@ -49,7 +51,11 @@ class Collector:
             self.decoder = Decoder(max_templates=cfg.max_templates, pending_timeout=cfg.pending_timeout,
                                    counters=self.counters)
             self.ring = FlowRing(cfg.flow_ring)
-        self.jsonl = JsonlWriter(cfg.jsonl) if cfg.jsonl else None
+        ocfg = cfg.output
+        if cfg.jsonl and not ocfg.jsonl:  # CollectorConfig(jsonl=...) as the first slice built it
+            ocfg = dataclasses.replace(ocfg, jsonl=cfg.jsonl)
+        self.outputs = Outputs(ocfg, self.counters)  # files (rotated) and forwarders
+        self.jsonl = self.outputs.jsonl
         self.listeners = [UdpListener(lst, self.handle, cfg.receive_buffer) for lst in cfg.listen]
         self.subscribers: list[Callable[[list[CollectedFlows]], None]] = []
         self.started_ns = time.time_ns()
@@ -72,8 +78,7 @@ class Collector:
     def emit(self, flows: list[CollectedFlows]) -> None:
         for f in flows:
             self.ring.add(f)
-        if self.jsonl is not None:
-            self.jsonl.write(flows)
+        self.outputs.write(flows)
         for sub in self.subscribers:
             try:
                 sub(flows)
@@ -91,7 +96,7 @@ class Collector:
 
     @hookimpl
     def flowplane_background_tasks(self, app):
-        return [lst.run for lst in self.listeners] + [self._timer]
+        return self.outputs.tasks(app) + [lst.run for lst in self.listeners] + [self._timer]
 
     async def _timer(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         bound = [lst.label for lst in self.cfg.listen]
@@ -101,6 +106,7 @@ class Collector:
         while True:
             await trio.sleep(1.0)
             self.tick()
+            self.outputs.tick()
 
     @hookimpl(trylast=True)
     def flowplane_shutdown(self, app):
@@ -115,8 +121,8 @@ class Collector:
                     got = sum(lst.drain_now() for lst in self.listeners)
                     quiet = 0 if got else quiet + 1
             self.tick(0)  # nothing expires at time 0; decode what is gathered
-            if self.jsonl is not None:
-                self.jsonl.close()
+            self.outputs.close_files()
+            await self.outputs.flush_forwarders(float(app.setting("drain-timeout")))
             log.info("collector_stopped", datagrams=self.counters["datagrams"], records=self.counters["records"],
                      errors=sum(self.counters.drops.values()))
 

@@ -7,7 +7,7 @@ YAML::
         listen:
           - {address: 127.0.0.1, port: 4739, protocol: udp}
           - {address: "::", port: 2055}          # protocol defaults to udp
-        output: {jsonl: /var/lib/flowplane/flows.jsonl}   # optional
+        output: {jsonl: /var/lib/flowplane/flows.jsonl}   # optional; msgpack, rotate, forward: see output.py
         max-templates-per-exporter: 1024
         pending-timeout: 10                      # seconds data may wait for its template
         receive-buffer: 8388608                  # SO_RCVBUF asked for (bytes)
@@ -22,10 +22,11 @@ from dataclasses import dataclass, field
 from flowplane.config import check_int, check_keys, check_mapping, check_number, check_str
 from flowplane.errors import ConfigIssue
 
+from .output import OUTPUT_KEYS, OutputConfig, parse_output  # noqa: F401  (OUTPUT_KEYS: where it lives now)
+
 SECTION = ("services", "flow-collector")
 KEYS = ("listen", "output", "max-templates-per-exporter", "pending-timeout", "receive-buffer", "flow-ring")
 LISTEN_KEYS = ("address", "port", "protocol")
-OUTPUT_KEYS = ("jsonl",)
 PROTOCOLS = ("udp",)
 
 
@@ -44,7 +45,8 @@ class Listen:
 @dataclass
 class CollectorConfig:
     listen: list[Listen] = field(default_factory=list)
-    jsonl: str | None = None
+    jsonl: str | None = None  # = output.jsonl (kept: the first slice's name)
+    output: OutputConfig = field(default_factory=OutputConfig)
     max_templates: int = 1024
     pending_timeout: float = 10.0
     receive_buffer: int = 8 * 1024 * 1024
@@ -100,15 +102,9 @@ def parse(data: dict) -> tuple[CollectorConfig | None, list[ConfigIssue]]:
             cfg.listen.append(Listen(addr, item["port"], proto))
     out = sec.get("output")
     if out is not None:
-        bad = check_mapping(out, path + ("output",), "output: {jsonl: PATH}")
+        cfg.output, bad = parse_output(out, path + ("output",))
         issues += bad
-        if not bad:
-            issues += check_keys(out, OUTPUT_KEYS, path + ("output",))
-            if "jsonl" in out:
-                if not isinstance(out["jsonl"], str) or not out["jsonl"]:
-                    issues.append(ConfigIssue(path + ("output", "jsonl"), f"expected a file path, got {out['jsonl']!r}"))
-                else:
-                    cfg.jsonl = out["jsonl"]
+        cfg.jsonl = cfg.output.jsonl
     for key, attr, lo, hi in (("max-templates-per-exporter", "max_templates", 1, 65536),
                               ("receive-buffer", "receive_buffer", 65536, 1 << 30),
                               ("flow-ring", "flow_ring", 0, 10_000_000)):

@@ -1,12 +1,68 @@
-"""Where decoded flows go: a bounded in-memory ring (for ``show``) and a JSON-lines file."""
+"""Where decoded flows go: a bounded in-memory ring (for ``show``), JSON-lines and msgpack files, re-export.
+
+Config (``services flow-collector output``)::
+
+    output:
+      jsonl: /var/lib/flowplane/flows.jsonl      # one JSON object per flow and line
+      msgpack: /var/lib/flowplane/flows.msgpack  # one msgpack map per flow (the same fields), back to back
+      rotate: {seconds: 300, bytes: 100000000}   # optional; either or both
+      forward:                                   # re-export (see forward.py)
+        - {address: 192.0.2.10, port: 4739, version: 10, transport: tcp}
+        - {address: 192.0.2.11, port: 2055, version: 9}
+
+Files (:class:`FileWriter`), decisions:
+
+* **No rotate**: records are appended to PATH itself (as before rotation existed).
+* **Rotate**: records go to ``PATH.current``; when the file is due -- the wall
+  clock crossed a multiple of ``seconds`` (files cover aligned intervals, like
+  nfcapd), or the next record would take it past ``bytes`` -- it is fsync-ed,
+  closed and renamed (atomic, same directory) to ``PATH.YYYYmmddHHMMSS`` (UTC,
+  the time it was opened; ``.1``, ``.2`` ... when that name exists).  A
+  reader only ever sees complete files under the timestamped names.  The next
+  record opens a new ``PATH.current`` (no empty files).  A size rotation
+  happens between records, never inside one; a single record bigger than
+  ``bytes`` gets a file of its own.  A ``PATH.current`` left by a crash is
+  renamed (by its mtime) before the first write, so it is never appended to
+  nor overwritten.
+* **Shutdown** (SIGTERM, reload): the collector decodes what is queued, then
+  :meth:`FileWriter.close` renames the current file: every record written is
+  in exactly one timestamped file.
+* **Writes** are one unbuffered ``os.write`` per batch (per segment between
+  rotations): nothing waits in a user-space buffer, so nothing can be lost
+  there.  A failed write (disk full, EIO, read-only file system, a path that
+  cannot be opened) never raises: the file is truncated back to its last
+  complete record, the batch's records are counted as dropped
+  (``drops[("output", "jsonl-write-error")]``), ``errors`` is counted, and
+  the error is logged once (``collector_output_failed``) until a write
+  succeeds again (``collector_output_recovered`` with the count dropped).
+  The next batch tries again.
+* One path per process: two collectors must not write the same PATH.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
+import time
 from collections import deque
+from dataclasses import dataclass, field
+from typing import Callable
+
+import msgpack
+import structlog
+
+from flowplane.config import check_int, check_keys, check_mapping, check_number
+from flowplane.errors import ConfigIssue
+from flowplane.stats import Counters
 
 from .records import CollectedFlows
+
+log = structlog.get_logger("flowplane.collector")
+
+OUTPUT_KEYS = ("jsonl", "msgpack", "rotate", "forward")
+ROTATE_KEYS = ("seconds", "bytes")
+FORMATS = ("jsonl", "msgpack")
 
 
 class FlowRing:
@@ -42,39 +98,348 @@ class FlowRing:
         self.count = 0
 
 
-class JsonlWriter:
-    """One JSON object per flow, appended to *path*; flushed after every batch, closed at shutdown."""
+@dataclass(frozen=True)
+class Rotate:
+    """Rotate the current file every *seconds* (aligned to the clock) and/or before it exceeds *bytes*."""
 
-    def __init__(self, path: str) -> None:
+    seconds: float | None = None
+    bytes: int | None = None
+
+
+@dataclass
+class OutputConfig:
+    jsonl: str | None = None
+    msgpack: str | None = None
+    rotate: Rotate | None = None
+    forward: list = field(default_factory=list)  # forward.Forward
+
+
+def parse_output(out, path: tuple) -> tuple[OutputConfig, list[ConfigIssue]]:
+    """``output: {jsonl, msgpack, rotate, forward}`` -> an :class:`OutputConfig` and the problems, with key paths."""
+    from .forward import parse_forward
+
+    cfg = OutputConfig()
+    issues = check_mapping(out, path, "output: {jsonl: PATH, msgpack: PATH, rotate: {...}, forward: [...]}")
+    if issues:
+        return cfg, issues
+    issues += check_keys(out, OUTPUT_KEYS, path)
+    for kind in FORMATS:
+        if kind in out:
+            if not isinstance(out[kind], str) or not out[kind]:
+                issues.append(ConfigIssue(path + (kind,), f"expected a file path, got {out[kind]!r}"))
+            else:
+                setattr(cfg, kind, out[kind])
+    if cfg.jsonl and cfg.msgpack and os.path.abspath(cfg.jsonl) == os.path.abspath(cfg.msgpack):
+        issues.append(ConfigIssue(path + ("msgpack",), "jsonl and msgpack must be different files"))
+    rot = out.get("rotate")
+    if rot is not None:
+        p = path + ("rotate",)
+        bad = check_mapping(rot, p, "rotate: {seconds: N, bytes: N}")
+        if not bad:
+            bad += check_keys(rot, ROTATE_KEYS, p)
+            if "seconds" in rot:
+                bad += check_number(rot["seconds"], p + ("seconds",), 1, 7 * 86400)
+            if "bytes" in rot:
+                bad += check_int(rot["bytes"], p + ("bytes",), 1, 1 << 50)
+            if not bad and not rot:
+                bad.append(ConfigIssue(p, "expected seconds and/or bytes"))
+        issues += bad
+        if not bad:
+            cfg.rotate = Rotate(float(rot["seconds"]) if "seconds" in rot else None, rot.get("bytes"))
+        if not bad and not (cfg.jsonl or cfg.msgpack):
+            issues.append(ConfigIssue(p, "rotate needs a jsonl or msgpack file"))
+    if "forward" in out:
+        fwd, bad = parse_forward(out["forward"], path + ("forward",))
+        issues += bad
+        cfg.forward = fwd
+    return cfg, issues
+
+
+# ---------------------------------------------------------------------------
+# files
+
+
+def encode_jsonl(row: dict) -> bytes:
+    return (json.dumps(row, separators=(",", ":")) + "\n").encode()
+
+
+def encode_msgpack(row: dict) -> bytes:
+    return msgpack.packb(row, use_bin_type=True)
+
+
+ENCODERS = {"jsonl": encode_jsonl, "msgpack": encode_msgpack}
+
+
+def stamp(t: float) -> str:
+    return dt.datetime.fromtimestamp(t, dt.timezone.utc).strftime("%Y%m%d%H%M%S")
+
+
+class FileWriter:
+    """One flow per JSON line or msgpack map, appended to a file, rotated (see the module docstring).
+
+    :param clock: wall-clock seconds (``time.time``); tests inject their own.
+    """
+
+    def __init__(self, path: str, fmt: str = "jsonl", rotate: Rotate | None = None,
+                 counters: Counters | None = None, clock: Callable[[], float] = time.time) -> None:
+        if fmt not in ENCODERS:
+            raise ValueError(f"unknown file format {fmt!r} (known: {', '.join(FORMATS)})")
         self.path = path
-        self.fh = None
-        self.lines = 0
+        self.fmt = fmt
+        self.rotate = rotate if rotate is not None and (rotate.seconds or rotate.bytes) else None
+        self.current = path + ".current" if self.rotate else path
+        self.counters = counters if counters is not None else Counters(f"output {path}")
+        self.clock = clock
+        self.encode = ENCODERS[fmt]
+        self.fd: int | None = None
+        self.size = 0
+        self.opened_at = 0.0
+        self.due_at: float | None = None  # time rotation: the next interval boundary
+        self.lines = 0  # records written (the name the JSON-lines writer always had)
+        self.bytes = 0
         self.errors = 0
+        self.dropped = 0
+        self.rotations = 0
+        self.last_file: str | None = None  # the last rotated file
+        self._failing = 0  # records dropped since the error that was logged (0: not failing)
+        self._retry_rotate_at = 0.0
+
+    # -- state -----------------------------------------------------------------------
+
+    def stats(self) -> dict:
+        return {"format": self.fmt, "path": self.path, "current": self.current, "records": self.lines,
+                "bytes": self.bytes, "errors": self.errors, "dropped": self.dropped, "rotations": self.rotations,
+                "last_file": self.last_file}
 
     def open(self) -> None:
-        if self.fh is None:
-            d = os.path.dirname(os.path.abspath(self.path))
-            os.makedirs(d, exist_ok=True)
-            self.fh = open(self.path, "a", encoding="utf-8", buffering=1 << 20)
+        if self.fd is not None:
+            return
+        d = os.path.dirname(os.path.abspath(self.path))
+        os.makedirs(d, exist_ok=True)
+        if self.rotate and os.path.exists(self.current):
+            self._rename_leftover()
+        fd = os.open(self.current, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        self.fd = fd
+        self.size = os.fstat(fd).st_size
+        self.opened_at = self.clock()
+        self._schedule(self.opened_at)
+
+    def _schedule(self, now: float) -> None:
+        sec = self.rotate.seconds if self.rotate else None
+        self.due_at = (now // sec + 1) * sec if sec else None
+
+    def _rename_leftover(self) -> None:
+        """A ``PATH.current`` we did not open (a crash, a reload's stray writer): make it a rotated file."""
+        try:
+            st = os.stat(self.current)
+        except FileNotFoundError:
+            return
+        if st.st_size == 0:
+            return
+        name = self._free_name(st.st_mtime)
+        os.rename(self.current, name)
+        self.last_file = name
+        log.warning("collector_output_leftover", path=self.current, renamed=name, bytes=st.st_size)
+
+    def _free_name(self, t: float) -> str:
+        base = f"{self.path}.{stamp(t)}"
+        name, n = base, 0
+        while os.path.exists(name):
+            n += 1
+            name = f"{base}.{n}"
+        return name
+
+    # -- rotation --------------------------------------------------------------------
+
+    def rotate_now(self) -> bool:
+        """Close the current file and give it its timestamped name; True unless that failed."""
+        if self.fd is None:
+            return True
+        if self.size == 0:  # nothing to hand over: keep the file, restart its interval
+            self.opened_at = self.clock()
+            self._schedule(self.opened_at)
+            return True
+        fd, self.fd = self.fd, None
+        try:
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            name = self._free_name(self.opened_at)
+            os.rename(self.current, name)
+        except OSError as exc:
+            self.errors += 1
+            self._log_error("rotate", exc, 0)
+            self._retry_rotate_at = self.clock() + 1.0
+            return False
+        self.rotations += 1
+        self.last_file = name
+        self.size = 0
+        return True
+
+    def tick(self, now: float | None = None) -> None:
+        """Time rotation without traffic (the collector's one-second timer)."""
+        if self.fd is not None and self.due_at is not None:
+            now = self.clock() if now is None else now
+            if now >= self.due_at and now >= self._retry_rotate_at:
+                self.rotate_now()
+
+    # -- writing ---------------------------------------------------------------------
 
     def write(self, batch: list[CollectedFlows]) -> None:
-        if not batch:
+        """Every flow of *batch*, as rows."""
+        if batch:
+            self.write_rows([r for flows in batch for r in flows.rows()])
+
+    def write_rows(self, rows: list[dict]) -> None:
+        if not rows:
             return
+        enc = self.encode
+        parts = [enc(r) for r in rows]
+        limit = self.rotate.bytes if self.rotate and self.rotate.bytes else None
+        now = self.clock()
+        if self.fd is not None and self.due_at is not None and now >= self.due_at and now >= self._retry_rotate_at:
+            self.rotate_now()
+        i, n = 0, len(parts)
+        while i < n:
+            if self.fd is None:
+                try:
+                    self.open()
+                except OSError as exc:
+                    self._fail("open", exc, n - i)
+                    return
+            j, total = i, 0
+            if limit is None:
+                j, total = n, sum(len(p) for p in parts[i:])
+            else:
+                room = limit - self.size
+                while j < n and (total + len(parts[j]) <= room or (j == i and self.size == 0)):
+                    total += len(parts[j])
+                    j += 1
+                if j == i:  # the next record does not fit: rotate, then go on (or, if that failed, write anyway)
+                    if self.clock() >= self._retry_rotate_at and self.rotate_now():
+                        continue
+                    j, total = n, sum(len(p) for p in parts[i:])
+            self._write(b"".join(parts[i:j]), j - i)
+            i = j
+
+    def _write(self, buf: bytes, records: int) -> None:
+        fd = self.fd
+        assert fd is not None
+        before = self.size
+        view = memoryview(buf)
         try:
-            self.open()
-            dumps = json.dumps
-            for flows in batch:
-                rows = flows.rows()
-                self.fh.write("".join(dumps(r, separators=(",", ":")) + "\n" for r in rows))
-                self.lines += len(rows)
-            self.fh.flush()
-        except OSError:
-            self.errors += 1
+            while view:
+                k = os.write(fd, view)
+                view = view[k:]
+        except OSError as exc:
+            try:
+                os.ftruncate(fd, before)  # no half record at the end of the file
+            except OSError:
+                pass
+            self._fail("write", exc, records)
+            return
+        self.size = before + len(buf)
+        self.bytes += len(buf)
+        self.lines += records
+        if self._failing:
+            log.warning("collector_output_recovered", path=self.path, dropped=self._failing)
+            self._failing = 0
+
+    def _fail(self, op: str, exc: OSError, records: int) -> None:
+        self.errors += 1
+        self.dropped += records
+        self.counters.drop("output", f"{self.fmt}-write-error", records)
+        self._log_error(op, exc, records)
+        self._failing += records
+
+    def _log_error(self, op: str, exc: OSError, records: int) -> None:
+        if not self._failing:
+            log.error("collector_output_failed", path=self.current, op=op, format=self.fmt,
+                      error=f"{type(exc).__name__}: {exc}", dropped=records)
 
     def close(self) -> None:
-        if self.fh is not None:
-            try:
-                self.fh.close()
-            except OSError:
-                self.errors += 1
-            self.fh = None
+        """Flush (nothing is buffered) and close; with rotation, give the current file its final name."""
+        if self.fd is None:
+            return
+        if self.rotate:
+            if self.size == 0:
+                fd, self.fd = self.fd, None
+                os.close(fd)
+                try:
+                    os.unlink(self.current)
+                except OSError:
+                    pass
+            elif not self.rotate_now() and self.fd is not None:
+                os.close(self.fd)
+                self.fd = None
+            return
+        fd, self.fd = self.fd, None
+        try:
+            os.close(fd)
+        except OSError as exc:
+            self.errors += 1
+            self._log_error("close", exc, 0)
+
+
+class JsonlWriter(FileWriter):
+    """A JSON-lines :class:`FileWriter` (the name the first slice used)."""
+
+    def __init__(self, path: str, rotate: Rotate | None = None, counters: Counters | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        super().__init__(path, "jsonl", rotate, counters, clock)
+
+
+# ---------------------------------------------------------------------------
+# everything the collector writes to, in one place
+
+
+class Outputs:
+    """The files and forwarders of one collector: ``write`` (data path), ``tick``, ``tasks``, ``close``."""
+
+    def __init__(self, cfg: OutputConfig, counters: Counters, clock: Callable[[], float] = time.time) -> None:
+        from .forward import Forwarder
+
+        self.cfg = cfg
+        self.counters = counters
+        self.files: list[FileWriter] = []
+        self.jsonl = self.msgpack = None
+        for fmt in FORMATS:
+            path = getattr(cfg, fmt)
+            if path:
+                w = FileWriter(path, fmt, cfg.rotate, counters, clock)
+                setattr(self, fmt, w)
+                self.files.append(w)
+        self.forwarders = [Forwarder(f, counters) for f in cfg.forward]
+
+    def write(self, flows: list[CollectedFlows], now_ns: int | None = None) -> None:
+        if self.files:
+            rows = [r for f in flows for r in f.rows()]
+            for w in self.files:
+                w.write_rows(rows)
+        for fw in self.forwarders:
+            fw.send(flows, now_ns)
+
+    def tick(self, now_ns: int | None = None) -> None:
+        for w in self.files:
+            w.tick()
+        for fw in self.forwarders:
+            fw.tick(now_ns)
+
+    def tasks(self, app) -> list:
+        out = []
+        for fw in self.forwarders:
+            out += fw.tasks(app)
+        return out
+
+    def close_files(self) -> None:
+        for w in self.files:
+            w.close()
+
+    async def flush_forwarders(self, deadline_s: float) -> None:
+        from .forward import flush_all
+
+        await flush_all(self.forwarders, deadline_s)
+
+    def stats(self) -> dict:
+        return {"files": [w.stats() for w in self.files], "forward": [fw.stats() for fw in self.forwarders]}

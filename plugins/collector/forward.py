@@ -1,0 +1,275 @@
+"""Re-export ("Directing Replicated Flows to Multiple Flow Servers"): decoded flows go out again as v9/IPFIX.
+
+Config (``services flow-collector output forward``)::
+
+    forward:
+      - {address: 192.0.2.10, port: 4739, version: 10, transport: tcp}
+      - {address: 192.0.2.11, port: 2055, version: 9}      # transport defaults to udp
+      - {address: "2001:db8::1", port: 4739, source-address: "2001:db8::2", scale-counts: true}
+
+Each entry is one :class:`Forwarder`: flowplane's own encoder (``v9`` or
+``ipfix``, :mod:`flowplane.plugins.encoders`) and transport (``udp`` /
+``tcp``, :mod:`flowplane.plugins.transports`).  Decisions:
+
+* **Original exporter kept** as an information element: the encoder runs with
+  ``EncoderOptions.exporter_address``, so every record carries
+  exporterIPv4Address (130) or exporterIPv6Address (131, twin templates
+  ``id + 16``).  v9 has no such fields in RFC 3954, but the ids are the same
+  and collectors skip fields they do not know.  The datagrams' source is
+  the collector (no spoofing).
+* **All families**: the ipv4, ipv6, mpls, mpls-ipv4 and bridge templates, so
+  every decoded record has one.  One observation domain / source id
+  (``observation-domain``, default 0) per server, one sequence space.
+* **Never blocks the listener**: records are encoded in the data path (one
+  encode per exporter per batch) and handed to ``send_nowait``, which never
+  waits (UDP: a bounded queue when the socket buffer is full; TCP: a bounded
+  backlog while the server is away).  Drops are counted by the transport and
+  mirrored once a second into the collector's drop table as
+  ``("forward", "<reason> <server>")``; encoder failures as
+  ``("forward", "encode-error <server>")``.
+* **Transports** are the collector's background tasks (started before the
+  listeners); TCP sends the templates first on every (re)connect.
+* **Times**: IPFIX carries absolute milliseconds.  For v9 the uptime origin
+  is an hour before the first flow seen (lowered if older flows come, reset
+  if it would pass 40 days) so FIRST/LAST_SWITCHED are exact milliseconds.
+* **Sampling**: the records' per-record sampling interval is not carried
+  (one options record per domain says 1).  ``scale-counts: true`` multiplies
+  packets and bytes by it before export, so totals stay right.
+* **Shutdown**: after the collector decoded what was queued, each transport
+  gets ``drain-timeout`` (a server that is not connected: 2 s) to send its
+  queue; what is left is counted ``("forward", "shutdown <server>")``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import structlog
+import trio
+
+from flowplane.config import check_int, check_keys, check_str
+from flowplane.errors import ConfigIssue
+from flowplane.export import EncoderOptions, ReexportRecords, TransportOptions
+from flowplane.stats import Counters
+
+from .records import CollectedFlows
+
+log = structlog.get_logger("flowplane.collector")
+
+FORWARD_KEYS = ("address", "port", "version", "transport", "source-address", "observation-domain", "mtu",
+                "scale-counts")
+VERSIONS = (9, 10)
+TRANSPORTS = ("udp", "tcp")
+FAMILIES = ("ipv4", "ipv6", "mpls", "mpls-ipv4", "bridge")
+NS = 1_000_000_000
+V9_BOOT_MARGIN_NS = 3600 * NS
+V9_BOOT_MAX_AGE_NS = 40 * 86400 * NS  # 32-bit milliseconds wrap after 49.7 days
+SHUTDOWN_GRACE_S = 2.0
+
+
+@dataclass(frozen=True)
+class Forward:
+    address: str
+    port: int
+    version: int = 10
+    transport: str = "udp"
+    source_address: str | None = None
+    observation_domain: int = 0
+    mtu: int = 1500
+    scale_counts: bool = False
+
+    @property
+    def label(self) -> str:
+        host = f"[{self.address}]" if ":" in self.address else self.address
+        return f"{'ipfix' if self.version == 10 else 'v9'}+{self.transport}:{host}:{self.port}"
+
+
+def parse_forward(items, path: tuple) -> tuple[list[Forward], list[ConfigIssue]]:
+    out: list[Forward] = []
+    issues: list[ConfigIssue] = []
+    if not isinstance(items, list) or not items:
+        return out, [ConfigIssue(path, f"expected a non-empty list of {{address, port, version, transport}}, "
+                                       f"got {items!r}")]
+    seen = set()
+    for i, item in enumerate(items):
+        p = path + (i,)
+        if not isinstance(item, dict):
+            issues.append(ConfigIssue(p, f"expected a mapping {{address, port, version, transport}}, got {item!r}"))
+            continue
+        bad = check_keys(item, FORWARD_KEYS, p)
+        addr = item.get("address")
+        try:
+            addr = str(ipaddress.ip_address(str(addr)))
+        except ValueError:
+            bad.append(ConfigIssue(p + ("address",), f"expected an IPv4 or IPv6 address, got {addr!r}"))
+        if "port" not in item:
+            bad.append(ConfigIssue(p, "missing 'port' (1..65535)"))
+        else:
+            bad += check_int(item["port"], p + ("port",), 1, 65535)
+        version = item.get("version", 10)
+        if version not in VERSIONS or isinstance(version, bool):
+            bad.append(ConfigIssue(p + ("version",), f"expected 9 or 10 (IPFIX), got {version!r}"))
+        transport = item.get("transport", "udp")
+        bad += check_str(transport, p + ("transport",), TRANSPORTS)
+        if transport == "tcp" and version == 9:
+            bad.append(ConfigIssue(p + ("transport",), "NetFlow v9 is sent over udp only (IPFIX for tcp)"))
+        src = item.get("source-address")
+        if src is not None:
+            try:
+                src = str(ipaddress.ip_address(str(src)))
+            except ValueError:
+                bad.append(ConfigIssue(p + ("source-address",), f"expected an IPv4 or IPv6 address, got {src!r}"))
+        if "observation-domain" in item:
+            bad += check_int(item["observation-domain"], p + ("observation-domain",), 0, 0xFFFF_FFFF)
+        if "mtu" in item:
+            bad += check_int(item["mtu"], p + ("mtu",), 576, 65535)
+        scale = item.get("scale-counts", False)
+        if not isinstance(scale, bool):
+            bad.append(ConfigIssue(p + ("scale-counts",), f"expected true or false, got {scale!r}"))
+        if bad:
+            issues += bad
+            continue
+        f = Forward(addr, item["port"], version, transport, src, item.get("observation-domain", 0),
+                    item.get("mtu", 1500), scale)
+        if (f.address, f.port, f.transport) in seen:
+            issues.append(ConfigIssue(p, f"duplicate forward {f.label}"))
+            continue
+        seen.add((f.address, f.port, f.transport))
+        out.append(f)
+    return out, issues
+
+
+def _types(version: int, transport: str):
+    """The encoder and transport drivers (flowplane's own plugins)."""
+    from flowplane.plugins.encoders import ipfix, netflow9
+    from flowplane.plugins.transports import tcp, udp
+
+    enc = {9: netflow9.ENCODER_TYPE, 10: ipfix.ENCODER_TYPE}[version]
+    trans = {"udp": udp.TRANSPORT_TYPE, "tcp": tcp.TRANSPORT_TYPE}[transport]
+    return enc, trans
+
+
+class Forwarder:
+    """One flow server the collector replicates to: an encoder and a transport (see the module docstring)."""
+
+    def __init__(self, target: Forward, counters: Counters | None = None, *, encoder_type=None,
+                 transport_type=None) -> None:
+        self.target = target
+        self.label = target.label
+        self.counters = counters if counters is not None else Counters(f"forward {self.label}")
+        enc_type, trans_type = _types(target.version, target.transport)
+        enc_type = encoder_type or enc_type
+        trans_type = transport_type or trans_type
+        opts = EncoderOptions(version=target.version, observation_domain_id=target.observation_domain,
+                              templates=FAMILIES, mtu=target.mtu, ipv6_transport=":" in target.address,
+                              stream=target.transport == "tcp", exporter_address=True)
+        self.encoder = enc_type.factory(opts)
+        self.transport = trans_type.factory(TransportOptions(target.address, target.port, target.source_address,
+                                                             name=f"forward/{self.label}"))
+        self.transport.on_connect = lambda: self.encoder.templates(self._last_now)
+        self._last_now = time.time_ns()
+        self.boot_ns: int | None = None
+        self.records = 0
+        self.datagrams = 0
+        self.encode_errors = 0
+        self._mirrored: dict = {}
+
+    # -- data path ---------------------------------------------------------------------
+
+    def _boot(self, data: np.ndarray, now: int) -> int:
+        """v9's uptime origin: before every flow of the batch, not older than 40 days (see docstring)."""
+        first = data["first_ns"]
+        first = first[(first > 0) & (first > now - V9_BOOT_MAX_AGE_NS)]
+        oldest = int(first.min()) if len(first) else now
+        if self.boot_ns is None or now - self.boot_ns > V9_BOOT_MAX_AGE_NS:
+            self.boot_ns = min(oldest, now) - V9_BOOT_MARGIN_NS
+        elif oldest < self.boot_ns:
+            self.boot_ns = oldest - V9_BOOT_MARGIN_NS
+        self.boot_ns = max(0, self.boot_ns // 1_000_000 * 1_000_000)
+        return self.boot_ns
+
+    def send(self, flows: list[CollectedFlows], now_ns: int | None = None) -> None:
+        """Encode *flows* (one message stream per original exporter) and hand them to the transport."""
+        now = now_ns if now_ns is not None else time.time_ns()
+        self._last_now = now
+        by_exporter: dict[str, list[CollectedFlows]] = {}
+        for f in flows:
+            if len(f):
+                by_exporter.setdefault(f.exporter, []).append(f)
+        for exporter, group in by_exporter.items():
+            data = group[0].data if len(group) == 1 else np.concatenate([f.data for f in group])
+            if self.target.scale_counts:
+                si = np.concatenate([f.sampling_interval for f in group]).astype(np.uint64)
+                if (si > 1).any():
+                    data = data.copy()
+                    data["packets"] *= np.maximum(si, 1)
+                    data["bytes"] *= np.maximum(si, 1)
+            recs = ReexportRecords(data, boot_ns=self._boot(data, now), scaled=True, exporter=exporter)
+            try:
+                payloads = self.encoder.encode(recs, now)
+            except Exception as exc:  # an encoder bug must not stop the listener
+                self.encode_errors += 1
+                self.counters.drop("forward", f"encode-error {self.label}", len(data))
+                if self.encode_errors == 1:
+                    log.error("collector_forward_encode_failed", server=self.label,
+                              error=f"{type(exc).__name__}: {exc}", exc_info=True)
+                continue
+            self.records += len(data)
+            if payloads:
+                self.datagrams += len(payloads)
+                self.transport.send_nowait(payloads)
+
+    def tick(self, now_ns: int | None = None) -> None:
+        """Once a second: templates / options data that are due (no flows needed); mirror transport drops."""
+        now = now_ns if now_ns is not None else time.time_ns()
+        self._last_now = now
+        try:
+            payloads = self.encoder.encode(ReexportRecords.empty(boot_ns=self.boot_ns or 0), now)
+        except Exception:  # pragma: no cover - an empty encode has nothing to fail on
+            payloads = []
+        if payloads:
+            self.datagrams += len(payloads)
+            self.transport.send_nowait(payloads)
+        self.mirror_drops()
+
+    def mirror_drops(self) -> None:
+        for (_stage, reason), n in list(self.transport.counters.drops.items()):
+            delta = n - self._mirrored.get(reason, 0)
+            if delta > 0:
+                self.counters.drop("forward", f"{reason} {self.label}", delta)
+                self._mirrored[reason] = n
+
+    # -- life cycle --------------------------------------------------------------------
+
+    def tasks(self, app=None) -> list:
+        return [self.transport.run]
+
+    async def flush(self, deadline_s: float) -> bool:
+        t = self.transport
+        connected = getattr(t, "connected", True)
+        ok = await t.flush(deadline_s if connected else min(SHUTDOWN_GRACE_S, deadline_s))
+        if not ok:
+            left = int(getattr(t, "backlog_length", getattr(t, "queue_length", 0)))
+            if left:
+                self.counters.drop("forward", f"shutdown {self.label}", left)
+            log.warning("collector_forward_backlog_lost", server=self.label, payloads=left, connected=connected)
+        self.mirror_drops()
+        return ok
+
+    def stats(self) -> dict:
+        tc = self.transport.counters
+        return {"server": self.label, "records": self.records, "datagrams": self.datagrams,
+                "encode_errors": self.encode_errors, "sent": tc["packets"], "bytes": tc["bytes"],
+                "dropped": sum(tc.drops.values()), "connected": getattr(self.transport, "connected", None)}
+
+
+async def flush_all(forwarders: list[Forwarder], deadline_s: float) -> None:
+    """Every forwarder's queue, at once, bounded by *deadline_s*."""
+    if not forwarders:
+        return
+    async with trio.open_nursery() as nursery:
+        for fw in forwarders:
+            nursery.start_soon(fw.flush, deadline_s)
