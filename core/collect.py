@@ -1,4 +1,4 @@
-"""``flowplane collect --listen udp:HOST:PORT [--output jsonl:PATH]``: a flow collector in the foreground.
+"""``flowplane collect --listen udp:HOST:PORT [--listen tcp:HOST:PORT] [--output jsonl:PATH]``: a flow collector in the foreground.
 
 Like ``nfcapd`` without a config file: it builds an ordinary config with a
 ``services flow-collector`` section (``--print-config`` shows it), runs the
@@ -34,8 +34,8 @@ PLUGIN_OBJECT = "flow-collector"
 
 def add_parser(subparsers) -> Any:
     p = subparsers.add_parser("collect", help="receive NetFlow v5/v9 and IPFIX in the foreground (like nfcapd)")
-    p.add_argument("--listen", action="append", required=True, metavar="udp:HOST:PORT",
-                   help="listen here (repeat for several; IPv6 as udp:[::1]:PORT)")
+    p.add_argument("--listen", action="append", required=True, metavar="udp|tcp:HOST:PORT",
+                   help="listen here (repeat for several; IPv6 as udp:[::1]:PORT; tcp: IPFIX over TCP)")
     p.add_argument("--output", action="append", default=[], metavar="jsonl:PATH",
                    help="write every decoded flow as one JSON object per line")
     p.add_argument("--duration", type=float, default=None, help="stop after S seconds")
@@ -43,17 +43,17 @@ def add_parser(subparsers) -> Any:
     p.add_argument("--max-templates", type=int, default=1024, help="templates kept per exporter (default 1024)")
     p.add_argument("--pending-timeout", type=float, default=10.0,
                    help="seconds data waits for its template (default 10)")
+    p.add_argument("--template-timeout", type=float, default=1800.0,
+                   help="seconds a UDP template lives unless refreshed (default 1800, 0: never)")
     p.add_argument("--print-config", action="store_true", help="print the config it would run and exit")
     return p
 
 
 def parse_listen(text: str) -> dict:
-    """``udp:HOST:PORT`` (or ``HOST:PORT``, ``udp:[V6]:PORT``) -> a ``listen`` entry."""
+    """``udp:HOST:PORT`` / ``tcp:HOST:PORT`` (or ``HOST:PORT``, ``udp:[V6]:PORT``) -> a ``listen`` entry."""
     proto, sep, rest = text.partition(":")
     if proto not in ("udp", "tcp") or not sep or not rest:
         proto, rest = "udp", text
-    if proto != "udp":
-        raise ValueError(f"{text!r}: only udp listeners are supported so far")
     if rest.startswith("["):
         host, _, port_s = rest[1:].partition("]:")
     else:
@@ -76,6 +76,8 @@ def build_config(args: Any, control_socket: str) -> dict:
     section: dict[str, Any] = {"listen": [parse_listen(x) for x in args.listen],
                                "max-templates-per-exporter": args.max_templates,
                                "pending-timeout": args.pending_timeout}
+    if getattr(args, "template_timeout", 1800.0) != 1800.0:
+        section["template-timeout"] = args.template_timeout
     for out in args.output:
         kind, path = parse_output(out)
         section["output"] = {kind: os.path.abspath(path)}
@@ -108,8 +110,8 @@ class Stopper:
                 self.announced = True
                 for x in c.listeners:
                     host, port = x.bound[0], x.bound[1]
-                    print(f"listening on udp:{'[' + host + ']' if ':' in host else host}:{port}", file=sys.stderr,
-                          flush=True)
+                    print(f"listening on {x.listen.protocol}:{'[' + host + ']' if ':' in host else host}:{port}",
+                          file=sys.stderr, flush=True)
             if self.duration is None and self.count is None:
                 continue
             done = self.duration is not None and time.monotonic() - self.started >= self.duration

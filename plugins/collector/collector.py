@@ -25,6 +25,7 @@ from flowplane.stats import Counters
 from .config import CollectorConfig
 from .decoder import Decoder
 from .listener import UdpListener
+from .listener_tcp import TcpListener
 from .output import FlowRing, Outputs
 from .records import CollectedFlows
 
@@ -44,19 +45,23 @@ class Collector:
             self.decoder = previous.decoder
             self.decoder.max_templates = cfg.max_templates
             self.decoder.pending_timeout_ns = int(cfg.pending_timeout * 1e9)
+            self.decoder.template_timeout_ns = int(cfg.template_timeout * 1e9)
             self.ring = previous.ring
             self.ring.size = cfg.flow_ring
         else:
             self.counters = Counters("flow-collector")
             self.decoder = Decoder(max_templates=cfg.max_templates, pending_timeout=cfg.pending_timeout,
-                                   counters=self.counters)
+                                   counters=self.counters, template_timeout=cfg.template_timeout)
             self.ring = FlowRing(cfg.flow_ring)
         ocfg = cfg.output
         if cfg.jsonl and not ocfg.jsonl:  # CollectorConfig(jsonl=...) as the first slice built it
             ocfg = dataclasses.replace(ocfg, jsonl=cfg.jsonl)
         self.outputs = Outputs(ocfg, self.counters)  # files (rotated) and forwarders
         self.jsonl = self.outputs.jsonl
-        self.listeners = [UdpListener(lst, self.handle, cfg.receive_buffer) for lst in cfg.listen]
+        self.listeners = [TcpListener(lst, self.handle_session, self.counters, max_connections=cfg.max_connections,
+                                      on_close=self.close_session, rcvbuf=cfg.receive_buffer)
+                          if lst.protocol == "tcp" else UdpListener(lst, self.handle, cfg.receive_buffer)
+                          for lst in cfg.listen]
         self.subscribers: list[Callable[[list[CollectedFlows]], None]] = []
         self.started_ns = time.time_ns()
         self.cleared_ns = self.started_ns
@@ -74,6 +79,23 @@ class Collector:
         if flows:
             self.emit(flows)
         return flows
+
+    def handle_session(self, messages: list, address: str, session: str,
+                       now_ns: int | None = None) -> list[CollectedFlows]:
+        """Decode a batch of IPFIX messages of one TCP connection (its own templates); the flows it gave."""
+        now = now_ns if now_ns is not None else time.time_ns()
+        feed = self.decoder.feed
+        for data in messages:
+            feed(data, address, now, session)
+        self.counters.inc("batches")
+        flows = self.decoder.flush()
+        if flows:
+            self.emit(flows)
+        return flows
+
+    def close_session(self, session: str) -> None:
+        """A TCP connection closed: its templates (and data held for them) are forgotten."""
+        self.decoder.close_session(session)
 
     def emit(self, flows: list[CollectedFlows]) -> None:
         for f in flows:
@@ -134,4 +156,6 @@ class Collector:
         for lst in self.listeners:
             lst.datagrams = 0
             lst.drops_at_clear += lst.kernel_drops() or 0
+            if hasattr(lst, "rxq_at_clear"):
+                lst.rxq_at_clear = lst.rxq_drops
         self.cleared_ns = time.time_ns()

@@ -33,7 +33,8 @@ def show(app, args):
     exporters = []
     for exp in sorted(dec.exporters.values(), key=lambda e: e.address):
         exporters.append({
-            "address": exp.address, "versions": sorted(exp.versions), "domains": len(exp.domains),
+            "address": exp.address, "session": getattr(exp, "session", None),
+            "versions": sorted(exp.versions), "domains": len(exp.domains),
             "templates": exp.template_count, **exp.counters, "last_seen": _iso(exp.last_seen_ns)})
     errors = {r: n for (s, r), n in sorted(c.counters.drops.items()) if s == "decode"}
     drops = [{"stage": s, "reason": r, "count": n} for (s, r), n in sorted(c.counters.drops.items()) if s != "decode"]
@@ -42,6 +43,10 @@ def show(app, args):
         kd = lst.kernel_drops()
         listeners.append({"listen": lst.listen.label, "bound": list(lst.bound) if lst.bound else None,
                           "datagrams": lst.datagrams, "receive_buffer": lst.rcvbuf, "kernel_drops": kd})
+        if hasattr(lst, "rxq_ovfl"):
+            listeners[-1]["rxq_ovfl"] = lst.rxq_ovfl()
+        if hasattr(lst, "status"):  # TCP: connections open, accepted, refused over the limit, framing errors
+            listeners[-1]["tcp"] = lst.status()
         if kd:
             drops.append({"stage": "kernel", "reason": f"rcvbuf {lst.listen.label}", "count": kd})
     return {"listeners": listeners, "datagrams": cnt.get("datagrams", 0), "bytes": cnt.get("bytes", 0),
@@ -60,7 +65,14 @@ def format_show(d) -> str:
         kd = "n/a" if lst["kernel_drops"] is None else lst["kernel_drops"]
         b = lst["bound"]
         lines.append(f"  Listening: {lst['listen']} (bound {b[0]}:{b[1]})" if b else f"  Listening: {lst['listen']} (not bound)")
-        lines.append(f"    Datagrams: {lst['datagrams']}, Receive buffer: {lst['receive_buffer']}, Kernel drops: {kd}")
+        if lst.get("tcp"):
+            t = lst["tcp"]
+            lines.append(f"    Messages: {lst['datagrams']}, Connections: {len(t['connections'])}/{t['max_connections']},"
+                         f" accepted {t['accepted']}, refused {t['refused']}, closed {t['closed']}, errors {t['errors']}")
+        else:
+            rx = "" if lst.get("rxq_ovfl") is None else f" (SO_RXQ_OVFL: {lst['rxq_ovfl']})"
+            lines.append(f"    Datagrams: {lst['datagrams']}, Receive buffer: {lst['receive_buffer']},"
+                         f" Kernel drops: {kd}{rx}")
     lines.append(f"  Datagrams received: {d['datagrams']}, Bytes: {d['bytes']}")
     lines.append(f"  Flow records decoded: {d['records']}, Options records: {d['options_records']}")
     lines.append(f"  Rates over {d['seconds']} s: {d['datagrams_per_second']} datagrams/s, "
@@ -81,7 +93,8 @@ def format_show(d) -> str:
                  f"{'Errors':>8}{'Lost':>8}{'Held':>6}")
     for e in d["exporters"]:
         v = ",".join(str(x) for x in e["versions"]) or "-"
-        lines.append(f"{e['address']:<40}{v:>8}{e['domains']:>8}{e['templates']:>6}{e['datagrams']:>11}"
+        addr = e["session"] or e["address"]
+        lines.append(f"{addr:<40}{v:>8}{e['domains']:>8}{e['templates']:>6}{e['datagrams']:>11}"
                      f"{e['records']:>11}{e['errors']:>8}{e['lost']:>8}{e['pending']:>6}")
     return "\n".join(lines) + "\n"
 
@@ -102,7 +115,7 @@ def show_templates(app, args):
                         name = "scope " + name
                     fields.append({"ie": ie & 0xFFFF, "pen": pen, "name": name,
                                    "length": "variable" if length == VARLEN else length})
-                out.append({"exporter": exp.address, "version": dom.version, "domain": dom_id, "template_id": tid,
+                out.append({"exporter": exp.address, "session": getattr(exp, "session", None), "version": dom.version, "domain": dom_id, "template_id": tid,
                             "options": t.options, "record_length": t.record_length, "fields": fields})
     return {"templates": out}
 
@@ -112,7 +125,7 @@ def format_templates(d) -> str:
     for t in d["templates"]:
         rl = t["record_length"] if t["record_length"] is not None else "variable"
         kind = "Options template" if t["options"] else "Template"
-        lines.append(f"Exporter: {t['exporter']}, Version: {t['version']}, Domain: {t['domain']}")
+        lines.append(f"Exporter: {t.get('session') or t['exporter']}, Version: {t['version']}, Domain: {t['domain']}")
         lines.append(f"  {kind} {t['template_id']}: {len(t['fields'])} fields, record length {rl}")
         for f in t["fields"]:
             pen = f" (enterprise {f['pen']})" if f["pen"] else ""

@@ -7,11 +7,14 @@ YAML::
         listen:
           - {address: 127.0.0.1, port: 4739, protocol: udp}
           - {address: "::", port: 2055}          # protocol defaults to udp
+          - {address: "::", port: 4739, protocol: tcp}   # IPFIX over TCP (RFC 7011 section 10.4)
         output: {jsonl: /var/lib/flowplane/flows.jsonl}   # optional; msgpack, rotate, forward: see output.py
         max-templates-per-exporter: 1024
         pending-timeout: 10                      # seconds data may wait for its template
         receive-buffer: 8388608                  # SO_RCVBUF asked for (bytes)
         flow-ring: 10000                         # last N flows kept for 'show ... flows'
+        template-timeout: 1800                   # seconds a UDP template lives unless refreshed (0: never)
+        max-connections: 256                     # open connections per TCP listener; more are refused
 """
 
 from __future__ import annotations
@@ -25,9 +28,10 @@ from flowplane.errors import ConfigIssue
 from .output import OUTPUT_KEYS, OutputConfig, parse_output  # noqa: F401  (OUTPUT_KEYS: where it lives now)
 
 SECTION = ("services", "flow-collector")
-KEYS = ("listen", "output", "max-templates-per-exporter", "pending-timeout", "receive-buffer", "flow-ring")
+KEYS = ("listen", "output", "max-templates-per-exporter", "pending-timeout", "receive-buffer", "flow-ring",
+        "template-timeout", "max-connections")
 LISTEN_KEYS = ("address", "port", "protocol")
-PROTOCOLS = ("udp",)
+PROTOCOLS = ("udp", "tcp")
 
 
 @dataclass(frozen=True)
@@ -51,6 +55,8 @@ class CollectorConfig:
     pending_timeout: float = 10.0
     receive_buffer: int = 8 * 1024 * 1024
     flow_ring: int = 10000
+    template_timeout: float = 1800.0  # RFC 7011 section 8.4: UDP templates expire unless refreshed
+    max_connections: int = 256  # per TCP listener
 
 
 def parse(data: dict) -> tuple[CollectorConfig | None, list[ConfigIssue]]:
@@ -69,7 +75,7 @@ def parse(data: dict) -> tuple[CollectorConfig | None, list[ConfigIssue]]:
     cfg = CollectorConfig()
     listen = sec.get("listen")
     if listen is None:
-        issues.append(ConfigIssue(path, "missing 'listen': a list of {address, port, protocol: udp}"))
+        issues.append(ConfigIssue(path, "missing 'listen': a list of {address, port, protocol: udp|tcp}"))
     elif not isinstance(listen, list) or not listen:
         issues.append(ConfigIssue(path + ("listen",), f"expected a non-empty list of {{address, port}}, got {listen!r}"))
     else:
@@ -107,7 +113,8 @@ def parse(data: dict) -> tuple[CollectorConfig | None, list[ConfigIssue]]:
         cfg.jsonl = cfg.output.jsonl
     for key, attr, lo, hi in (("max-templates-per-exporter", "max_templates", 1, 65536),
                               ("receive-buffer", "receive_buffer", 65536, 1 << 30),
-                              ("flow-ring", "flow_ring", 0, 10_000_000)):
+                              ("flow-ring", "flow_ring", 0, 10_000_000),
+                              ("max-connections", "max_connections", 1, 65536)):
         if key in sec:
             bad = check_int(sec[key], path + (key,), lo, hi)
             issues += bad
@@ -118,4 +125,9 @@ def parse(data: dict) -> tuple[CollectorConfig | None, list[ConfigIssue]]:
         issues += bad
         if not bad:
             cfg.pending_timeout = float(sec["pending-timeout"])
+    if "template-timeout" in sec:
+        bad = check_number(sec["template-timeout"], path + ("template-timeout",), 0, 7 * 86400)
+        issues += bad
+        if not bad:
+            cfg.template_timeout = float(sec["template-timeout"])
     return (None if issues else cfg), issues

@@ -75,10 +75,12 @@ class Domain:
 class Exporter:
     """Per exporter address: domains, counters, the template budget."""
 
-    __slots__ = ("address", "domains", "template_count", "counters", "versions", "first_seen_ns", "last_seen_ns")
+    __slots__ = ("address", "domains", "template_count", "counters", "versions", "first_seen_ns", "last_seen_ns",
+                 "session")
 
-    def __init__(self, address: str, now_ns: int) -> None:
+    def __init__(self, address: str, now_ns: int, session: str | None = None) -> None:
         self.address = address
+        self.session = session  # a TCP connection ("tcp:[addr]:port"): its own templates, no expiry by age
         self.domains: dict[tuple[int, int], Domain] = {}  # (version family, domain id)
         self.template_count = 0
         self.counters = {"datagrams": 0, "bytes": 0, "records": 0, "errors": 0, "lost": 0, "pending": 0}
@@ -105,6 +107,7 @@ def _add_template(dec: "Decoder", dom: Domain, t: Template) -> None:
     exp = dom.exporter
     old = dom.templates.get(t.template_id)
     if old is not None and old.signature == t.signature:
+        old.seen_ns = dec.now_ns
         dec.counters.inc("template-refreshes")
         return  # unchanged: keep the compiled object
     if old is None:
@@ -114,6 +117,7 @@ def _add_template(dec: "Decoder", dom: Domain, t: Template) -> None:
         exp.template_count += 1
     else:
         dec.counters.inc("template-changes")
+    t.seen_ns = dec.now_ns
     dom.templates[t.template_id] = t
     dec.counters.inc("options-templates" if t.options else "templates")
     if dom.pending:

@@ -7,7 +7,9 @@ Use::
         dec.feed(payload, address, now_ns)
     for flows in dec.flush():       # one CollectedFlows per (domain, template) of the batch
         ...
-    dec.expire(now_ns)              # held data sets past their time -> no-template
+    dec.expire(now_ns)              # held data sets past their time -> no-template; UDP templates by age
+    dec.feed(msg, address, now_ns, session="tcp:[::1]:40000")   # state of one TCP connection
+    dec.close_session("tcp:[::1]:40000")                        # its templates go with it
 
 ``feed`` never raises: malformed input is counted by reason in
 ``dec.counters.drops[("decode", reason)]`` (and per exporter).  Data sets of
@@ -26,16 +28,19 @@ from flowplane.stats import Counters
 from .decode_v5 import decode_v5
 from .decode_v9ipfix import Exporter, decode_ipfix, decode_v9, expire_pending
 from .records import CollectedFlows
-from .templates import NS, Ctx
+from .templates import NS, Ctx, expire_templates
 
 MAX_EXPORTERS = 65536
+TEMPLATE_SCAN_MAX_NS = 60 * NS  # template expiry is checked at least this often (timeout/8 when shorter)
 
 
 class Decoder:
     def __init__(self, *, max_templates: int = 1024, pending_timeout: float = 10.0,
-                 counters: Counters | None = None) -> None:
+                 counters: Counters | None = None, template_timeout: float = 1800.0) -> None:
         self.max_templates = max_templates
         self.pending_timeout_ns = int(pending_timeout * NS)
+        self.template_timeout_ns = int(template_timeout * NS)  # 0: UDP templates never expire
+        self.next_template_scan_ns = 0
         self.counters = counters if counters is not None else Counters("collector")
         self.exporters: dict[str, Exporter] = {}
         self.now_ns = 0
@@ -45,15 +50,20 @@ class Decoder:
 
     # -- input ------------------------------------------------------------------------
 
-    def feed(self, data: bytes, address: str, now_ns: int | None = None) -> None:
-        """Decode one datagram (or IPFIX message stream chunk) from *address*."""
+    def feed(self, data: bytes, address: str, now_ns: int | None = None, session: str | None = None) -> None:
+        """Decode one datagram (or IPFIX message stream chunk) from *address*.
+
+        *session* names a TCP connection: its state (templates, sequence) is its own,
+        apart from the exporter's UDP state and from its other connections (RFC 7011 section 8.1).
+        """
         self.now_ns = now_ns if now_ns is not None else time.time_ns()
-        exp = self.exporters.get(address)
+        key = session or address
+        exp = self.exporters.get(key)
         if exp is None:
             if len(self.exporters) >= MAX_EXPORTERS:
                 self.counters.drop("decode", "exporter-limit")
                 return
-            exp = self.exporters[address] = Exporter(address, self.now_ns)
+            exp = self.exporters[key] = Exporter(address, self.now_ns, session)
         exp.last_seen_ns = self.now_ns
         exp.counters["datagrams"] += 1
         exp.counters["bytes"] += len(data)
@@ -136,12 +146,34 @@ class Decoder:
                               extra, kinds)
 
     def expire(self, now_ns: int | None = None) -> None:
-        """Drop held data sets older than the pending timeout (counted ``no-template``)."""
+        """Drop held data sets older than the pending timeout (counted ``no-template``), and
+        UDP templates not refreshed for the template timeout (counted ``templates-expired``)."""
         now = now_ns if now_ns is not None else time.time_ns()
         for exp in self.exporters.values():
             if exp.counters["pending"]:
                 for dom in exp.domains.values():
                     expire_pending(self, dom, now, self.pending_timeout_ns)
+        timeout = self.template_timeout_ns
+        if timeout > 0 and now >= self.next_template_scan_ns:
+            self.next_template_scan_ns = now + min(TEMPLATE_SCAN_MAX_NS, timeout // 8)
+            gone = 0
+            for exp in self.exporters.values():
+                if exp.session is None and exp.template_count:
+                    for dom in exp.domains.values():
+                        if dom.templates:
+                            gone += expire_templates(dom, now, timeout)
+            if gone:
+                self.counters.inc("templates-expired", gone)
+
+    def close_session(self, session: str) -> None:
+        """A TCP connection ended: forget its templates; data still held for one is ``no-template``."""
+        exp = self.exporters.pop(session, None)
+        if exp is None:
+            return
+        held = exp.counters["pending"]
+        if held:
+            self.counters.drop("decode", "no-template", held)
+        self.counters.inc("sessions-closed")
 
     def clear(self) -> None:
         """Forget counters (templates and state are kept: they are needed to decode)."""

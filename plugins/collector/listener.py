@@ -8,12 +8,24 @@ a large receive buffer (``SO_RCVBUFFORCE`` with CAP_NET_ADMIN, else
 :data:`BATCH` datagrams with non-blocking ``recvfrom`` and hands them to the
 collector at once.  Kernel drops are the socket's ``drops`` column of
 ``/proc/net/udp`` / ``udp6`` (read on ``show``).
+
+``SO_RXQ_OVFL`` is set too: the kernel stamps each queued datagram with the
+socket's drop count, delivered as ancillary data by ``recvmsg``.  Measured on
+loopback (1400-byte datagrams, CPython 3, one core): ``recvfrom`` 0.79 us per
+datagram, ``recvmsg`` 0.99 us, 1.15 us once drops are non-zero (a cmsg on
+every datagram) -- +25..45 % on the receive loop, +5..7 % on receive plus
+decode (IPFIX decode is ~3.9 us per datagram), and the cost would grow exactly
+when the socket is overflowing.  So only the *first* read of each wakeup uses
+``recvmsg`` (the rest ``recvfrom``): the live count (``rxq_drops``, shown as
+``rxq_ovfl``) costs nothing measurable and lags by at most the datagrams
+queued before it; ``/proc`` stays the exact figure, read only on ``show``.
 """
 
 from __future__ import annotations
 
 import os
 import socket
+import sys
 
 import trio
 
@@ -21,6 +33,8 @@ from .config import Listen
 
 BATCH = 256
 MAX_DATAGRAM = 65535
+SO_RXQ_OVFL = getattr(socket, "SO_RXQ_OVFL", 40)  # Linux
+ANCILLARY = socket.CMSG_SPACE(4)
 
 
 class UdpListener:
@@ -35,6 +49,9 @@ class UdpListener:
         self.datagrams = 0
         self.wakeups = 0
         self.drops_at_clear = 0
+        self.rxq = False  # SO_RXQ_OVFL set
+        self.rxq_drops = 0  # the kernel's drop count from the last datagram read with recvmsg
+        self.rxq_at_clear = 0
 
     @property
     def port(self) -> int:
@@ -54,6 +71,11 @@ class UdpListener:
             except OSError:
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.rcvbuf_wanted)
             self.rcvbuf = s.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+            try:
+                s.setsockopt(socket.SOL_SOCKET, SO_RXQ_OVFL, 1)
+                self.rxq = True
+            except OSError:
+                self.rxq = False
             s.bind((self.listen.address, self.listen.port))
             s.setblocking(False)
         except BaseException:
@@ -73,7 +95,16 @@ class UdpListener:
                 await trio.lowlevel.wait_readable(s)
                 batch = []
                 append = batch.append
-                for _ in range(BATCH):
+                if self.rxq:  # the first read of a wakeup carries the kernel's drop count
+                    try:
+                        data, anc, _flags, addr = s.recvmsg(MAX_DATAGRAM, ANCILLARY)
+                    except OSError:  # EAGAIN, or e.g. ECONNREFUSED queued: nothing read
+                        data = None
+                    if data is not None:
+                        if anc:
+                            self._rxq(anc)
+                        append((data, addr[0]))
+                for _ in range(BATCH - len(batch)):
                     try:
                         data, addr = recv(MAX_DATAGRAM)
                     except (BlockingIOError, InterruptedError):
@@ -109,6 +140,15 @@ class UdpListener:
             self.datagrams += len(batch)
             self.handler(batch)
         return len(batch)
+
+    def _rxq(self, anc) -> None:
+        for level, kind, value in anc:
+            if level == socket.SOL_SOCKET and kind == SO_RXQ_OVFL and len(value) >= 4:
+                self.rxq_drops = int.from_bytes(value[:4], sys.byteorder)
+
+    def rxq_ovfl(self) -> int | None:
+        """Kernel drops as last stamped on a datagram (SO_RXQ_OVFL), since clear; None if unsupported."""
+        return self.rxq_drops - self.rxq_at_clear if self.rxq else None
 
     def kernel_drops(self) -> int | None:
         """The socket's drop counter from /proc/net/udp{,6} (None if not found)."""

@@ -11,6 +11,12 @@ aside, then the same conversion runs.
 columns (addresses IPv4-mapped, times to absolute ns, ICMP type/code, MPLS
 labels) and keeps everything else -- unknown and enterprise elements
 included -- in ``extra`` columns by name.
+
+Expiry: ``Template.seen_ns`` is the time of the last definition or refresh;
+:func:`expire_templates` drops the templates of UDP exporters not refreshed
+for ``template-timeout`` seconds (RFC 7011 section 8.4; RFC 3954 likewise
+for v9).  Templates learnt over a TCP connection live as long as the
+connection (RFC 7011 section 8.1) and never expire by age.
 """
 
 from __future__ import annotations
@@ -82,7 +88,7 @@ class Template:
     """A (options) template of one domain: fields, dtype, conversion plan."""
 
     __slots__ = ("template_id", "fields", "options", "scope_count", "version", "varlen", "record_length",
-                 "min_record_length", "dtype", "fixed_index", "plan", "signature", "_extras")
+                 "min_record_length", "dtype", "fixed_index", "plan", "signature", "_extras", "seen_ns")
 
     def __init__(self, template_id: int, fields: list[tuple[int, int, int]], *, version: int,
                  options: bool = False, scope_count: int = 0) -> None:
@@ -92,6 +98,7 @@ class Template:
         self.scope_count = scope_count
         self.version = version
         self.signature = (options, scope_count, self.fields)
+        self.seen_ns = 0  # last definition or refresh (UDP template expiry, RFC 7011 section 8.4)
         self.varlen = any(length == VARLEN for _, length, _ in self.fields)
         self.min_record_length = sum(1 if length == VARLEN else length for _, length, _ in self.fields)
         names, formats, offsets = [], [], []
@@ -310,3 +317,12 @@ def split_varlen(t: Template, body: memoryview, limit: int = 1 << 20) -> tuple[b
             var[i].append(v)
         n += 1
     return bytes(fixed), n, var, True
+
+
+def expire_templates(dom, now_ns: int, timeout_ns: int) -> int:
+    """Drop the templates of *dom* not refreshed for *timeout_ns*; returns how many (budget given back)."""
+    doomed = [tid for tid, t in dom.templates.items() if now_ns - t.seen_ns >= timeout_ns]
+    for tid in doomed:
+        del dom.templates[tid]
+    dom.exporter.template_count -= len(doomed)
+    return len(doomed)
