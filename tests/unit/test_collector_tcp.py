@@ -421,3 +421,35 @@ async def test_rxq_ovfl_counts_kernel_drops():
             await _wait(lambda: len(seen) == 3001 - drops)
         assert lst.rxq_ovfl() == drops == lst.kernel_drops()
         nursery.cancel_scope.cancel()
+
+
+# ---------------------------------------------------------------------------
+# flowplane collect --listen tcp:
+
+
+def test_flowplane_collect_over_tcp(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    out = tmp_path / "flows.jsonl"
+    proc = subprocess.Popen([sys.executable, "-m", "flowplane", "collect", "--listen", "tcp:127.0.0.1:0",
+                             "--output", f"jsonl:{out}", "--count", "7", "--duration", "20"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        port = None
+        for line in proc.stderr:
+            if line.startswith("listening on tcp:127.0.0.1:"):
+                port = int(line.rsplit(":", 1)[1])
+                break
+        assert port, "collector did not report its TCP listener"
+        with socket.create_connection(("127.0.0.1", port)) as s:
+            s.sendall(ipfix_msg([TMPL, data_set(3)]) + ipfix_msg([data_set(4)], seq=3))
+            stdout, _ = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, stdout
+    assert "7 flow records" in stdout
+    assert len([json.loads(x) for x in out.read_text().splitlines()]) == 7
