@@ -36,8 +36,13 @@ def add_parser(subparsers) -> Any:
     p = subparsers.add_parser("collect", help="receive NetFlow v5/v9 and IPFIX in the foreground (like nfcapd)")
     p.add_argument("--listen", action="append", required=True, metavar="udp|tcp:HOST:PORT",
                    help="listen here (repeat for several; IPv6 as udp:[::1]:PORT; tcp: IPFIX over TCP)")
-    p.add_argument("--output", action="append", default=[], metavar="jsonl:PATH",
-                   help="write every decoded flow as one JSON object per line")
+    p.add_argument("--output", action="append", default=[], metavar="KIND:WHERE",
+                   help="jsonl:PATH (one JSON object per flow and line), msgpack:PATH (one map per flow), "
+                        "ipfix:HOST:PORT / v9:HOST:PORT (re-export over UDP, the exporter address kept), "
+                        "ipfix+tcp:HOST:PORT; repeat for several (replication)")
+    p.add_argument("--rotate-seconds", type=float, default=None,
+                   help="rotate the jsonl/msgpack files every S seconds (PATH.current -> PATH.YYYYmmddHHMMSS)")
+    p.add_argument("--rotate-bytes", type=int, default=None, help="rotate the files before they exceed N bytes")
     p.add_argument("--duration", type=float, default=None, help="stop after S seconds")
     p.add_argument("--count", type=int, default=None, help="stop after N flow records")
     p.add_argument("--max-templates", type=int, default=1024, help="templates kept per exporter (default 1024)")
@@ -65,11 +70,33 @@ def parse_listen(text: str) -> dict:
     return {"address": host, "port": port, "protocol": proto}
 
 
-def parse_output(text: str) -> tuple[str, str]:
-    kind, sep, path = text.partition(":")
-    if kind != "jsonl" or not sep or not path:
-        raise ValueError(f"{text!r}: expected jsonl:PATH")
-    return kind, path
+FILE_OUTPUTS = ("jsonl", "msgpack")
+FORWARD_OUTPUTS = {"ipfix": (10, "udp"), "ipfix+udp": (10, "udp"), "ipfix+tcp": (10, "tcp"), "v9": (9, "udp"),
+                   "v9+udp": (9, "udp")}
+
+
+def parse_output(text: str) -> tuple[str, Any]:
+    """``jsonl:PATH`` / ``msgpack:PATH`` -> (kind, path); ``ipfix[+tcp]:HOST:PORT`` / ``v9:HOST:PORT`` ->
+    ("forward", a ``forward`` entry)."""
+    kind, sep, rest = text.partition(":")
+    if kind in FILE_OUTPUTS and sep and rest:
+        return kind, rest
+    if kind in FORWARD_OUTPUTS and sep and rest:
+        version, transport = FORWARD_OUTPUTS[kind]
+        if rest.startswith("["):
+            host, _, port_s = rest[1:].partition("]:")
+        else:
+            host, _, port_s = rest.rpartition(":")
+        try:
+            host = str(ipaddress.ip_address(host))
+            port = int(port_s)
+        except ValueError:
+            raise ValueError(f"{text!r}: expected {kind}:HOST:PORT (an IP address; IPv6 as [::1]:PORT)") from None
+        if not 0 < port < 65536:
+            raise ValueError(f"{text!r}: port {port} out of range")
+        return "forward", {"address": host, "port": port, "version": version, "transport": transport}
+    raise ValueError(f"{text!r}: expected jsonl:PATH, msgpack:PATH, ipfix:HOST:PORT, ipfix+tcp:HOST:PORT "
+                     f"or v9:HOST:PORT")
 
 
 def build_config(args: Any, control_socket: str) -> dict:
@@ -78,9 +105,19 @@ def build_config(args: Any, control_socket: str) -> dict:
                                "pending-timeout": args.pending_timeout}
     if getattr(args, "template_timeout", 1800.0) != 1800.0:
         section["template-timeout"] = args.template_timeout
+    output: dict[str, Any] = {}
     for out in args.output:
-        kind, path = parse_output(out)
-        section["output"] = {kind: os.path.abspath(path)}
+        kind, where = parse_output(out)
+        if kind == "forward":
+            output.setdefault("forward", []).append(where)
+        else:
+            output[kind] = os.path.abspath(where)
+    rotate = {k: v for k, v in (("seconds", getattr(args, "rotate_seconds", None)),
+                                ("bytes", getattr(args, "rotate_bytes", None))) if v is not None}
+    if rotate:
+        output["rotate"] = rotate
+    if output:
+        section["output"] = output
     return {"system": {"control-socket": control_socket, "log": {"level": "warning"}},
             "services": {"flow-collector": section}}
 
@@ -144,8 +181,15 @@ def summary_lines(app, elapsed: float) -> list[str]:
     drops = sum(lst.kernel_drops() or 0 for lst in c.listeners)
     if drops:
         lines.append(f"kernel drops: {drops}")
-    if c.jsonl is not None:
-        lines.append(f"wrote {c.jsonl.lines} flows to {c.jsonl.path}")
+    outputs = getattr(c, "outputs", None)
+    for w in (outputs.files if outputs is not None else [c.jsonl] if c.jsonl is not None else []):
+        extra = f" in {w.rotations} rotated files" if getattr(w, "rotate", None) else ""
+        lines.append(f"wrote {w.lines} flows to {w.path}{extra}"
+                     + (f" ({w.errors} write errors, {w.dropped} flows dropped)" if w.errors else ""))
+    for fw in (outputs.forwarders if outputs is not None else []):
+        st = fw.stats()
+        lines.append(f"forwarded {st['records']} flows to {st['server']} ({st['sent']} messages sent"
+                     + (f", {st['dropped']} dropped)" if st["dropped"] else ")"))
     return lines
 
 
