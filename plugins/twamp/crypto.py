@@ -82,7 +82,7 @@ class ControlCrypto:
     def __init__(self, mode: int, aes_key: bytes = b"", hmac_key: bytes = b"", *, send_iv: bytes = ZERO16,
                  recv_iv: bytes = ZERO16) -> None:
         self.mode = mode
-        self.secure = mode in (MODE_AUTHENTICATED, MODE_ENCRYPTED)
+        self.secure = mode in (MODE_AUTHENTICATED, MODE_ENCRYPTED) and bool(aes_key)
         self.aes_key, self.hmac_key = aes_key, hmac_key
         if self.secure:
             self.tx = Direction(aes_key, hmac_key, send_iv)
