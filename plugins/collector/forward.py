@@ -30,8 +30,10 @@ Each entry is one :class:`Forwarder`: flowplane's own encoder (``v9`` or
 * **Transports** are the collector's background tasks (started before the
   listeners); TCP sends the templates first on every (re)connect.
 * **Times**: IPFIX carries absolute milliseconds.  For v9 the uptime origin
-  is an hour before the first flow seen (lowered if older flows come, reset
-  if it would pass 40 days) so FIRST/LAST_SWITCHED are exact milliseconds.
+  is an hour before the oldest flow of the batch, kept while every flow is
+  after it and the export time less than 40 days after it (32-bit
+  milliseconds), so FIRST/LAST_SWITCHED are exact milliseconds; flows more
+  than 40 days old go out with their newest flow as the header's export time.
 * **Sampling**: the records' per-record sampling interval is not carried
   (one options record per domain says 1).  ``scale-counts: true`` multiplies
   packets and bytes by it before export, so totals stay right.
@@ -179,17 +181,22 @@ class Forwarder:
 
     # -- data path ---------------------------------------------------------------------
 
-    def _boot(self, data: np.ndarray, now: int) -> int:
-        """v9's uptime origin: before every flow of the batch, not older than 40 days (see docstring)."""
+    def _v9_times(self, data: np.ndarray, now: int) -> tuple[int, int]:
+        """(export time, uptime origin) for a v9 batch: every flow after the origin, the export time less
+        than 40 days after it (32-bit milliseconds); flows older than that go out with the export time of
+        their newest flow (a replay of old data), not clipped."""
         first = data["first_ns"]
-        first = first[(first > 0) & (first > now - V9_BOOT_MAX_AGE_NS)]
-        oldest = int(first.min()) if len(first) else now
-        if self.boot_ns is None or now - self.boot_ns > V9_BOOT_MAX_AGE_NS:
-            self.boot_ns = min(oldest, now) - V9_BOOT_MARGIN_NS
-        elif oldest < self.boot_ns:
-            self.boot_ns = oldest - V9_BOOT_MARGIN_NS
-        self.boot_ns = max(0, self.boot_ns // 1_000_000 * 1_000_000)
-        return self.boot_ns
+        first = first[first > 0]
+        if not len(first):
+            if self.boot_ns is None:
+                self.boot_ns = (now - V9_BOOT_MARGIN_NS) // 1_000_000 * 1_000_000
+            return now, self.boot_ns
+        oldest = int(first.min())
+        newest = max(int(data["last_ns"].max()), oldest)
+        export = now if now - oldest < V9_BOOT_MAX_AGE_NS and newest - now < V9_BOOT_MAX_AGE_NS else newest
+        if self.boot_ns is None or not (export - V9_BOOT_MAX_AGE_NS < self.boot_ns <= oldest):
+            self.boot_ns = max(0, (oldest - V9_BOOT_MARGIN_NS) // 1_000_000 * 1_000_000)
+        return export, self.boot_ns
 
     def send(self, flows: list[CollectedFlows], now_ns: int | None = None) -> None:
         """Encode *flows* (one message stream per original exporter) and hand them to the transport."""
@@ -207,9 +214,10 @@ class Forwarder:
                     data = data.copy()
                     data["packets"] *= np.maximum(si, 1)
                     data["bytes"] *= np.maximum(si, 1)
-            recs = ReexportRecords(data, boot_ns=self._boot(data, now), scaled=True, exporter=exporter)
+            export_ns, boot_ns = self._v9_times(data, now) if self.target.version == 9 else (now, 0)
+            recs = ReexportRecords(data, boot_ns=boot_ns, scaled=True, exporter=exporter)
             try:
-                payloads = self.encoder.encode(recs, now)
+                payloads = self.encoder.encode(recs, export_ns)
             except Exception as exc:  # an encoder bug must not stop the listener
                 self.encode_errors += 1
                 self.counters.drop("forward", f"encode-error {self.label}", len(data))
