@@ -16,7 +16,7 @@ from flowplane.plugins.collector.collector import Collector
 from flowplane.plugins.collector.config import CollectorConfig, Listen, parse
 from flowplane.plugins.collector.decoder import Decoder
 from flowplane.plugins.collector.listener import UdpListener
-from flowplane.plugins.collector.listener_tcp import TcpListener, frame
+from flowplane.plugins.collector.listener_tcp import frame
 from flowplane.plugins.encoders import ipfix
 from flowplane.plugins.transports.tcp import TcpTransport
 from flowplane.service import Service
