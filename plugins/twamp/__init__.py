@@ -1,4 +1,39 @@
 """TWAMP (RFC 5357; control and security from OWAMP, RFC 4656): ``services rpm twamp``.
 
-Hook implementations only; wire formats in :mod:`.wire`, security in :mod:`.crypto`.
+Hook implementations only.  Wire formats live in :mod:`.wire`, security in :mod:`.crypto`,
+the server and Session-Reflector in :mod:`.server` (the stateful :class:`.server.TwampServer`,
+registered by ``flowplane_configure`` while ``services rpm twamp server`` is configured), the
+client in :mod:`.client`; ``flowplane twamp client|server`` is ``flowplane.twamp_cli``.
 """
+
+from __future__ import annotations
+
+from flowplane import hookimpl
+
+from . import commands
+from .config import parse
+from .server import PLUGIN_OBJECT, TwampServer
+
+
+@hookimpl
+def flowplane_register_config_sections(register):
+    register("services rpm", "real-time performance monitoring: twamp server (RFC 5357)")
+
+
+@hookimpl
+def flowplane_config_validate(config, limits):
+    _, issues = parse(config.data)
+    return issues
+
+
+@hookimpl
+def flowplane_configure(app):
+    cfg, issues = parse(app.config.data)
+    if issues or cfg is None or cfg.server is None:
+        return
+    app.pm.register(TwampServer(cfg.server), name=PLUGIN_OBJECT)
+
+
+@hookimpl
+def flowplane_register_commands(register):
+    commands.register(register)

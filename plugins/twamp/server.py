@@ -302,7 +302,7 @@ class TwampServer:
             return
         crypto = ControlCrypto(su.mode)
         if su.mode in (MODE_AUTHENTICATED, MODE_ENCRYPTED):
-            secret = cfg.secrets.get(su.key_id)
+            secret = cfg.secrets.get(su.key_id, cfg.secrets.get("*"))  # '*': any KeyID (one-shot server)
             ok = False
             if secret is not None:
                 got_challenge, aes_key, hmac_key = open_token(derive_key(secret, salt, KDF_COUNT), su.token)

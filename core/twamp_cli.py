@@ -1,0 +1,171 @@
+"""``flowplane twamp client|server``: one-shot TWAMP tools beside the service (like twping and twampd).
+
+::
+
+    flowplane twamp server --listen 127.0.0.1:8620 --mode open,auth,encrypted --secret-file F
+    flowplane twamp client 127.0.0.1:8620 --count 10 --interval 100 --mode encrypted --secret-file F [--json]
+
+The secret file holds one secret (any KeyID) or lines ``KEYID SECRET``; the client sends ``--key-id``
+(default ``twamp``) and the secret of the first line that names it, or the only secret.
+The protocol is the ``flowplane.plugins.twamp`` plugin (entry point ``twamp``).
+
+Wiring (core/cli.py)::
+
+    from .twamp_cli import add_parser as add_twamp_parser, run as run_twamp
+    add_twamp_parser(sub)                         # next to the other sub.add_parser calls
+    ... {"twamp": run_twamp, ...}[args.command]
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+MODES = {"open": 1, "none": 1, "unauthenticated": 1, "auth": 2, "authenticated": 2, "encrypted": 4, "enc": 4}
+
+
+def add_parser(subparsers) -> Any:
+    p = subparsers.add_parser("twamp", help="one-shot TWAMP client or server (RFC 5357), like twping / twampd")
+    sub = p.add_subparsers(dest="twamp_command", metavar="client|server")
+    c = sub.add_parser("client", help="run one test against a TWAMP server and print RTT, jitter and loss")
+    c.add_argument("server", metavar="HOST[:PORT]", help="TWAMP server (port 862 by default; IPv6 as [addr]:port)")
+    c.add_argument("--count", type=int, default=10, help="test packets (default 10)")
+    c.add_argument("--interval", type=float, default=100.0, help="milliseconds between packets (default 100)")
+    c.add_argument("--mode", choices=("open", "auth", "encrypted"), default="open")
+    c.add_argument("--secret-file", help="shared secret (auth and encrypted modes)")
+    c.add_argument("--key-id", default="twamp", help="KeyID sent in Set-Up-Response (default twamp)")
+    c.add_argument("--padding", type=int, default=None,
+                   help="padding octets (default: symmetric sizes, 27 open / 64 auth)")
+    c.add_argument("--dscp", type=int, default=0, help="DSCP of the test packets (0..63)")
+    c.add_argument("--wait", type=float, default=1.0, help="seconds to wait for the last replies (default 1)")
+    c.add_argument("--json", action="store_true", help="print the statistics as JSON")
+    s = sub.add_parser("server", help="run a TWAMP server (control + reflector) in the foreground")
+    s.add_argument("--listen", default="0.0.0.0:862", metavar="HOST:PORT", help="default 0.0.0.0:862")
+    s.add_argument("--mode", default="open", help="comma-separated: open, auth, encrypted (default open)")
+    s.add_argument("--secret-file", help="one secret, or lines 'KEYID SECRET'")
+    s.add_argument("--duration", type=float, default=None, help="stop after S seconds")
+    s.add_argument("--json", action="store_true", help="print the final status as JSON")
+    return p
+
+
+def parse_hostport(text: str, default_port: int = 862) -> tuple[str, int]:
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        return host, int(rest[1:]) if rest.startswith(":") else default_port
+    if text.count(":") == 1:
+        host, _, port = text.partition(":")
+        return host, int(port)
+    return text, default_port
+
+
+def read_secrets(path: str) -> dict[str, bytes]:
+    with open(path, "rb") as fh:
+        lines = [ln.strip() for ln in fh.read().splitlines() if ln.strip() and not ln.startswith(b"#")]
+    if len(lines) == 1 and len(lines[0].split()) == 1:
+        return {"*": lines[0]}
+    out = {}
+    for ln in lines:
+        kid, _, secret = ln.partition(b" ")
+        out[kid.decode()] = secret.strip()
+    return out
+
+
+def format_result(d: dict) -> str:
+    def row(label: str, s: dict) -> str:
+        if not s["samples"]:
+            return f"  {label:<26} no samples"
+        return (f"  {label:<26} min {s['min']:.1f}  avg {s['avg']:.1f}  max {s['max']:.1f}  "
+                f"stddev {s['stddev']:.1f} us")
+
+    lines = [f"TWAMP test to {d['server']}:{d['port']} ({d['mode']}), reflector port {d['test_port']}",
+             f"  Probes sent: {d['sent']}, received: {d['received']}, loss: {d['loss_percent']} %"
+             + (f" (forward {d.get('forward_lost', 0)}, backward {d.get('backward_lost', 0)})" if d['received'] else ""),
+             row("Round trip time:", d["rtt_us"]),
+             row("Reflector processing:", d["reflector_processing_us"]),
+             row("Egress (one-way" + (")" if d["clock_synchronised"] else ", unsync):"), d["forward_us"]),
+             row("Ingress (one-way" + (")" if d["clock_synchronised"] else ", unsync):"), d["backward_us"]),
+             f"  Jitter (RFC 3550):         {d['jitter_us']:.1f} us; IPDV max +{d['ipdv_us']['positive_max']:.1f} / "
+             f"{d['ipdv_us']['negative_min']:.1f} us",
+             f"  Duplicates: {d['duplicates']}, reordered: {d['reordered']}"]
+    return "\n".join(lines) + "\n"
+
+
+def run(args) -> int:
+    import trio
+
+    if getattr(args, "twamp_command", None) == "client":
+        return _client(args, trio)
+    if getattr(args, "twamp_command", None) == "server":
+        return _server(args, trio)
+    print("usage: flowplane twamp client|server ...", file=sys.stderr)
+    return 2
+
+
+def _client(args, trio) -> int:
+    from flowplane.plugins.twamp.client import TwampError, run_test
+
+    host, port = parse_hostport(args.server)
+    mode = MODES[args.mode]
+    secret = None
+    if mode != 1:
+        if not args.secret_file:
+            print("flowplane twamp client: --mode auth/encrypted needs --secret-file", file=sys.stderr)
+            return 2
+        secrets = read_secrets(args.secret_file)
+        secret = secrets.get(args.key_id) or secrets.get("*") or next(iter(secrets.values()))
+    try:
+        result = trio.run(lambda: run_test(host, port, mode=mode, key_id=args.key_id, secret=secret,
+                                           count=args.count, interval_ms=args.interval, padding=args.padding,
+                                           dscp=args.dscp, wait=args.wait))
+    except (TwampError, OSError, trio.TooSlowError, EOFError, ValueError) as exc:
+        print(f"flowplane twamp client: {exc or type(exc).__name__}", file=sys.stderr)
+        return 1
+    stats = result.stats()
+    print(json.dumps(stats, indent=2) if args.json else format_result(stats), end="" if not args.json else "\n")
+    return 0 if stats["received"] else 1
+
+
+def _server(args, trio) -> int:
+    from flowplane.plugins.twamp.commands import format_server
+    from flowplane.plugins.twamp.config import ServerConfig
+    from flowplane.plugins.twamp.server import TwampServer
+
+    host, port = parse_hostport(args.listen)
+    modes = 0
+    for m in args.mode.split(","):
+        if m.strip() not in MODES:
+            print(f"flowplane twamp server: unknown mode {m!r}; expected open, auth, encrypted", file=sys.stderr)
+            return 2
+        modes |= MODES[m.strip()]
+    secrets = read_secrets(args.secret_file) if args.secret_file else {}
+    if modes & 6 and not secrets:
+        print("flowplane twamp server: auth/encrypted modes need --secret-file", file=sys.stderr)
+        return 2
+    server = TwampServer(ServerConfig(port=port, address=host, modes=modes, secrets=secrets))
+
+    async def main() -> None:
+        import signal
+
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async with trio.open_nursery() as nursery:
+                bound = await nursery.start(server.run)
+                print(f"TWAMP server listening on {bound[0]}:{bound[1]}", flush=True)
+
+                async def stop_on_signal() -> None:
+                    async for _ in signals:
+                        nursery.cancel_scope.cancel()
+
+                nursery.start_soon(stop_on_signal)
+                if args.duration:
+                    await trio.sleep(args.duration)
+                    nursery.cancel_scope.cancel()
+
+    try:
+        trio.run(main)
+    except OSError as exc:
+        print(f"flowplane twamp server: {exc}", file=sys.stderr)
+        return 1
+    status = server.status()
+    print(json.dumps(status, indent=2) if args.json else format_server(status), end="" if not args.json else "\n")
+    return 0
