@@ -56,7 +56,8 @@ def show(app, args):
             "datagrams_per_second": round(cnt.get("datagrams", 0) / elapsed, 1),
             "records_per_second": round(cnt.get("records", 0) / elapsed, 1),
             "seconds": round(elapsed, 1), "exporters": exporters, "decode_errors": errors, "drops": drops,
-            "jsonl": ({"path": c.jsonl.path, "lines": c.jsonl.lines, "errors": c.jsonl.errors} if c.jsonl else None)}
+            "jsonl": ({"path": c.jsonl.path, "lines": c.jsonl.lines, "errors": c.jsonl.errors} if c.jsonl else None),
+            "outputs": c.outputs.stats() if getattr(c, "outputs", None) is not None else None}
 
 
 def format_show(d) -> str:
@@ -79,7 +80,16 @@ def format_show(d) -> str:
                  f"{d['records_per_second']} records/s")
     lines.append(f"  Templates learnt: {d['templates']}, Options templates: {d['options_templates']}")
     lines.append(f"  Data sets held for a template: {d['pending_sets']}, resolved: {d['pending_resolved']}")
-    if d.get("jsonl"):
+    outs = d.get("outputs") or {}
+    for f in outs.get("files", []):
+        lines.append(f"  {'JSON lines' if f['format'] == 'jsonl' else 'msgpack'} output: {f['path']}, "
+                     f"records: {f['records']}, rotations: {f['rotations']}, errors: {f['errors']}, "
+                     f"dropped: {f['dropped']}")
+    for f in outs.get("forward", []):
+        conn = "" if f["connected"] is None else (", connected" if f["connected"] else ", not connected")
+        lines.append(f"  Forwarding to {f['server']}{conn}: records: {f['records']}, messages sent: {f['sent']}, "
+                     f"dropped: {f['dropped']}, encode errors: {f['encode_errors']}")
+    if d.get("jsonl") and not outs:
         j = d["jsonl"]
         lines.append(f"  JSON lines output: {j['path']}, lines: {j['lines']}, errors: {j['errors']}")
     lines.append("  Decode errors:" + ("" if d["decode_errors"] else " none"))

@@ -320,3 +320,21 @@ async def test_nfcapd_accepts_the_reexported_stream(tmp_path, version):
     cols = [line.split() for line in r.stdout.splitlines() if line.strip()]
     assert sum(int(b) for b, _ in cols) == int(v4.data["bytes"].sum() + v6.data["bytes"].sum())
     assert sum(int(p) for _, p in cols) == int(v4.data["packets"].sum() + v6.data["packets"].sum())
+
+
+def test_show_lists_files_and_forwarders(make_app, tmp_path):
+    app = make_app({"services": {"flow-collector": {
+        "listen": [{"address": "127.0.0.1", "port": 0}],
+        "output": {"msgpack": str(tmp_path / "f.mp"), "rotate": {"seconds": 60},
+                   "forward": [{"address": "127.0.0.1", "port": 9, "version": 9}]}}}},
+        plugins=[(collector_plugin, "collector")])
+    c = app.pm.get_plugin("flow-collector")
+    c.handle([(d, "192.0.2.1") for d in ipfix.factory(EncoderOptions()).encode(sample_records(10), NOW)], now_ns=NOW)
+    cmd, rest = app.registries.commands.resolve(["show", "services", "flow-collector"])
+    data = cmd.fn(app, rest)
+    assert data["outputs"]["files"][0]["records"] == 10
+    fwd = data["outputs"]["forward"][0]
+    assert fwd["server"] == "v9+udp:127.0.0.1:9" and fwd["records"] == 10
+    text = cmd.formatter(data)
+    assert "msgpack output:" in text and "Forwarding to v9+udp:127.0.0.1:9" in text
+    c.outputs.close_files()
