@@ -12,7 +12,6 @@ import sys
 import time
 
 import msgpack
-import numpy as np
 import pytest
 import structlog
 import trio
@@ -21,7 +20,7 @@ import flowplane.plugins.collector as collector_plugin
 from flowplane.export import EncoderOptions
 from flowplane.plugins.collector.collector import Collector
 from flowplane.plugins.collector.config import CollectorConfig, Listen, parse
-from flowplane.plugins.collector.output import FileWriter, OutputConfig, Rotate
+from flowplane.plugins.collector.output import FileWriter, Rotate
 from flowplane.plugins.encoders import ipfix
 from flowplane.service import Service
 
