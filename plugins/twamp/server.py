@@ -253,7 +253,7 @@ class TwampServer:
             async with stream:
                 await self.handle_connection(MessageStream(stream), conn, _host(local[0]))
         except (EOFError, trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError) as exc:
-            self.count("closed-" + type(exc).__name__.lower())
+            self.count("closed" if isinstance(exc, EOFError) else "closed-" + type(exc).__name__.lower())
         except ProtocolError as exc:
             self.count("protocol-errors")
             log.info("twamp_protocol_error", client=conn.client, error=str(exc))

@@ -236,3 +236,25 @@ def test_auth_handshake_by_hand_matches_server_crypto():
     dk = derive_key(SECRET, salt, 1024)
     tok = make_token(dk, challenge, bytes(16), bytes(32))
     assert len(tok) == 64 and struct.unpack(">I", wire.SetUpResponse(2, "alice", tok).pack()[:4]) == (2,)
+
+
+def _has_ipv6():
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _has_ipv6(), reason="no IPv6 loopback")
+@pytest.mark.parametrize("mode", [wire.MODE_UNAUTHENTICATED, wire.MODE_ENCRYPTED])
+async def test_ipv6_loopback(make_app, mode):
+    async def body(r):
+        res = await run_test("::1", r.port, mode=mode, key_id="alice", secret=SECRET, count=5, interval_ms=1)
+        assert res.stats()["received"] == 5
+        assert all(s.sender_ttl == 255 for s in res.samples)  # hop limit copied
+
+    cfg = _config()
+    cfg["services"]["rpm"]["twamp"]["server"]["listen-address"] = "::1"
+    await _serve(make_app, cfg, body)
