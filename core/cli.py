@@ -68,8 +68,10 @@ def _parser() -> argparse.ArgumentParser:
     tp.add_argument("-c", "--config", help="read the control socket path from this config file")
 
     from .collect import add_parser as add_collect_parser
+    from .twamp_cli import add_parser as add_twamp_parser
 
     add_collect_parser(sub)
+    add_twamp_parser(sub)
 
     pl = sub.add_parser("plugins", help="list plugins, versions, hooks and what each registered")
     pl.add_argument("--json", action="store_true")
@@ -89,7 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     handler = {"run": cmd_run, "check-config": cmd_check_config, "show": cmd_control, "clear": cmd_control,
                "request": cmd_control, "plugins": cmd_plugins, "replay": cmd_replay, "top": cmd_top,
-               "collect": cmd_collect}[args.command]
+               "collect": cmd_collect, "twamp": cmd_twamp}[args.command]
     try:
         return handler(args)
     except KeyboardInterrupt:
@@ -234,6 +236,12 @@ def cmd_collect(args) -> int:
     from .collect import run_collect
 
     return run_collect(args)
+
+
+def cmd_twamp(args) -> int:
+    from .twamp_cli import run
+
+    return run(args)
 
 
 def cmd_top(args) -> int:

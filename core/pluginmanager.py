@@ -35,6 +35,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "udp",
     "tcp",
     "collector",
+    "twamp",
 )
 
 

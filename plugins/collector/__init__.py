@@ -33,7 +33,8 @@ def flowplane_configure(app):
     previous = None
     if app.previous_graph is not None:
         previous = next((o for o in app.previous_graph.configured if isinstance(o, Collector)), None)
-    app.pm.register(Collector(cfg, previous), name=PLUGIN_OBJECT)
+    drivers = (app.registries.encoders, app.registries.transports)  # re-export through registered drivers
+    app.pm.register(Collector(cfg, previous, drivers=drivers), name=PLUGIN_OBJECT)
 
 
 @hookimpl

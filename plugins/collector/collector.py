@@ -38,7 +38,7 @@ SHUTDOWN_READ_S = 2.0  # at most this long reading what is still queued on the s
 
 
 class Collector:
-    def __init__(self, cfg: CollectorConfig, previous: "Collector | None" = None) -> None:
+    def __init__(self, cfg: CollectorConfig, previous: "Collector | None" = None, *, drivers=None) -> None:
         self.cfg = cfg
         if previous is not None:
             self.counters = previous.counters
@@ -56,7 +56,7 @@ class Collector:
         ocfg = cfg.output
         if cfg.jsonl and not ocfg.jsonl:  # CollectorConfig(jsonl=...) as the first slice built it
             ocfg = dataclasses.replace(ocfg, jsonl=cfg.jsonl)
-        self.outputs = Outputs(ocfg, self.counters)  # files (rotated) and forwarders
+        self.outputs = Outputs(ocfg, self.counters, drivers=drivers)  # files (rotated) and forwarders
         self.jsonl = self.outputs.jsonl
         self.listeners = [TcpListener(lst, self.handle_session, self.counters, max_connections=cfg.max_connections,
                                       on_close=self.close_session, rcvbuf=cfg.receive_buffer)

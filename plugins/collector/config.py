@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from flowplane.config import check_int, check_keys, check_mapping, check_number, check_str
 from flowplane.errors import ConfigIssue
 
-from .output import OUTPUT_KEYS, OutputConfig, parse_output  # noqa: F401  (OUTPUT_KEYS: where it lives now)
+from .output import OutputConfig, parse_output  # noqa: F401
 
 SECTION = ("services", "flow-collector")
 KEYS = ("listen", "output", "max-templates-per-exporter", "pending-timeout", "receive-buffer", "flow-ring",

@@ -144,8 +144,25 @@ def parse_forward(items, path: tuple) -> tuple[list[Forward], list[ConfigIssue]]
     return out, issues
 
 
+ENCODER_FOR_VERSION = {9: "v9", 10: "ipfix"}
+
+
+def drivers_for(target: "Forward", drivers) -> dict:
+    """The registered encoder and transport for *target*, from ``(encoders, transports)`` registries
+    (the app's: whatever plugin provides ``ipfix``/``v9`` and ``udp``/``tcp``)."""
+    if drivers is None:
+        return {}
+    encoders, transports = drivers
+    enc = encoders.get(ENCODER_FOR_VERSION[target.version])
+    trans = transports.get(target.transport)
+    if enc is None or trans is None:
+        missing = ENCODER_FOR_VERSION[target.version] if enc is None else f"transport {target.transport}"
+        raise RuntimeError(f"forward {target.label}: no plugin provides {missing} (is it disabled?)")
+    return {"encoder_type": enc, "transport_type": trans}
+
+
 def _types(version: int, transport: str):
-    """The encoder and transport drivers (flowplane's own plugins)."""
+    """Fallback for a Forwarder built without an app (unit tests): flowplane's own drivers."""
     from flowplane.plugins.encoders import ipfix, netflow9
     from flowplane.plugins.transports import tcp, udp
 
@@ -162,9 +179,9 @@ class Forwarder:
         self.target = target
         self.label = target.label
         self.counters = counters if counters is not None else Counters(f"forward {self.label}")
-        enc_type, trans_type = _types(target.version, target.transport)
-        enc_type = encoder_type or enc_type
-        trans_type = transport_type or trans_type
+        if encoder_type is None or transport_type is None:
+            encoder_type, transport_type = _types(target.version, target.transport)
+        enc_type, trans_type = encoder_type, transport_type
         opts = EncoderOptions(version=target.version, observation_domain_id=target.observation_domain,
                               templates=FAMILIES, mtu=target.mtu, ipv6_transport=":" in target.address,
                               stream=target.transport == "tcp", exporter_address=True)

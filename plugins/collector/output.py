@@ -397,8 +397,9 @@ class JsonlWriter(FileWriter):
 class Outputs:
     """The files and forwarders of one collector: ``write`` (data path), ``tick``, ``tasks``, ``close``."""
 
-    def __init__(self, cfg: OutputConfig, counters: Counters, clock: Callable[[], float] = time.time) -> None:
-        from .forward import Forwarder
+    def __init__(self, cfg: OutputConfig, counters: Counters, clock: Callable[[], float] = time.time, *,
+                 drivers=None) -> None:
+        from .forward import Forwarder, drivers_for
 
         self.cfg = cfg
         self.counters = counters
@@ -410,7 +411,7 @@ class Outputs:
                 w = FileWriter(path, fmt, cfg.rotate, counters, clock)
                 setattr(self, fmt, w)
                 self.files.append(w)
-        self.forwarders = [Forwarder(f, counters) for f in cfg.forward]
+        self.forwarders = [Forwarder(f, counters, **drivers_for(f, drivers)) for f in cfg.forward]
 
     def write(self, flows: list[CollectedFlows], now_ns: int | None = None) -> None:
         if self.files:
