@@ -86,13 +86,19 @@ class ControlServer:
                 raise OSError(errno.EADDRINUSE, f"control socket {self.path} is in use by another flowplane")
             os.unlink(self.path)
         sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        # bind under a temporary name and rename once listening: a client never finds a socket
+        # file that refuses connections
+        tmp = f"{self.path}.{os.getpid()}.tmp"
+        if os.path.exists(tmp):
+            os.unlink(tmp)
         old = os.umask(0o777 & ~self.mode)
         try:
-            await sock.bind(self.path)
+            await sock.bind(tmp)
         finally:
             os.umask(old)
-        os.chmod(self.path, self.mode)
+        os.chmod(tmp, self.mode)
         sock.listen(64)
+        os.rename(tmp, self.path)
         return sock
 
     async def _serve_client(self, conn: trio.socket.SocketType) -> None:

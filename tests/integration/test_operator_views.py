@@ -45,12 +45,14 @@ forwarding-options:
         deadline = time.monotonic() + 20
         flows = []
         while time.monotonic() < deadline:
-            if sock.exists():
+            try:  # the socket file appears at bind(), a moment before listen()
                 reply = request(str(sock), ["show", "services", "accounting", "flow-detail", "limit", "5", "order", "bytes"],
                                 fmt="json")
-                if reply["ok"] and reply["data"]["instances"][0]["flows"]:
-                    flows = reply["data"]["instances"][0]["flows"]
-                    break
+            except (FileNotFoundError, ConnectionRefusedError):
+                reply = {"ok": False}
+            if reply["ok"] and reply["data"]["instances"][0]["flows"]:
+                flows = reply["data"]["instances"][0]["flows"]
+                break
             time.sleep(0.2)
         assert flows, "no active flows to show"
         r = subprocess.run([sys.executable, "-m", "flowplane", "top", "--once", "--limit", "5", "-s", str(sock)],
