@@ -39,7 +39,10 @@ def add_parser(subparsers) -> Any:
     p.add_argument("--output", action="append", default=[], metavar="KIND:WHERE",
                    help="jsonl:PATH (one JSON object per flow and line), msgpack:PATH (one map per flow), "
                         "ipfix:HOST:PORT / v9:HOST:PORT (re-export over UDP, the exporter address kept), "
-                        "ipfix+tcp:HOST:PORT; repeat for several (replication)")
+                        "ipfix+tcp:HOST:PORT; nats:nats://HOST:PORT (JetStream, stream FLOWS, subjects "
+                        "flows.EXPORTER); repeat for several (replication)")
+    p.add_argument("--spool", default=None, metavar="DIR",
+                   help="the nats output's on-disk spool while the bus is away (default /var/lib/flowplane/spool)")
     p.add_argument("--rotate-seconds", type=float, default=None,
                    help="rotate the jsonl/msgpack files every S seconds (PATH.current -> PATH.YYYYmmddHHMMSS)")
     p.add_argument("--rotate-bytes", type=int, default=None, help="rotate the files before they exceed N bytes")
@@ -81,6 +84,9 @@ def parse_output(text: str) -> tuple[str, Any]:
     kind, sep, rest = text.partition(":")
     if kind in FILE_OUTPUTS and sep and rest:
         return kind, rest
+    if kind == "nats" and sep and rest:  # nats:nats://HOST:PORT, or nats:HOST:PORT
+        url = rest if rest.startswith(("nats://", "tls://")) else "nats://" + rest
+        return "nats", {"url": url}
     if kind in FORWARD_OUTPUTS and sep and rest:
         version, transport = FORWARD_OUTPUTS[kind]
         if rest.startswith("["):
@@ -96,7 +102,7 @@ def parse_output(text: str) -> tuple[str, Any]:
             raise ValueError(f"{text!r}: port {port} out of range")
         return "forward", {"address": host, "port": port, "version": version, "transport": transport}
     raise ValueError(f"{text!r}: expected jsonl:PATH, msgpack:PATH, ipfix:HOST:PORT, ipfix+tcp:HOST:PORT "
-                     f"or v9:HOST:PORT")
+                     f"v9:HOST:PORT or nats:nats://HOST:PORT")
 
 
 def build_config(args: Any, control_socket: str) -> dict:
@@ -110,6 +116,10 @@ def build_config(args: Any, control_socket: str) -> dict:
         kind, where = parse_output(out)
         if kind == "forward":
             output.setdefault("forward", []).append(where)
+        elif kind == "nats":
+            if getattr(args, "spool", None):
+                where["spool"] = {"path": os.path.abspath(args.spool)}
+            output["nats"] = where
         else:
             output[kind] = os.path.abspath(where)
     rotate = {k: v for k, v in (("seconds", getattr(args, "rotate_seconds", None)),
@@ -190,6 +200,13 @@ def summary_lines(app, elapsed: float) -> list[str]:
         st = fw.stats()
         lines.append(f"forwarded {st['records']} flows to {st['server']} ({st['sent']} messages sent"
                      + (f", {st['dropped']} dropped)" if st["dropped"] else ")"))
+    bus = getattr(outputs, "bus", None) if outputs is not None else None
+    if bus is not None:
+        st, sp = bus.stats(), bus.stats()["spool"]
+        lines.append(f"published {st['published_flows']} flows in {st['published_batches']} batches to "
+                     f"{st['url']} stream {st['stream']} ({st['duplicates']} duplicates); spooled "
+                     f"{sp['written_flows']} flows, replayed {sp['replayed_flows']}, {sp['flows']} left in "
+                     f"{sp['path']}, {sp['dropped_flows']} dropped, {st['queue_dropped_flows']} dropped at the queue")
     return lines
 
 

@@ -89,6 +89,16 @@ def format_show(d) -> str:
         conn = "" if f["connected"] is None else (", connected" if f["connected"] else ", not connected")
         lines.append(f"  Forwarding to {f['server']}{conn}: records: {f['records']}, messages sent: {f['sent']}, "
                      f"dropped: {f['dropped']}, encode errors: {f['encode_errors']}")
+    n = outs.get("nats")
+    if n:
+        sp = n["spool"]
+        lines.append(f"  NATS JetStream {n['url']} stream {n['stream']}"
+                     f"{', connected' if n['connected'] else ', not connected'}: published flows: "
+                     f"{n['published_flows']} in {n['published_batches']} batches, duplicates: {n['duplicates']}, "
+                     f"queued batches: {n['queued']}, dropped at the queue: {n['queue_dropped_flows']}")
+        lines.append(f"    Spool {sp['path']}: {sp['flows']} flows in {sp['files']} files ({sp['bytes']} bytes), "
+                     f"spooled: {sp['written_flows']}, replayed: {sp['replayed_flows']}, "
+                     f"dropped (full): {sp['dropped_flows']}, fsyncs: {sp['fsyncs']}")
     if d.get("jsonl") and not outs:
         j = d["jsonl"]
         lines.append(f"  JSON lines output: {j['path']}, lines: {j['lines']}, errors: {j['errors']}")

@@ -9,6 +9,8 @@ Config (``services flow-collector output``)::
       forward:                                   # re-export (see forward.py)
         - {address: 192.0.2.10, port: 4739, version: 10, transport: tcp}
         - {address: 192.0.2.11, port: 2055, version: 9}
+      nats: {url: nats://127.0.0.1:4222, stream: FLOWS, subject-prefix: flows,   # JetStream bus (see bus.py)
+             spool: {path: /var/lib/flowplane/spool, max-bytes: 100000000}}
 
 Files (:class:`FileWriter`), decisions:
 
@@ -60,7 +62,7 @@ from .records import CollectedFlows
 
 log = structlog.get_logger("flowplane.collector")
 
-OUTPUT_KEYS = ("jsonl", "msgpack", "rotate", "forward")
+OUTPUT_KEYS = ("jsonl", "msgpack", "rotate", "forward", "nats")
 ROTATE_KEYS = ("seconds", "bytes")
 FORMATS = ("jsonl", "msgpack")
 
@@ -112,6 +114,7 @@ class OutputConfig:
     msgpack: str | None = None
     rotate: Rotate | None = None
     forward: list = field(default_factory=list)  # forward.Forward
+    nats: object = None  # bus.NatsConfig
 
 
 def parse_output(out, path: tuple) -> tuple[OutputConfig, list[ConfigIssue]]:
@@ -152,6 +155,11 @@ def parse_output(out, path: tuple) -> tuple[OutputConfig, list[ConfigIssue]]:
         fwd, bad = parse_forward(out["forward"], path + ("forward",))
         issues += bad
         cfg.forward = fwd
+    if "nats" in out:
+        from .bus import parse_nats
+
+        cfg.nats, bad = parse_nats(out["nats"], path + ("nats",))
+        issues += bad
     return cfg, issues
 
 
@@ -412,6 +420,11 @@ class Outputs:
                 setattr(self, fmt, w)
                 self.files.append(w)
         self.forwarders = [Forwarder(f, counters, **drivers_for(f, drivers)) for f in cfg.forward]
+        self.bus = None
+        if getattr(cfg, "nats", None) is not None:
+            from .bus import NatsBus
+
+            self.bus = NatsBus(cfg.nats, counters)
 
     def write(self, flows: list[CollectedFlows], now_ns: int | None = None) -> None:
         if self.files:
@@ -420,6 +433,8 @@ class Outputs:
                 w.write_rows(rows)
         for fw in self.forwarders:
             fw.send(flows, now_ns)
+        if self.bus is not None:
+            self.bus.send(flows, now_ns)  # a bounded queue: never waits for the bus
 
     def tick(self, now_ns: int | None = None) -> None:
         for w in self.files:
@@ -431,6 +446,8 @@ class Outputs:
         out = []
         for fw in self.forwarders:
             out += fw.tasks(app)
+        if self.bus is not None:
+            out += self.bus.tasks(app)
         return out
 
     def close_files(self) -> None:
@@ -440,7 +457,17 @@ class Outputs:
     async def flush_forwarders(self, deadline_s: float) -> None:
         from .forward import flush_all
 
-        await flush_all(self.forwarders, deadline_s)
+        if self.bus is None:
+            await flush_all(self.forwarders, deadline_s)
+            return
+        import trio
+
+        async with trio.open_nursery() as nursery:  # the bus drains (else spools) alongside the forwarders
+            nursery.start_soon(flush_all, self.forwarders, deadline_s)
+            nursery.start_soon(self.bus.flush, deadline_s)
 
     def stats(self) -> dict:
-        return {"files": [w.stats() for w in self.files], "forward": [fw.stats() for fw in self.forwarders]}
+        out = {"files": [w.stats() for w in self.files], "forward": [fw.stats() for fw in self.forwarders]}
+        if self.bus is not None:
+            out["nats"] = self.bus.stats()
+        return out
