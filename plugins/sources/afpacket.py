@@ -32,10 +32,8 @@ Timestamps are ``tp_sec * 1e9 + tp_nsec`` (wall clock, ns); ``caplen`` is
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import mmap
-import os
 import re
 import socket
 import struct
@@ -44,7 +42,7 @@ import numpy as np
 import trio
 
 from flowplane import hookimpl
-from flowplane.batch import DIR_INPUT, DIR_OUTPUT, LINKTYPE_ETHERNET, LINKTYPE_RAW, PacketBatch
+from flowplane.batch import LINKTYPE_ETHERNET, LINKTYPE_RAW, PacketBatch
 from flowplane.errors import ConfigIssue
 from flowplane.sources import SourceContext, SourceType
 from flowplane.stats import Counters

@@ -29,7 +29,6 @@ decode (vector, scalar) / filter / batch / app / other.  Not a pass/fail test; s
 from __future__ import annotations
 
 import argparse
-import copy
 import cProfile
 import json
 import os

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from flowplane.control import request
-from netns import netns_pair  # noqa: F401  (fixture)
+from netns import netns_pair  # noqa: F401,F811  (a fixture)
 
 N_UDP, N_SYN, N_PING = 3000, 200, 300
 

@@ -4,7 +4,6 @@ truth exactly, and every flow equals softflowd's for the same capture and timeou
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import socket
