@@ -4,6 +4,8 @@
 
     flowplane twamp server --listen 127.0.0.1:8620 --mode open,auth,encrypted --secret-file F
     flowplane twamp client 127.0.0.1:8620 --count 10 --interval 100 --mode encrypted --secret-file F [--json]
+    flowplane twamp server --light --listen 127.0.0.1:8620 [--light-mode stateless|per-sender]
+    flowplane twamp client 127.0.0.1:8620 --light --count 10 --interval 100 [--json]
 
 The secret file holds one secret (any KeyID) or lines ``KEYID SECRET``; the client sends ``--key-id``
 (default ``twamp``) and the secret of the first line that names it, or the only secret.
@@ -40,12 +42,18 @@ def add_parser(subparsers) -> Any:
     c.add_argument("--dscp", type=int, default=0, help="DSCP of the test packets (0..63)")
     c.add_argument("--wait", type=float, default=1.0, help="seconds to wait for the last replies (default 1)")
     c.add_argument("--json", action="store_true", help="print the statistics as JSON")
+    c.add_argument("--light", action="store_true",
+                   help="TWAMP Light (RFC 5357 appendix I): test packets straight to a Light reflector, no control")
     s = sub.add_parser("server", help="run a TWAMP server (control + reflector) in the foreground")
     s.add_argument("--listen", default="0.0.0.0:862", metavar="HOST:PORT", help="default 0.0.0.0:862")
     s.add_argument("--mode", default="open", help="comma-separated: open, auth, encrypted (default open)")
     s.add_argument("--secret-file", help="one secret, or lines 'KEYID SECRET'")
     s.add_argument("--duration", type=float, default=None, help="stop after S seconds")
     s.add_argument("--json", action="store_true", help="print the final status as JSON")
+    s.add_argument("--light", action="store_true",
+                   help="run a TWAMP Light reflector (UDP, no control connection) on --listen instead")
+    s.add_argument("--light-mode", choices=("per-sender", "stateless"), default="per-sender",
+                   help="Light reflector sequence numbers: own per sender (default) or copied from the sender")
     return p
 
 
@@ -106,6 +114,18 @@ def _client(args, trio) -> int:
     from flowplane.plugins.twamp.client import TwampError, run_test
 
     host, port = parse_hostport(args.server)
+    if getattr(args, "light", False):
+        from flowplane.plugins.twamp.client import run_light
+
+        try:
+            result = trio.run(lambda: run_light(host, port, count=args.count, interval_ms=args.interval,
+                                                padding=args.padding, dscp=args.dscp, wait=args.wait))
+        except (TwampError, OSError, ValueError) as exc:
+            print(f"flowplane twamp client: {exc or type(exc).__name__}", file=sys.stderr)
+            return 1
+        stats = result.stats()
+        print(json.dumps(stats, indent=2) if args.json else format_result(stats), end="" if not args.json else "\n")
+        return 0 if stats["received"] else 1
     mode = MODES[args.mode]
     secret = None
     if mode != 1:
@@ -132,6 +152,8 @@ def _server(args, trio) -> int:
     from flowplane.plugins.twamp.server import TwampServer
 
     host, port = parse_hostport(args.listen)
+    if getattr(args, "light", False):
+        return _light_server(args, trio, host, port)
     modes = 0
     for m in args.mode.split(","):
         if m.strip() not in MODES:
@@ -168,4 +190,37 @@ def _server(args, trio) -> int:
         return 1
     status = server.status()
     print(json.dumps(status, indent=2) if args.json else format_server(status), end="" if not args.json else "\n")
+    return 0
+
+
+def _light_server(args, trio, host: str, port: int) -> int:
+    from flowplane.plugins.twamp.config import LightConfig
+    from flowplane.plugins.twamp.light import LightReflector, format_status
+
+    reflector = LightReflector(LightConfig(port=port, address=host, mode=args.light_mode))
+
+    async def main() -> None:
+        import signal
+
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async with trio.open_nursery() as nursery:
+                bound = await nursery.start(reflector.run)
+                print(f"TWAMP Light reflector listening on {bound[0]}:{bound[1]} ({args.light_mode})", flush=True)
+
+                async def stop_on_signal() -> None:
+                    async for _ in signals:
+                        nursery.cancel_scope.cancel()
+
+                nursery.start_soon(stop_on_signal)
+                if args.duration:
+                    await trio.sleep(args.duration)
+                    nursery.cancel_scope.cancel()
+
+    try:
+        trio.run(main)
+    except OSError as exc:
+        print(f"flowplane twamp server: {exc}", file=sys.stderr)
+        return 1
+    status = reflector.status()
+    print(json.dumps(status, indent=2) if args.json else format_status(status), end="" if not args.json else "\n")
     return 0

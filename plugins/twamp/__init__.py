@@ -3,7 +3,8 @@
 Hook implementations only.  Wire formats live in :mod:`.wire`, security in :mod:`.crypto`,
 the server and Session-Reflector in :mod:`.server` (the stateful :class:`.server.TwampServer`,
 registered by ``flowplane_configure`` while ``services rpm twamp server`` is configured), the
-client in :mod:`.client`; ``flowplane twamp client|server`` is ``flowplane.twamp_cli``.
+client in :mod:`.client`, the TWAMP Light reflector in :mod:`.light`; ``flowplane twamp client|server``
+is ``flowplane.twamp_cli``.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from flowplane import hookimpl
 
 from . import commands
 from .config import parse
+from .light import PLUGIN_OBJECT as LIGHT_OBJECT, LightReflector, register_commands as register_light_commands
 from .server import PLUGIN_OBJECT, TwampServer
 
 
@@ -32,8 +34,11 @@ def flowplane_configure(app):
     if issues or cfg is None or cfg.server is None:
         return
     app.pm.register(TwampServer(cfg.server), name=PLUGIN_OBJECT)
+    if cfg.server.light is not None:  # TWAMP Light (RFC 5357 appendix I): its own UDP reflector task
+        app.pm.register(LightReflector(cfg.server.light), name=LIGHT_OBJECT)
 
 
 @hookimpl
 def flowplane_register_commands(register):
     commands.register(register)
+    register_light_commands(register)

@@ -221,3 +221,21 @@ async def _exchange(sock, dest, result: Result, count: int, interval: float, pad
             await done.wait()
         nursery.cancel_scope.cancel()
     result.samples = [samples[k] for k in sorted(samples)]
+
+
+async def run_light(host: str, port: int = 862, *, count: int = 10, interval_ms: float = 100.0,
+                    padding: int | None = None, dscp: int = 0, wait: float = 1.0) -> Result:
+    """One TWAMP Light test (RFC 5357 appendix I): unauthenticated test packets straight to a Light
+    reflector's UDP port, no control connection.  Forward/backward loss split is meaningful only
+    against a per-sender (stateful) reflector; a stateless one copies our sequence numbers."""
+    infos = await trio.socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+    if not infos:
+        raise TwampError(f"cannot resolve {host}")
+    server_addr = _host(infos[0][4][0])
+    sock = open_udp("::" if ":" in server_addr else "0.0.0.0", 0, ttl=SENDER_TTL, tos=dscp << 2)
+    if padding is None:  # symmetric sizes by default (41 bytes each way)
+        padding = wire.PADDING_TRUNCATION[False]
+    result = Result(server_addr, port, port, "light", 0)
+    with sock:
+        await _exchange(sock, (server_addr, port), result, count, interval_ms / 1000.0, padding, False, None, wait)
+    return result

@@ -20,6 +20,11 @@ YAML::
             max-connection-duration: 0      # hours, 0 = unlimited
             server-inactivity-timeout: 15   # minutes without a control message (SERVWAIT), 0 = never
             reflector-inactivity-timeout: 900   # seconds without a test packet (REFWAIT)
+            light:                          # optional TWAMP Light reflector (RFC 5357 appendix I), UDP
+              port: 862
+              address: 0.0.0.0              # default: listen-address
+              mode: per-sender              # or stateless (the sender's sequence number is copied)
+              idle-timeout: 30              # seconds; a per-sender sequence restarts after this idle time
 """
 
 from __future__ import annotations
@@ -37,8 +42,19 @@ RPM_KEYS = ("twamp",)
 TWAMP_KEYS = ("server",)
 SERVER_KEYS = ("port", "listen-address", "authentication-mode", "authentication-key-chain", "client-list",
                "maximum-connections", "maximum-connections-per-client", "maximum-sessions-per-connection",
-               "max-connection-duration", "server-inactivity-timeout", "reflector-inactivity-timeout")
+               "max-connection-duration", "server-inactivity-timeout", "reflector-inactivity-timeout", "light")
+LIGHT_KEYS = ("port", "address", "mode", "idle-timeout")
+LIGHT_MODES = ("stateless", "per-sender")
 AUTH_MODES = {"none": MODE_UNAUTHENTICATED, "authenticated": MODE_AUTHENTICATED, "encrypted": MODE_ENCRYPTED}
+
+
+@dataclass
+class LightConfig:
+    port: int = 862
+    address: str = "0.0.0.0"
+    mode: str = "per-sender"
+    idle_timeout: float = 30.0  # seconds, 0 = never reset a sender's sequence
+    symmetric: bool = True
 
 
 @dataclass
@@ -54,6 +70,7 @@ class ServerConfig:
     max_connection_duration: float = 0.0  # seconds, 0 = unlimited
     server_inactivity_timeout: float = 900.0  # seconds, 0 = never
     reflector_inactivity_timeout: float = 900.0
+    light: LightConfig | None = None
 
     def allowed(self, address: str) -> bool:
         if not self.client_list:
@@ -176,4 +193,36 @@ def _server(sec, path) -> tuple[ServerConfig, list[ConfigIssue]]:
             issues += bad
             if not bad:
                 setattr(cfg, attr, float(sec[key] * scale) if scale != 1 or "timeout" in key else sec[key])
+    if "light" in sec:
+        cfg.light, more = _light(sec["light"] or {}, path + ("light",), cfg.address)
+        issues += more
+    return cfg, issues
+
+
+def _light(sec, path, default_address: str) -> tuple[LightConfig, list[ConfigIssue]]:
+    cfg = LightConfig(address=default_address)
+    issues = check_mapping(sec, path, "twamp light settings: {port, address, mode}")
+    if issues:
+        return cfg, issues
+    issues += check_keys(sec, LIGHT_KEYS, path)
+    if "port" in sec:
+        bad = check_int(sec["port"], path + ("port",), 0, 65535)
+        issues += bad
+        if not bad:
+            cfg.port = sec["port"]
+    if "address" in sec:
+        try:
+            cfg.address = str(ipaddress.ip_address(str(sec["address"])))
+        except ValueError:
+            issues.append(ConfigIssue(path + ("address",), f"expected an IPv4 or IPv6 address, got {sec['address']!r}"))
+    if "mode" in sec:
+        bad = check_str(sec["mode"], path + ("mode",), LIGHT_MODES)
+        issues += bad
+        if not bad:
+            cfg.mode = sec["mode"]
+    if "idle-timeout" in sec:
+        bad = check_int(sec["idle-timeout"], path + ("idle-timeout",), 0, 86400)
+        issues += bad
+        if not bad:
+            cfg.idle_timeout = float(sec["idle-timeout"])
     return cfg, issues

@@ -1,0 +1,201 @@
+"""TWAMP Light (RFC 5357 appendix I): a Session-Reflector on a UDP port without TWAMP-Control.
+
+Configured as ``services rpm twamp server light {port: 862, address: ..., mode: stateless|per-sender}``
+(:class:`.config.LightConfig`); one-shot as ``flowplane twamp server --light --listen HOST:PORT``.
+
+- Unauthenticated test packets of every legal size are reflected: 14-byte senders (reply 41 bytes),
+  twampy's 41-byte senders (reply 41: symmetric), STAMP-style 44-byte packets (RFC 8762; the sender's
+  30 MBZ octets are padding, the reply keeps 3 of them: 44 bytes, the STAMP layout).
+- ``stateless``: the reflector's sequence number is the sender's (STAMP stateless mode).
+  ``per-sender``: a sequence counter per sender address and port, reset after *idle_timeout* seconds
+  without packets (twampy uses 30 s); the table is bounded (least recently seen sender evicted).
+- T2 is the kernel's receive timestamp (``SO_TIMESTAMPNS``; user space right after ``recvmsg`` when the
+  kernel gives none), T3 is taken just before the reply is packed; the received TTL / hop limit is
+  copied (``IP_RECVTTL`` / ``IPV6_RECVHOPLIMIT``); padding is shortened by 27 octets for symmetric sizes.
+- Short datagrams (< 14 bytes) are counted and dropped; nothing a peer sends stops the reflector.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+import structlog
+import trio
+
+from flowplane import hookimpl
+
+from . import wire
+from .udp import open_udp, recv
+from .wire import ReflectorPacket
+
+log = structlog.get_logger("flowplane.twamp")
+
+PLUGIN_OBJECT = "twamp-light"
+MODES = ("stateless", "per-sender")
+REFLECTOR_ERROR_ESTIMATE = wire.DEFAULT_ERROR_ESTIMATE
+MAX_SENDERS = 4096
+
+
+@dataclass
+class LightSender:
+    """Per-sender state and counters (address, port)."""
+
+    address: str
+    port: int
+    seq: int = 0  # next reflector sequence number (per-sender mode)
+    received: int = 0
+    reflected: int = 0
+    dropped: dict = field(default_factory=dict)
+    first_ns: int = 0
+    last_ns: int = 0
+    last_ttl: int = 0
+    resets: int = 0
+
+    def drop(self, reason: str) -> None:
+        self.dropped[reason] = self.dropped.get(reason, 0) + 1
+
+    def as_dict(self) -> dict:
+        return {"sender": f"{self.address}:{self.port}", "address": self.address, "port": self.port,
+                "received": self.received, "reflected": self.reflected, "dropped": dict(self.dropped),
+                "next_seq": self.seq, "ttl": self.last_ttl, "resets": self.resets,
+                "idle_seconds": round((time.time_ns() - self.last_ns) / 1e9, 1) if self.last_ns else None}
+
+
+class LightReflector:
+    """The stateful TWAMP Light reflector: one UDP socket, per-sender counters, global counters."""
+
+    def __init__(self, cfg) -> None:
+        self.cfg = cfg  # .config.LightConfig (port, address, mode, idle_timeout, symmetric)
+        self.senders: OrderedDict[tuple[str, int], LightSender] = OrderedDict()
+        self.counters: dict[str, int] = {}
+        self.bound: tuple | None = None
+        self.sock = None
+
+    def count(self, what: str, n: int = 1) -> None:
+        self.counters[what] = self.counters.get(what, 0) + n
+
+    # -- hooks --------------------------------------------------------------------------------
+    @hookimpl
+    def flowplane_background_tasks(self, app):
+        return [self.run]
+
+    # -- the reflector ------------------------------------------------------------------------
+    def _sender(self, addr: tuple, t2: int) -> LightSender:
+        key = (addr[0], addr[1])
+        s = self.senders.get(key)
+        if s is None:
+            s = LightSender(addr[0], addr[1], first_ns=t2)
+            self.senders[key] = s
+            if len(self.senders) > MAX_SENDERS:
+                self.senders.popitem(last=False)
+                self.count("senders-evicted")
+            self.count("senders")
+        else:
+            self.senders.move_to_end(key)
+            idle = self.cfg.idle_timeout
+            if idle and s.last_ns and t2 - s.last_ns > idle * 1e9 and s.seq:
+                s.seq = 0  # a new test from the same 5-tuple: start over
+                s.resets += 1
+        return s
+
+    def reflect(self, data: bytes, addr: tuple, t2_ns: int, ttl: int) -> bytes | None:
+        """The reply to one datagram (None when it is dropped; counted either way)."""
+        self.count("received")
+        s = self._sender(addr, t2_ns)
+        s.received += 1
+        s.last_ns = t2_ns
+        s.last_ttl = ttl
+        if len(data) < wire.SENDER_UNAUTH_SIZE:
+            self.count("dropped-short")
+            s.drop("short")
+            return None
+        try:
+            p = wire.unpack_sender(data)
+        except (wire.WireError, ValueError):  # pragma: no cover - only short packets fail to unpack
+            self.count("dropped-malformed")
+            s.drop("malformed")
+            return None
+        if wire.ErrorEstimate.unpack(p.error_estimate).multiplier == 0:
+            self.count("invalid-error-estimate")  # RFC 4656: multiplier 0 is invalid; tolerated, reflected
+        if self.cfg.mode == "stateless":
+            seq = p.seq
+        else:
+            seq = s.seq
+            s.seq = (s.seq + 1) & 0xFFFFFFFF
+        pad = wire.reflector_padding(len(data), False, getattr(self.cfg, "symmetric", True))
+        r = ReflectorPacket(seq, 0, REFLECTOR_ERROR_ESTIMATE, wire.ns_to_ntp(t2_ns), p.seq, p.timestamp,
+                            p.error_estimate, ttl & 0xFF, p.padding[:pad])
+        r.timestamp = wire.ns_to_ntp(max(time.time_ns(), t2_ns))  # T3 as late as possible, never before T2
+        return wire.pack_reflector(r)
+
+    async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        sock = open_udp(self.cfg.address, self.cfg.port)
+        self.sock = sock
+        self.bound = sock.getsockname()[:2]
+        log.info("twamp_light_listening", address=self.bound[0], port=self.bound[1], mode=self.cfg.mode)
+        task_status.started(self.bound)
+        with sock:
+            while True:
+                try:
+                    data, addr, t2, ttl = await recv(sock)
+                except OSError as exc:  # e.g. ECONNREFUSED from an earlier reply's ICMP: keep going
+                    self.count("receive-errors")
+                    log.debug("twamp_light_recv_error", error=str(exc))
+                    await trio.sleep(0)
+                    continue
+                try:
+                    reply = self.reflect(data, addr, t2, ttl)
+                except Exception as exc:  # a bug must not take the reflector down
+                    self.count("internal-errors")
+                    log.error("twamp_light_failed", error=f"{type(exc).__name__}: {exc}")
+                    continue
+                if reply is None:
+                    continue
+                try:
+                    await sock.sendto(reply, addr)
+                except OSError:
+                    self.count("send-failed")
+                    s = self.senders.get((addr[0], addr[1]))
+                    if s is not None:
+                        s.drop("send-failed")
+                    continue
+                self.count("reflected")
+                s = self.senders.get((addr[0], addr[1]))
+                if s is not None:
+                    s.reflected += 1
+
+    def status(self) -> dict:
+        return {"listening": list(self.bound) if self.bound else None, "mode": self.cfg.mode,
+                "senders": [s.as_dict() for s in self.senders.values()],
+                "counters": dict(sorted(self.counters.items()))}
+
+
+def format_status(d: dict) -> str:
+    b = d["listening"]
+    lines = [f"TWAMP Light reflector: {'listening on ' + str(b[0]) + ':' + str(b[1]) if b else 'not listening'}"
+             f" ({d['mode']})",
+             "  Counters:" + ("" if d["counters"] else " none")]
+    lines += [f"    {k:<32}{v:>10}" for k, v in d["counters"].items()]
+    lines.append(f"{'Sender':<48}{'Received':>10}{'Reflected':>10}{'Next seq':>10}{'TTL':>5}")
+    for s in d["senders"]:
+        lines.append(f"{s['sender']:<48}{s['received']:>10}{s['reflected']:>10}{s['next_seq']:>10}{s['ttl']:>5}")
+        for reason, n in s["dropped"].items():
+            lines.append(f"    dropped {reason}: {n}")
+    return "\n".join(lines) + "\n"
+
+
+def show_light(app, args):
+    from flowplane.commands import CommandError, parse_words
+
+    parse_words(args)
+    r = app.pm.get_plugin(PLUGIN_OBJECT)
+    if r is None:
+        raise CommandError("the TWAMP Light reflector is not configured (services rpm twamp server light)")
+    return r.status()
+
+
+def register_commands(register) -> None:
+    register("show services rpm twamp server light", show_light,
+             help="TWAMP Light reflector: counters and senders", formatter=format_status)
