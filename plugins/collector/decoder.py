@@ -25,6 +25,7 @@ import numpy as np
 
 from flowplane.stats import Counters
 
+from .decode_sflow import SFLOW_VERSION, decode_sflow
 from .decode_v5 import decode_v5
 from .decode_v9ipfix import Exporter, decode_ipfix, decode_v9, expire_pending
 from .records import CollectedFlows
@@ -81,6 +82,9 @@ class Decoder:
                 decode_v9(self, exp, mv)
             elif version == 10:
                 decode_ipfix(self, exp, mv)
+            elif version == 0 and len(mv) >= 4 and mv[2] == 0 and mv[3] == 5:  # sFlow: 32-bit version 5
+                version = SFLOW_VERSION
+                decode_sflow(self, exp, mv)
             else:
                 self.error(exp, "bad-version")
                 return
