@@ -14,7 +14,31 @@ DEFAULT_REPORTS = ("show firewall", "show services accounting errors", "show ser
                    "show services flow-collector flows limit 10")
 
 
-def _parser() -> argparse.ArgumentParser:
+def plugin_cli_commands(plugins=()) -> dict:
+    """Subcommands plugins add (``flowplane_register_cli_commands``): name -> (add_parser, run)."""
+    from .errors import PluginError
+    from .pluginmanager import blocked_from_env, make_plugin_manager
+
+    found: dict = {}
+
+    def register(name: str, add_parser, run) -> None:
+        if name in found or name in BUILTIN_COMMANDS:
+            raise PluginError(f"CLI command {name!r} registered twice")
+        found[name] = (add_parser, run)
+
+    try:
+        pm = make_plugin_manager(blocked=blocked_from_env(), plugins=plugins)
+        pm.hook.flowplane_register_cli_commands(register=register)
+    except PluginError as exc:  # the built-in commands still work; `flowplane plugins` shows the cause
+        print(f"flowplane: plugin CLI commands unavailable: {exc}", file=sys.stderr)
+    return found
+
+
+BUILTIN_COMMANDS = ("run", "check-config", "show", "clear", "request", "plugins", "replay", "top", "collect")
+
+
+def _parser(plugin_commands: dict | None = None) -> argparse.ArgumentParser:
+    plugin_commands = plugin_commands or {}
     p = argparse.ArgumentParser(prog="flowplane", description="Open software appliance for network flow monitoring.")
     p.add_argument("--version", dest="show_version", action="store_true", help="print the version and exit")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
@@ -68,10 +92,10 @@ def _parser() -> argparse.ArgumentParser:
     tp.add_argument("-c", "--config", help="read the control socket path from this config file")
 
     from .collect import add_parser as add_collect_parser
-    from .twamp_cli import add_parser as add_twamp_parser
 
     add_collect_parser(sub)
-    add_twamp_parser(sub)
+    for name, (add_parser, _) in plugin_commands.items():
+        add_parser(sub)
 
     pl = sub.add_parser("plugins", help="list plugins, versions, hooks and what each registered")
     pl.add_argument("--json", action="store_true")
@@ -79,19 +103,24 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+def main(argv: Sequence[str] | None = None, *, plugins=()) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    builtin = bool(argv) and argv[0] in BUILTIN_COMMANDS + ("--version", "-h", "--help")
+    plugin_commands = {} if builtin else plugin_cli_commands(plugins)  # only load plugins when needed
+    args = _parser(plugin_commands).parse_args(argv)
     if args.show_version:
         from . import __version__
 
         print(f"flowplane {__version__}")
         return 0
     if args.command is None:
-        _parser().print_help()
+        _parser(plugin_commands).print_help()
         return 2
-    handler = {"run": cmd_run, "check-config": cmd_check_config, "show": cmd_control, "clear": cmd_control,
-               "request": cmd_control, "plugins": cmd_plugins, "replay": cmd_replay, "top": cmd_top,
-               "collect": cmd_collect, "twamp": cmd_twamp}[args.command]
+    handlers = {"run": cmd_run, "check-config": cmd_check_config, "show": cmd_control, "clear": cmd_control,
+                "request": cmd_control, "plugins": cmd_plugins, "replay": cmd_replay, "top": cmd_top,
+                "collect": cmd_collect}
+    handlers.update({name: run for name, (_, run) in plugin_commands.items()})
+    handler = handlers[args.command]
     try:
         return handler(args)
     except KeyboardInterrupt:
@@ -236,12 +265,6 @@ def cmd_collect(args) -> int:
     from .collect import run_collect
 
     return run_collect(args)
-
-
-def cmd_twamp(args) -> int:
-    from .twamp_cli import run
-
-    return run(args)
 
 
 def cmd_top(args) -> int:

@@ -125,6 +125,19 @@ def flowplane_register_commands(register: Callable[..., None]) -> None:
 
 
 @hookspec
+def flowplane_register_cli_commands(register: Callable[..., None]) -> None:
+    """Add ``flowplane SUBCOMMAND`` one-shot tools (e.g. ``flowplane twamp client``).
+
+    Called when the CLI is about to parse a command line whose first word is
+    not a built-in command.
+
+    :param register: ``register(name, add_parser, run)``; ``add_parser(subparsers)``
+        adds the argparse subparser *name*, ``run(args) -> int`` runs it and
+        returns the exit code.
+    """
+
+
+@hookspec
 def flowplane_register_config_sections(register: Callable[[str, str], None]) -> None:
     """Claim the config sections this plugin validates, so typos are caught.
 

@@ -351,3 +351,20 @@ def test_hook_addhooks(make_app):
 
     app = make_app({}, plugins=[(Host(), "host"), (Painter(), "painter")])
     assert app.pm.hook.widget_colour(name="w") == ["w:blue"]
+
+
+def test_hook_register_cli_commands(capsys):
+    from flowplane.cli import main
+
+    class Hello:
+        @hookimpl
+        def flowplane_register_cli_commands(self, register):
+            def add_parser(sub):
+                p = sub.add_parser("hello", help="say hello")
+                p.add_argument("--name", default="world")
+
+            register("hello", add_parser, lambda args: print(f"hello {args.name}") or 7)
+
+    assert main(["hello", "--name", "plane"], plugins=[(Hello(), "hello")]) == 7
+    assert capsys.readouterr().out == "hello plane\n"
+    assert main(["plugins", "--json"]) == 0  # a built-in command: no plugin CLI is loaded for it

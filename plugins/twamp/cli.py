@@ -9,13 +9,7 @@
 
 The secret file holds one secret (any KeyID) or lines ``KEYID SECRET``; the client sends ``--key-id``
 (default ``twamp``) and the secret of the first line that names it, or the only secret.
-The protocol is the ``flowplane.plugins.twamp`` plugin (entry point ``twamp``).
-
-Wiring (core/cli.py)::
-
-    from .twamp_cli import add_parser as add_twamp_parser, run as run_twamp
-    add_twamp_parser(sub)                         # next to the other sub.add_parser calls
-    ... {"twamp": run_twamp, ...}[args.command]
+The plugin adds the subcommand through ``flowplane_register_cli_commands``.
 """
 
 from __future__ import annotations
