@@ -162,13 +162,16 @@ def drivers_for(target: "Forward", drivers) -> dict:
 
 
 def _types(version: int, transport: str):
-    """Fallback for a Forwarder built without an app (unit tests): flowplane's own drivers."""
-    from flowplane.plugins.encoders import ipfix, netflow9
-    from flowplane.plugins.transports import tcp, udp
+    """Fallback for a Forwarder built without an app (tests, tools): the drivers the installed
+    plugins register, found through a plugin manager of our own (never another plugin's internals)."""
+    from flowplane.pluginmanager import make_plugin_manager
+    from flowplane.registry import Registry
 
-    enc = {9: netflow9.ENCODER_TYPE, 10: ipfix.ENCODER_TYPE}[version]
-    trans = {"udp": udp.TRANSPORT_TYPE, "tcp": tcp.TRANSPORT_TYPE}[transport]
-    return enc, trans
+    pm = make_plugin_manager()
+    encoders, transports = Registry("encoder"), Registry("transport")
+    pm.hook.flowplane_register_encoders(register=encoders)
+    pm.hook.flowplane_register_transports(register=transports)
+    return encoders[ENCODER_FOR_VERSION[version]], transports[transport]
 
 
 class Forwarder:
