@@ -195,7 +195,28 @@ def pack(header: np.ndarray, body: np.ndarray, per: int, first_seq: int) -> tupl
 # the encoder
 # --------------------------------------------------------------------------
 
-class NetFlowV5Encoder:
+class HeaderRecordsEncoder:
+    """Shared shell of the template-less formats (v5, v8): ``header()`` + ``records()`` packed
+    ``per_datagram`` records at a time; no templates or options data to send."""
+
+    def encode(self, records: FlowRecords, now_ns: int) -> list[bytes]:
+        body = self.records(records)
+        out, self.sequence = pack(self.header(records, now_ns), body, self.per_datagram, self.sequence)
+        self.counters.inc("records", len(body))
+        self.counters.inc("datagrams", len(out))
+        return out
+
+    def templates(self, now_ns: int) -> list[bytes]:
+        return []
+
+    def options_data(self, now_ns: int) -> list[bytes]:
+        return []
+
+    def reset_templates(self) -> None:
+        pass
+
+
+class NetFlowV5Encoder(HeaderRecordsEncoder):
     """See the module docstring.  ``counters``: datagrams, records, not_ipv4, split_records."""
 
     version = VERSION
@@ -261,21 +282,6 @@ class NetFlowV5Encoder:
         h["sampling_interval"] = self.sampling_field(records)
         return h
 
-    def encode(self, records: FlowRecords, now_ns: int) -> list[bytes]:
-        body = self.records(records)
-        out, self.sequence = pack(self.header(records, now_ns), body, self.per_datagram, self.sequence)
-        self.counters.inc("records", len(body))
-        self.counters.inc("datagrams", len(out))
-        return out
-
-    def templates(self, now_ns: int) -> list[bytes]:
-        return []
-
-    def options_data(self, now_ns: int) -> list[bytes]:
-        return []
-
-    def reset_templates(self) -> None:
-        pass
 
 
 def factory(options: EncoderOptions) -> NetFlowV5Encoder:

@@ -61,7 +61,7 @@ from flowplane.flows import FlowRecords
 from flowplane.stats import Counters
 
 from .netflow5 import (
-    _LOW32, as16, check_header_options, if16, ipv4_rows, pack, records_per_datagram, scale_factor,
+    _LOW32, HeaderRecordsEncoder, as16, check_header_options, if16, ipv4_rows, records_per_datagram, scale_factor,
     split_plan, uptime_ms,
 )
 
@@ -187,7 +187,7 @@ def aggregate(d: np.ndarray, scheme: Scheme, factor: int = 1):
     return keys, flows, packets, octets, first, last
 
 
-class NetFlowV8Encoder:
+class NetFlowV8Encoder(HeaderRecordsEncoder):
     """See the module docstring.  ``counters``: datagrams, records, flows, not_ipv4, split_records."""
 
     version = VERSION
@@ -235,21 +235,6 @@ class NetFlowV8Encoder:
         h["agg_version"] = AGG_VERSION
         return h
 
-    def encode(self, records: FlowRecords, now_ns: int) -> list[bytes]:
-        body = self.records(records)
-        out, self.sequence = pack(self.header(records, now_ns), body, self.per_datagram, self.sequence)
-        self.counters.inc("records", len(body))
-        self.counters.inc("datagrams", len(out))
-        return out
-
-    def templates(self, now_ns: int) -> list[bytes]:
-        return []
-
-    def options_data(self, now_ns: int) -> list[bytes]:
-        return []
-
-    def reset_templates(self) -> None:
-        pass
 
 
 def factory(options: EncoderOptions) -> NetFlowV8Encoder:
