@@ -159,6 +159,19 @@ def _server(args, trio) -> int:
         print("flowplane twamp server: auth/encrypted modes need --secret-file", file=sys.stderr)
         return 2
     server = TwampServer(ServerConfig(port=port, address=host, modes=modes, secrets=secrets))
+    return _serve(args, trio, server, "TWAMP server", format_server)
+
+
+def _light_server(args, trio, host: str, port: int) -> int:
+    from flowplane.plugins.twamp.config import LightConfig
+    from flowplane.plugins.twamp.light import LightReflector, format_status
+
+    reflector = LightReflector(LightConfig(port=port, address=host, mode=args.light_mode))
+    return _serve(args, trio, reflector, "TWAMP Light reflector", format_status, suffix=f" ({args.light_mode})")
+
+
+def _serve(args, trio, server, label: str, formatter, *, suffix: str = "") -> int:
+    """Run *server* in the foreground until SIGINT/SIGTERM or --duration, then print its status."""
 
     async def main() -> None:
         import signal
@@ -166,7 +179,7 @@ def _server(args, trio) -> int:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async with trio.open_nursery() as nursery:
                 bound = await nursery.start(server.run)
-                print(f"TWAMP server listening on {bound[0]}:{bound[1]}", flush=True)
+                print(f"{label} listening on {bound[0]}:{bound[1]}{suffix}", flush=True)
 
                 async def stop_on_signal() -> None:
                     async for _ in signals:
@@ -183,38 +196,5 @@ def _server(args, trio) -> int:
         print(f"flowplane twamp server: {exc}", file=sys.stderr)
         return 1
     status = server.status()
-    print(json.dumps(status, indent=2) if args.json else format_server(status), end="" if not args.json else "\n")
-    return 0
-
-
-def _light_server(args, trio, host: str, port: int) -> int:
-    from flowplane.plugins.twamp.config import LightConfig
-    from flowplane.plugins.twamp.light import LightReflector, format_status
-
-    reflector = LightReflector(LightConfig(port=port, address=host, mode=args.light_mode))
-
-    async def main() -> None:
-        import signal
-
-        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            async with trio.open_nursery() as nursery:
-                bound = await nursery.start(reflector.run)
-                print(f"TWAMP Light reflector listening on {bound[0]}:{bound[1]} ({args.light_mode})", flush=True)
-
-                async def stop_on_signal() -> None:
-                    async for _ in signals:
-                        nursery.cancel_scope.cancel()
-
-                nursery.start_soon(stop_on_signal)
-                if args.duration:
-                    await trio.sleep(args.duration)
-                    nursery.cancel_scope.cancel()
-
-    try:
-        trio.run(main)
-    except OSError as exc:
-        print(f"flowplane twamp server: {exc}", file=sys.stderr)
-        return 1
-    status = reflector.status()
-    print(json.dumps(status, indent=2) if args.json else format_status(status), end="" if not args.json else "\n")
+    print(json.dumps(status, indent=2) if args.json else formatter(status), end="" if not args.json else "\n")
     return 0
