@@ -19,12 +19,10 @@ from __future__ import annotations
 import os
 import signal
 import sys
-import tempfile
 import time
 from typing import Any, Iterable
 
 import trio
-import yaml
 
 from . import hookimpl
 import ipaddress
@@ -211,11 +209,7 @@ def summary_lines(app, elapsed: float) -> list[str]:
 
 
 def run_collect(args, *, plugins: Iterable[tuple[object, str]] = ()) -> int:
-    from .app import App
-    from .config import Config
-    from .errors import ConfigError, PluginError
-    from .sdnotify import Notifier
-    from .service import run_service
+    from .oneshot import run_oneshot
 
     try:
         for x in args.listen:
@@ -225,36 +219,17 @@ def run_collect(args, *, plugins: Iterable[tuple[object, str]] = ()) -> int:
     except ValueError as exc:
         print(f"flowplane collect: {exc}", file=sys.stderr)
         return 2
-    with tempfile.TemporaryDirectory(prefix="flowplane-collect-") as tmp:
-        cfg = build_config(args, os.path.join(tmp, "control.sock"))
-        if args.print_config:
-            cfg["system"].pop("control-socket")
-            print(yaml.safe_dump(cfg, sort_keys=False), end="")
-            return 0
-        from . import logging as fplog
+    stopper = Stopper(args.duration, args.count)
+    t0 = time.monotonic()
 
-        fplog.configure(fmt="console" if sys.stderr.isatty() else "json", level="warning", stream=sys.stderr)
-        stopper = Stopper(args.duration, args.count)
-        try:
-            config = Config.from_text(yaml.safe_dump(cfg, sort_keys=False), path="<collect>")
-            app = App.create(config, plugins=[*plugins, (stopper, "collect-stopper")])
-            if "services flow-collector" not in app.registries.sections:
-                print("flowplane collect: the collector plugin (flowplane.plugins.collector) is not installed",
-                      file=sys.stderr)
-                return 1
-            app.configure()
-        except (ConfigError, PluginError) as exc:
-            for line in getattr(exc, "lines", [str(exc)]):
-                print(line, file=sys.stderr)
-            return 1
-        t0 = time.monotonic()
+    def check(app) -> str | None:
+        if "services flow-collector" not in app.registries.sections:
+            return "the collector plugin (flowplane.plugins.collector) is not installed"
+        return None
 
-        def after(app) -> None:
-            for line in summary_lines(app, time.monotonic() - t0):
-                print(line, flush=True)
+    def after(app) -> None:
+        for line in summary_lines(app, time.monotonic() - t0):
+            print(line, flush=True)
 
-        try:
-            return run_service(app, notifier=Notifier(None), after=after)
-        except (OSError, ValueError, PluginError) as exc:
-            print(f"flowplane collect: {exc}", file=sys.stderr)
-            return 1
+    return run_oneshot("collect", lambda sock: build_config(args, sock), print_config=args.print_config,
+                       plugins=[*plugins, (stopper, "collect-stopper")], check=check, after=after)

@@ -12,11 +12,9 @@ import copy
 import ipaddress
 import os
 import sys
-import tempfile
 from typing import Any
 
 import trio
-import yaml
 
 from . import hookimpl
 
@@ -116,11 +114,7 @@ class Progress:
 
 
 def run_replay(args) -> int:
-    from .app import App
-    from .config import Config
-    from .errors import ConfigError, PluginError
-    from .sdnotify import Notifier
-    from .service import run_service
+    from .oneshot import run_oneshot
 
     try:
         for t in args.export:
@@ -128,40 +122,19 @@ def run_replay(args) -> int:
     except ValueError as exc:
         print(f"flowplane replay: bad --export: {exc}", file=sys.stderr)
         return 2
-    with tempfile.TemporaryDirectory(prefix="flowplane-replay-") as tmp:
-        cfg = build_config(args, os.path.join(tmp, "control.sock"))
-        if args.print_config:
-            cfg["system"].pop("control-socket")
-            print(yaml.safe_dump(cfg, sort_keys=False), end="")
-            return 0
-        from . import logging as fplog
+    progress = Progress(args.pcap)
 
-        fplog.configure(fmt="console" if sys.stderr.isatty() else "json", level="warning", stream=sys.stderr)
-        progress = Progress(args.pcap)
-        try:
-            config = Config.from_text(yaml.safe_dump(cfg, sort_keys=False), path="<replay>")
-            app = App.create(config, plugins=[(progress, "replay-progress")])
-            app.configure()
-        except (ConfigError, PluginError) as exc:
-            for line in getattr(exc, "lines", [str(exc)]):
-                print(line, file=sys.stderr)
-            return 1
+    def summary(app) -> None:
+        if sys.stderr.isatty():
+            progress.draw(done=True)
+        fm = app.pm.get_plugin("flow-monitor")
+        for engine in (fm.engines.values() if fm else []):
+            for e in engine.all_exporters:
+                t = e.transport.counters
+                lost = t["dropped"] + t["dropped_backlog"] + t["dropped_at_shutdown"]
+                print(f"{'+'.join(e.families)} -> {e.server.label}: {e.counters['records']} flows in {t['packets']} "
+                      "datagrams/messages" + (f", {t['refused']} refused" if t["refused"] else "")
+                      + (f", {lost} dropped" if lost else ""), file=sys.stderr)
 
-        def summary(app) -> None:
-            if sys.stderr.isatty():
-                progress.draw(done=True)
-            fm = app.pm.get_plugin("flow-monitor")
-            for engine in (fm.engines.values() if fm else []):
-                for e in engine.all_exporters:
-                    t = e.transport.counters
-                    print(f"{'+'.join(e.families)} -> {e.server.label}: {e.counters['records']} flows in {t['packets']} "
-                          "datagrams/messages"
-                          + (f", {t['refused']} refused" if t["refused"] else "")
-                          + (f", {lost} dropped" if (lost := t["dropped"] + t["dropped_backlog"] + t["dropped_at_shutdown"]) else ""),
-                          file=sys.stderr)
-
-        try:
-            return run_service(app, notifier=Notifier(None), speed=args.speed, exit_on_eof=True, after=summary)
-        except (OSError, ValueError, PluginError) as exc:
-            print(f"flowplane replay: {exc}", file=sys.stderr)
-            return 1
+    return run_oneshot("replay", lambda sock: build_config(args, sock), print_config=args.print_config,
+                       plugins=[(progress, "replay-progress")], after=summary, speed=args.speed, exit_on_eof=True)
