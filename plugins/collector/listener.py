@@ -37,6 +37,23 @@ SO_RXQ_OVFL = getattr(socket, "SO_RXQ_OVFL", 40)  # Linux
 ANCILLARY = socket.CMSG_SPACE(4)
 
 
+def shared_socket(address: str, kind: int) -> socket.socket:
+    """A socket several worker processes can bind to the same port (SO_REUSEADDR/SO_REUSEPORT);
+    IPv6 sockets are v6-only so ``0.0.0.0`` and ``::`` can share a port."""
+    fam = socket.AF_INET6 if ":" in address else socket.AF_INET
+    s = socket.socket(fam, kind)
+    try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if hasattr(socket, "SO_REUSEPORT"):
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if fam == socket.AF_INET6:
+            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    except BaseException:
+        s.close()
+        raise
+    return s
+
+
 class UdpListener:
     def __init__(self, listen: Listen, handler, rcvbuf: int) -> None:
         self.listen = listen
@@ -58,14 +75,8 @@ class UdpListener:
         return self.bound[1] if self.bound else self.listen.port
 
     def bind(self) -> socket.socket:
-        fam = socket.AF_INET6 if ":" in self.listen.address else socket.AF_INET
-        s = socket.socket(fam, socket.SOCK_DGRAM)
+        s = shared_socket(self.listen.address, socket.SOCK_DGRAM)
         try:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if hasattr(socket, "SO_REUSEPORT"):
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            if fam == socket.AF_INET6:
-                s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             try:
                 s.setsockopt(socket.SOL_SOCKET, getattr(socket, "SO_RCVBUFFORCE", 33), self.rcvbuf_wanted)
             except OSError:

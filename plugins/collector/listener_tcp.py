@@ -40,6 +40,7 @@ import structlog
 import trio
 
 from .config import Listen
+from .listener import shared_socket
 
 log = structlog.get_logger("flowplane.collector")
 
@@ -117,14 +118,8 @@ class TcpListener:
         return self.bound[1] if self.bound else self.listen.port
 
     def bind(self) -> socket.socket:
-        fam = socket.AF_INET6 if ":" in self.listen.address else socket.AF_INET
-        s = socket.socket(fam, socket.SOCK_STREAM)
+        s = shared_socket(self.listen.address, socket.SOCK_STREAM)
         try:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if hasattr(socket, "SO_REUSEPORT"):
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            if fam == socket.AF_INET6:
-                s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             if self.rcvbuf_wanted:  # inherited by accepted sockets
                 try:
                     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, min(self.rcvbuf_wanted, 4 << 20))
