@@ -36,6 +36,9 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "tcp",
     "collector",
     "twamp",
+    "inline-monitoring",
+    "port-mirroring",
+    "flow-capture",
 )
 
 
