@@ -20,6 +20,9 @@ YAML::
             max-connection-duration: 0      # hours, 0 = unlimited
             server-inactivity-timeout: 15   # minutes without a control message (SERVWAIT), 0 = never
             reflector-inactivity-timeout: 900   # seconds without a test packet (REFWAIT)
+            tcp-keepidle: 120               # TCP keepalive on accepted control connections (seconds)
+            tcp-keepintvl: 5
+            tcp-keepcnt: 6
             light:                          # optional TWAMP Light reflector (RFC 5357 appendix I), UDP
               port: 862
               address: 0.0.0.0              # default: listen-address
@@ -35,6 +38,7 @@ from dataclasses import dataclass, field
 from flowplane.config import check_int, check_keys, check_mapping, check_str
 from flowplane.errors import ConfigIssue
 
+from .keepalive import Keepalive
 from .wire import MODE_AUTHENTICATED, MODE_ENCRYPTED, MODE_UNAUTHENTICATED
 
 SECTION = ("services", "rpm")
@@ -42,7 +46,8 @@ RPM_KEYS = ("twamp",)
 TWAMP_KEYS = ("server",)
 SERVER_KEYS = ("port", "listen-address", "authentication-mode", "authentication-key-chain", "client-list",
                "maximum-connections", "maximum-connections-per-client", "maximum-sessions-per-connection",
-               "max-connection-duration", "server-inactivity-timeout", "reflector-inactivity-timeout", "light")
+               "max-connection-duration", "server-inactivity-timeout", "reflector-inactivity-timeout", "light",
+               "tcp-keepidle", "tcp-keepintvl", "tcp-keepcnt")
 LIGHT_KEYS = ("port", "address", "mode", "idle-timeout")
 LIGHT_MODES = ("stateless", "per-sender")
 AUTH_MODES = {"none": MODE_UNAUTHENTICATED, "authenticated": MODE_AUTHENTICATED, "encrypted": MODE_ENCRYPTED}
@@ -71,6 +76,7 @@ class ServerConfig:
     server_inactivity_timeout: float = 900.0  # seconds, 0 = never
     reflector_inactivity_timeout: float = 900.0
     light: LightConfig | None = None
+    keepalive: Keepalive = field(default_factory=Keepalive)
 
     def allowed(self, address: str) -> bool:
         if not self.client_list:
@@ -193,10 +199,28 @@ def _server(sec, path) -> tuple[ServerConfig, list[ConfigIssue]]:
             issues += bad
             if not bad:
                 setattr(cfg, attr, float(sec[key] * scale) if scale != 1 or "timeout" in key else sec[key])
+    cfg.keepalive, more = parse_keepalive(sec, path)
+    issues += more
     if "light" in sec:
         cfg.light, more = _light(sec["light"] or {}, path + ("light",), cfg.address)
         issues += more
     return cfg, issues
+
+
+KEEPALIVE_LIMITS = (("tcp-keepidle", "idle", 1, 600), ("tcp-keepintvl", "interval", 1, 600),
+                    ("tcp-keepcnt", "count", 1, 50))  # Junos ranges (defaults 120 s, 5 s, 6)
+
+
+def parse_keepalive(sec: dict, path) -> tuple[Keepalive, list[ConfigIssue]]:
+    """``tcp-keepidle``/``tcp-keepintvl``/``tcp-keepcnt`` of a server or client control connection."""
+    values, issues = {}, []
+    for key, attr, lo, hi in KEEPALIVE_LIMITS:
+        if key in sec:
+            bad = check_int(sec[key], path + (key,), lo, hi)
+            issues += bad
+            if not bad:
+                values[attr] = sec[key]
+    return Keepalive(**values), issues
 
 
 def _light(sec, path, default_address: str) -> tuple[LightConfig, list[ConfigIssue]]:

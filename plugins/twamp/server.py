@@ -28,6 +28,7 @@ from flowplane import hookimpl
 from . import wire
 from .config import ServerConfig
 from .crypto import ControlCrypto, HmacError, SessionCrypto, derive_key, open_token, session_test_keys
+from .keepalive import set_keepalive
 from .udp import open_udp, recv
 from .wire import (ACCEPT_FAILURE, ACCEPT_NOT_SUPPORTED, ACCEPT_OK, ACCEPT_PERMANENT_LIMIT, ACCEPT_TEMPORARY_LIMIT,
                    MODE_AUTHENTICATED, MODE_ENCRYPTED, AcceptSession, ReflectorPacket, RequestTWSession,
@@ -251,6 +252,7 @@ class TwampServer:
         conn = Connection(_host(peer[0]), peer[1], time.time_ns())
         try:
             async with stream:
+                set_keepalive(stream.socket, self.cfg.keepalive)  # a silent client is detected (tcp-keep*)
                 await self.handle_connection(MessageStream(stream), conn, _host(local[0]))
         except (EOFError, trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError) as exc:
             self.count("closed" if isinstance(exc, EOFError) else "closed-" + type(exc).__name__.lower())
