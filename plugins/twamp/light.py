@@ -10,13 +10,18 @@ Configured as ``services rpm twamp server light {port: 862, address: ..., mode: 
   ``per-sender``: a sequence counter per sender address and port, reset after *idle_timeout* seconds
   without packets (twampy uses 30 s); the table is bounded (least recently seen sender evicted).
 - T2 is the kernel's receive timestamp (``SO_TIMESTAMPNS``; user space right after ``recvmsg`` when the
-  kernel gives none), T3 is taken just before the reply is packed; the received TTL / hop limit is
-  copied (``IP_RECVTTL`` / ``IPV6_RECVHOPLIMIT``); padding is shortened by 27 octets for symmetric sizes.
+  kernel gives none), T3 is written into the finished reply right before ``sendto`` (never before T2);
+  the received TTL / hop limit is copied (``IP_RECVTTL`` / ``IPV6_RECVHOPLIMIT``); padding is shortened
+  by 27 octets for symmetric sizes.
+- Error Estimate: the S bit only when the kernel says the clock is synchronised (``adjtimex``), the
+  error from the kernel's own estimate (:class:`.udp.ClockStatus`, re-read every minute).
+- The socket is drained in batches (up to :data:`BATCH` datagrams per wake-up, :func:`.udp.recv_batch`).
 - Short datagrams (< 14 bytes) are counted and dropped; nothing a peer sends stops the reflector.
 """
 
 from __future__ import annotations
 
+import struct
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -27,15 +32,36 @@ import trio
 from flowplane import hookimpl
 
 from . import wire
-from .udp import open_udp, recv
-from .wire import ReflectorPacket
+from .udp import ClockStatus, close_raw, open_udp_raw, recv_batch, send_now
 
 log = structlog.get_logger("flowplane.twamp")
 
 PLUGIN_OBJECT = "twamp-light"
 MODES = ("stateless", "per-sender")
-REFLECTOR_ERROR_ESTIMATE = wire.DEFAULT_ERROR_ESTIMATE
 MAX_SENDERS = 4096
+BATCH = 64  # datagrams taken per wake-up
+_SEQ = struct.Struct(">I")
+_HEAD = struct.Struct(">IQHHQ")  # Seq, Timestamp (T3), Error Estimate, MBZ, Receive Timestamp (T2)
+T3_OFFSET = 4  # of the Timestamp field in every reflector packet (unauthenticated)
+_T3 = struct.Struct(">Q")
+
+
+def unauth_reply(seq: int, error_estimate: int, t2_ns: int, data: bytes, ttl: int, pad: int) -> bytearray:
+    """The unauthenticated reflector packet for sender packet *data* (at least 14 bytes): Seq, T3
+    (stamped now; stamp again right before ``sendto``), Error Estimate, MBZ, T2, the sender's Seq,
+    Timestamp and Error Estimate as received, MBZ, the TTL, then the first *pad* padding octets."""
+    reply = bytearray(_HEAD.pack(seq, 0, error_estimate, 0, wire.ns_to_ntp(t2_ns)))
+    reply += data[:14]
+    reply += b"\0\0"
+    reply.append(ttl & 0xFF)
+    reply += data[14:14 + pad]
+    stamp_t3(reply, t2_ns)
+    return reply
+
+
+def stamp_t3(reply: bytearray, t2_ns: int, offset: int = T3_OFFSET) -> None:
+    """Write the send timestamp T3 (now, never before T2) into a finished reply."""
+    _T3.pack_into(reply, offset, wire.ns_to_ntp(max(time.time_ns(), t2_ns)))
 
 
 @dataclass
@@ -72,6 +98,7 @@ class LightReflector:
         self.counters: dict[str, int] = {}
         self.bound: tuple | None = None
         self.sock = None
+        self.clock = ClockStatus()
 
     def count(self, what: str, n: int = 1) -> None:
         self.counters[what] = self.counters.get(what, 0) + n
@@ -100,7 +127,7 @@ class LightReflector:
                 s.resets += 1
         return s
 
-    def reflect(self, data: bytes, addr: tuple, t2_ns: int, ttl: int) -> bytes | None:
+    def reflect(self, data: bytes, addr: tuple, t2_ns: int, ttl: int) -> bytearray | None:
         """The reply to one datagram (None when it is dropped; counted either way)."""
         self.count("received")
         s = self._sender(addr, t2_ns)
@@ -111,65 +138,65 @@ class LightReflector:
             self.count("dropped-short")
             s.drop("short")
             return None
-        try:
-            p = wire.unpack_sender(data)
-        except (wire.WireError, ValueError):  # pragma: no cover - only short packets fail to unpack
-            self.count("dropped-malformed")
-            s.drop("malformed")
-            return None
-        if wire.ErrorEstimate.unpack(p.error_estimate).multiplier == 0:
+        if data[13] == 0:
             self.count("invalid-error-estimate")  # RFC 4656: multiplier 0 is invalid; tolerated, reflected
         if self.cfg.mode == "stateless":
-            seq = p.seq
+            seq = _SEQ.unpack_from(data)[0]
         else:
             seq = s.seq
             s.seq = (s.seq + 1) & 0xFFFFFFFF
         pad = wire.reflector_padding(len(data), False, getattr(self.cfg, "symmetric", True))
-        r = ReflectorPacket(seq, 0, REFLECTOR_ERROR_ESTIMATE, wire.ns_to_ntp(t2_ns), p.seq, p.timestamp,
-                            p.error_estimate, ttl & 0xFF, p.padding[:pad])
-        r.timestamp = wire.ns_to_ntp(max(time.time_ns(), t2_ns))  # T3 as late as possible, never before T2
-        return wire.pack_reflector(r)
+        return unauth_reply(seq, self.clock.error_estimate, t2_ns, data, ttl, pad)
 
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
-        sock = open_udp(self.cfg.address, self.cfg.port)
+        sock = open_udp_raw(self.cfg.address, self.cfg.port)
         self.sock = sock
         self.bound = sock.getsockname()[:2]
-        log.info("twamp_light_listening", address=self.bound[0], port=self.bound[1], mode=self.cfg.mode)
+        log.info("twamp_light_listening", address=self.bound[0], port=self.bound[1], mode=self.cfg.mode,
+                 **self.clock.as_dict())
         task_status.started(self.bound)
-        with sock:
+        try:
             while True:
                 try:
-                    data, addr, t2, ttl = await recv(sock)
+                    batch = await recv_batch(sock, BATCH)
                 except OSError as exc:  # e.g. ECONNREFUSED from an earlier reply's ICMP: keep going
                     self.count("receive-errors")
                     log.debug("twamp_light_recv_error", error=str(exc))
                     await trio.sleep(0)
                     continue
-                try:
-                    reply = self.reflect(data, addr, t2, ttl)
-                except Exception as exc:  # a bug must not take the reflector down
-                    self.count("internal-errors")
-                    log.error("twamp_light_failed", error=f"{type(exc).__name__}: {exc}")
-                    continue
-                if reply is None:
-                    continue
-                try:
-                    await sock.sendto(reply, addr)
-                except OSError:
-                    self.count("send-failed")
+                self.clock.refresh()
+                for data, addr, t2, ttl in batch:
+                    try:
+                        reply = self.reflect(data, addr, t2, ttl)
+                    except Exception as exc:  # a bug must not take the reflector down
+                        self.count("internal-errors")
+                        log.error("twamp_light_failed", error=f"{type(exc).__name__}: {exc}")
+                        continue
+                    if reply is None:
+                        continue
+                    try:
+                        stamp_t3(reply, t2)  # T3 as late as possible: the reply is complete
+                        try:
+                            sock.sendto(reply, addr)
+                        except BlockingIOError:  # send buffer full: wait for room (T3 restamped)
+                            await send_now(sock, reply, addr)
+                    except OSError:
+                        self.count("send-failed")
+                        s = self.senders.get((addr[0], addr[1]))
+                        if s is not None:
+                            s.drop("send-failed")
+                        continue
+                    self.count("reflected")
                     s = self.senders.get((addr[0], addr[1]))
                     if s is not None:
-                        s.drop("send-failed")
-                    continue
-                self.count("reflected")
-                s = self.senders.get((addr[0], addr[1]))
-                if s is not None:
-                    s.reflected += 1
+                        s.reflected += 1
+        finally:
+            close_raw(sock)
 
     def status(self) -> dict:
         return {"listening": list(self.bound) if self.bound else None, "mode": self.cfg.mode,
                 "senders": [s.as_dict() for s in self.senders.values()],
-                "counters": dict(sorted(self.counters.items()))}
+                "clock": self.clock.as_dict(), "counters": dict(sorted(self.counters.items()))}
 
 
 def format_status(d: dict) -> str:

@@ -29,7 +29,8 @@ from . import wire
 from .config import ServerConfig
 from .crypto import ControlCrypto, HmacError, SessionCrypto, derive_key, open_token, session_test_keys
 from .keepalive import set_keepalive
-from .udp import open_udp, recv
+from .light import stamp_t3, unauth_reply
+from .udp import ClockStatus, close_raw, open_udp_raw, recv_batch, send_now
 from .wire import (ACCEPT_FAILURE, ACCEPT_NOT_SUPPORTED, ACCEPT_OK, ACCEPT_PERMANENT_LIMIT, ACCEPT_TEMPORARY_LIMIT,
                    MODE_AUTHENTICATED, MODE_ENCRYPTED, AcceptSession, ReflectorPacket, RequestTWSession,
                    ServerGreeting, ServerStart, SetUpResponse, StartAck, StartSessions, StopSessions, WireError)
@@ -38,7 +39,8 @@ log = structlog.get_logger("flowplane.twamp")
 
 PLUGIN_OBJECT = "twamp-server"
 KDF_COUNT = 1024  # RFC 4656: a power of 2, at least 1024
-REFLECTOR_ERROR_ESTIMATE = wire.DEFAULT_ERROR_ESTIMATE
+AUTH_T3_OFFSET = 16  # Seq 4, MBZ 12, then the Timestamp (authenticated / encrypted reflector packet)
+BATCH = 64  # test datagrams taken per wake-up
 
 
 class ProtocolError(Exception):
@@ -107,6 +109,7 @@ class ReflectorSession:
     last_ns: int = 0
     ended: bool = False
     scope: object = None
+    clock: ClockStatus | None = None  # the server's: Error Estimate (S bit only when synchronised)
 
     def drop(self, reason: str) -> None:
         self.dropped[reason] = self.dropped.get(reason, 0) + 1
@@ -115,28 +118,37 @@ class ReflectorSession:
     def authenticated(self) -> bool:
         return self.mode in (MODE_AUTHENTICATED, MODE_ENCRYPTED)
 
-    def reflect(self, data: bytes, t2_ns: int, ttl: int) -> bytes | None:
-        """The reply to one sender packet, or None (counted) when it is not accepted."""
+    def reflect(self, data: bytes, t2_ns: int, ttl: int) -> bytearray | None:
+        """The reply to one sender packet, or None (counted) when it is not accepted.
+
+        Unauthenticated: T3 is stamped here and again by :meth:`run` right before ``sendto``.
+        Authenticated / encrypted: T3 is stamped after everything else is packed, right before the
+        HMAC and encryption that must cover it."""
         auth = self.authenticated
+        if t2_ns < self.start_time_ns:
+            self.drop("before-start-time")
+            return None
+        err = self.clock.error_estimate if self.clock is not None else wire.DEFAULT_ERROR_ESTIMATE
+        if not auth:
+            if len(data) < wire.SENDER_UNAUTH_SIZE:
+                self.drop("malformed")
+                return None
+            out = unauth_reply(self.seq, err, t2_ns, data, ttl, wire.reflector_padding(len(data), False))
+            self.seq = (self.seq + 1) & 0xFFFFFFFF
+            return out
         try:
-            if auth:
-                data = self.crypto.open(data, 32)
+            data = self.crypto.open(data, 32)
             p = wire.unpack_sender(data, auth)
         except (WireError, HmacError) as exc:
             self.drop("hmac" if isinstance(exc, HmacError) else "malformed")
             return None
-        if t2_ns < self.start_time_ns:
-            self.drop("before-start-time")
-            return None
         pad = wire.reflector_padding(len(data), auth)
-        r = ReflectorPacket(self.seq, 0, REFLECTOR_ERROR_ESTIMATE, wire.ns_to_ntp(t2_ns), p.seq, p.timestamp,
-                            p.error_estimate, ttl, p.padding[:pad])
+        r = ReflectorPacket(self.seq, 0, err, wire.ns_to_ntp(t2_ns), p.seq, p.timestamp, p.error_estimate,
+                            ttl & 0xFF, p.padding[:pad])
         self.seq = (self.seq + 1) & 0xFFFFFFFF
-        r.timestamp = wire.ns_to_ntp(time.time_ns())  # T3 as late as possible
-        out = wire.pack_reflector(r, auth)
-        if auth:
-            out = self.crypto.seal(out, 96)
-        return out
+        out = bytearray(wire.pack_reflector(r, auth))
+        stamp_t3(out, t2_ns, AUTH_T3_OFFSET)  # T3 as late as possible: only the HMAC/encryption follow
+        return bytearray(self.crypto.seal(bytes(out), 96))
 
     def stop(self, linger_s: float) -> None:
         """Stop-Sessions (or the control connection closed): keep reflecting *linger_s* seconds more."""
@@ -146,40 +158,62 @@ class ReflectorSession:
             self.scope.deadline = min(self.scope.deadline, trio.current_time() + linger_s)
         elif linger_s <= 0:
             self.ended = True
-            self.sock.close()
+            close_raw(self.sock)
 
     async def run(self, idle_timeout: float) -> None:
         sock = self.sock
+        sender = _host(self.sender_address)
+        auth = self.authenticated
         try:
             with trio.CancelScope() as self.scope:
                 if self.stopped_ns:
                     self.scope.cancel()
                 while True:
                     with trio.move_on_after(idle_timeout if idle_timeout else float("inf")) as idle:
-                        data, addr, t2, ttl = await recv(sock)
+                        try:
+                            batch = await recv_batch(sock, BATCH)
+                        except (BlockingIOError, InterruptedError):  # pragma: no cover - spurious wake-up
+                            continue
+                        except OSError as exc:  # ICMP error about an earlier reply: count, keep going
+                            if sock.fileno() < 0:
+                                raise
+                            self.drop("receive-error")
+                            log.debug("twamp_reflector_recv_error", port=self.port, error=str(exc))
+                            continue
                     if idle.cancelled_caught:
                         log.info("twamp_reflector_idle", port=self.port)
                         return
-                    self.received += 1
-                    self.last_ns = t2
-                    if not self.started:
-                        self.drop("not-started")
-                        continue
-                    if _host(addr[0]) != _host(self.sender_address):
-                        self.drop("wrong-sender")
-                        continue
-                    reply = self.reflect(data, t2, ttl)
-                    if reply is not None:
+                    if self.clock is not None:
+                        self.clock.refresh()
+                    for data, addr, t2, ttl in batch:
+                        self.received += 1
+                        self.last_ns = t2
+                        if not self.started:
+                            self.drop("not-started")
+                            continue
+                        if addr[0] != self.sender_address and _host(addr[0]) != sender:
+                            self.drop("wrong-sender")
+                            continue
+                        reply = self.reflect(data, t2, ttl)
+                        if reply is None:
+                            continue
                         try:
-                            await sock.sendto(reply, addr)
+                            if not auth:
+                                stamp_t3(reply, t2)  # T3 right before sendto
+                            try:
+                                sock.sendto(reply, addr)
+                            except BlockingIOError:
+                                await send_now(sock, reply, addr)
                             self.reflected += 1
                         except OSError:
                             self.drop("send-failed")
+        except trio.ClosedResourceError:
+            pass  # stop() closed the socket
         except Exception as exc:  # one session's failure never stops the server
             log.error("twamp_reflector_failed", port=self.port, error=f"{type(exc).__name__}: {exc}")
         finally:
             self.ended = True
-            sock.close()
+            close_raw(sock)
 
     def as_dict(self) -> dict:
         return {"sid": self.sid.hex(), "mode": wire.MODE_NAMES.get(self.mode, str(self.mode)),
@@ -222,6 +256,7 @@ class TwampServer:
         self.counters: dict[str, int] = {}
         self.bound: tuple | None = None
         self._nursery: trio.Nursery | None = None
+        self.clock = ClockStatus()
 
     def count(self, what: str, n: int = 1) -> None:
         self.counters[what] = self.counters.get(what, 0) + n
@@ -372,7 +407,7 @@ class TwampServer:
         sock = None
         for port in ([req.receiver_port] if req.receiver_port else []) + [0]:  # requested port first, then any
             try:
-                sock = open_udp(local_address, port, ttl=255, tos=req.dscp << 2)
+                sock = open_udp_raw(local_address, port, ttl=255, tos=req.dscp << 2)
                 break
             except OSError:
                 continue
@@ -387,7 +422,7 @@ class TwampServer:
         start_ns = wire.ntp_to_ns(req.start_time) if req.start_time else 0
         sess = ReflectorSession(sid, conn.mode, sender, req.sender_port, receiver, port, req.padding_length,
                                 start_ns, (req.timeout >> 32) * 1_000_000_000 + ((req.timeout & 0xFFFFFFFF) * 10**9 >> 32),
-                                req.dscp, sc, sock)
+                                req.dscp, sc, sock, clock=self.clock)
         conn.sessions.append(sess)
         self.sessions.append(sess)
         del self.sessions[:-256]  # keep the last 256 for show commands
@@ -399,6 +434,6 @@ class TwampServer:
         return {"listening": list(self.bound) if self.bound else None,
                 "modes": [n for b, n in wire.MODE_NAMES.items() if self.cfg.modes & b],
                 "connections": [c.as_dict() for c in self.connections],
-                "sessions": [s.as_dict() for s in self.sessions],
+                "sessions": [s.as_dict() for s in self.sessions], "clock": self.clock.as_dict(),
                 "counters": dict(sorted(self.counters.items()))}
 
