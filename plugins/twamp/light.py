@@ -32,7 +32,7 @@ import trio
 from flowplane import hookimpl
 
 from . import wire
-from .udp import ClockStatus, close_raw, open_udp_raw, recv_batch, send_now
+from .udp import REFLECTOR_RCVBUF, ClockStatus, close_raw, open_udp_raw, recv_batch, send_now
 
 log = structlog.get_logger("flowplane.twamp")
 
@@ -149,7 +149,7 @@ class LightReflector:
         return unauth_reply(seq, self.clock.error_estimate, t2_ns, data, ttl, pad)
 
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
-        sock = open_udp_raw(self.cfg.address, self.cfg.port)
+        sock = open_udp_raw(self.cfg.address, self.cfg.port, rcvbuf=REFLECTOR_RCVBUF)
         self.sock = sock
         self.bound = sock.getsockname()[:2]
         log.info("twamp_light_listening", address=self.bound[0], port=self.bound[1], mode=self.cfg.mode,

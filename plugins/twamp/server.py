@@ -30,7 +30,7 @@ from .config import ServerConfig
 from .crypto import ControlCrypto, HmacError, SessionCrypto, derive_key, open_token, session_test_keys
 from .keepalive import set_keepalive
 from .light import stamp_t3, unauth_reply
-from .udp import ClockStatus, close_raw, open_udp_raw, recv_batch, send_now
+from .udp import REFLECTOR_RCVBUF, ClockStatus, close_raw, open_udp_raw, recv_batch, send_now
 from .wire import (ACCEPT_FAILURE, ACCEPT_NOT_SUPPORTED, ACCEPT_OK, ACCEPT_PERMANENT_LIMIT, ACCEPT_TEMPORARY_LIMIT,
                    MODE_AUTHENTICATED, MODE_ENCRYPTED, AcceptSession, ReflectorPacket, RequestTWSession,
                    ServerGreeting, ServerStart, SetUpResponse, StartAck, StartSessions, StopSessions, WireError)
@@ -407,7 +407,7 @@ class TwampServer:
         sock = None
         for port in ([req.receiver_port] if req.receiver_port else []) + [0]:  # requested port first, then any
             try:
-                sock = open_udp_raw(local_address, port, ttl=255, tos=req.dscp << 2)
+                sock = open_udp_raw(local_address, port, ttl=255, tos=req.dscp << 2, rcvbuf=REFLECTOR_RCVBUF)
                 break
             except OSError:
                 continue

@@ -34,13 +34,16 @@ IPV6_RECVHOPLIMIT = getattr(socket, "IPV6_RECVHOPLIMIT", 51)
 IPV6_HOPLIMIT = getattr(socket, "IPV6_HOPLIMIT", 52)
 _CMSG_SPACE = socket.CMSG_SPACE(16) + socket.CMSG_SPACE(4) + 64
 MAX_DATAGRAM = 65535
+REFLECTOR_RCVBUF = 4 << 20  # bytes asked for a reflector's receive buffer (bursts at high rates)
 _TS = struct.Struct("qq")
 _INT = struct.Struct("i")
 
 
-def open_udp_raw(address: str, port: int, *, ttl: int | None = None, tos: int = 0) -> socket.socket:
+def open_udp_raw(address: str, port: int, *, ttl: int | None = None, tos: int = 0,
+                 rcvbuf: int = 0) -> socket.socket:
     """A non-blocking stdlib UDP socket bound to *address*:*port* (0: any free port) asking for kernel
-    RX timestamps and the received TTL / hop limit; raises OSError."""
+    RX timestamps and the received TTL / hop limit; raises OSError.  *rcvbuf* > 0 asks for a receive
+    buffer that size (the kernel caps it at ``net.core.rmem_max``) so a reflector absorbs bursts."""
     family = socket.AF_INET6 if ":" in address else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_DGRAM)
     try:
@@ -50,6 +53,8 @@ def open_udp_raw(address: str, port: int, *, ttl: int | None = None, tos: int = 
         raise
     sock.setblocking(False)
     try:
+        if rcvbuf:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
         if family == socket.AF_INET:
             sock.setsockopt(socket.IPPROTO_IP, IP_RECVTTL, 1)
