@@ -65,7 +65,8 @@ class CollectedFlows:
         last = iso_times(d["last_ns"])
         cols = {k: d[k].tolist() for k in ("sport", "dport", "proto", "packets", "bytes", "tos", "tcp_flags",
                                             "in_if", "out_if", "src_as", "dst_as", "src_mask", "dst_mask", "vlan",
-                                            "direction", "icmp_type", "icmp_code", "mpls1", "end_reason")}
+                                            "direction", "icmp_type", "icmp_code", "mpls1", "mpls2", "mpls3",
+                                            "end_reason")}
         si = self.sampling_interval.tolist()
         extras = {k: render_extra(v, self.extra_kinds.get(k, "b")) for k, v in self.extra.items()}
         for i in range(len(d)):
@@ -76,7 +77,7 @@ class CollectedFlows:
                    "tos": cols["tos"][i], "tcp_flags": cols["tcp_flags"][i], "in_if": cols["in_if"][i],
                    "out_if": cols["out_if"][i], "nexthop": nh[i], "src_as": cols["src_as"][i],
                    "dst_as": cols["dst_as"][i], "src_mask": cols["src_mask"][i], "dst_mask": cols["dst_mask"][i]}
-            for k in ("vlan", "direction", "end_reason", "mpls1"):
+            for k in ("vlan", "direction", "end_reason", "mpls1", "mpls2", "mpls3"):
                 if cols[k][i]:
                     row[k] = cols[k][i]
             if cols["proto"][i] in (1, 58):

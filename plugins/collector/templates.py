@@ -52,6 +52,7 @@ ICMP_TYPECODE = {32: 0, 139: 1}
 FIRST = {156: 0, 154: 1, 152: 2, 150: 3, 158: 4, 22: 5}  # finer resolution first
 LAST = {157: 0, 155: 1, 153: 2, 151: 3, 159: 4, 21: 5}
 SAMPLING_INLINE = (34, 50)
+OBSERVATION_MS = 323  # observationTimeMilliseconds: the time of an event record without start/end
 SAMPLER_ID = (48, 302)
 
 
@@ -163,6 +164,12 @@ class Template:
                     best["sampler"] = (0, i)  # also kept as an extra column
             if not mapped:
                 extras.append(self._extra(i, seen))
+        if "first" not in best and "last" not in best:
+            # an event record (NAT, firewall) with no flow start/end: its observation time is its time
+            obs = next((i for i, (ie, length, pen) in enumerate(self.fields)
+                        if ie == OBSERVATION_MS and pen == 0 and length == 8), None)
+            if obs is not None:
+                best["first"] = best["last"] = (9, obs)  # also kept as an extra column
         self._extras = extras
         return {k: v[1] for k, v in best.items()}
 
@@ -194,7 +201,9 @@ class Template:
                 out[name] = col(i)
             elif kind == "a":
                 if ln[i] == 4:
-                    out[name + "_lo"] = MAPPED | arr[f"f{i}"].astype(U64)
+                    v4 = arr[f"f{i}"].astype(U64)
+                    # an unset next hop (0.0.0.0) stays unset, not ::ffff:0.0.0.0 (as v5 does)
+                    out[name + "_lo"] = MAPPED | v4 if name != "nexthop" else np.where(v4 != 0, MAPPED | v4, U64(0))
                     if name != "nexthop" and af is None:
                         af = 4
                 else:
@@ -249,7 +258,7 @@ class Template:
             return ctx.export_ns
         ie, length, _ = self.fields[i]
         v = int_column(arr, f"f{i}", length)
-        if ie in (152, 153):
+        if ie in (152, 153, OBSERVATION_MS):
             return v.astype(np.int64) * 1_000_000
         if ie in (150, 151):
             return v.astype(np.int64) * NS
