@@ -66,6 +66,7 @@ class UdpListener:
         self.datagrams = 0
         self.wakeups = 0
         self.drops_at_clear = 0
+        self.closed_drops: int | None = None
         self.rxq = False  # SO_RXQ_OVFL set
         self.rxq_drops = 0  # the kernel's drop count from the last datagram read with recvmsg
         self.rxq_at_clear = 0
@@ -130,6 +131,7 @@ class UdpListener:
                 if len(batch) == BATCH:
                     await trio.lowlevel.checkpoint()
         finally:
+            self.closed_drops = self._proc_drops()  # kept: 'show' and the summary still report them
             self.sock = None
             s.close()
 
@@ -162,7 +164,12 @@ class UdpListener:
         return self.rxq_drops - self.rxq_at_clear if self.rxq else None
 
     def kernel_drops(self) -> int | None:
-        """The socket's drop counter from /proc/net/udp{,6} (None if not found)."""
+        """The socket's drop counter from /proc/net/udp{,6} since clear (None if not found);
+        once the socket is closed, the count it had when it closed."""
+        raw = self._proc_drops() if self.sock is not None else self.closed_drops
+        return None if raw is None else raw - self.drops_at_clear
+
+    def _proc_drops(self) -> int | None:
         if not self.inode:
             return None
         for name in ("/proc/net/udp", "/proc/net/udp6"):
@@ -172,7 +179,7 @@ class UdpListener:
                     for line in fh:
                         parts = line.split()
                         if len(parts) >= 13 and parts[9] == str(self.inode):
-                            return int(parts[-1]) - self.drops_at_clear
+                            return int(parts[-1])
             except (OSError, StopIteration, ValueError):
                 continue
         return None
