@@ -7,6 +7,15 @@ is contributed by a plugin through ``flowplane_register_actions``; the
 feature's stateful object then binds a handler with
 :meth:`flowplane.app.App.bind_action`, and the pipeline hands it the matching
 rows of each batch as :class:`flowplane.batch.ActionSelection` lists.
+
+``discard accounting NAME`` (Junos discard accounting) is a core discard
+whose rows are also handed to the handler bound to the term action
+:data:`DISCARD_ACCOUNTING`: the feature that meters discarded traffic
+registers a ``TermAction(DISCARD_ACCOUNTING, arg="required", validate=...)``
+(its ``validate`` checks NAME) and binds it like any other action; its
+selections carry ``action == "discard-accounting"`` and ``arg == NAME``.  The
+packets are discarded (counted by the filter as discarded) whether or not a
+handler is bound.
 """
 
 from __future__ import annotations
@@ -15,6 +24,9 @@ from dataclasses import dataclass
 from typing import Callable, Literal
 
 ArgKind = Literal["none", "required", "optional"]
+
+#: The term action a plugin registers to receive the rows of ``discard accounting NAME``.
+DISCARD_ACCOUNTING = "discard-accounting"
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,7 +52,8 @@ class TermAction:
 #: Actions the firewall itself implements.
 CORE_ACTIONS: tuple[TermAction, ...] = (
     TermAction("accept", help="accept the packet (terminating)", terminating=True),
-    TermAction("discard", help="silently discard the packet (terminating)", terminating=True),
+    TermAction("discard", arg="optional", help="silently discard the packet (terminating); 'discard accounting NAME' "
+               "also meters it into accounting group NAME", terminating=True),
     TermAction("reject", arg="optional", help="discard and count as rejected (terminating)", terminating=True),
     TermAction("count", arg="required", help="count matching packets and bytes in a named counter"),
     TermAction("next", arg="required", help="'next term': continue with the following term"),

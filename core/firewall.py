@@ -12,6 +12,9 @@ Configuration (YAML mirroring Junos)::
                   from: {source-address: [10.0.0.0/8, "10.1.0.0/16 except"], protocol: [tcp]}
                   then: {count: c1, sample: true, accept: true}
                 t2:
+                  from: {protocol: [udp]}
+                  then: {discard: {accounting: acc1}}   # 'discard accounting acc1'
+                t3:
                   then: discard
 
 API
@@ -57,7 +60,10 @@ Semantics (Junos, with the choices flowplane makes written down)
   accepts (Junos implicit accept).  Unmatched packets hit the implicit
   discard, counted as ``(implicit discard)``.  ``reject`` is a discard the
   box counts separately (it sends nothing).  Rows taken by a terminating
-  plugin action appear only in that action's selection.
+  plugin action appear only in that action's selection.  ``discard
+  accounting NAME`` is a discard (counted as discarded) whose rows also
+  appear in a ``("discard-accounting", NAME)`` selection, so the plugin that
+  registered that action meters them into accounting group NAME.
 * Counters: per term (packets and wire bytes of packets that reached the
   term and matched it), per named ``count`` counter (per filter; two terms
   naming the same counter add up) and the implicit discard.  A reload

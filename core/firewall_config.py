@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from flowplane.actions import CORE_ACTIONS, TermAction
+from flowplane.actions import CORE_ACTIONS, DISCARD_ACCOUNTING, TermAction
 from flowplane.errors import ConfigIssue
 from flowplane.firewall_values import (
     DSCPS, FRAG_OFFSETS, HOP_LIMITS, ICMP4_CODE, ICMP4_TYPE, ICMP6_CODE, ICMP6_TYPE,
@@ -504,17 +504,62 @@ def _then_items(raw, path: tuple, ctx: _Ctx) -> list[tuple[str, object, tuple]]:
     return out
 
 
+def _accounting_group(arg) -> str | None:
+    """The group of ``discard accounting NAME`` (``"accounting NAME"`` / ``{accounting: NAME}``), else None."""
+    if isinstance(arg, str):
+        parts = arg.split()
+        return parts[1] if len(parts) == 2 and parts[0] == "accounting" else None
+    if isinstance(arg, dict) and len(arg) == 1 and "accounting" in arg:
+        group = arg["accounting"]
+        return group if isinstance(group, str) and group.strip() and not group.split()[1:] else None
+    return None
+
+
+def _plugin_check(act: TermAction, arg, config: dict) -> str | None:
+    """A plugin action's own ``validate`` (a crashing validator is a config issue, never a crash)."""
+    if act.validate is None:
+        return None
+    try:
+        return act.validate(arg, config)
+    except Exception as e:
+        return f"validator of action {act.name!r} failed: {type(e).__name__}: {e}"
+
+
+def _discard_accounting(ctx: _Ctx, term: ParsedTerm, arg, p: tuple) -> bool:
+    """``discard accounting NAME``: queue the rows for the discard-accounting handler; False on an issue."""
+    group = _accounting_group(arg)
+    if group is None:
+        ctx.issue(p, "expected 'discard' alone or 'discard accounting NAME' (YAML: 'discard: {accounting: NAME}'); "
+                     f"got {arg!r}")
+        return False
+    act = ctx.actions.get(DISCARD_ACCOUNTING) if ctx.actions is not None else None
+    if act is None:
+        ctx.issue(p, "'discard accounting' needs the plugin that implements discard accounting (flow-monitoring); "
+                     f"no enabled plugin registers the {DISCARD_ACCOUNTING!r} action")
+        return False
+    msg = _plugin_check(act, group, ctx.config)
+    if msg:
+        ctx.issue(p + ("accounting",) if isinstance(arg, dict) else p, msg)
+        return False
+    term.plugin_actions.append((DISCARD_ACCOUNTING, group))
+    return True
+
+
 def _parse_then(ctx: _Ctx, fam: str, term: ParsedTerm, raw, path: tuple) -> None:
     if raw is None:
         return
     known = dict(CORE)
     if ctx.actions is not None:
         for n, a in ctx.actions.items():
-            known.setdefault(n, a)
+            if n != DISCARD_ACCOUNTING:  # spelt 'discard accounting NAME'
+                known.setdefault(n, a)
     seen: set[str] = set()
     terminating: list[str] = []
     next_term = False
     for name, arg, p in _then_items(raw, path, ctx):
+        if name == DISCARD_ACCOUNTING:
+            ctx.issue(p, f"write discard accounting as 'discard accounting NAME' (YAML: 'discard: {{accounting: NAME}}')")
+            continue
         act = known.get(name)
         if act is None:
             s = suggest(name, known)
@@ -548,17 +593,17 @@ def _parse_then(ctx: _Ctx, fam: str, term: ParsedTerm, raw, path: tuple) -> None
                 continue
             term.reject_reason = arg
             terminating.append(name)
+        elif name == "discard":
+            if arg is not None and not _discard_accounting(ctx, term, arg, p):
+                continue
+            terminating.append(name)
         elif name in TERMINATING_CORE:
             terminating.append(name)
         else:
-            if act.validate is not None:
-                try:
-                    msg = act.validate(arg, ctx.config)
-                except Exception as e:  # a plugin's validator must not crash validation
-                    msg = f"validator of action {name!r} failed: {type(e).__name__}: {e}"
-                if msg:
-                    ctx.issue(p, msg)
-                    continue
+            msg = _plugin_check(act, arg, ctx.config)
+            if msg:
+                ctx.issue(p, msg)
+                continue
             term.plugin_actions.append((name, arg))
             if act.terminating:
                 terminating.append(name)

@@ -1,5 +1,6 @@
-"""Active and passive flow monitoring: ``forwarding-options sampling``, the ``sample``
-term action, flow caches and export to flow servers (NetFlow v5/v8/v9, IPFIX).
+"""Active and passive flow monitoring and discard accounting: ``forwarding-options sampling``
+and ``accounting``, the ``sample`` and ``discard accounting NAME`` term actions, flow caches and
+export to flow servers (NetFlow v5/v8/v9, IPFIX).
 
 Hook implementations only; the state lives in :class:`.engine.FlowMonitor`,
 registered by ``flowplane_configure`` while sampling is configured.
@@ -8,10 +9,10 @@ registered by ``flowplane_configure`` while sampling is configured.
 from __future__ import annotations
 
 from flowplane import hookimpl
-from flowplane.actions import TermAction
+from flowplane.actions import DISCARD_ACCOUNTING, TermAction
 
 from . import commands
-from .config import parse
+from .config import accounting_group_check, parse
 from .engine import FlowMonitor
 from .routes import parse_routes
 
@@ -26,11 +27,15 @@ def _sample_needs_sampling(arg, config: dict) -> str | None:
 def flowplane_register_actions(register):
     register("sample", TermAction("sample", help="sample the packet into the sampling instance's flow cache",
                                   validate=_sample_needs_sampling))
+    register(DISCARD_ACCOUNTING, TermAction(DISCARD_ACCOUNTING, arg="required", terminating=True,
+                                            help="'discard accounting NAME': meter discarded packets into "
+                                                 "accounting group NAME", validate=accounting_group_check))
 
 
 @hookimpl
 def flowplane_register_config_sections(register):
     register("forwarding-options sampling", "sampling instances: input rate, flow servers, timeouts")
+    register("forwarding-options accounting", "discard accounting groups: flow servers, timeouts")
     register("services flow-monitoring", "version9 / version-ipfix templates")
     register("chassis fpc", "bind an interface to a sampling instance (fpc IFNAME sampling-instance NAME)")
     register("forwarding-options monitoring", "passive monitoring groups fed by monitoring-only interfaces")
@@ -54,6 +59,7 @@ def flowplane_configure(app):
     fm = FlowMonitor(app, sampling, routes)
     app.pm.register(fm, name=commands.PLUGIN_OBJECT)
     app.bind_action("sample", fm.on_sample)
+    app.bind_action(DISCARD_ACCOUNTING, fm.on_discard_accounting)
 
 
 @hookimpl

@@ -1,4 +1,5 @@
-"""``show services accounting ...`` for sampling instances, in the Junos layout."""
+"""``show services accounting ...`` for sampling instances, monitoring and discard accounting groups,
+in the Junos layout."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ PROTO_NAMES = {1: "icmp", 6: "tcp", 17: "udp", 47: "gre", 50: "esp", 58: "icmp6"
 def monitor(app):
     fm = app.pm.get_plugin(PLUGIN_OBJECT)
     if fm is None:
-        raise CommandError("sampling is not configured (forwarding-options sampling)")
+        raise CommandError("sampling is not configured (forwarding-options sampling|accounting)")
     return fm
 
 
@@ -24,16 +25,19 @@ def _engines(app, args, values=None, flags=(), passive=False):
     opts = parse_words(args, values={"name": str, **(values or {})}, flags=flags)
     fm = monitor(app)
     name = opts.get("name")
-    pool = fm.groups if passive else {**fm.engines, **fm.groups}
+    pool = fm.groups if passive else {**fm.engines, **fm.groups, **fm.accounting}
     engines = [e for n, e in pool.items() if name in (None, n)]
     if name and not engines:
-        raise CommandError(f"no {'monitoring group' if passive else 'sampling instance'} {name!r}; "
+        raise CommandError(f"no {'monitoring group' if passive else 'sampling instance or group'} {name!r}; "
                            f"configured: {', '.join(pool) or 'none'}")
     return engines, opts
 
 
-def _header(name: str) -> list[str]:
-    return ["Service Accounting interface: flowplane, Local interface index: 0", f"Service name: {name}"]
+KIND_TITLE = {"sampling": "", "monitoring": " (monitoring group)", "accounting": " (discard accounting group)"}
+
+
+def _header(name: str, kind: str = "sampling") -> list[str]:
+    return ["Service Accounting interface: flowplane, Local interface index: 0", f"Service name: {name}{KIND_TITLE[kind]}"]
 
 
 def addr(hi: int, lo: int, af: int) -> str:
@@ -55,18 +59,25 @@ def show_flow(app, args, passive=False):
         pk = sum(cache.counters["packets"] for cache in e.caches.values())
         by = sum(cache.counters["bytes"] for cache in e.caches.values())
         expired = sum(c[k] for k in c.values if k.startswith("flows_"))
-        out.append({"name": e.inst.name, "flow_packets": pk, "flow_bytes": by, "active_flows": active,
-                    "total_flows": created, "flows_exported": expired,
-                    "flow_packets_10s_rate": None, "sampled": c["sampled"], "candidates": c["candidates"],
-                    "expired": {k.removeprefix("flows_"): v for k, v in c.values.items() if k.startswith("flows_")}})
+        row = {"name": e.inst.name, "kind": e.kind, "flow_packets": pk, "flow_bytes": by, "active_flows": active,
+               "total_flows": created, "flows_exported": expired,
+               "flow_packets_10s_rate": None, "sampled": c["sampled"], "candidates": c["candidates"],
+               "expired": {k.removeprefix("flows_"): v for k, v in c.values.items() if k.startswith("flows_")}}
+        if e.kind == "accounting":
+            row["discarded_packets"], row["discarded_bytes"] = c["discarded_packets"], c["discarded_bytes"]
+            row["not_ip"] = c["not_ip"]
+        out.append(row)
     return {"instances": out}
 
 
 def format_flow(data) -> str:
     lines = []
     for i in data["instances"]:
-        lines += _header(i["name"])
+        lines += _header(i["name"], i["kind"])
         lines.append("Flow information")
+        if i["kind"] == "accounting":
+            lines.append(f"  Discarded packets: {i['discarded_packets']}, Discarded bytes: {i['discarded_bytes']}, "
+                         f"Not IP: {i['not_ip']}")
         lines.append(f"  Flow packets: {i['flow_packets']}, Flow bytes: {i['flow_bytes']}")
         lines.append(f"  Active flows: {i['active_flows']}, Total flows: {i['total_flows']}")
         lines.append(f"  Flows exported: {i['flows_exported']}, Flows expired: {i['flows_exported']}")
@@ -96,14 +107,14 @@ def show_flow_detail(app, args):
                     "destination_port": int(r["dport"]), "packets": int(r["packets"]), "bytes": int(r["bytes"]),
                     "tcp_flags": int(r["tcp_flags"]), "tos": int(r["tos"])})
         rows.sort(key=lambda r: r[order], reverse=True)
-        out.append({"name": e.inst.name, "flows": rows[:limit]})
+        out.append({"name": e.inst.name, "kind": e.kind, "flows": rows[:limit]})
     return {"instances": out}
 
 
 def format_flow_detail(data) -> str:
     lines = []
     for i in data["instances"]:
-        lines += _header(i["name"])
+        lines += _header(i["name"], i["kind"])
         lines.append(f"{'Protocol':<10}{'Source':<40}{'Source':>7}  {'Destination':<40}{'Dest':>6}{'Packet':>12}{'Byte':>14}")
         lines.append(f"{'':<10}{'Address':<40}{'Port':>7}  {'Address':<40}{'Port':>6}{'count':>12}{'count':>14}")
         for r in i["flows"]:
@@ -133,7 +144,7 @@ def show_status(app, args, passive=False):
                 "active_timeout": fam.active_timeout, "inactive_timeout": fam.inactive_timeout,
                 "engine_type": fam.engine_type, "engine_id": fam.engine_id,
             })
-        out.append({"name": e.inst.name, "rate": e.inst.rate, "effective_rate": round(e.sampler.effective_rate, 3),
+        out.append({"name": e.inst.name, "kind": e.kind, "rate": e.inst.rate, "effective_rate": round(e.sampler.effective_rate, 3),
                     "run_length": e.inst.run_length, "max_packets_per_second": e.inst.max_pps,
                     "algorithm": "deterministic" if e.inst.algorithm == 1 else "random",
                     "clock": "wall" if e.live else "packet", "families": fams,
@@ -144,10 +155,14 @@ def show_status(app, args, passive=False):
 def format_status(data) -> str:
     lines = []
     for i in data["instances"]:
-        lines += _header(i["name"])
-        lines.append("Interface state: Monitoring")
-        lines.append(f"Sampling rate: 1 in {i['rate']} ({i['algorithm']}), effective rate: 1 in {i['effective_rate']}, "
-                     f"run-length: {i['run_length']}, max packets per second: {i['max_packets_per_second'] or 'unlimited'}")
+        lines += _header(i["name"], i["kind"])
+        if i["kind"] == "accounting":
+            lines.append("Interface state: Accounting")
+            lines.append("Sampling rate: every discarded packet (discard accounting)")
+        else:
+            lines.append("Interface state: Monitoring")
+            lines.append(f"Sampling rate: 1 in {i['rate']} ({i['algorithm']}), effective rate: 1 in {i['effective_rate']}, "
+                         f"run-length: {i['run_length']}, max packets per second: {i['max_packets_per_second'] or 'unlimited'}")
         for f in i["families"]:
             fmt = ", ".join(f"{'cflowd v' + str(s['version']) if s['version'] in (5, 8) else ('version 9' if s['version'] == 9 else 'IPFIX')}"
                             f" to {s['address']}/{s['transport']}" for s in f["flow_servers"])
@@ -185,7 +200,7 @@ def show_memory(app, args, passive=False):
     for e in engines:
         active = sum(len(c) for c in e.caches.values())
         mem = sum(c.memory_bytes() for c in e.caches.values())
-        out.append({"name": e.inst.name, "active_flows": active, "cache_bytes": mem,
+        out.append({"name": e.inst.name, "kind": e.kind, "active_flows": active, "cache_bytes": mem,
                     "max_flows": e.inst.flow_table_size * len(e.caches),
                     "bytes_per_flow": round(mem / active, 1) if active else None})
     with open(f"/proc/{os.getpid()}/statm") as fh:
@@ -196,7 +211,7 @@ def show_memory(app, args, passive=False):
 def format_memory(data) -> str:
     lines = []
     for i in data["instances"]:
-        lines += _header(i["name"])
+        lines += _header(i["name"], i["kind"])
         lines.append("Memory utilization")
         lines.append(f"  Active flows: {i['active_flows']}, Flow table size: {i['max_flows']}")
         lines.append(f"  Flow cache memory (in bytes): {i['cache_bytes']}, per active flow: {i['bytes_per_flow']}")
@@ -218,14 +233,14 @@ def show_sizes(app, args):
                 end = int(SIZE_EDGES[i + 1]) - 1 if i + 1 < len(SIZE_EDGES) else 65535
                 ranges.append({"start": int(SIZE_EDGES[i]), "end": end, "packets": int(n),
                                "percent": round(100.0 * int(n) / total, 1)})
-        out.append({"name": e.inst.name, "ranges": ranges})
+        out.append({"name": e.inst.name, "kind": e.kind, "ranges": ranges})
     return {"instances": out}
 
 
 def format_sizes(data) -> str:
     lines = []
     for i in data["instances"]:
-        lines += _header(i["name"])
+        lines += _header(i["name"], i["kind"])
         lines.append(f"{'Range start':>12}{'Range end':>12}{'Number of packets':>20}{'Percentage packets':>20}")
         for r in i["ranges"]:
             lines.append(f"{r['start']:>12}{r['end']:>12}{r['packets']:>20}{r['percent']:>20}")

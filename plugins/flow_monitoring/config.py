@@ -1,4 +1,4 @@
-"""``forwarding-options sampling`` and ``services flow-monitoring``: parse and validate.
+"""``forwarding-options sampling|accounting`` and ``services flow-monitoring``: parse and validate.
 
 Junos hierarchy, in YAML::
 
@@ -20,6 +20,13 @@ Junos hierarchy, in YAML::
         instance edge:                         # named instances: same keys as above
           input: {rate: 1000}
           family inet6: {...}
+      accounting acc1:                         # discard accounting group ('then discard accounting acc1')
+        output:
+          flow-active-timeout: 60
+          flow-inactive-timeout: 30
+          aggregate-export-interval: 90        # v8 servers: aggregate and export every 90 s
+          cflowd 192.0.2.20: {port: 2055, version: 5}   # 'cflowd' = 'flow-server'
+          interface sp-0/0/0: {engine-id: 1, engine-type: 1}
     chassis:
       fpc eth1: {sampling-instance: edge}      # packets sampled on interface eth1 go to 'edge'
     services:
@@ -36,6 +43,7 @@ and, when there are none, the :class:`SamplingConfig` the engine runs.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import ipaddress
 from dataclasses import dataclass, field
 from typing import Any
@@ -54,8 +62,10 @@ V8_TO_ENCODER = {"autonomous-system": "as", "protocol-port": "protocol-port", "s
 
 INSTANCE_KEYS = ("input", "family", "flow-table-size")
 INPUT_KEYS = ("rate", "run-length", "max-packets-per-second", "algorithm")
-OUTPUT_KEYS = ("flow-server", "flow-active-timeout", "flow-inactive-timeout", "interface", "inline-jflow",
-               "scale-counts", "tcp-end-grace")
+SERVER_SECTIONS = ("flow-server", "cflowd")  # Junos: 'cflowd HOST' is the older spelling of 'flow-server HOST'
+OUTPUT_KEYS = (*SERVER_SECTIONS, "flow-active-timeout", "flow-inactive-timeout", "interface", "inline-jflow",
+               "scale-counts", "tcp-end-grace", "aggregate-export-interval")
+ACCOUNTING_KEYS = ("output", "flow-table-size")
 SERVER_KEYS = ("port", "version", "version9", "version-ipfix", "transport", "source-address", "aggregation",
                "autonomous-system-type", "dscp", "mtu")
 TEMPLATE_KEYS = ("flow-active-timeout", "flow-inactive-timeout", "template-refresh-rate", "option-refresh-rate",
@@ -107,6 +117,7 @@ class FamilyOutput:
     engine_type: int = 0
     scale_counts: bool = False
     tcp_end_grace: float = 0.0
+    aggregate_export_interval: float = 0.0  # v8 servers: export aggregated records every N s (0: as flows expire)
 
 
 @dataclass
@@ -126,10 +137,11 @@ class SamplingConfig:
     interface_instance: dict[str, str] = field(default_factory=dict)  # interface -> instance (chassis fpc)
     groups: dict[str, Instance] = field(default_factory=dict)  # passive monitoring groups (rate 1)
     group_interfaces: dict[str, list[str]] = field(default_factory=dict)  # group -> monitoring-only interfaces
+    accounting: dict[str, Instance] = field(default_factory=dict)  # discard accounting groups (rate 1)
 
     @property
     def enabled(self) -> bool:
-        return bool(self.instances or self.groups)
+        return bool(self.instances or self.groups or self.accounting)
 
 
 def parse(config: dict, limits: Limits) -> tuple[SamplingConfig, list[ConfigIssue]]:
@@ -138,6 +150,7 @@ def parse(config: dict, limits: Limits) -> tuple[SamplingConfig, list[ConfigIssu
     templates = _parse_templates(config, issues)
     out = SamplingConfig()
     _parse_monitoring(config, out, templates, limits, issues)
+    _parse_accounting(config, out, templates, limits, issues)
     sampling = (config.get("forwarding-options") or {}).get("sampling")
     base = ("forwarding-options", "sampling")
     if sampling is None:
@@ -233,6 +246,7 @@ def _parse_templates(config: dict, issues: list[ConfigIssue]) -> dict[str, Templ
 def _parse_instance(name: str, sec: dict, p: tuple, templates: dict[str, Template], limits: Limits,
                     issues: list[ConfigIssue]) -> Instance:
     inst = Instance(name, flow_table_size=min(262_144, limits.max_flows))
+    _parse_table_size(inst, sec, p, limits, issues)
     inp = sec.get("input")
     if inp is not None:
         issues += check_mapping(inp, p + ("input",), "rate / run-length / max-packets-per-second")
@@ -250,10 +264,6 @@ def _parse_instance(name: str, sec: dict, p: tuple, templates: dict[str, Templat
             if "algorithm" in inp:
                 issues += check_str(inp["algorithm"], p + ("input", "algorithm"), ("random", "deterministic"))
                 inst.algorithm = SAMPLING_DETERMINISTIC if inp["algorithm"] == "deterministic" else SAMPLING_RANDOM
-    if "flow-table-size" in sec:
-        issues += check_int(sec["flow-table-size"], p + ("flow-table-size",), 1024, limits.max_flows, limit="max_flows")
-        if isinstance(sec["flow-table-size"], int):
-            inst.flow_table_size = sec["flow-table-size"]
     fam = sec.get("family")
     issues += check_mapping(fam, p + ("family",), "inet / inet6 / mpls")
     if isinstance(fam, dict):
@@ -264,6 +274,13 @@ def _parse_instance(name: str, sec: dict, p: tuple, templates: dict[str, Templat
     if not inst.families:
         issues.append(ConfigIssue(p, "no 'family inet|inet6|mpls output' configured: sampled packets would go nowhere"))
     return inst
+
+
+def _parse_table_size(inst: Instance, sec: dict, p: tuple, limits: Limits, issues: list[ConfigIssue]) -> None:
+    if "flow-table-size" in sec:
+        issues += check_int(sec["flow-table-size"], p + ("flow-table-size",), 1024, limits.max_flows, limit="max_flows")
+        if isinstance(sec["flow-table-size"], int):
+            inst.flow_table_size = sec["flow-table-size"]
 
 
 def _parse_family(family: str, fsec: Any, p: tuple, templates: dict[str, Template], limits: Limits,
@@ -288,6 +305,10 @@ def _parse_family(family: str, fsec: Any, p: tuple, templates: dict[str, Templat
     if "scale-counts" in o:
         issues += check_bool(o["scale-counts"], op + ("scale-counts",))
         out.scale_counts = o["scale-counts"] is True
+    if "aggregate-export-interval" in o:
+        issues += check_int(o["aggregate-export-interval"], op + ("aggregate-export-interval",), 90, 1800)
+        if isinstance(o["aggregate-export-interval"], int):
+            out.aggregate_export_interval = float(o["aggregate-export-interval"])
     if "tcp-end-grace" in o:
         issues += check_number(o["tcp-end-grace"], op + ("tcp-end-grace",), 0, 3600)
         if isinstance(o["tcp-end-grace"], (int, float)):
@@ -306,19 +327,24 @@ def _parse_family(family: str, fsec: Any, p: tuple, templates: dict[str, Templat
                 if "engine-type" in isec:
                     issues += check_int(isec["engine-type"], ip + ("engine-type",), 0, 255)
                     out.engine_type = isec["engine-type"] if isinstance(isec["engine-type"], int) else 0
-    servers = o.get("flow-server")
-    if servers is None:
+    given = [k for k in SERVER_SECTIONS if k in o]
+    if not given:
         issues.append(ConfigIssue(op, "missing: at least one 'flow-server ADDRESS { port; version; }'"))
         return out
-    issues += check_mapping(servers, op + ("flow-server",), "address -> port / version")
+    if len(given) > 1:
+        issues.append(ConfigIssue(op + ("cflowd",), "say 'flow-server' or its older spelling 'cflowd', not both"))
+        return out
+    skey = given[0]
+    servers = o[skey]
+    issues += check_mapping(servers, op + (skey,), "address -> port / version")
     if not isinstance(servers, dict):
         return out
     for addr, ssec in servers.items():
-        server = _parse_server(family, str(addr), ssec, op + ("flow-server", addr), templates, limits, issues)
+        server = _parse_server(family, str(addr), ssec, op + (skey, addr), templates, limits, issues)
         if server is not None:
             out.servers.append(server)
     if len(servers) > limits.flow_servers_per_family:
-        issues.append(ConfigIssue(op + ("flow-server",), f"{len(servers)} flow servers exceed the maximum "
+        issues.append(ConfigIssue(op + (skey,), f"{len(servers)} flow servers exceed the maximum "
                                   f"{limits.flow_servers_per_family} (hardware profile limit flow_servers_per_family)"))
     return out
 
@@ -437,6 +463,24 @@ def _parse_chassis(config: dict, out: SamplingConfig, issues: list[ConfigIssue])
 EXPORT_FORMATS = {"cflowd-version-5": 5, "cflowd-version-8": 8}
 
 
+def _groups(config: dict, key: str, issues: list[ConfigIssue]) -> list[tuple[str, dict, tuple]]:
+    """``(name, settings, key path)`` of each group under ``forwarding-options KEY``; bad shapes are issues."""
+    groups = (config.get("forwarding-options") or {}).get(key)
+    base = ("forwarding-options", key)
+    if groups is None:
+        return []
+    issues += check_mapping(groups, base, "group name -> settings")
+    if not isinstance(groups, dict):
+        return []
+    out = []
+    for name, sec in groups.items():
+        if not isinstance(sec, dict):
+            issues.append(ConfigIssue(base + (name,), f"expected the group's settings as a mapping, got {sec!r}"))
+            continue
+        out.append((str(name), sec, base + (name,)))
+    return out
+
+
 def _parse_monitoring(config: dict, out: SamplingConfig, templates: dict[str, Template], limits: Limits,
                       issues: list[ConfigIssue]) -> None:
     """``forwarding-options monitoring NAME``: passive monitoring groups.
@@ -447,21 +491,10 @@ def _parse_monitoring(config: dict, out: SamplingConfig, templates: dict[str, Te
     inner IP header).  ``export-format cflowd-version-5`` gives flow servers
     without their own ``version`` that format.
     """
-    groups = (config.get("forwarding-options") or {}).get("monitoring")
-    if groups is None:
-        return
-    base = ("forwarding-options", "monitoring")
-    issues += check_mapping(groups, base, "group name -> settings")
-    if not isinstance(groups, dict):
-        return
     ifaces = config.get("interfaces") or {}
     monitoring_only = [n for n, s in ifaces.items() if isinstance(s, dict) and s.get("monitoring-only") is True]
     claimed: dict[str, str] = {}
-    for name, sec in groups.items():
-        p = base + (name,)
-        if not isinstance(sec, dict):
-            issues.append(ConfigIssue(p, f"expected the group's settings as a mapping, got {sec!r}"))
-            continue
+    for name, sec, p in _groups(config, "monitoring", issues):
         sec = copy.deepcopy(sec)  # export-format is folded into the servers below; never touch the config
         issues += check_keys(sec, ("family", "input-interfaces", "flow-table-size"), p)
         fam = sec.get("family") or {}
@@ -506,8 +539,50 @@ def _parse_monitoring(config: dict, out: SamplingConfig, templates: dict[str, Te
         out.group_interfaces[str(name)] = members
 
 
+def _parse_accounting(config: dict, out: SamplingConfig, templates: dict[str, Template], limits: Limits,
+                      issues: list[ConfigIssue]) -> None:
+    """``forwarding-options accounting NAME { output { ... } }``: discard accounting groups.
+
+    A group meters every packet a term discards with ``discard accounting
+    NAME`` (no sampling) into its own flow cache and exports it to its own
+    flow servers.  The output has no family level: IPv4 flows go to every
+    server, IPv6 flows to the v9/IPFIX servers whose template has an IPv6
+    data template.
+    """
+    for name, sec, p in _groups(config, "accounting", issues):
+        issues += check_keys(sec, ACCOUNTING_KEYS, p)
+        inst = Instance(str(name), algorithm=SAMPLING_DETERMINISTIC, flow_table_size=min(262_144, limits.max_flows))
+        _parse_table_size(inst, sec, p, limits, issues)
+        if "output" not in sec:
+            issues.append(ConfigIssue(p, "missing: 'output' with at least one 'flow-server ADDRESS { port; version; }'"))
+            continue
+        fam = _parse_family("inet", {"output": sec["output"]}, p, templates, limits, issues)
+        inst.families["inet"] = fam
+        v6 = [s for s in fam.servers if s.template is not None and "ipv6" in s.template.kinds]
+        if v6:
+            inst.families["inet6"] = dataclasses.replace(fam, family="inet6", servers=v6)
+        out.accounting[str(name)] = inst
+
+
+def accounting_group_check(name, config: dict) -> str | None:
+    """``TermAction.validate`` of ``discard accounting NAME``: the group must be configured."""
+    groups = (config.get("forwarding-options") or {}).get("accounting")
+    groups = groups if isinstance(groups, dict) else {}
+    if name in groups:
+        return None
+    hint = suggest(str(name), groups)
+    return (f"accounting group {name!r} is not defined under 'forwarding-options accounting'"
+            + (hint or (f"; defined: {', '.join(map(str, groups))}" if groups else "")))
+
+
 def _check_limits(out: SamplingConfig, limits: Limits, issues: list[ConfigIssue]) -> None:
+    for name in out.accounting:  # 'show services accounting ... name NAME' must name one thing
+        other = "sampling instance" if name in out.instances else "monitoring group" if name in out.groups else None
+        if other:
+            issues.append(ConfigIssue(("forwarding-options", "accounting", name),
+                                      f"accounting group {name!r} has the name of a {other}; give it its own name"))
     total = sum(len(f.servers) for i in [*out.instances.values(), *out.groups.values()] for f in i.families.values())
+    total += sum(len(g.families["inet"].servers) for g in out.accounting.values())  # its inet6 reuses them
     if total > limits.collectors_total:
         issues.append(ConfigIssue(("forwarding-options", "sampling"), f"{total} flow servers in all exceed the maximum "
                                   f"{limits.collectors_total} (hardware profile limit collectors_total)"))

@@ -1,5 +1,11 @@
 """The flow engine of one sampling instance: sampler -> per-family flow caches -> exporters.
 
+The same :class:`InstanceEngine` serves the three kinds of flow metering, each
+with its own caches and exporters so their traffic never mixes: sampling
+instances (fed by ``then sample``), passive monitoring groups (fed by what
+the filters accept on monitoring-only interfaces) and discard accounting
+groups (fed by ``then discard accounting NAME``; rate 1).
+
 Everything here is synchronous and batch-shaped: the ``sample`` action
 handler meters a batch, expiry runs at most once per second of the cache
 clock, and exported records are encoded and handed to transports that never
@@ -10,6 +16,7 @@ instance's background tasks.
 from __future__ import annotations
 
 import time
+import dataclasses
 from typing import Any
 
 import numpy as np
@@ -77,8 +84,31 @@ class Exporter:
                                                              name=self.name, dscp=server.dscp))
         self.transport.on_connect = lambda: self.encoder.templates(self._last_now)
         self._last_now = time.time_ns()
+        # v8 'aggregate-export-interval': records are held and aggregated into one export per interval
+        self.hold_ns = int(fam.aggregate_export_interval * NS) if server.version == 8 else 0
+        self._held: list[FlowRecords] = []
+        self._held_since = 0
 
     def export(self, records: FlowRecords, now_ns: int) -> None:
+        if self.hold_ns and len(records):
+            if not self._held:
+                self._held_since = now_ns
+            self._held.append(records)
+            if sum(len(r) for r in self._held) < HOLD_MAX_RECORDS:
+                return
+            records = self._take_held()  # bounded memory: a full hold is exported at once
+        self._encode(records, now_ns)
+
+    def _take_held(self) -> FlowRecords:
+        held, self._held = self._held, []
+        return dataclasses.replace(held[0], data=np.concatenate([r.data for r in held]))
+
+    def release(self, now_ns: int) -> None:
+        """Export what the aggregate export timer holds (timer expiry, shutdown)."""
+        if self._held:
+            self._encode(self._take_held(), now_ns)
+
+    def _encode(self, records: FlowRecords, now_ns: int) -> None:
         self._last_now = now_ns
         try:
             payloads = self.encoder.encode(records, now_ns)
@@ -93,15 +123,19 @@ class Exporter:
 
     def tick(self, now_ns: int) -> None:
         """Periodic: lets the encoder send templates / options data that are due, flows or not."""
-        self.export(FlowRecords.empty(), now_ns)
+        if self._held and now_ns - self._held_since >= self.hold_ns:
+            self.release(now_ns)
+        self._encode(FlowRecords.empty(), now_ns)
 
 
 class InstanceEngine:
-    """Sampling instance state: a sampler, a flow cache per family, exporters per family."""
+    """A sampling instance, monitoring group or accounting group: a sampler, a flow cache per
+    family, exporters per family.  *kind* is ``sampling``, ``monitoring`` or ``accounting``."""
 
-    def __init__(self, app: Any, inst: Instance, *, live: bool, routes=None) -> None:
+    def __init__(self, app: Any, inst: Instance, *, live: bool, routes=None, kind: str = "sampling") -> None:
         self.app = app
         self.inst = inst
+        self.kind = kind
         self.routes = routes  # RouteTable: next hop / AS / masks filled at export, once per batch of records
         self.live = live  # live sources: wall clock; pcap replay: packet clock
         self.counters = Counters(inst.name)
@@ -232,6 +266,9 @@ class InstanceEngine:
             records = cache.flush()
             total += len(records)
             self._export(name, records, "shutdown")
+        now = time.time_ns() if self.live else max((c.clock_ns for c in self.caches.values()), default=0)
+        for exp in self.all_exporters:
+            exp.release(now or time.time_ns())
         return total
 
     # -- tasks ---------------------------------------------------------------------
@@ -239,6 +276,7 @@ class InstanceEngine:
         return [e.transport for e in self.all_exporters]
 
 
+HOLD_MAX_RECORDS = 65_536  # records an aggregate export timer holds at most before it exports early
 SIZE_EDGES = np.array([0, 64, 96, 128, 256, 512, 1024, 1518, 4096, 9216], dtype=np.int64)
 
 
@@ -298,7 +336,11 @@ class FlowMonitor:
         self.default = self.engines.get("(default sampling)")
         self.iface_engine = {app.interfaces.id(i): self.engines[n] for i, n in sampling.interface_instance.items()}
         # passive monitoring groups: every accepted packet of their monitoring-only interfaces
-        self.groups = {name: InstanceEngine(app, inst, live=live, routes=routes) for name, inst in sampling.groups.items()}
+        self.groups = {name: InstanceEngine(app, inst, live=live, routes=routes, kind="monitoring")
+                       for name, inst in sampling.groups.items()}
+        # discard accounting groups: what 'then discard accounting NAME' discards, never sampled traffic
+        self.accounting = {name: InstanceEngine(app, inst, live=live, routes=routes, kind="accounting")
+                           for name, inst in sampling.accounting.items()}
         self.group_of_iface = {app.interfaces.id(i): self.groups[g] for g, ifs in sampling.group_interfaces.items()
                                for i in ifs}
         self.counters = Counters("flow-monitoring")
@@ -315,6 +357,17 @@ class FlowMonitor:
                 continue
             engine.meter(batch)
 
+    # the 'discard-accounting' action handler ('then discard accounting NAME')
+    def on_discard_accounting(self, selections) -> None:
+        for sel in selections:
+            engine = self.accounting.get(sel.arg)
+            if engine is None:  # validation makes this unreachable; never a silent loss all the same
+                self.counters.drop("discard-accounting", "no_group", len(sel.batch))
+                continue
+            engine.counters.inc("discarded_packets", len(sel.batch))
+            engine.counters.inc("discarded_bytes", sel.batch.bytes_in())
+            engine.meter(sel.batch)
+
     @hookimpl
     def flowplane_process_batch(self, batch) -> None:
         """Passive monitoring: meter what the filters accepted on a monitoring-only interface."""
@@ -324,7 +377,7 @@ class FlowMonitor:
                 engine.meter(batch)
 
     def all_engines(self) -> list[InstanceEngine]:
-        return [*self.engines.values(), *self.groups.values()]
+        return [*self.engines.values(), *self.groups.values(), *self.accounting.values()]
 
     @hookimpl
     def flowplane_background_tasks(self, app):
