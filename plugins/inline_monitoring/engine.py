@@ -43,7 +43,7 @@ from .encoder import Records, Session, build_records, datagram_limit, pack_sets
 
 log = structlog.get_logger("flowplane.inline_monitoring")
 
-PLUGIN_OBJECT = "inline-monitoring"
+PLUGIN_OBJECT = "inline-monitor"
 SHUTDOWN_GRACE_S = 2.0
 
 
