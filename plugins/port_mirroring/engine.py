@@ -66,7 +66,8 @@ def _grow_sndbuf(sock: socket.socket) -> None:
 
 
 def open_socket(dest: Destination) -> socket.socket:
-    """The send socket of *dest*: AF_PACKET bound to the interface, or raw IPPROTO_GRE connected to the analyzer."""
+    """The send socket of *dest*: AF_PACKET bound to the interface, or raw IPPROTO_GRE (unconnected:
+    ICMP errors from the analyzer must not turn into send errors)."""
     if dest.kind == "interface":
         sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)  # protocol 0: receives nothing
         try:
@@ -90,7 +91,6 @@ def open_socket(dest: Destination) -> socket.socket:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_TCLASS, dest.dscp << 2)
         if dest.source_address:
             sock.bind((dest.source_address, 0))
-        sock.connect((dest.target, 0))
         _grow_sndbuf(sock)
         sock.setblocking(False)
     except BaseException:
@@ -115,6 +115,7 @@ class DestinationState:
         self.seq = 0  # ERSPAN / GRE sequence number
         self.all_families = "any" in dest.families
         self.afs = tuple(AF_COLUMN[f] for f in dest.families if f in AF_COLUMN)
+        self.address = None if dest.kind == "interface" else (dest.target, 0)
 
     # -- socket ------------------------------------------------------------------
     def open(self) -> bool:
@@ -190,7 +191,7 @@ class DestinationState:
             vlan = batch.vlan[idx] if batch.decoded else np.zeros(n, dtype=np.uint16)
             headers = erspan_headers(self.seq, session_id=self.dest.session_id, vlan=vlan, index=batch.iface[idx])
             self.seq = (self.seq + n) & 0xFFFFFFFF
-        status = self.sender.send_batch(self.sock, batch.data, starts, lens, headers)
+        status = self.sender.send_batch(self.sock, batch.data, starts, lens, headers, self.address)
         ok = status == 0
         sent = int(ok.sum())
         if sent:
@@ -204,9 +205,8 @@ class DestinationState:
                 c.drop("send", REASONS[code], cnt)
             worst = [code for code in codes.tolist() if code in FAILURE_REASONS]
             if worst:
-                if not self.up:
-                    self.dropped_while_down += n - sent
                 self._fail(worst[0], _errno_hint(worst[0]))
+                self.dropped_while_down += n - sent
                 if worst[0] == IFACE_DOWN and self.dest.kind == "interface" and not _iface_exists(self.dest.target):
                     self.close()  # deleted: reopen by name (new ifindex) from the background task
                 return

@@ -20,6 +20,7 @@ import ctypes
 import ctypes.util
 import errno
 import socket
+import struct
 
 import numpy as np
 
@@ -42,6 +43,13 @@ _PER_MESSAGE = (TOO_BIG,)
 def reason_of(err: int) -> int:
     """The status code for an ``errno``."""
     return _ERRNO_REASON.get(err, SEND_ERROR)
+
+
+def sockaddr(family: int, ip: str) -> bytes:
+    """``struct sockaddr_in`` / ``sockaddr_in6`` for *ip*, port 0 (raw sockets)."""
+    if family == socket.AF_INET6:
+        return struct.pack("=HHI16sI", socket.AF_INET6, 0, 0, socket.inet_pton(socket.AF_INET6, ip), 0)
+    return struct.pack("=HH4s8x", socket.AF_INET, 0, socket.inet_aton(ip))
 
 
 class _IoVec(ctypes.Structure):
@@ -84,8 +92,12 @@ class BatchSender:
         return "sendmmsg" if self._sendmmsg is not None else "sendmsg"
 
     def send_batch(self, sock: socket.socket, data: np.ndarray, starts: np.ndarray, lens: np.ndarray,
-                   headers: np.ndarray | bytes | None = None) -> np.ndarray:
+                   headers: np.ndarray | bytes | None = None, address: tuple | None = None) -> np.ndarray:
         """Send ``headers[i] + data[starts[i]:starts[i]+lens[i]]`` for every *i*.
+
+        *address* (an ``(ip, 0)`` tuple) sends every message there on an
+        unconnected socket: a connected raw socket would turn the analyzer's
+        ICMP errors into send errors that drop whole batches.
 
         :param data: 1-D uint8 buffer (the batch's ``data``).
         :param headers: None, one ``bytes`` header shared by every message, or
@@ -97,11 +109,11 @@ class BatchSender:
         if n == 0:
             return status
         if self._sendmmsg is None:
-            return self._send_loop(sock, data, starts, lens, headers, status)
-        return self._send_mmsg(sock, data, starts, lens, headers, status)
+            return self._send_loop(sock, data, starts, lens, headers, address, status)
+        return self._send_mmsg(sock, data, starts, lens, headers, address, status)
 
     # -- sendmmsg ---------------------------------------------------------------
-    def _send_mmsg(self, sock, data, starts, lens, headers, status) -> np.ndarray:
+    def _send_mmsg(self, sock, data, starts, lens, headers, address, status) -> np.ndarray:
         n = len(starts)
         data = np.ascontiguousarray(data)
         base = data.ctypes.data
@@ -127,6 +139,10 @@ class BatchSender:
             iov[:, 3] = lens
             per = 2
         msgs = np.zeros((n, 8), dtype=np.uint64)
+        if address is not None:
+            name = np.frombuffer(sockaddr(sock.family, address[0]), dtype=np.uint8)
+            msgs[:, 0] = name.ctypes.data
+            msgs[:, 1] = len(name)
         msgs[:, 2] = np.uint64(iov.ctypes.data) + np.arange(n, dtype=np.uint64) * np.uint64(16 * per)
         msgs[:, 3] = per
         mbase = msgs.ctypes.data
@@ -149,11 +165,11 @@ class BatchSender:
             status[i:] = code
             break
         # keep the buffers alive until here (their addresses are in msgs / iov)
-        del data, iov, msgs
+        del data, iov, msgs, headers, address
         return status
 
     # -- fallback: one sendmsg per message ------------------------------------------
-    def _send_loop(self, sock, data, starts, lens, headers, status) -> np.ndarray:
+    def _send_loop(self, sock, data, starts, lens, headers, address, status) -> np.ndarray:
         mv = memoryview(np.ascontiguousarray(data))
         send = sock.sendmsg
         flags = socket.MSG_DONTWAIT
@@ -171,7 +187,10 @@ class BatchSender:
             else:
                 bufs = [headers[i], frame]
             try:
-                send(bufs, (), flags)
+                if address is None:
+                    send(bufs, (), flags)
+                else:
+                    send(bufs, (), flags, address)
             except InterruptedError:
                 continue
             except OSError as exc:

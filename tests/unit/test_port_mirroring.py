@@ -273,7 +273,8 @@ def test_full_socket_buffer_drops_are_counted_not_waited_for(use_sendmmsg):
 
 # -- the action path, GRE to loopback -------------------------------------------------------------
 @pytest.mark.skipif(os.geteuid() != 0, reason="raw sockets need root")
-def test_action_handler_sends_gre_copies_to_loopback_and_leaves_the_batch_alone(tmp_path):
+@pytest.mark.parametrize("use_sendmmsg", [True, False])
+def test_action_handler_sends_gre_copies_to_loopback_and_leaves_the_batch_alone(tmp_path, use_sendmmsg):
     rx = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_GRE)
     rx.bind(("127.0.0.77", 0))
     rx.settimeout(2)
@@ -287,6 +288,8 @@ family inet:
         app = build_app(cfg)
         pm = app.pm.get_plugin(commands.PLUGIN_OBJECT)
         assert isinstance(pm, PortMirror)
+        for d in pm.destinations():
+            d.sender = BatchSender(use_sendmmsg=use_sendmmsg)
         frames = [eth(0x0800, ipv4(UDP, udp(1000 + i, 53, bytes([i]) * (10 + i)), src="10.9.9.9", dst="10.8.8.8"))
                   for i in range(30)]
         batch = PacketBatch.from_frames(frames)
