@@ -299,3 +299,57 @@ async def test_group_exports_only_discarded_traffic_and_flushes_at_shutdown(make
     assert sorted((r["sport"], r["packets"]) for r in sampled_records) == [(2000, 10), (2001, 10)]
     fm = app.pm.get_plugin("flow-monitor")
     assert fm.accounting["acc1"].counters["flows_shutdown"] == 5
+
+
+# -- accounting without sampling; profile limits ------------------------------------------------------------
+
+
+def _accounting_only(tmp_path, groups: str, profile: str = "generic-linux") -> Config:
+    pcap = write_pcap(str(tmp_path / "x.pcap"), [eth_ipv4_udp()])
+    path = tmp_path / "c.yaml"
+    path.write_text(f"""\
+system: {{hardware-profile: {profile}}}
+interfaces:
+  replay0: {{source: pcap, file: {pcap}, family any: {{filter input: all}}}}
+firewall:
+  family any:
+    filter all:
+      term t:
+        then: "discard accounting acc1"
+forwarding-options:
+  accounting:
+{groups}""")
+    return Config.load(str(path))
+
+
+def test_accounting_without_sampling(make_app, make_batch, tmp_path):
+    app = make_app(_accounting_only(tmp_path, "    acc1: {output: {cflowd 127.0.0.1: {port: 2056, version: 5}}}\n"))
+    fm = app.pm.get_plugin("flow-monitor")
+    assert fm.engines == {} and list(fm.accounting) == ["acc1"]
+    frames = [eth_ipv4_udp(sport=5)] * 3 + [eth_ipv6_tcp()] * 2 + [bytes(60)]  # IPv4, IPv6, not IP
+    app.process(make_batch(frames, iface=app.interfaces.id("replay0")))
+    acc = fm.accounting["acc1"]
+    # every discarded frame is counted; the group meters IPv4 (its v5 server carries nothing else)
+    assert acc.counters["discarded_packets"] == 6
+    assert (acc.counters["not_ip"], acc.counters["no_family_output"]) == (1, 2)
+    assert _flows(acc) == {5: 3}
+    server = ControlServer(app, "")
+    rows = server.handle({"cmd": ["show", "services", "accounting", "flow"]})["data"]["instances"]
+    assert [(r["name"], r["kind"], r["not_ip"]) for r in rows] == [("acc1", "accounting", 1)]
+    assert server.handle({"cmd": ["clear", "services", "accounting", "flow", "name", "acc1"]})["ok"]
+    assert acc.counters["discarded_packets"] == 0
+
+
+def test_accounting_groups_count_towards_profile_limits(make_app, tmp_path):
+    servers = "".join(f"        flow-server 127.0.0.{i}: {{port: 2055, version: 5}}\n" for i in range(1, 6))
+    cfg = _accounting_only(tmp_path, f"    acc1:\n      output:\n{servers}", profile="mx-mpc")
+    text = "\n".join(make_app(cfg, configure=False).validate(cfg))
+    assert "5 flow servers exceed the maximum 4 (hardware profile limit flow_servers_per_family)" in text
+    assert "export version 5 is not supported by this hardware profile (hardware profile limit export_versions: 9, 10)" in text
+    many = "".join(f"    g{g}:\n      output:\n" + "".join(
+        f"        flow-server 127.0.{g}.{i}: {{port: 2055, version-ipfix: {{template: t}}}}\n" for i in range(4))
+        for g in range(17)) + "    acc1: {output: {flow-server 127.0.0.1: {port: 1, version-ipfix: {template: t}}}}\n"
+    many += "services:\n  flow-monitoring:\n    version-ipfix:\n      template t: {ipv4-template: true}\n"
+    cfg = _accounting_only(tmp_path, many, profile="mx-mpc")
+    text = "\n".join(make_app(cfg, configure=False).validate(cfg))
+    assert "69 flow servers in all exceed the maximum 64 (hardware profile limit collectors_total)" in text
