@@ -15,11 +15,12 @@ from . import commands
 from .config import parse
 from .light import PLUGIN_OBJECT as LIGHT_OBJECT, LightReflector, register_commands as register_light_commands
 from .server import PLUGIN_OBJECT, TwampServer
+from .service import PLUGIN_OBJECT as CLIENT_OBJECT, TwampClientService
 
 
 @hookimpl
 def flowplane_register_config_sections(register):
-    register("services rpm", "real-time performance monitoring: twamp server (RFC 5357)")
+    register("services rpm", "real-time performance monitoring: twamp server and client (RFC 5357)")
 
 
 @hookimpl
@@ -31,7 +32,16 @@ def flowplane_config_validate(config, limits):
 @hookimpl
 def flowplane_configure(app):
     cfg, issues = parse(app.config.data)
-    if issues or cfg is None or cfg.server is None:
+    if issues or cfg is None:
+        return
+    if cfg.client is not None and cfg.client.connections:
+        client = TwampClientService(cfg.client)
+        previous = app.previous_graph.configured if app.previous_graph is not None else []
+        for old in previous:  # a config change: persistent-results carry over
+            if isinstance(old, TwampClientService):
+                client.adopt(old)
+        app.pm.register(client, name=CLIENT_OBJECT)
+    if cfg.server is None:
         return
     app.pm.register(TwampServer(cfg.server), name=PLUGIN_OBJECT)
     if cfg.server.light is not None:  # TWAMP Light (RFC 5357 appendix I): its own UDP reflector task
@@ -41,6 +51,7 @@ def flowplane_configure(app):
 @hookimpl
 def flowplane_register_commands(register):
     commands.register(register)
+    commands.register_client(register)
     register_light_commands(register)
 
 

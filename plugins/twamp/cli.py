@@ -74,22 +74,16 @@ def read_secrets(path: str) -> dict[str, bytes]:
 
 
 def format_result(d: dict) -> str:
-    def row(label: str, s: dict) -> str:
-        if not s["samples"]:
-            return f"  {label:<26} no samples"
-        return (f"  {label:<26} min {s['min']:.1f}  avg {s['avg']:.1f}  max {s['max']:.1f}  "
-                f"stddev {s['stddev']:.1f} us")
+    """The one-shot test's statistics, in the block ``show services rpm twamp client probe-results`` prints."""
+    from flowplane.plugins.twamp.commands import format_test
 
-    lines = [f"TWAMP test to {d['server']}:{d['port']} ({d['mode']}), reflector port {d['test_port']}",
-             f"  Probes sent: {d['sent']}, received: {d['received']}, loss: {d['loss_percent']} %"
-             + (f" (forward {d.get('forward_lost', 0)}, backward {d.get('backward_lost', 0)})" if d['received'] else ""),
-             row("Round trip time:", d["rtt_us"]),
-             row("Reflector processing:", d["reflector_processing_us"]),
-             row("Egress (one-way" + (")" if d["clock_synchronised"] else ", unsync):"), d["forward_us"]),
-             row("Ingress (one-way" + (")" if d["clock_synchronised"] else ", unsync):"), d["backward_us"]),
-             f"  Jitter (RFC 3550):         {d['jitter_us']:.1f} us; IPDV max +{d['ipdv_us']['positive_max']:.1f} / "
-             f"{d['ipdv_us']['negative_min']:.1f} us",
-             f"  Duplicates: {d['duplicates']}, reordered: {d['reordered']}"]
+    lines = [f"TWAMP test to {d['server']}:{d['port']} ({d['mode']}), reflector port {d['test_port']}"]
+    lines += format_test("Test", {**d["test"], "test": 1})
+    hops = d.get("hops", {}).get("forward")
+    if hops is not None:
+        lines.append(f"    Hops (forward): {hops}")
+    if d.get("errors"):
+        lines.append("    Errors: " + ", ".join(f"{k} {v}" for k, v in d["errors"].items()))
     return "\n".join(lines) + "\n"
 
 

@@ -63,3 +63,146 @@ def register(register):
              formatter=format_sessions)
     register("show services rpm twamp server connection", show_connections, help="TWAMP control connections",
              formatter=format_connections)
+
+
+# -- services rpm twamp client --------------------------------------------------------------------------------
+
+def _client(app):
+    from .service import PLUGIN_OBJECT as CLIENT_OBJECT
+
+    c = app.pm.get_plugin(CLIENT_OBJECT)
+    if c is None:
+        raise CommandError("the TWAMP client is not configured (services rpm twamp client)")
+    return c
+
+
+def show_client_session(app, args):
+    opts = parse_words(args, values={"control-connection": str})
+    st = _client(app).status()
+    if "control-connection" in opts:
+        st["control_connections"] = [c for c in st["control_connections"] if c["name"] == opts["control-connection"]]
+        if not st["control_connections"]:
+            raise CommandError(f"no control-connection {opts['control-connection']!r}")
+    return st
+
+
+def show_probe_results(app, args):
+    opts = parse_words(args, values={"control-connection": str, "test-session": str}, flags=("history",))
+    try:
+        return _client(app).probe_results(opts.get("control-connection"), opts.get("test-session"),
+                                          history=opts.get("history", False))
+    except KeyError as exc:
+        raise CommandError(exc.args[0]) from None
+
+
+def _request(app, args, what: str):
+    if len(args) != 1:
+        raise CommandError(f"usage: request services rpm twamp {what} client NAME")
+    svc = _client(app)
+    try:
+        return getattr(svc, what)(args[0])
+    except (KeyError, ValueError) as exc:
+        raise CommandError(exc.args[0]) from None
+
+
+def request_start(app, args):
+    return _request(app, args, "start")
+
+
+def request_stop(app, args):
+    return _request(app, args, "stop")
+
+
+def format_client_session(d) -> str:
+    lines = []
+    for c in d["control_connections"]:
+        lines += [f"Control connection: {c['name']}",
+                  f"  TWAMP-Server: {c['server']}:{c['port']}, client {c['local'] or '-'}, mode {c['mode']}",
+                  f"  TWAMP-Server-Status: {'Connected' if c['connected'] else 'Not connected'} ({c['state']})"
+                  + (f", {c['connected_seconds']} s" if c["connected"] else ""),
+                  f"  Number-Of-Retries-With-TWAMP-Server: {c['retries']}",
+                  f"  Tests: {c['tests_done']} of {c['test_count'] or 'unlimited'} (every {c['test_interval']} s), "
+                  f"connects {c['connects']}, aborted {c['aborted_tests']}",
+                  f"  Persistent results: {'yes' if c['persistent_results'] else 'no'}; keepalive idle "
+                  f"{c['keepalive']['idle']} s, interval {c['keepalive']['interval']} s, count {c['keepalive']['count']}"]
+        if c["last_error"]:
+            lines.append(f"  Last error: {c['last_error']}")
+        lines.append(f"  {'Test session':<20}{'Target':<28}{'Port':>7}{'Test':>8}{'Sent':>8}{'Tests':>8}  Thresholds exceeded")
+        for s in c["sessions"]:
+            cur = s["current_test"] if s["current_test"] is not None else "-"
+            lines.append(f"  {s['name']:<20}{s['target']:<28}{s['reflector_port']:>7}{cur:>8}{s['probes_sent']:>8}"
+                         f"{s['tests']:>8}  {', '.join(s['thresholds_exceeded']) or '-'}")
+        lines.append("")
+    return "\n".join(lines) + ("\n" if not lines else "")
+
+
+def _fmt(v) -> str:
+    return "-" if v is None else f"{v:.1f}"
+
+
+def format_test(label: str, t: dict | None) -> list[str]:
+    """One results block (the current test, the last test or all tests), as the one-shot tool prints it too."""
+    if t is None:
+        return [f"  {label}: none yet"]
+    head = f"  {label}" + (f" (test {t['test']})" if "test" in t else f" ({t['tests']} tests)") + ":"
+    sync = t["clock_synchronised"]
+    lines = [head,
+             f"    Probes sent: {t['sent']}, received: {t['received']}, loss: {t['loss_percent']} % "
+             f"(egress {t['forward_lost']}, ingress {t['backward_lost']}, unknown {t['unknown_direction_lost']}); "
+             f"successive loss {t['successive_loss']}",
+             f"    Duplicates: {t['duplicates']}, reordered: {t['reordered']}",
+             f"    {'Measurement (us)':<28}{'Samples':>8}{'Min':>11}{'Max':>11}{'Avg':>11}{'Peak-peak':>11}"
+             f"{'Stddev':>11}{'P50':>11}{'P95':>11}{'P99':>11}"]
+    from .results import LABELS, ONE_WAY
+
+    for name, s in t["measurements_us"].items():
+        label_m = LABELS[name] + ("*" if name in ONE_WAY and not sync else "")
+        lines.append(f"    {label_m:<28}{s['samples']:>8}" + "".join(
+            f"{_fmt(s[k]):>11}" for k in ("min", "max", "avg", "peak_to_peak", "stddev", "p50", "p95", "p99")))
+    j = t["rfc3550_jitter_us"]
+    lines.append(f"    RFC 3550 jitter (us): round trip {j['rtt']:.1f}, egress {j['egress']:.1f}, ingress {j['ingress']:.1f}")
+    if not sync:
+        lines.append("    * one-way values: the clocks are not synchronised (S bit clear), they include the clock "
+                     f"offset; {t['negative_one_way']} negative")
+    return lines
+
+
+def format_probe_results(d) -> str:
+    lines = []
+    for r in d["results"]:
+        lines += [f"Owner: {r['control_connection']}, Test: {r['test_session']}",
+                  f"  TWAMP-Server: {r['server']}:{r['port']}, client {r['client'] or '-'}, reflector "
+                  f"{r['target']}:{r['reflector_port']} ({r['state']})",
+                  f"  Data size: {r['data_size']}, DSCP: {r['dscp']}, probes per test: {r['probe_count']} "
+                  f"every {r['probe_interval']} s"]
+        lines += format_test("Current test", r["current_test"])
+        lines += format_test("Last test", r["last_test"])
+        lines += format_test("All tests", r["all_tests"] if r["all_tests"]["tests"] else None)
+        if r["thresholds"]:
+            lines.append("  Thresholds: " + ", ".join(f"{k} {v}" for k, v in r["thresholds"].items())
+                         + f"; exceeded now: {', '.join(r['thresholds_exceeded']) or 'none'}")
+        if "history" in r:
+            lines.append(f"  History (last {r['history_size']}):")
+            lines.append(f"    {'Test':>6}{'Seq':>8}  {'Status':<7}{'RTT us':>12}{'Egress us':>12}{'Ingress us':>12}")
+            for h in r["history"]:
+                lines.append(f"    {h['test']:>6}{h['seq']:>8}  {h['status']:<7}{_fmt(h['rtt_us']):>12}"
+                             f"{_fmt(h['egress_us']):>12}{_fmt(h['ingress_us']):>12}")
+        lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+def format_request(d) -> str:
+    return f"TWAMP client {d['control_connection']}: {d['state']}\n"
+
+
+def register_client(register):
+    register("show services rpm twamp client session", show_client_session,
+             help="TWAMP client control connections and test sessions [control-connection NAME]",
+             formatter=format_client_session)
+    register("show services rpm twamp client probe-results", show_probe_results,
+             help="TWAMP client results [control-connection NAME] [test-session NAME] [history]",
+             formatter=format_probe_results)
+    register("request services rpm twamp start client", request_start,
+             help="start a TWAMP client control connection: NAME", formatter=format_request)
+    register("request services rpm twamp stop client", request_stop,
+             help="stop a TWAMP client control connection: NAME", formatter=format_request)

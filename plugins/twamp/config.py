@@ -35,7 +35,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 
-from flowplane.config import check_int, check_keys, check_mapping, check_str
+from flowplane.config import check_bool, check_int, check_keys, check_mapping, check_number, check_str
 from flowplane.errors import ConfigIssue
 
 from .keepalive import Keepalive
@@ -43,7 +43,7 @@ from .wire import MODE_AUTHENTICATED, MODE_ENCRYPTED, MODE_UNAUTHENTICATED
 
 SECTION = ("services", "rpm")
 RPM_KEYS = ("twamp",)
-TWAMP_KEYS = ("server",)
+TWAMP_KEYS = ("server", "client")
 SERVER_KEYS = ("port", "listen-address", "authentication-mode", "authentication-key-chain", "client-list",
                "maximum-connections", "maximum-connections-per-client", "maximum-sessions-per-connection",
                "max-connection-duration", "server-inactivity-timeout", "reflector-inactivity-timeout", "light",
@@ -90,9 +90,64 @@ class ServerConfig:
         return any(ip in net for net in self.client_list if net.version == ip.version)
 
 
+@dataclass(frozen=True)
+class Thresholds:
+    """Per-test limits; crossing one logs ``twamp_threshold_exceeded`` (and ``..._cleared`` when back)."""
+
+    rtt: float | None = None  # µs, the test's largest round-trip time
+    egress_time: float | None = None  # µs, largest one-way delay client -> server
+    ingress_time: float | None = None  # µs, largest one-way delay server -> client
+    jitter_rtt: float | None = None  # µs, largest |IPDV| of the round-trip time
+    jitter_egress: float | None = None
+    jitter_ingress: float | None = None
+    std_dev_rtt: float | None = None  # µs
+    successive_loss: int | None = None  # probes lost in a row
+    total_loss: int | None = None  # probes lost in the test
+    loss_percent: float | None = None
+
+    def items(self) -> list[tuple[str, float]]:
+        return [(k.replace("_", "-"), v) for k, v in self.__dict__.items() if v is not None]
+
+
+@dataclass
+class TestSessionConfig:
+    __test__ = False  # not a pytest class
+    name: str
+    target_address: str  # the reflector address (default: the control connection's destination)
+    data_size: int = 60  # padding octets in each test packet (Junos data-size)
+    dscp: int = 0
+    probe_count: int = 1
+    probe_interval: float = 1.0  # seconds
+    probe_timeout: float = 1.0  # seconds to wait for the last replies of a test
+    thresholds: Thresholds = field(default_factory=Thresholds)
+
+
+@dataclass
+class ControlConnectionConfig:
+    name: str
+    destination_address: str
+    destination_port: int = 862
+    source_address: str | None = None
+    mode: int = MODE_UNAUTHENTICATED
+    key_id: str = ""
+    secret: bytes | None = None
+    test_count: int = 0  # 0 = forever (and auto-restart)
+    test_interval: float = 1.0  # seconds from the start of one test to the start of the next
+    keepalive: Keepalive = field(default_factory=Keepalive)
+    persistent_results: bool = False
+    history_size: int = 50
+    sessions: list[TestSessionConfig] = field(default_factory=list)
+
+
+@dataclass
+class ClientConfig:
+    connections: list[ControlConnectionConfig] = field(default_factory=list)
+
+
 @dataclass
 class TwampConfig:
     server: ServerConfig | None = None
+    client: ClientConfig | None = None
 
 
 def read_secret_file(path: str) -> bytes:
@@ -122,6 +177,10 @@ def parse(data: dict) -> tuple[TwampConfig | None, list[ConfigIssue]]:
         srv, more = _server(tw["server"] or {}, path + ("server",))
         issues += more
         cfg.server = srv
+    if "client" in tw:
+        cli, more = _client(tw["client"] or {}, path + ("client",))
+        issues += more
+        cfg.client = cli
     return (None if issues else cfg), issues
 
 
@@ -250,3 +309,202 @@ def _light(sec, path, default_address: str) -> tuple[LightConfig, list[ConfigIss
         if not bad:
             cfg.idle_timeout = float(sec["idle-timeout"])
     return cfg, issues
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# services rpm twamp client
+# ---------------------------------------------------------------------------------------------------------------
+
+CLIENT_KEYS = ("control-connection",)
+CONTROL_KEYS = ("destination-address", "destination-port", "source-address", "authentication-mode", "key-id",
+                "secret", "secret-file", "test-count", "test-interval", "tcp-keepidle", "tcp-keepintvl",
+                "tcp-keepcnt", "persistent-results", "history-size", "thresholds", "test-session")
+SESSION_KEYS = ("target-address", "data-size", "dscp-code-points", "probe-count", "probe-interval",
+                "probe-timeout", "thresholds")
+THRESHOLD_KEYS = ("rtt", "egress-time", "ingress-time", "jitter-rtt", "jitter-egress", "jitter-ingress",
+                  "std-dev-rtt", "successive-loss", "total-loss", "loss-percent")
+CLIENT_MODES = ("none", "authenticated", "encrypted")
+MAX_TEST_COUNT = 4294967290  # Junos range 0..4294967290
+DSCP_NAMES = {"be": 0, "ef": 46, "va": 44, **{f"cs{i}": i << 3 for i in range(8)},
+              **{f"af{c}{d}": (c << 3) | (d << 1) for c in range(1, 5) for d in range(1, 4)}}
+
+
+def parse_dscp(value) -> int | None:
+    """``dscp-code-points``: a 6-bit string (``101110``), a name (``ef``, ``af41``, ``cs6``) or 0..63."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value if 0 <= value <= 63 else None
+    if isinstance(value, str):
+        v = value.strip().lower()
+        if len(v) == 6 and set(v) <= {"0", "1"}:
+            return int(v, 2)
+        return DSCP_NAMES.get(v)
+    return None
+
+
+def _address(sec: dict, key: str, path, issues: list) -> str | None:
+    if key not in sec:
+        return None
+    try:
+        return str(ipaddress.ip_address(str(sec[key])))
+    except ValueError:
+        issues.append(ConfigIssue(path + (key,), f"expected an IPv4 or IPv6 address, got {sec[key]!r}"))
+        return None
+
+
+def _seconds(sec: dict, key: str, path, issues: list, lo: float, hi: float, default: float) -> float:
+    if key not in sec:
+        return default
+    bad = check_number(sec[key], path + (key,), lo, hi)
+    issues += bad
+    return default if bad else float(sec[key])
+
+
+def _int(sec: dict, key: str, path, issues: list, lo: int, hi: int, default: int) -> int:
+    if key not in sec:
+        return default
+    bad = check_int(sec[key], path + (key,), lo, hi)
+    issues += bad
+    return default if bad else sec[key]
+
+
+def _thresholds(sec, path, base: Thresholds) -> tuple[Thresholds, list[ConfigIssue]]:
+    if sec is None:
+        return base, []
+    issues = check_mapping(sec, path, "threshold: value")
+    if issues:
+        return base, issues
+    issues += check_keys(sec, THRESHOLD_KEYS, path, "threshold")
+    values = dict(base.__dict__)
+    for key in THRESHOLD_KEYS:
+        if key not in sec:
+            continue
+        integer = key in ("successive-loss", "total-loss")
+        hi = 100 if key == "loss-percent" else None
+        bad = check_int(sec[key], path + (key,), 0) if integer else check_number(sec[key], path + (key,), 0, hi)
+        issues += bad
+        if not bad:
+            values[key.replace("-", "_")] = sec[key]
+    return Thresholds(**values), issues
+
+
+def _client(sec, path) -> tuple[ClientConfig, list[ConfigIssue]]:
+    cfg = ClientConfig()
+    issues = check_mapping(sec, path, "twamp client settings: {control-connection: {NAME: ...}}")
+    if issues:
+        return cfg, issues
+    issues += check_keys(sec, CLIENT_KEYS, path)
+    conns = sec.get("control-connection") or {}
+    p = path + ("control-connection",)
+    bad = check_mapping(conns, p, "NAME: control connection settings")
+    if bad:
+        return cfg, issues + bad
+    for name, csec in conns.items():
+        cc, more = _control_connection(str(name), csec or {}, p + (name,))
+        issues += more
+        if cc is not None:
+            cfg.connections.append(cc)
+    return cfg, issues
+
+
+def _control_connection(name: str, sec, path) -> tuple[ControlConnectionConfig | None, list[ConfigIssue]]:
+    issues = check_mapping(sec, path, "control connection settings")
+    if issues:
+        return None, issues
+    issues += check_keys(sec, CONTROL_KEYS, path)
+    dest = _address(sec, "destination-address", path, issues)
+    if "destination-address" not in sec:
+        issues.append(ConfigIssue(path, "a control connection needs a destination-address (the TWAMP server)"))
+    cc = ControlConnectionConfig(name, dest or "0.0.0.0")
+    cc.destination_port = _int(sec, "destination-port", path, issues, 1, 65535, 862)
+    cc.source_address = _address(sec, "source-address", path, issues)
+    if dest and cc.source_address and ipaddress.ip_address(dest).version != ipaddress.ip_address(cc.source_address).version:
+        issues.append(ConfigIssue(path + ("source-address",),
+                                  f"source-address {cc.source_address} and destination-address {dest} are of different families"))
+    mode = sec.get("authentication-mode", "none")
+    bad = check_str(mode, path + ("authentication-mode",), CLIENT_MODES)
+    issues += bad
+    if not bad:
+        cc.mode = AUTH_MODES[mode]
+    if "key-id" in sec:
+        if not isinstance(sec["key-id"], str) or not sec["key-id"] or len(sec["key-id"].encode()) > 80:
+            issues.append(ConfigIssue(path + ("key-id",), f"expected a KeyID of 1..80 bytes of UTF-8, got {sec['key-id']!r}"))
+        else:
+            cc.key_id = sec["key-id"]
+    if "secret" in sec and "secret-file" in sec:
+        issues.append(ConfigIssue(path + ("secret-file",), "give either secret or secret-file, not both"))
+    elif "secret" in sec:
+        if isinstance(sec["secret"], str) and sec["secret"]:
+            cc.secret = sec["secret"].encode("utf-8")
+        else:
+            issues.append(ConfigIssue(path + ("secret",), f"expected a non-empty string, got {sec['secret']!r}"))
+    elif "secret-file" in sec:
+        if not isinstance(sec["secret-file"], str):
+            issues.append(ConfigIssue(path + ("secret-file",), f"expected a file name, got {sec['secret-file']!r}"))
+        else:
+            try:
+                cc.secret = read_secret_file(sec["secret-file"])
+            except OSError as exc:
+                issues.append(ConfigIssue(path + ("secret-file",), f"cannot read {sec['secret-file']}: {exc.strerror}"))
+    if cc.mode != MODE_UNAUTHENTICATED and not bad:
+        if not cc.key_id:
+            issues.append(ConfigIssue(path + ("key-id",), f"authentication-mode {mode} needs a key-id"))
+        if cc.secret is None and not any(i.path[-1] in ("secret", "secret-file") for i in issues):
+            issues.append(ConfigIssue(path, f"authentication-mode {mode} needs a secret or secret-file"))
+    cc.test_count = _int(sec, "test-count", path, issues, 0, MAX_TEST_COUNT, 0)
+    cc.test_interval = _seconds(sec, "test-interval", path, issues, 0.01, 255, 1.0)
+    cc.keepalive, more = parse_keepalive(sec, path)
+    issues += more
+    if "persistent-results" in sec:
+        bad = check_bool(sec["persistent-results"], path + ("persistent-results",))
+        issues += bad
+        cc.persistent_results = bool(sec["persistent-results"]) if not bad else False
+    cc.history_size = _int(sec, "history-size", path, issues, 0, 512, 50)
+    base, more = _thresholds(sec.get("thresholds"), path + ("thresholds",), Thresholds())
+    issues += more
+    sessions = sec.get("test-session")
+    sp = path + ("test-session",)
+    if not sessions:
+        issues.append(ConfigIssue(path, "a control connection needs at least one test-session NAME { ... }"))
+    else:
+        bad = check_mapping(sessions, sp, "NAME: test session settings")
+        issues += bad
+        if not bad:
+            for sname, ssec in sessions.items():
+                ts, more = _test_session(str(sname), ssec or {}, sp + (sname,), cc, base)
+                issues += more
+                if ts is not None:
+                    cc.sessions.append(ts)
+    return cc, issues
+
+
+def _test_session(name: str, sec, path, cc: ControlConnectionConfig, base: Thresholds):
+    issues = check_mapping(sec, path, "test session settings")
+    if issues:
+        return None, issues
+    issues += check_keys(sec, SESSION_KEYS, path)
+    target = _address(sec, "target-address", path, issues) or cc.destination_address
+    try:
+        if ipaddress.ip_address(target).version != ipaddress.ip_address(cc.destination_address).version:
+            issues.append(ConfigIssue(path + ("target-address",),
+                                      f"target-address {target} is not of the family of destination-address "
+                                      f"{cc.destination_address}"))
+    except ValueError:
+        pass
+    ts = TestSessionConfig(name, target)
+    ts.data_size = _int(sec, "data-size", path, issues, 60, 1400, 60)
+    if "dscp-code-points" in sec:
+        dscp = parse_dscp(sec["dscp-code-points"])
+        if dscp is None:
+            issues.append(ConfigIssue(path + ("dscp-code-points",),
+                                      f"expected 6 bits (e.g. 101110), a name (ef, af11..af43, cs0..cs7, be) or 0..63, "
+                                      f"got {sec['dscp-code-points']!r}"))
+        else:
+            ts.dscp = dscp
+    ts.probe_count = _int(sec, "probe-count", path, issues, 1, MAX_TEST_COUNT, 1)
+    ts.probe_interval = _seconds(sec, "probe-interval", path, issues, 0.001, 255, 1.0)
+    ts.probe_timeout = _seconds(sec, "probe-timeout", path, issues, 0.01, 60, 1.0)
+    ts.thresholds, more = _thresholds(sec.get("thresholds"), path + ("thresholds",), base)
+    issues += more
+    return ts, issues

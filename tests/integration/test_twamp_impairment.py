@@ -156,11 +156,6 @@ def test_duplicates_counted(path):
 TAIL_OVERTAKE_SEED = 15  # in this seed's c2s stream probe 198 is held back and 199 is not (checked below)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "client.py Result.stats() derives forward_lost from the highest-sequence reply alone "
-    "(last.seq - last.reflector_seq): when the last probe overtakes an earlier one on the way to the "
-    "stateful reflector, the reflector numbered it one lower, so a forward loss is reported although "
-    "nothing was lost (forward_lost + backward_lost > lost). Owned by the client engineer."))
 def test_forward_loss_not_invented_by_reordering(path):
     net, relay = path
     relay.set("both", delay_ms=0, loss=0, duplicate=0, reorder=0)
