@@ -51,6 +51,8 @@ def add_parser(subparsers) -> Any:
                    help="seconds data waits for its template (default 10)")
     p.add_argument("--template-timeout", type=float, default=1800.0,
                    help="seconds a UDP template lives unless refreshed (default 1800, 0: never)")
+    p.add_argument("--scale", action="store_true",
+                   help="multiply packets and bytes by the sampling interval that applies (scale-by-sampling-rate)")
     p.add_argument("--receive-buffer", type=int, default=None, metavar="BYTES",
                    help="SO_RCVBUF asked for on the UDP sockets (default 8388608; the kernel doubles it)")
     p.add_argument("--print-config", action="store_true", help="print the config it would run and exit")
@@ -109,6 +111,8 @@ def build_config(args: Any, control_socket: str) -> dict:
     section: dict[str, Any] = {"listen": [parse_listen(x) for x in args.listen],
                                "max-templates-per-exporter": args.max_templates,
                                "pending-timeout": args.pending_timeout}
+    if getattr(args, "scale", False):
+        section["scale-by-sampling-rate"] = True
     if getattr(args, "receive_buffer", None) is not None:
         section["receive-buffer"] = args.receive_buffer
     if getattr(args, "template_timeout", 1800.0) != 1800.0:

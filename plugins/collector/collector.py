@@ -7,7 +7,9 @@ only after every socket is bound) and a one-second timer that expires data
 held for a template that never came.  ``flowplane_shutdown`` decodes what is
 gathered, closes (and rotates) the output files, then gives the forwarders' transports
 the rest of the drain time to send what they hold (see output.py, forward.py).  On a reload the new object takes
-the old one's decoder (templates, sampling rates, counters) and ring.
+the old one's decoder (templates, sampling rates, counters) and ring, and keeps every listener
+whose address, port, protocol and receive buffer did not change: the UDP socket stays open (nothing
+queued on it is lost) and TCP exporters stay connected with their templates (listener.py ``adopt``).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from .decoder import Decoder
 from .listener import UdpListener
 from .listener_tcp import TcpListener
 from .output import FlowRing, Outputs
+from .rates import RateWindow
 from .records import CollectedFlows
 
 log = structlog.get_logger("flowplane.collector")
@@ -46,23 +49,41 @@ class Collector:
             self.decoder.max_templates = cfg.max_templates
             self.decoder.pending_timeout_ns = int(cfg.pending_timeout * 1e9)
             self.decoder.template_timeout_ns = int(cfg.template_timeout * 1e9)
+            self.decoder.scale = cfg.scale
             self.ring = previous.ring
             self.ring.size = cfg.flow_ring
         else:
             self.counters = Counters("flow-collector")
             self.decoder = Decoder(max_templates=cfg.max_templates, pending_timeout=cfg.pending_timeout,
-                                   counters=self.counters, template_timeout=cfg.template_timeout)
+                                   counters=self.counters, template_timeout=cfg.template_timeout,
+                                   scale=cfg.scale)
             self.ring = FlowRing(cfg.flow_ring)
         ocfg = cfg.output
         if cfg.jsonl and not ocfg.jsonl:  # CollectorConfig(jsonl=...) as the first slice built it
             ocfg = dataclasses.replace(ocfg, jsonl=cfg.jsonl)
         self.outputs = Outputs(ocfg, self.counters, drivers=drivers)  # files (rotated) and forwarders
         self.jsonl = self.outputs.jsonl
-        self.listeners = [TcpListener(lst, self.handle_session, self.counters, max_connections=cfg.max_connections,
-                                      on_close=self.close_session, rcvbuf=cfg.receive_buffer)
-                          if lst.protocol == "tcp" else UdpListener(lst, self.handle, cfg.receive_buffer)
-                          for lst in cfg.listen]
+        kept = {}  # listeners a reload keeps: same address, port, protocol and receive buffer
+        if previous is not None and previous.cfg.receive_buffer == cfg.receive_buffer:
+            kept = {lst.listen: lst for lst in previous.listeners if lst.sock is not None and lst.listen.port != 0}
+        self.listeners = []
+        for listen in cfg.listen:
+            old = kept.get(listen)
+            if old is not None and listen.protocol == "tcp":
+                old.adopt(self.handle_session, self.close_session, cfg.max_connections, cfg.tcp_idle_timeout)
+                self.listeners.append(old)
+            elif old is not None:
+                old.adopt(self.handle)
+                self.listeners.append(old)
+            elif listen.protocol == "tcp":
+                self.listeners.append(TcpListener(listen, self.handle_session, self.counters,
+                                                  max_connections=cfg.max_connections, on_close=self.close_session,
+                                                  rcvbuf=cfg.receive_buffer, idle_timeout=cfg.tcp_idle_timeout))
+            else:
+                self.listeners.append(UdpListener(listen, self.handle, cfg.receive_buffer))
+        self.kept_listeners = sum(1 for x in self.listeners if x.handover)
         self.subscribers: list[Callable[[list[CollectedFlows]], None]] = []
+        self.rates = previous.rates if previous is not None else RateWindow(start_s=time.monotonic())
         self.started_ns = time.time_ns()
         self.cleared_ns = self.started_ns
 
@@ -129,6 +150,16 @@ class Collector:
             await trio.sleep(1.0)
             self.tick()
             self.outputs.tick()
+            self.rates.sample(time.monotonic(), self.rate_values())
+
+    def rate_values(self) -> dict[str, int]:
+        """The running totals 'show' turns into per-second rates."""
+        c = self.counters
+        decode = sum(n for (s, _r), n in c.drops.items() if s == "decode")
+        other = sum(n for (s, _r), n in c.drops.items() if s != "decode")
+        kernel = sum(lst.kernel_drops() or 0 for lst in self.listeners)
+        return {"datagrams": c["datagrams"], "records": c["records"], "bytes": c["bytes"],
+                "decode_errors": decode, "drops": other, "kernel_drops": kernel}
 
     @hookimpl(trylast=True)
     def flowplane_shutdown(self, app):
@@ -140,7 +171,7 @@ class Collector:
             with trio.move_on_after(SHUTDOWN_READ_S):
                 while quiet < 3:  # three empty polls in a row: nothing is in flight on loopback
                     await trio.sleep(0.02)
-                    got = sum(lst.drain_now() for lst in self.listeners)
+                    got = sum(lst.drain_now() for lst in self.listeners if not lst.handover)  # kept: read on
                     quiet = 0 if got else quiet + 1
             self.tick(0)  # nothing expires at time 0; decode what is gathered
             self.outputs.close_files()
@@ -158,4 +189,5 @@ class Collector:
             lst.drops_at_clear += lst.kernel_drops() or 0
             if hasattr(lst, "rxq_at_clear"):
                 lst.rxq_at_clear = lst.rxq_drops
+        self.rates.clear(time.monotonic())
         self.cleared_ns = time.time_ns()

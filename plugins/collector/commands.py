@@ -9,6 +9,7 @@ from flowplane.commands import CommandError, parse_words
 
 from .collector import PLUGIN_OBJECT
 from .fields import VARLEN, ie_name
+from .rates import WINDOWS
 
 PROTO_NAMES = {1: "icmp", 6: "tcp", 17: "udp", 47: "gre", 50: "esp", 58: "icmp6", 132: "sctp"}
 
@@ -35,7 +36,8 @@ def show(app, args):
         exporters.append({
             "address": exp.address, "session": getattr(exp, "session", None),
             "versions": sorted(exp.versions), "domains": len(exp.domains),
-            "templates": exp.template_count, **exp.counters, "last_seen": _iso(exp.last_seen_ns)})
+            "templates": exp.template_count, **exp.counters, "last_seen": _iso(exp.last_seen_ns),
+            "interfaces": len(exp.interfaces), "sampling": sampling_of(exp)})
     errors = {r: n for (s, r), n in sorted(c.counters.drops.items()) if s == "decode"}
     drops = [{"stage": s, "reason": r, "count": n} for (s, r), n in sorted(c.counters.drops.items()) if s != "decode"]
     listeners = []
@@ -49,7 +51,16 @@ def show(app, args):
             listeners[-1]["tcp"] = lst.status()
         if kd:
             drops.append({"stage": "kernel", "reason": f"rcvbuf {lst.listen.label}", "count": kd})
+    now = time.monotonic()
+    values = c.rate_values()
+    recent = {f"{w}s": c.rates.rates(now, values, w) for w in WINDOWS}
+    by_stage: dict[str, int] = {}
+    for (s, _r), n in c.counters.drops.items():
+        by_stage[s] = by_stage.get(s, 0) + n
+    if values["kernel_drops"]:
+        by_stage["kernel"] = values["kernel_drops"]
     return {"listeners": listeners, "datagrams": cnt.get("datagrams", 0), "bytes": cnt.get("bytes", 0),
+            "recent": recent, "drops_by_stage": dict(sorted(by_stage.items())),
             "records": cnt.get("records", 0), "options_records": cnt.get("options-records", 0),
             "templates": cnt.get("templates", 0), "options_templates": cnt.get("options-templates", 0),
             "pending_sets": cnt.get("pending-sets", 0), "pending_resolved": cnt.get("pending-resolved", 0),
@@ -69,7 +80,8 @@ def format_show(d) -> str:
         if lst.get("tcp"):
             t = lst["tcp"]
             lines.append(f"    Messages: {lst['datagrams']}, Connections: {len(t['connections'])}/{t['max_connections']},"
-                         f" accepted {t['accepted']}, refused {t['refused']}, closed {t['closed']}, errors {t['errors']}")
+                         f" accepted {t['accepted']}, refused {t['refused']}, closed {t['closed']}"
+                         f" (idle {t.get('idle_closed', 0)}), errors {t['errors']}")
         else:
             rx = "" if lst.get("rxq_ovfl") is None else f" (SO_RXQ_OVFL: {lst['rxq_ovfl']})"
             lines.append(f"    Datagrams: {lst['datagrams']}, Receive buffer: {lst['receive_buffer']},"
@@ -78,6 +90,11 @@ def format_show(d) -> str:
     lines.append(f"  Flow records decoded: {d['records']}, Options records: {d['options_records']}")
     lines.append(f"  Rates over {d['seconds']} s: {d['datagrams_per_second']} datagrams/s, "
                  f"{d['records_per_second']} records/s")
+    for w, r in (d.get("recent") or {}).items():
+        if r is not None:
+            lines.append(f"  Last {w} ({r['seconds']} s): {r['datagrams']} datagrams/s, {r['records']} records/s, "
+                         f"decode errors {r['decode_errors']}/s, drops {r['drops']}/s, "
+                         f"kernel drops {r['kernel_drops']}/s")
     lines.append(f"  Templates learnt: {d['templates']}, Options templates: {d['options_templates']}")
     lines.append(f"  Data sets held for a template: {d['pending_sets']}, resolved: {d['pending_resolved']}")
     outs = d.get("outputs") or {}
@@ -105,6 +122,8 @@ def format_show(d) -> str:
     lines.append("  Decode errors:" + ("" if d["decode_errors"] else " none"))
     for r, n in d["decode_errors"].items():
         lines.append(f"    {r:<28}{n:>12}")
+    if d.get("drops_by_stage"):
+        lines.append("  Drops by stage: " + ", ".join(f"{k} {v}" for k, v in d["drops_by_stage"].items()))
     lines.append("  Drops:" + ("" if d["drops"] else " none"))
     for x in d["drops"]:
         lines.append(f"    {x['stage'] + ' ' + x['reason']:<28}{x['count']:>12}")
@@ -153,6 +172,41 @@ def format_templates(d) -> str:
     return ("\n".join(lines) if lines else "No templates") + "\n"
 
 
+def show_interfaces(app, args):
+    """Interface tables learnt from options data (interfaceName / interfaceDescription by ifindex)."""
+    opts = parse_words(args, values={"exporter": str})
+    c = collector(app)
+    out = []
+    for exp in sorted(c.decoder.exporters.values(), key=lambda e: e.address):
+        if opts.get("exporter") not in (None, exp.address) or not exp.interfaces:
+            continue
+        out.append({"exporter": exp.address, "session": exp.session,
+                    "interfaces": [{"ifindex": k, "name": v[0], "description": v[1]}
+                                   for k, v in sorted(exp.interfaces.items())],
+                    "sampling": sampling_of(exp)})
+    return {"exporters": out}
+
+
+def sampling_of(exp) -> list[dict]:
+    """Sampling intervals learnt per domain: the default and per sampler id."""
+    out = []
+    for (_fam, dom_id), dom in sorted(exp.domains.items()):
+        if dom.default_rate not in (None, 1) or dom.sampler_rates:
+            out.append({"domain": dom_id, "default": dom.default_rate,
+                        "samplers": {str(k): v for k, v in sorted(dom.sampler_rates.items())}})
+    return out
+
+
+def format_interfaces(d) -> str:
+    lines = []
+    for e in d["exporters"]:
+        lines.append(f"Exporter: {e.get('session') or e['exporter']}, {len(e['interfaces'])} interfaces")
+        lines.append(f"  {'Index':>8}  {'Name':<32}Description")
+        for i in e["interfaces"]:
+            lines.append(f"  {i['ifindex']:>8}  {str(i['name'] or '-'):<32}{i['description'] or ''}")
+    return ("\n".join(lines) if lines else "No interface tables") + "\n"
+
+
 def show_flows(app, args):
     opts = parse_words(args, values={"limit": int})
     limit = opts.get("limit", 20)
@@ -184,6 +238,9 @@ def register(register):
              formatter=format_show)
     register("show services flow-collector templates", show_templates,
              help="templates and options templates per exporter and domain", formatter=format_templates)
+    register("show services flow-collector interfaces", show_interfaces,
+             help="interface names per exporter, learnt from options data [exporter ADDRESS]",
+             formatter=format_interfaces)
     register("show services flow-collector flows", show_flows, help="the last decoded flows [limit N]",
              formatter=format_flows)
     register("clear services flow-collector", clear, help="reset the flow collector's counters and flow ring",

@@ -15,6 +15,8 @@ YAML::
         flow-ring: 10000                         # last N flows kept for 'show ... flows'
         template-timeout: 1800                   # seconds a UDP template lives unless refreshed (0: never)
         max-connections: 256                     # open connections per TCP listener; more are refused
+        scale-by-sampling-rate: false            # multiply packets/bytes by the sampling interval that applies
+        tcp-idle-timeout: 600                    # seconds a silent TCP exporter is kept connected (0: forever)
 """
 
 from __future__ import annotations
@@ -22,14 +24,14 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 
-from flowplane.config import check_int, check_keys, check_mapping, check_number, check_str
+from flowplane.config import check_bool, check_int, check_keys, check_mapping, check_number, check_str
 from flowplane.errors import ConfigIssue
 
 from .output import OutputConfig, parse_output  # noqa: F401
 
 SECTION = ("services", "flow-collector")
 KEYS = ("listen", "output", "max-templates-per-exporter", "pending-timeout", "receive-buffer", "flow-ring",
-        "template-timeout", "max-connections")
+        "template-timeout", "max-connections", "scale-by-sampling-rate", "tcp-idle-timeout")
 LISTEN_KEYS = ("address", "port", "protocol")
 PROTOCOLS = ("udp", "tcp")
 
@@ -57,6 +59,8 @@ class CollectorConfig:
     flow_ring: int = 10000
     template_timeout: float = 1800.0  # RFC 7011 section 8.4: UDP templates expire unless refreshed
     max_connections: int = 256  # per TCP listener
+    scale: bool = False  # scale-by-sampling-rate
+    tcp_idle_timeout: float = 600.0  # a TCP exporter silent this long is disconnected (0: never)
 
 
 def parse(data: dict) -> tuple[CollectorConfig | None, list[ConfigIssue]]:
@@ -130,4 +134,14 @@ def parse(data: dict) -> tuple[CollectorConfig | None, list[ConfigIssue]]:
         issues += bad
         if not bad:
             cfg.template_timeout = float(sec["template-timeout"])
+    if "scale-by-sampling-rate" in sec:
+        bad = check_bool(sec["scale-by-sampling-rate"], path + ("scale-by-sampling-rate",))
+        issues += bad
+        if not bad:
+            cfg.scale = sec["scale-by-sampling-rate"]
+    if "tcp-idle-timeout" in sec:
+        bad = check_number(sec["tcp-idle-timeout"], path + ("tcp-idle-timeout",), 0, 7 * 86400)
+        issues += bad
+        if not bad:
+            cfg.tcp_idle_timeout = float(sec["tcp-idle-timeout"])
     return (None if issues else cfg), issues

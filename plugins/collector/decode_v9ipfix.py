@@ -37,6 +37,9 @@ if TYPE_CHECKING:  # pragma: no cover
 
 MAX_PENDING_SETS = 256
 MAX_DOMAINS_PER_EXPORTER = 256
+MAX_INTERFACES_PER_EXPORTER = 65536  # interface-table entries learnt from options data
+IF_NAME, IF_DESCRIPTION = 82, 83
+V9_SCOPE_INTERFACE = 0x10000 | 2  # v9 options scope type 2 (interface), as the template parser marks it
 _HDR9 = struct.Struct(">HHIIII")
 _HDR10 = struct.Struct(">HHIII")
 _SET = struct.Struct(">HH")
@@ -76,7 +79,7 @@ class Exporter:
     """Per exporter address: domains, counters, the template budget."""
 
     __slots__ = ("address", "domains", "template_count", "counters", "versions", "first_seen_ns", "last_seen_ns",
-                 "session")
+                 "session", "interfaces")
 
     def __init__(self, address: str, now_ns: int, session: str | None = None) -> None:
         self.address = address
@@ -87,6 +90,7 @@ class Exporter:
         self.versions: set[int] = set()
         self.first_seen_ns = now_ns
         self.last_seen_ns = now_ns
+        self.interfaces: dict[int, tuple[str | None, str | None]] = {}  # ifindex -> (name, description)
 
     def domain(self, dec: "Decoder", version: int, domain_id: int) -> Domain | None:
         key = (5 if version == 5 else 9 if version == 9 else 10, domain_id)
@@ -287,6 +291,7 @@ def _split(dec, t, body):
 
 
 def _options_data(dec: "Decoder", dom: Domain, t: Template, body) -> None:
+    _var: dict = {}
     if t.varlen:
         fixed, n, _var, ok = _split(dec, t, body)
         if not ok:
@@ -309,8 +314,11 @@ def _options_data(dec: "Decoder", dom: Domain, t: Template, body) -> None:
         if pen or length > 8 or ie in vals:
             continue
         vals[ie] = int_column(arr, f"f{i}", length).tolist()
+    texts = _interface_texts(t, arr, _var)
     for r in range(n):
         get = {ie: v[r] for ie, v in vals.items()}.get
+        if texts:
+            _interface_entry(dom.exporter, get, texts, r)
         rate = None
         if get(34):
             rate = get(34)
@@ -330,6 +338,33 @@ def _options_data(dec: "Decoder", dom: Domain, t: Template, body) -> None:
             dec.counters.inc("sampling-options")
         if get(160):
             dom.sysinit_ms = get(160)
+
+
+def _interface_texts(t: Template, arr: np.ndarray, var: dict) -> dict[int, list]:
+    """interfaceName / interfaceDescription columns of options records, as text per record."""
+    out: dict[int, list] = {}
+    for i, (ie, length, pen) in enumerate(t.fields):
+        if pen or ie not in (IF_NAME, IF_DESCRIPTION) or ie in out:
+            continue
+        if length == 65535:
+            raw = var.get(i, [])
+        elif i in t.fixed_index:
+            raw = [r.tobytes() for r in arr[f"f{i}"].reshape(len(arr), -1)]
+        else:
+            continue
+        out[ie] = [bytes(x).rstrip(b"\0").decode("utf-8", "replace") or None for x in raw]
+    return out
+
+
+def _interface_entry(exp: "Exporter", get, texts: dict[int, list], r: int) -> None:
+    """One interface-table record: scope ifindex (IPFIX ingress/egressInterface, v9 scope 'interface')."""
+    ifindex = next((v for v in (get(10), get(V9_SCOPE_INTERFACE), get(14), get(252)) if v is not None), None)
+    if ifindex is None:
+        return
+    name = texts[IF_NAME][r] if r < len(texts.get(IF_NAME, ())) else None
+    descr = texts[IF_DESCRIPTION][r] if r < len(texts.get(IF_DESCRIPTION, ())) else None
+    if ifindex in exp.interfaces or len(exp.interfaces) < MAX_INTERFACES_PER_EXPORTER:
+        exp.interfaces[ifindex] = (name, descr)
 
 
 def _sets(dec: "Decoder", dom: Domain, mv: memoryview, o: int, end: int, export_ns: int, uptime: int,

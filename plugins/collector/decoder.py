@@ -37,8 +37,9 @@ TEMPLATE_SCAN_MAX_NS = 60 * NS  # template expiry is checked at least this often
 
 class Decoder:
     def __init__(self, *, max_templates: int = 1024, pending_timeout: float = 10.0,
-                 counters: Counters | None = None, template_timeout: float = 1800.0) -> None:
+                 counters: Counters | None = None, template_timeout: float = 1800.0, scale: bool = False) -> None:
         self.max_templates = max_templates
+        self.scale = scale  # multiply packets and bytes by the sampling interval that applies
         self.pending_timeout_ns = int(pending_timeout * NS)
         self.template_timeout_ns = int(template_timeout * NS)  # 0: UDP templates never expire
         self.next_template_scan_ns = 0
@@ -146,8 +147,16 @@ class Decoder:
         dom.records += n
         dom.exporter.counters["records"] += n
         self.counters.inc("records", n)
+        if dom.exporter.interfaces:
+            interface_names(dom.exporter.interfaces, data, extra, kinds)
+        scaled = False
+        if self.scale and (rate != 1).any():
+            r64 = rate.astype(np.uint64)
+            data["packets"] = data["packets"] * r64
+            data["bytes"] = data["bytes"] * r64
+            scaled = True
         return CollectedFlows(data, rate, dom.exporter.address, dom.domain_id, dom.version, t.template_id,
-                              extra, kinds)
+                              extra, kinds, scaled)
 
     def expire(self, now_ns: int | None = None) -> None:
         """Drop held data sets older than the pending timeout (counted ``no-template``), and
@@ -188,3 +197,14 @@ class Decoder:
                     exp.counters[k] = 0
             for dom in exp.domains.values():
                 dom.records = dom.options_records = dom.lost = 0
+
+
+def interface_names(table: dict, data: np.ndarray, extra: dict, kinds: dict) -> None:
+    """``in_if_name`` / ``out_if_name`` extra columns from an exporter's interface table (options data)."""
+    for col, name in (("in_if", "in_if_name"), ("out_if", "out_if_name")):
+        u, inv = np.unique(data[col], return_inverse=True)
+        look = [(table.get(int(x)) or (None, None))[0] for x in u.tolist()]
+        if any(look):
+            enc = [None if x is None else x.encode() for x in look]
+            extra[name] = [enc[j] for j in inv.tolist()]
+            kinds[name] = "s"

@@ -54,6 +54,15 @@ def shared_socket(address: str, kind: int) -> socket.socket:
     return s
 
 
+async def _take_over(lst) -> None:
+    """Wait until the task of a replaced graph that served *lst* has left it, then own it."""
+    prev = lst._done
+    if prev is not None:
+        await prev.wait()
+    lst.handover = False
+    lst._done = trio.Event()
+
+
 class UdpListener:
     def __init__(self, listen: Listen, handler, rcvbuf: int) -> None:
         self.listen = listen
@@ -67,6 +76,8 @@ class UdpListener:
         self.wakeups = 0
         self.drops_at_clear = 0
         self.closed_drops: int | None = None
+        self.handover = False  # set by adopt(): the running task leaves the socket open when cancelled
+        self._done: trio.Event | None = None  # set when the task serving the socket has left it
         self.rxq = False  # SO_RXQ_OVFL set
         self.rxq_drops = 0  # the kernel's drop count from the last datagram read with recvmsg
         self.rxq_at_clear = 0
@@ -98,9 +109,16 @@ class UdpListener:
         self.inode = os.fstat(s.fileno()).st_ino
         return s
 
+    def adopt(self, handler) -> None:
+        """A reload kept this listener (same address, port, buffer): the socket stays open and
+        every datagram queued on it is read; from now on they go to *handler* (the new collector)."""
+        self.handler = handler
+        self.handover = True
+
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
-        s = self.bind()
+        s = self.sock if self.sock is not None else self.bind()
         task_status.started()
+        await _take_over(self)
         recv = s.recvfrom
         try:
             while True:
@@ -131,9 +149,13 @@ class UdpListener:
                 if len(batch) == BATCH:
                     await trio.lowlevel.checkpoint()
         finally:
-            self.closed_drops = self._proc_drops()  # kept: 'show' and the summary still report them
-            self.sock = None
-            s.close()
+            if self.handover:  # a reload kept the listener: the next graph's task goes on with the socket
+                self._done.set()
+            else:
+                self.closed_drops = self._proc_drops()  # kept: 'show' and the summary still report them
+                self.sock = None
+                s.close()
+                self._done.set()
 
     def drain_now(self) -> int:
         """Read whatever is queued on the socket right now (shutdown); returns datagrams read."""

@@ -40,7 +40,7 @@ import structlog
 import trio
 
 from .config import Listen
-from .listener import shared_socket
+from .listener import _take_over, shared_socket
 
 log = structlog.get_logger("flowplane.collector")
 
@@ -93,7 +93,7 @@ class TcpListener:
     """``listen: {protocol: tcp}``: accept, frame, hand messages to ``handler``; bounded connections."""
 
     def __init__(self, listen: Listen, handler, counters, *, max_connections: int = 256,
-                 on_close=None, rcvbuf: int | None = None) -> None:
+                 on_close=None, rcvbuf: int | None = None, idle_timeout: float = 0.0) -> None:
         self.listen = listen
         self.handler = handler  # handler(list[memoryview], address, session) -> None
         self.on_close = on_close  # on_close(session) -> None: forget the session's templates
@@ -112,6 +112,10 @@ class TcpListener:
         self.bytes = 0
         self.drops_at_clear = 0
         self._mark = 0
+        self.idle_timeout = idle_timeout  # seconds without data before a connection is closed (0: never)
+        self.idle_closed = 0
+        self.handover = False  # set by adopt(): the running task leaves sockets open when cancelled
+        self._done: trio.Event | None = None
 
     @property
     def port(self) -> int:
@@ -136,11 +140,23 @@ class TcpListener:
         self.bound = s.getsockname()
         return s
 
+    def adopt(self, handler, on_close, max_connections: int, idle_timeout: float) -> None:
+        """A reload kept this listener (same address, port, buffer): the listening socket and every
+        open connection (with its templates and unframed bytes) go on; messages go to *handler*."""
+        self.handler = handler
+        self.on_close = on_close
+        self.max_connections = max_connections
+        self.idle_timeout = idle_timeout
+        self.handover = True
+
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
-        s = self.bind()
+        s = self.sock if self.sock is not None else self.bind()
         task_status.started()
+        await _take_over(self)
         try:
             async with trio.open_nursery() as nursery:
+                for c in list(self.connections.values()):  # carried over a reload
+                    nursery.start_soon(self._serve, c, True)
                 while True:
                     await trio.lowlevel.wait_readable(s)
                     while True:
@@ -164,21 +180,34 @@ class TcpListener:
                         nursery.start_soon(self._serve, c)
                     await trio.lowlevel.checkpoint()
         finally:
-            self.sock = None
-            s.close()
+            if not self.handover:
+                self.sock = None
+                s.close()
+            self._done.set()
 
-    async def _serve(self, c: TcpConnection) -> None:
-        log.info("collector_tcp_connected", listener=self.listen.label, exporter=c.session)
+    async def _serve(self, c: TcpConnection, carried: bool = False) -> None:
+        if not carried:
+            log.info("collector_tcp_connected", listener=self.listen.label, exporter=c.session)
         reason = "closed by exporter"
         try:
             while True:
-                await trio.lowlevel.wait_readable(c.sock)
+                if self.idle_timeout > 0:
+                    with trio.move_on_after(self.idle_timeout) as idle:
+                        await trio.lowlevel.wait_readable(c.sock)
+                    if idle.cancelled_caught:  # the exporter went silent: free the slot (it reconnects)
+                        self.idle_closed += 1
+                        self.counters.inc("tcp-idle-closed")
+                        reason = "idle timeout"
+                        break
+                else:
+                    await trio.lowlevel.wait_readable(c.sock)
                 err = self._read(c)
                 if err is not None:
                     reason = err
                     break
         finally:
-            self._close(c, reason)
+            if not self.handover:  # a reload hands the connection to the next graph's task
+                self._close(c, reason)
 
     def _read(self, c: TcpConnection) -> str | None:
         """Read what is there and decode the complete messages; a reason when the connection must end."""
@@ -234,7 +263,7 @@ class TcpListener:
     def status(self) -> dict:
         return {"connections": sorted(self.connections), "accepted": self.accepted, "refused": self.refused,
                 "closed": self.closed, "errors": self.errors, "max_connections": self.max_connections,
-                "bytes": self.bytes}
+                "bytes": self.bytes, "idle_closed": self.idle_closed, "idle_timeout": self.idle_timeout}
 
 
 def errno_name(exc: OSError) -> str:

@@ -20,12 +20,14 @@ class CollectedFlows:
     """Flow records decoded from one template (or one v5 stream) of one exporter.
 
     :param data: ``np.ndarray`` of :data:`~flowplane.flows.FLOW_DTYPE`; times are
-        absolute wall-clock nanoseconds; ``packets``/``bytes`` as exported (not scaled).
+        absolute wall-clock nanoseconds; ``packets``/``bytes`` as exported unless *scaled*.
     :param sampling_interval: uint32 per record, the 1-in-N that applies (1 = unsampled).
     :param exporter: the exporter's address (the datagram's source address).
     :param domain: observation domain id (IPFIX), source id (v9), engine type<<8|id (v5).
     :param version: 5, 9 or 10.
     :param template_id: the data template (0 for v5).
+    :param scaled: True when ``packets``/``bytes`` were multiplied by ``sampling_interval``
+        (``scale-by-sampling-rate``); the rows then say ``"scaled": true``.
     :param extra: fields not mapped to FLOW_DTYPE columns, by name (``natEvent``,
         ``ie999``, ``e2636.137`` for enterprise elements): a numpy integer array or a
         list of ``bytes`` per record; see :func:`render_extra`.
@@ -39,6 +41,7 @@ class CollectedFlows:
     template_id: int = 0
     extra: dict = field(default_factory=dict)
     extra_kinds: dict = field(default_factory=dict)  # name -> kind letter (see fields.py)
+    scaled: bool = False  # packets/bytes multiplied by sampling_interval (scale-by-sampling-rate)
 
     def __len__(self) -> int:
         return len(self.data)
@@ -52,7 +55,8 @@ class CollectedFlows:
             return self
         s = slice(len(self.data) - n, None)
         return CollectedFlows(self.data[s], self.sampling_interval[s], self.exporter, self.domain, self.version,
-                              self.template_id, {k: v[s] for k, v in self.extra.items()}, self.extra_kinds)
+                              self.template_id, {k: v[s] for k, v in self.extra.items()}, self.extra_kinds,
+                              self.scaled)
 
     def rows(self) -> list[dict]:
         """One plain dict per flow (the JSON-lines object)."""
@@ -77,6 +81,8 @@ class CollectedFlows:
                    "tos": cols["tos"][i], "tcp_flags": cols["tcp_flags"][i], "in_if": cols["in_if"][i],
                    "out_if": cols["out_if"][i], "nexthop": nh[i], "src_as": cols["src_as"][i],
                    "dst_as": cols["dst_as"][i], "src_mask": cols["src_mask"][i], "dst_mask": cols["dst_mask"][i]}
+            if self.scaled:
+                row["scaled"] = True
             for k in ("vlan", "direction", "end_reason", "mpls1", "mpls2", "mpls3"):
                 if cols[k][i]:
                     row[k] = cols[k][i]
