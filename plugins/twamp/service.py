@@ -29,7 +29,7 @@ import trio
 from flowplane import hookimpl
 
 from . import wire
-from .client import ControlClient, SessionSpec
+from .client import ControlClient, SessionSpec, TwampError
 from .config import ClientConfig, ControlConnectionConfig, TestSessionConfig
 from .results import SessionResults, stats_of_test, threshold_values
 
@@ -279,6 +279,8 @@ def _describe(exc: BaseException) -> str:
         return e
 
     exc = unwrap(exc)
+    if isinstance(exc, TwampError):  # already worded for the operator
+        return str(exc)
     if isinstance(exc, trio.TooSlowError):
         return "timed out waiting for the server"
     root = exc
