@@ -52,6 +52,7 @@ def format_show(data) -> str:
         lines.append(f"    Maximum-packet-length : {inst['maximum_packet_length']}")
         lines.append(f"    Candidates            : {inst['candidates']}")
         lines.append(f"    Sampled               : {inst['sampled']}")
+        lines.append(f"    Truncated             : {inst['truncated']}")
         lines.append("  Output parameters:")
         lines.append(f"    {'Family':<12}{'State':<8}{'Destination':<28}{'Packets':>12}{'Bytes':>16}  Drops")
         for d in inst["destinations"]:
