@@ -89,7 +89,7 @@ def _records(frames, clip, *, iface=5, direction=DIR_INPUT, wire=None):
 # encoding
 
 
-@pytest.mark.parametrize("clip", [126, 256])
+@pytest.mark.parametrize("clip", [126, 256, 1400])  # 1400: the long-clip gather path
 def test_records_carry_the_seed_elements_and_the_clipped_bytes(clip):
     sizes = [60, 125, 126, 127, 254, 255, 256, 300, 1514]
     frames = frames_of(sizes)
