@@ -15,7 +15,8 @@ Configured as ``services rpm twamp server light {port: 862, address: ..., mode: 
   by 27 octets for symmetric sizes.
 - Error Estimate: the S bit only when the kernel says the clock is synchronised (``adjtimex``), the
   error from the kernel's own estimate (:class:`.udp.ClockStatus`, re-read every minute).
-- The socket is drained in batches (up to :data:`BATCH` datagrams per wake-up, :func:`.udp.recv_batch`).
+- The socket is served by a worker thread blocked in ``recvmsg`` (:class:`.udp.ReflectorThread`): no
+  scheduler round trip per packet (the added time T3 - T2 is what tests/bench/bench_twamp.py measures).
 - Short datagrams (< 14 bytes) are counted and dropped; nothing a peer sends stops the reflector.
 """
 
@@ -32,14 +33,13 @@ import trio
 from flowplane import hookimpl
 
 from . import wire
-from .udp import REFLECTOR_RCVBUF, ClockStatus, close_raw, open_udp_raw, recv_batch, send_now
+from .udp import REFLECTOR_RCVBUF, ClockStatus, ReflectorThread, close_raw, open_udp_raw
 
 log = structlog.get_logger("flowplane.twamp")
 
 PLUGIN_OBJECT = "twamp-light"
 MODES = ("stateless", "per-sender")
 MAX_SENDERS = 4096
-BATCH = 64  # datagrams taken per wake-up
 _SEQ = struct.Struct(">I")
 _HEAD = struct.Struct(">IQHHQ")  # Seq, Timestamp (T3), Error Estimate, MBZ, Receive Timestamp (T2)
 T3_OFFSET = 4  # of the Timestamp field in every reflector packet (unauthenticated)
@@ -129,7 +129,7 @@ class LightReflector:
 
     def reflect(self, data: bytes, addr: tuple, t2_ns: int, ttl: int) -> bytearray | None:
         """The reply to one datagram (None when it is dropped; counted either way)."""
-        self.count("received")
+        self.count("received")  # (runs on the reflector thread)
         s = self._sender(addr, t2_ns)
         s.received += 1
         s.last_ns = t2_ns
@@ -156,47 +156,40 @@ class LightReflector:
                  **self.clock.as_dict())
         task_status.started(self.bound)
         try:
-            while True:
-                try:
-                    batch = await recv_batch(sock, BATCH)
-                except OSError as exc:  # e.g. ECONNREFUSED from an earlier reply's ICMP: keep going
-                    self.count("receive-errors")
-                    log.debug("twamp_light_recv_error", error=str(exc))
-                    await trio.sleep(0)
-                    continue
-                self.clock.refresh()
-                for data, addr, t2, ttl in batch:
-                    try:
-                        reply = self.reflect(data, addr, t2, ttl)
-                    except Exception as exc:  # a bug must not take the reflector down
-                        self.count("internal-errors")
-                        log.error("twamp_light_failed", error=f"{type(exc).__name__}: {exc}")
-                        continue
-                    if reply is None:
-                        continue
-                    try:
-                        stamp_t3(reply, t2)  # T3 as late as possible: the reply is complete
-                        try:
-                            sock.sendto(reply, addr)
-                        except BlockingIOError:  # send buffer full: wait for room (T3 restamped)
-                            await send_now(sock, reply, addr)
-                    except OSError:
-                        self.count("send-failed")
-                        s = self.senders.get((addr[0], addr[1]))
-                        if s is not None:
-                            s.drop("send-failed")
-                        continue
-                    self.count("reflected")
-                    s = self.senders.get((addr[0], addr[1]))
-                    if s is not None:
-                        s.reflected += 1
+            await ReflectorThread(sock, self._reflect_one, sent=self._sent, send_failed=self._send_failed,
+                                  receive_error=self._receive_error, internal_error=self._internal_error).run()
         finally:
             close_raw(sock)
 
+    # -- the worker thread's callbacks (ReflectorThread) ----------------------------------------
+    def _reflect_one(self, data: bytes, addr: tuple, t2: int, ttl: int):
+        self.clock.refresh()
+        reply = self.reflect(data, addr, t2, ttl)
+        return None if reply is None else (reply, T3_OFFSET)
+
+    def _sent(self, addr: tuple) -> None:
+        self.count("reflected")
+        s = self.senders.get((addr[0], addr[1]))
+        if s is not None:
+            s.reflected += 1
+
+    def _send_failed(self, addr: tuple, exc: OSError) -> None:
+        self.count("send-failed")
+        s = self.senders.get((addr[0], addr[1]))
+        if s is not None:
+            s.drop("send-failed")
+
+    def _receive_error(self, exc: OSError) -> None:  # e.g. ECONNREFUSED from an earlier reply's ICMP
+        self.count("receive-errors")
+
+    def _internal_error(self, exc: Exception) -> None:
+        self.count("internal-errors")
+        log.error("twamp_light_failed", error=f"{type(exc).__name__}: {exc}")
+
     def status(self) -> dict:
         return {"listening": list(self.bound) if self.bound else None, "mode": self.cfg.mode,
-                "senders": [s.as_dict() for s in self.senders.values()],
-                "clock": self.clock.as_dict(), "counters": dict(sorted(self.counters.items()))}
+                "senders": [s.as_dict() for s in list(self.senders.values())],  # the thread may add one
+                "clock": self.clock.as_dict(), "counters": dict(sorted(dict(self.counters).items()))}
 
 
 def format_status(d: dict) -> str:

@@ -29,8 +29,8 @@ from . import wire
 from .config import ServerConfig
 from .crypto import ControlCrypto, HmacError, SessionCrypto, derive_key, open_token, session_test_keys
 from .keepalive import set_keepalive
-from .light import stamp_t3, unauth_reply
-from .udp import REFLECTOR_RCVBUF, ClockStatus, close_raw, open_udp_raw, recv_batch, send_now
+from .light import T3_OFFSET, stamp_t3, unauth_reply
+from .udp import REFLECTOR_RCVBUF, ClockStatus, ReflectorThread, close_raw, open_udp_raw
 from .wire import (ACCEPT_FAILURE, ACCEPT_NOT_SUPPORTED, ACCEPT_OK, ACCEPT_PERMANENT_LIMIT, ACCEPT_TEMPORARY_LIMIT,
                    MODE_AUTHENTICATED, MODE_ENCRYPTED, AcceptSession, ReflectorPacket, RequestTWSession,
                    ServerGreeting, ServerStart, SetUpResponse, StartAck, StartSessions, StopSessions, WireError)
@@ -40,7 +40,7 @@ log = structlog.get_logger("flowplane.twamp")
 PLUGIN_OBJECT = "twamp-server"
 KDF_COUNT = 1024  # RFC 4656: a power of 2, at least 1024
 AUTH_T3_OFFSET = 16  # Seq 4, MBZ 12, then the Timestamp (authenticated / encrypted reflector packet)
-BATCH = 64  # test datagrams taken per wake-up
+MAX_REFLECTOR_THREADS = 4096  # one worker thread per active test session (bounded by the session limits)
 
 
 class ProtocolError(Exception):
@@ -110,6 +110,7 @@ class ReflectorSession:
     ended: bool = False
     scope: object = None
     clock: ClockStatus | None = None  # the server's: Error Estimate (S bit only when synchronised)
+    _sender_host: str = ""
 
     def drop(self, reason: str) -> None:
         self.dropped[reason] = self.dropped.get(reason, 0) + 1
@@ -160,60 +161,53 @@ class ReflectorSession:
             self.ended = True
             close_raw(self.sock)
 
-    async def run(self, idle_timeout: float) -> None:
+    async def run(self, idle_timeout: float, limiter: trio.CapacityLimiter | None = None) -> None:
         sock = self.sock
-        sender = _host(self.sender_address)
-        auth = self.authenticated
+        self._sender_host = _host(self.sender_address)
         try:
             with trio.CancelScope() as self.scope:
                 if self.stopped_ns:
                     self.scope.cancel()
-                while True:
-                    with trio.move_on_after(idle_timeout if idle_timeout else float("inf")) as idle:
-                        try:
-                            batch = await recv_batch(sock, BATCH)
-                        except (BlockingIOError, InterruptedError):  # pragma: no cover - spurious wake-up
-                            continue
-                        except OSError as exc:  # ICMP error about an earlier reply: count, keep going
-                            if sock.fileno() < 0:
-                                raise
-                            self.drop("receive-error")
-                            log.debug("twamp_reflector_recv_error", port=self.port, error=str(exc))
-                            continue
-                    if idle.cancelled_caught:
-                        log.info("twamp_reflector_idle", port=self.port)
-                        return
-                    if self.clock is not None:
-                        self.clock.refresh()
-                    for data, addr, t2, ttl in batch:
-                        self.received += 1
-                        self.last_ns = t2
-                        if not self.started:
-                            self.drop("not-started")
-                            continue
-                        if addr[0] != self.sender_address and _host(addr[0]) != sender:
-                            self.drop("wrong-sender")
-                            continue
-                        reply = self.reflect(data, t2, ttl)
-                        if reply is None:
-                            continue
-                        try:
-                            if not auth:
-                                stamp_t3(reply, t2)  # T3 right before sendto
-                            try:
-                                sock.sendto(reply, addr)
-                            except BlockingIOError:
-                                await send_now(sock, reply, addr)
-                            self.reflected += 1
-                        except OSError:
-                            self.drop("send-failed")
-        except trio.ClosedResourceError:
-            pass  # stop() closed the socket
+                why = await ReflectorThread(sock, self._reflect_one, sent=self._sent, send_failed=self._send_failed,
+                                            receive_error=self._receive_error, internal_error=self._internal_error,
+                                            idle_timeout=idle_timeout, limiter=limiter).run()
+                if why == "idle":
+                    log.info("twamp_reflector_idle", port=self.port)
         except Exception as exc:  # one session's failure never stops the server
             log.error("twamp_reflector_failed", port=self.port, error=f"{type(exc).__name__}: {exc}")
         finally:
             self.ended = True
             close_raw(sock)
+
+    # -- the worker thread's callbacks (ReflectorThread) ----------------------------------------
+    def _reflect_one(self, data: bytes, addr: tuple, t2: int, ttl: int):
+        self.received += 1
+        self.last_ns = t2
+        if not self.started:
+            self.drop("not-started")
+            return None
+        if addr[0] != self.sender_address and _host(addr[0]) != self._sender_host:
+            self.drop("wrong-sender")
+            return None
+        if self.clock is not None:
+            self.clock.refresh()
+        reply = self.reflect(data, t2, ttl)
+        if reply is None:
+            return None
+        return reply, (-1 if self.authenticated else T3_OFFSET)  # sealed replies carry T3 already
+
+    def _sent(self, addr) -> None:
+        self.reflected += 1
+
+    def _send_failed(self, addr, exc: OSError) -> None:
+        self.drop("send-failed")
+
+    def _receive_error(self, exc: OSError) -> None:  # ICMP error about an earlier reply
+        self.drop("receive-error")
+
+    def _internal_error(self, exc: Exception) -> None:
+        self.drop("internal-error")
+        log.error("twamp_reflector_failed", port=self.port, error=f"{type(exc).__name__}: {exc}")
 
     def as_dict(self) -> dict:
         return {"sid": self.sid.hex(), "mode": wire.MODE_NAMES.get(self.mode, str(self.mode)),
@@ -257,6 +251,7 @@ class TwampServer:
         self.bound: tuple | None = None
         self._nursery: trio.Nursery | None = None
         self.clock = ClockStatus()
+        self.threads = trio.CapacityLimiter(MAX_REFLECTOR_THREADS)  # reflector worker threads (not trio's 40)
 
     def count(self, what: str, n: int = 1) -> None:
         self.counters[what] = self.counters.get(what, 0) + n
@@ -426,7 +421,7 @@ class TwampServer:
         conn.sessions.append(sess)
         self.sessions.append(sess)
         del self.sessions[:-256]  # keep the last 256 for show commands
-        self._nursery.start_soon(sess.run, cfg.reflector_inactivity_timeout)
+        self._nursery.start_soon(sess.run, cfg.reflector_inactivity_timeout, self.threads)
         self.count("sessions")
         return AcceptSession(ACCEPT_OK, port, sid)
 
