@@ -11,7 +11,8 @@ ns B records the export; tshark (`-d udp.port==N,cflow`) decodes it and the test
   dataLinkFrameSize its length, ingressInterface veth A's ifindex, egressInterface 0,
   flowDirection 0;
 * each collector got exactly the N-th, 2N-th, ... frame (deterministic 1-in-N);
-* sequence numbers count the data records (options data included) per collector;
+* sequence numbers count the data records (options data included) per collector, the export
+  leaves from source-address with the collector's DSCP;
 * options data (exportingProcessId, samplingInterval = the collector's rate) came again
   option-template-refresh-rate (10 s) after the first one, while no traffic flowed.
 """
@@ -75,9 +76,10 @@ while True:
 """
 
 
-def _config(tmp: Path, ifname: str, collector: str) -> str:
+def _config(tmp: Path, ifname: str, collector: str, source: str) -> str:
     cols = "".join(f"""\
       collector c{rate}:
+        source-address: {source}
         destination-address: {collector}
         destination-port: {port}
         sampling-rate: {rate}
@@ -151,7 +153,7 @@ def _tshark(pcap: Path, fields: list[str], port: int) -> list[list[str]]:
 def test_inline_monitoring_exports_clipped_frames_to_each_collector(netns_pair, tmp_path):
     p = netns_pair
     cfg = tmp_path / "flowplane.yaml"
-    cfg.write_text(_config(tmp_path, p.veth_a, p.addr_b))
+    cfg.write_text(_config(tmp_path, p.veth_a, p.addr_b, p.addr_a))
     check = p.run(p.ns_a, [sys.executable, "-m", "flowplane", "check-config", str(cfg)], check=False)
     assert check.returncode == 0, check.stderr
     link = json.loads(p.run(p.ns_a, ["ip", "-j", "link", "show", "dev", p.veth_a]).stdout)[0]
@@ -226,12 +228,13 @@ def test_inline_monitoring_exports_clipped_frames_to_each_collector(netns_pair, 
         # data records: the clipped frame bytes, sizes, interfaces, direction, in sampling order
         rows = _tshark(pcap, ["cflow.od_id", "cflow.sequence", "cflow.inputint", "cflow.outputint", "cflow.direction",
                               "cflow.data_link_frame_size", "cflow.data_link_frame_section", "cflow.flow_exporter",
-                              "cflow.sampling_interval", "ip.dsfield.dscp"], port)
+                              "cflow.sampling_interval", "ip.dsfield.dscp", "ip.src"], port)
         sections, sizes, seq = [], [], 0
         options_at = []
         for r in rows:
-            t, od, sq, ins, outs, dirs, fsize, fsec, exporter, interval, dscp = r
-            assert od == "7" and dscp.split(",")[0] == "10"  # the export packet's own IP header comes first
+            t, od, sq, ins, outs, dirs, fsize, fsec, exporter, interval, dscp, src = r
+            # the export packet's own IP header comes first (tshark also dissects the clipped frames)
+            assert od == "7" and dscp.split(",")[0] == "10" and src.split(",")[0] == p.addr_a
             assert int(sq) == seq, (port, sq, seq)
             n_rec = len(fsec.split(",")) if fsec else 0
             if fsec:
