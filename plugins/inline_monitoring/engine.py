@@ -152,9 +152,10 @@ class InstanceEngine:
             return
         prev_idx: Any = False
         prev: tuple[Records, list] | None = None
+        prev_limit = 0
         for c in self.collectors:
             idx = c.sampler.select(n)  # type: ignore[union-attr]
-            if prev is not None and _same(idx, prev_idx) and prev_limit == c.limit:
+            if prev is not None and prev_limit == c.limit and _same(idx, prev_idx):  # equal rates: encode once
                 recs, packed = prev
             else:
                 recs, packed = self._encode(batch, idx, ingress, egress, clip, c.limit)

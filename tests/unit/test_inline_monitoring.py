@@ -268,15 +268,15 @@ def _batch(app, frames, direction=DIR_INPUT):
 
 
 async def test_per_collector_rates_give_exact_counts(make_app, tmp_path, nursery):
-    sinks = [Sink(), Sink(), Sink()]
+    sinks = [Sink(), Sink(), Sink(), Sink()]
     ports = [await s.bind() for s in sinks]
-    app, obj = _app(make_app, tmp_path, list(zip(ports, [1, 10, 7])))
+    app, obj = _app(make_app, tmp_path, list(zip(ports, [1, 10, 7, 10])))  # two at 1 in 10: encoded once
     await _start(nursery, app, obj)
     frames = [eth_ipv4_udp(sport=2000 + i, dport=53, payload=bytes([i % 256]) * 150) for i in range(1000)]
     for chunk in range(0, 1000, 256):  # batches of 256: the sampling phase carries over
         app.process(_batch(app, frames[chunk:chunk + 256]))
     await trio.sleep(0.05)
-    for sink, rate in zip(sinks, [1, 10, 7]):
+    for sink, rate in zip(sinks, [1, 10, 7, 10]):
         msgs = sink.drain()
         assert msgs[0]["templates"] and msgs[0]["options"] == [{144: 5, 34: rate}]
         records = [r for m in msgs for r in m["records"]]
@@ -293,7 +293,7 @@ async def test_per_collector_rates_give_exact_counts(make_app, tmp_path, nursery
     [inst] = snap["instances"]
     assert inst["packets_seen"] == 1000
     assert [(c["packets_sampled"], c["records_exported"], c["dropped"]) for c in inst["collectors"]] == [
-        (1000, 1000, 0), (100, 100, 0), (142, 142, 0)]
+        (1000, 1000, 0), (100, 100, 0), (142, 142, 0), (100, 100, 0)]
     assert all(c["sent_datagrams"] == c["messages"] for c in inst["collectors"])
 
 
