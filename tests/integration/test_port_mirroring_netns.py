@@ -34,7 +34,9 @@ from netns import IP, make_netns_pair, skip_reason
 
 N = 600  # frames per stream
 K = 50  # frames sent while m_a is down, and again after it is up
-STREAMS = {9999: "default", 9998: "sampled", 9996: "analyzer"}
+STREAMS = {9999: "default", 9998: "sampled", 9996: "analyzer", 9995: "shaped"}
+SHAPED_MTU = 1000  # m2_a: copies longer than 1000 + 14 + 4 bytes are too big
+TBF = ["rate", "1mbit", "burst", "2kb", "limit", "4kb"]  # a tiny queue: ENOBUFS under a burst
 RATE, RUN = 10, 2
 CLIP = 64
 SESSION = 77
@@ -52,9 +54,10 @@ def csum(b):
     s_ = (s_ >> 16) + (s_ & 0xFFFF); s_ += s_ >> 16
     return ~s_ & 0xFFFF
 for spec in sys.argv[6:]:
-    dport, first, n = map(int, spec.split(":"))
+    dport, first, n, big = map(int, spec.split(":"))
     for i in range(first, first + n):
-        payload = struct.pack("!HI", dport, i) + bytes((i + k) & 0xFF for k in range(i % 250))
+        extra = (i * 7) % 1250 if big else i % 250
+        payload = struct.pack("!HI", dport, i) + bytes((i + k) & 0xFF for k in range(extra))
         udp = struct.pack("!HHHH", 40000, dport, 8 + len(payload), 0) + payload
         hdr = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), i & 0xFFFF, 0x4000, 64, 17, 0, src, dst)
         hdr = hdr[:10] + struct.pack("!H", csum(hdr)) + hdr[12:]
@@ -96,7 +99,7 @@ def _mirror_link(p) -> tuple[str, str, str, str]:
     return m_a, m_b, addr_a, addr_b
 
 
-def _config(tmp: Path, veth_a: str, m_a: str, addr_a: str, addr_b: str) -> str:
+def _config(tmp: Path, veth_a: str, m_a: str, addr_a: str, addr_b: str, m2_a: str) -> str:
     return f"""\
 system:
   control-socket: {tmp}/control.sock
@@ -121,6 +124,10 @@ forwarding-options:
       family inet:
         output:
           interface: {m_a}
+    instance shaped:
+      family inet:
+        output:
+          interface: {m2_a}
     instance analyzer:
       input: {{maximum-packet-length: {CLIP}}}
       family any:
@@ -135,6 +142,9 @@ firewall:
       term sampled:
         from: {{protocol: [udp], destination-port: [9998]}}
         then: {{port-mirror-instance: sampled, count: sampled-9998}}
+      term shaped:
+        from: {{protocol: [udp], destination-port: [9995]}}
+        then: {{port-mirror-instance: shaped}}
       term analyzer:
         from: {{protocol: [udp], destination-port: [9996]}}
         then: {{port-mirror-instance: analyzer, count: analyzer-9996}}
@@ -208,6 +218,11 @@ def _dest(data: dict, inst: str, kind: str) -> dict:
     return d
 
 
+def _accounted(d: dict) -> int:
+    """Copies sent plus copies dropped (every copy is one or the other)."""
+    return d["packets"] + sum(d["drops"].values())
+
+
 def _expected_sampled(n: int) -> list[int]:
     out = []
     for i in range(n):
@@ -236,8 +251,12 @@ def run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("pm")
     with make_netns_pair(tag="pmn") as p:
         m_a, m_b, maddr_a, maddr_b = _mirror_link(p)
+        m2_a, m2_b, _, _ = _mirror_link(p)  # shaped and with a small MTU: too_big and send_buffer_full
+        _ip("-n", p.ns_a, "link", "set", "dev", m2_a, "mtu", str(SHAPED_MTU))
+        subprocess.run([IP, "netns", "exec", p.ns_a, "tc", "qdisc", "add", "dev", m2_a, "root", "tbf", *TBF],
+                       check=True, capture_output=True, timeout=30)
         cfg = tmp / "flowplane.yaml"
-        cfg.write_text(_config(tmp, p.veth_a, m_a, maddr_a, maddr_b))
+        cfg.write_text(_config(tmp, p.veth_a, m_a, maddr_a, maddr_b, m2_a))
         notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         notify.bind(str(tmp / "notify.sock"))
         notify.settimeout(0.2)
@@ -250,31 +269,36 @@ def run(tmp_path_factory):
             _wait_notify(notify, "READY=1")
             # the analyzer's MAC is known before the GRE burst (no copies waiting on ARP)
             _ip("-n", p.ns_a, "neigh", "replace", maddr_b, "lladdr", _mac(p.ns_b, m_b, colons=True), "dev", m_a, "nud", "permanent")
-            orig = _tcpdump(p, p.ns_a, p.veth_a, tmp / "orig.pcap", "udp and dst portrange 9996-9999", ("-Q", "in"))
+            orig = _tcpdump(p, p.ns_a, p.veth_a, tmp / "orig.pcap", "udp and dst portrange 9995-9999", ("-Q", "in"))
             procs.append(orig)
-            mirror = _tcpdump(p, p.ns_b, m_b, tmp / "mirror.pcap", "(udp and dst portrange 9996-9999) or ip proto 47")
+            mirror = _tcpdump(p, p.ns_b, m_b, tmp / "mirror.pcap", "(udp and dst portrange 9995-9999) or ip proto 47")
             procs.append(mirror)
+            shaped = _tcpdump(p, p.ns_b, m2_b, tmp / "shaped.pcap", "udp and dst port 9995")
+            procs.append(shaped)
             sender = [sys.executable, "-c", SENDER, p.veth_b, _mac(p.ns_a, p.veth_a), _mac(p.ns_b, p.veth_b),
                       p.addr_b, p.addr_a]
-            out = p.run(p.ns_b, sender + [f"{d}:0:{N}" for d in STREAMS], timeout=120)
+            out = p.run(p.ns_b, sender + [f"{d}:0:{N}:{int(d == 9995)}" for d in STREAMS], timeout=120)
             assert out.stdout.strip() == "sent", out.stderr
             n_sampled = len(_expected_sampled(N))
             first = _wait(tmp, lambda d: _dest(d, "default", "interface")["packets"] >= N
                           and _dest(d, "default", "gre")["packets"] >= N
                           and _dest(d, "sampled", "interface")["packets"] >= n_sampled
-                          and _dest(d, "analyzer", "erspan")["packets"] >= N)
+                          and _dest(d, "analyzer", "erspan")["packets"] >= N
+                          and _accounted(_dest(d, "shaped", "interface")) >= N)
             time.sleep(1.0)  # nothing more may arrive: exact, not at-least
             first = _show(tmp)
+            time.sleep(0.5)  # the shaper released what it queued
             _stop(orig)
             _stop(mirror)
+            _stop(shaped)
 
             # m_a down: the local copies are dropped as interface_down (logged once), then up again
             _ip("-n", p.ns_a, "link", "set", "dev", m_a, "down")
-            p.run(p.ns_b, sender + [f"9999:{N}:{K}"], timeout=60)
+            p.run(p.ns_b, sender + [f"9999:{N}:{K}:0"], timeout=60)
             down = _wait(tmp, lambda d: _dest(d, "default", "interface")["drops"].get("interface_down", 0) >= K)
             _ip("-n", p.ns_a, "link", "set", "dev", m_a, "up")
             time.sleep(1.0)
-            p.run(p.ns_b, sender + [f"9999:{N + K}:{K}"], timeout=60)
+            p.run(p.ns_b, sender + [f"9999:{N + K}:{K}:0"], timeout=60)
             up = _wait(tmp, lambda d: _dest(d, "default", "interface")["packets"] >= N + K)
             text = request(str(tmp / "control.sock"), ["show", "forwarding-options", "port-mirroring"])
             proc.send_signal(signal.SIGTERM)
@@ -296,6 +320,7 @@ def run(tmp_path_factory):
                 pass
         yield {"tmp": tmp, "first": first, "down": down, "up": up, "text": text, "rc": rc, "events": events,
                "orig": read_pcap(tmp / "orig.pcap"), "mirror": read_pcap(tmp / "mirror.pcap"),
+               "shaped": read_pcap(tmp / "shaped.pcap"),
                "maddr_a": maddr_a, "maddr_b": maddr_b}
 
 
@@ -411,3 +436,20 @@ def test_show_text_lists_every_instance(run):
     for needle in ("Instance Name: default", "Instance Name: sampled", "Instance Name: analyzer", "(erspan)",
                    "(gre)", "Run-length            : 2"):
         assert needle in text, text
+
+
+def test_too_big_and_full_queue_are_counted_and_never_block(run):
+    """m2_a has MTU 1000 and a tbf with a 4 KB queue: every copy is sent, too_big or send_buffer_full."""
+    orig = _originals(run)
+    d = _dest(run["first"], "shaped", "interface")
+    big = sum(len(orig[(9995, i)]) > SHAPED_MTU + 14 + 4 for i in range(N))
+    # a full queue drops the rest of that batch's copies at once, big ones included
+    assert big > 0 and 0 < d["drops"].get("too_big", 0) <= big
+    assert d["drops"].get("send_buffer_full", 0) > 0  # the burst overran the shaper's queue
+    assert set(d["drops"]) <= {"too_big", "send_buffer_full"}
+    assert d["packets"] + d["drops"]["too_big"] + d["drops"]["send_buffer_full"] == N
+    got = [f for f in run["shaped"] if _udp_key(f) is not None]
+    assert len(got) == d["packets"] > 0  # what was counted as sent went out, byte for byte
+    assert all(f == orig[_udp_key(f)] for f in got)
+    # the pipeline was never held up: every original of every stream was filtered and counted
+    assert run["first"]["default"]["candidates"] == N and run["first"]["analyzer"]["candidates"] == N
