@@ -36,6 +36,7 @@ from .results import SessionResults, stats_of_test, threshold_values
 log = structlog.get_logger("flowplane.twamp")
 
 PLUGIN_OBJECT = "twamp-client"
+FAILURE_LOG_INTERVAL_S = 60.0  # repeated connect failures of one outage: one log line a minute
 
 
 class SessionState:
@@ -88,6 +89,18 @@ class ControlConnectionRunner:
         self.connected_since = 0.0
         self.local = ""
         self.server = ""
+        self._last_logged = -FAILURE_LOG_INTERVAL_S
+        self._last_logged_reason = ""
+        self._suppressed = 0
+
+    def _should_log_failure(self, reason: str) -> bool:
+        """The first failure of an outage, a new reason, then at most one line a minute (the rest are counted)."""
+        now = time.monotonic()
+        if reason != self._last_logged_reason or now - self._last_logged >= FAILURE_LOG_INTERVAL_S:
+            self._last_logged, self._last_logged_reason = now, reason
+            return True
+        self._suppressed += 1
+        return False
 
     @property
     def log(self):
@@ -112,9 +125,11 @@ class ControlConnectionRunner:
                         if self.connected or self.state == "connected":
                             self.log.warning("twamp_client_connection_lost", server=cfg.destination_address,
                                              port=cfg.destination_port, reason=reason, tests=self.tests_done)
-                        else:
+                        elif self._should_log_failure(reason):
                             self.log.warning("twamp_client_connect_failed", server=cfg.destination_address,
-                                             port=cfg.destination_port, reason=reason, retries=self.retries)
+                                             port=cfg.destination_port, reason=reason, retries=self.retries,
+                                             suppressed=self._suppressed)
+                            self._suppressed = 0
                         self.connected = False
                     if cfg.test_count != 0:  # Junos: no auto-restart unless test-count is 0
                         self.state = "failed"
@@ -143,6 +158,7 @@ class ControlConnectionRunner:
             self.connects += 1
             self.connected, self.state = True, "connected"
             self.connected_since = time.time()
+            self._last_logged_reason = ""
             self.local, self.server = ctl.local, ctl.server
             self.log.info("twamp_client_connected", server=ctl.server, port=cfg.destination_port,
                           local=ctl.local, mode=wire.MODE_NAMES.get(cfg.mode, str(cfg.mode)), retries=self.retries)
