@@ -341,3 +341,73 @@ def test_missing_interface_is_counted_as_interface_down_and_logged_once(tmp_path
     assert d["state"] == "down" and d["drops"] == {"interface_down": 12} and d["packets"] == 0
     with pytest.raises(Exception, match="no port-mirroring instance 'x'"):
         commands.show(app, ["instance", "x"])
+
+
+def _gre_rx(family: int, addr: str) -> socket.socket:
+    rx = socket.socket(family, socket.SOCK_RAW, socket.IPPROTO_GRE)
+    rx.bind((addr, 0))
+    rx.settimeout(2)
+    return rx
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="raw sockets need root")
+def test_erspan_to_an_ipv6_analyzer_on_loopback(tmp_path):
+    try:
+        rx = _gre_rx(socket.AF_INET6, "::1")
+    except OSError as exc:
+        pytest.skip(f"no IPv6 loopback: {exc}")
+    try:
+        cfg = config_from(_pm("""
+family any:
+  output:
+    ip-address "::1": {encapsulation: erspan, session-id: 513, source-address: "::1", ttl: 9}
+""") + f"system: {{control-socket: {tmp_path}/c.sock}}\n" + BASE_FW.replace("THEN", "{port-mirror: true}"))
+        app = build_app(cfg)
+        pm = app.pm.get_plugin(commands.PLUGIN_OBJECT)
+        frames = [eth_vlan([7], 0x0800, ipv4(UDP, udp(5000 + i, 53, b"six" * i))) for i in range(5)]
+        batch = PacketBatch.from_frames(frames, iface=3)
+        from flowplane.batch import ActionSelection
+        from flowplane.decode import decode
+        decode(batch)
+        pm.on_port_mirror([ActionSelection("f1", "t", "port-mirror", None, batch)])
+        got = []
+        while len(got) < 5:
+            data = rx.recv(4096)  # IPv6 raw sockets deliver the payload only: GRE + ERSPAN + frame
+            if data[16:] in frames:
+                got.append(data)
+        assert got == [erspan_header(i, session_id=513, vlan=7, index=3) + frames[i] for i in range(5)]
+        [d] = commands.show(app, [])["instances"][0]["destinations"]
+        assert d["packets"] == 5 and d["encapsulated_bytes"] == 5 * 16 and d["session_id"] == 513
+    finally:
+        rx.close()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="raw sockets need root")
+def test_reload_keeps_the_counters_of_destinations_still_configured(tmp_path):
+    rx = _gre_rx(socket.AF_INET, "127.0.0.79")
+    try:
+        fw = f"system: {{control-socket: {tmp_path}/c.sock}}\n" + BASE_FW.replace("THEN", "{port-mirror: true}")
+        one = _pm("family inet: {output: {ip-address 127.0.0.79: {}}}")
+        two = _pm("family inet: {output: {ip-address: [127.0.0.79, 127.0.0.80]}}")
+        app = build_app(config_from(one + fw))
+        old = app.pm.get_plugin(commands.PLUGIN_OBJECT)
+        from flowplane.batch import ActionSelection
+        from flowplane.decode import decode
+        batch = PacketBatch.from_frames([eth(0x0800, ipv4(UDP, udp(1, 2, b"r" * 30)))] * 4)
+        decode(batch)
+        sel = [ActionSelection("f1", "t", "port-mirror", None, batch)]
+        old.on_port_mirror(sel)
+        app.apply(app.build_graph(config_from(two + fw)))
+        new = app.pm.get_plugin(commands.PLUGIN_OBJECT)
+        assert new is not old and not app.pm.is_registered(old)
+        old.flowplane_shutdown(app)  # what the service does to the replaced object
+        app.graph.action_handlers["port-mirror"](sel)
+        dests = {d["target"]: d for d in commands.show(app, [])["instances"][0]["destinations"]}
+        assert dests["127.0.0.79"]["packets"] == 8 and dests["127.0.0.80"]["packets"] == 4
+        assert commands.show(app, [])["instances"][0]["candidates"] == 8
+        n = 0
+        while n < 8:
+            pkt = rx.recv(4096)
+            n += pkt[16:20] == socket.inet_aton("127.0.0.79")
+    finally:
+        rx.close()
