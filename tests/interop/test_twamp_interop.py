@@ -1,16 +1,22 @@
-"""TWAMP Light interop with nokia/twampy over loopback: the twampy sender against our Light reflector,
-and our Light sender (``run_light``) against the twampy responder.
+"""TWAMP interop over loopback: nokia/twampy's sender against our Light reflector, our Light sender
+(``run_light``) against the twampy responder, and perfSONAR twping against our full server in open,
+authenticated and encrypted modes.
 
 twampy is not on PyPI and is never vendored here: the tests copy it from a fetched snapshot to a
 temporary directory at run time (``$FLOWPLANE_TWAMPY``, or a mirror under ``/work/.mirror``; see
-``tests/bench/bench_twamp.py`` :func:`twampy_source`) and skip cleanly when there is none.  Nothing
-touches the network.
+``tests/bench/bench_twamp.py`` :func:`twampy_source`) and skip cleanly when there is none.  twping is
+perfSONAR owamp's C client (neither Debian nor PyPI has it): built by hand from a fetched snapshot
+(perfsonar/owamp with perfsonar/i2util as ``I2util``; ``./bootstrap && ./configure && make``, needs
+autoconf, automake, libtool) and found through ``$FLOWPLANE_TWPING`` or PATH; skipped otherwise.
+Nothing touches the network.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -20,8 +26,10 @@ import trio
 
 from flowplane.plugins.twamp import wire
 from flowplane.plugins.twamp.client import run_light
-from flowplane.plugins.twamp.config import LightConfig
+from flowplane.plugins.twamp.config import LightConfig, ServerConfig
 from flowplane.plugins.twamp.light import LightReflector
+from flowplane.plugins.twamp.server import TwampServer
+from flowplane.plugins.twamp.udp import ClockStatus
 
 pytestmark = pytest.mark.peer
 
@@ -133,3 +141,51 @@ async def test_twampy_responder_reply_layout_parses(twampy):
     r = wire.unpack_reflector(data)
     assert (r.seq, r.sender_seq, r.sender_timestamp, r.sender_error_estimate) == (0, 7, t1, 0x3FFF)
     assert r.timestamp == r.receive_timestamp and r.receive_timestamp >= t1 - (1 << 20)
+
+
+# -- perfSONAR twping -> our full TWAMP server ----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def twping():
+    """perfSONAR's twping (owamp), built from a fetched snapshot: ``$FLOWPLANE_TWPING`` or on PATH."""
+    path = os.environ.get("FLOWPLANE_TWPING") or shutil.which("twping")
+    if not path or not os.access(path, os.X_OK):
+        pytest.skip("perfSONAR twping not available (set $FLOWPLANE_TWPING to a built binary)")
+    return path
+
+
+RAW_FIELDS = "SSEQ STIME SS SERR SRTIME SRS SRERR STTL RSEQ RSTIME RSS RSERR RTIME RS RERR RTTL".split()
+
+
+@pytest.mark.parametrize("mode", ["O", "A", "E"])
+async def test_twping_against_our_server(twping, tmp_path, mode):
+    """twping (open, authenticated, encrypted; user alice, passphrase testsecret) against our server:
+    every probe reflected, per-session sequence numbers, the TTL it sent (255) copied, T1 <= T2 <= T3
+    <= T4 on one host clock, and the S bit / error estimate it reads are our honest ones."""
+    pfs = tmp_path / "alice.pfs"
+    pfs.write_text("alice\t" + b"testsecret".hex() + "\n")  # I2util's pfstore format: identity TAB hex
+    count = 20
+    server = TwampServer(ServerConfig(port=0, address="127.0.0.1", modes=7, secrets={"alice": b"testsecret"}))
+    async with trio.open_nursery() as nursery:
+        port = (await nursery.start(server.run))[1]
+        proc = await trio.run_process([twping, "-c", str(count), "-i", "0.01", "-A", mode, "-u", "alice",
+                                       "-k", str(pfs), "-R", f"127.0.0.1:{port}"],
+                                      capture_stdout=True, capture_stderr=True, check=False)
+        await trio.sleep(0.1)
+        nursery.cancel_scope.cancel()
+    assert proc.returncode == 0, proc.stderr.decode()[-2000:]
+    rows = [dict(zip(RAW_FIELDS, line.split())) for line in proc.stdout.decode().splitlines() if line.strip()]
+    assert len(rows) == count
+    assert [int(r["SSEQ"]) for r in rows] == list(range(count)) == [int(r["RSEQ"]) for r in rows]
+    synced = ClockStatus().synchronised
+    err_s = ClockStatus().as_dict()["error_seconds"]
+    for r in rows:
+        t1, t2, t3, t4 = (int(r[k]) for k in ("STIME", "SRTIME", "RSTIME", "RTIME"))
+        assert t1 <= t2 <= t3 <= t4
+        assert int(r["STTL"]) == 255  # the TTL twping sent, as our reflector received and copied it
+        assert int(r["SRS"]) == int(r["RSS"]) == int(synced)
+        assert float(r["SRERR"]) == pytest.approx(err_s, rel=0.01)
+    (sess,) = server.sessions
+    assert sess.reflected == sess.received == count and not sess.dropped
+    assert server.counters["start-sessions"] == 1 and server.counters["session-requests"] == 1
