@@ -113,13 +113,19 @@ def request_stop(app, args):
     return _request(app, args, "stop")
 
 
+def _server_status(c: dict) -> str:
+    if c.get("control_type") == "light":
+        return f"  Control type: light, no TWAMP-Control connection ({c['state']})"
+    return (f"  TWAMP-Server-Status: {'Connected' if c['connected'] else 'Not connected'} ({c['state']})"
+            + (f", {c['connected_seconds']} s" if c["connected"] else ""))
+
+
 def format_client_session(d) -> str:
     lines = []
     for c in d["control_connections"]:
         lines += [f"Control connection: {c['name']}",
                   f"  TWAMP-Server: {c['server']}:{c['port']}, client {c['local'] or '-'}, mode {c['mode']}",
-                  f"  TWAMP-Server-Status: {'Connected' if c['connected'] else 'Not connected'} ({c['state']})"
-                  + (f", {c['connected_seconds']} s" if c["connected"] else ""),
+                  _server_status(c),
                   f"  Number-Of-Retries-With-TWAMP-Server: {c['retries']}",
                   f"  Tests: {c['tests_done']} of {c['test_count'] or 'unlimited'} (every {c['test_interval']} s), "
                   f"connects {c['connects']}, aborted {c['aborted_tests']}",

@@ -128,6 +128,7 @@ class ControlConnectionConfig:
     destination_address: str
     destination_port: int = 862
     source_address: str | None = None
+    control_type: str = "managed"  # or "light": test packets straight to a Light reflector, no TWAMP-Control
     mode: int = MODE_UNAUTHENTICATED
     key_id: str = ""
     secret: bytes | None = None
@@ -316,7 +317,7 @@ def _light(sec, path, default_address: str) -> tuple[LightConfig, list[ConfigIss
 # ---------------------------------------------------------------------------------------------------------------
 
 CLIENT_KEYS = ("control-connection",)
-CONTROL_KEYS = ("destination-address", "destination-port", "source-address", "authentication-mode", "key-id",
+CONTROL_KEYS = ("destination-address", "destination-port", "source-address", "control-type", "authentication-mode", "key-id",
                 "secret", "secret-file", "test-count", "test-interval", "tcp-keepidle", "tcp-keepintvl",
                 "tcp-keepcnt", "persistent-results", "history-size", "thresholds", "test-session")
 SESSION_KEYS = ("target-address", "data-size", "dscp-code-points", "probe-count", "probe-interval",
@@ -422,11 +423,19 @@ def _control_connection(name: str, sec, path) -> tuple[ControlConnectionConfig |
     if dest and cc.source_address and ipaddress.ip_address(dest).version != ipaddress.ip_address(cc.source_address).version:
         issues.append(ConfigIssue(path + ("source-address",),
                                   f"source-address {cc.source_address} and destination-address {dest} are of different families"))
+    if "control-type" in sec:
+        bad = check_str(sec["control-type"], path + ("control-type",), ("managed", "light"))
+        issues += bad
+        if not bad:
+            cc.control_type = sec["control-type"]
     mode = sec.get("authentication-mode", "none")
     bad = check_str(mode, path + ("authentication-mode",), CLIENT_MODES)
     issues += bad
     if not bad:
         cc.mode = AUTH_MODES[mode]
+        if cc.control_type == "light" and mode != "none":
+            issues.append(ConfigIssue(path + ("authentication-mode",),
+                                      "control-type light sends unauthenticated test packets only (RFC 5357 appendix I)"))
     if "key-id" in sec:
         if not isinstance(sec["key-id"], str) or not sec["key-id"] or len(sec["key-id"].encode()) > 80:
             issues.append(ConfigIssue(path + ("key-id",), f"expected a KeyID of 1..80 bytes of UTF-8, got {sec['key-id']!r}"))

@@ -29,9 +29,10 @@ import trio
 from flowplane import hookimpl
 
 from . import wire
-from .client import ControlClient, SessionSpec, TwampError
+from .client import SENDER_TTL, ControlClient, Result, SessionSender, SessionSpec, TwampError
 from .config import ClientConfig, ControlConnectionConfig, TestSessionConfig
 from .results import SessionResults, stats_of_test, threshold_values
+from .udp import open_udp
 
 log = structlog.get_logger("flowplane.twamp")
 
@@ -115,7 +116,10 @@ class ControlConnectionRunner:
                 while True:
                     attempt = trio.current_time()
                     try:
-                        await self._connected()
+                        if cfg.control_type == "light":
+                            await self._light()
+                        else:
+                            await self._connected()
                         self.state = "completed"
                         self.log.info("twamp_client_completed", tests=self.tests_done)
                         return
@@ -178,6 +182,49 @@ class ControlConnectionRunner:
             self.connected = False
             await ctl.aclose()
 
+    async def _light(self) -> None:
+        """control-type light: every test sends each session's probes straight to target:destination-port."""
+        cfg = self.cfg
+        self.state = "light"
+        self.local, self.server = cfg.source_address or "", cfg.destination_address
+        next_start = trio.current_time()
+        while cfg.test_count == 0 or self.tests_done < cfg.test_count:
+            test_no = self.tests_done + 1
+            started = []
+            for st in self.sessions.values():
+                c = st.cfg
+                bind = cfg.source_address or ("::" if ":" in c.target_address else "0.0.0.0")
+                sock = open_udp(bind, 0, ttl=SENDER_TTL, tos=c.dscp << 2)
+                sender = SessionSender(sock, (c.target_address, cfg.destination_port), False, None, c.data_size,
+                                       Result(c.target_address, cfg.destination_port, cfg.destination_port, "light", 0))
+                st.current, st.current_test, st.reflector_port = sender.result, test_no, cfg.destination_port
+                started.append((st, sender))
+            try:
+                async with trio.open_nursery() as nursery:
+                    for st, sender in started:
+                        nursery.start_soon(sender.run, st.cfg.probe_count, st.cfg.probe_interval, st.cfg.probe_timeout)
+            finally:
+                for st, sender in started:
+                    sender.sock.close()
+                    st.current = None
+            self._completed(started, test_no)
+            self.tests_done += 1
+            if cfg.test_count and self.tests_done >= cfg.test_count:
+                break
+            next_start = max(next_start + cfg.test_interval, trio.current_time())
+            await trio.sleep_until(next_start)
+
+    def _completed(self, started: list, test_no: int) -> None:
+        for st, sender in started:
+            r = sender.result
+            last = st.results.complete(test_no, r.samples, r.sent, r.synced)
+            st.current = None
+            self._thresholds(st, last, test_no)
+        self.log.debug("twamp_client_test_done", test=test_no,
+                       sessions={st.cfg.name: {"sent": st.results.last_test["sent"],
+                                               "received": st.results.last_test["received"]}
+                                 for st, _ in started})
+
     async def _one_test(self, ctl: ControlClient) -> None:
         test_no = self.tests_done + 1
         timeout = max(5.0, self.cfg.test_interval)
@@ -206,15 +253,7 @@ class ControlConnectionRunner:
             for st, _ in started:
                 st.current = None
             raise
-        for st, sender in started:
-            r = sender.result
-            last = st.results.complete(test_no, r.samples, r.sent, r.synced)
-            st.current = None
-            self._thresholds(st, last, test_no)
-        self.log.debug("twamp_client_test_done", test=test_no,
-                       sessions={st.cfg.name: {"sent": st.results.last_test["sent"],
-                                               "received": st.results.last_test["received"]}
-                                 for st, _ in started})
+        self._completed(started, test_no)
 
     async def _watched(self, ctl: ControlClient, fn, *args) -> None:
         """Run ``fn(*args)`` while reading the control connection; a lost connection cancels it and raises."""
@@ -252,7 +291,8 @@ class ControlConnectionRunner:
 
     def status(self) -> dict:
         cfg = self.cfg
-        return {"name": cfg.name, "server": cfg.destination_address, "port": cfg.destination_port,
+        return {"name": cfg.name, "control_type": cfg.control_type, "server": cfg.destination_address,
+                "port": cfg.destination_port,
                 "local": self.local or cfg.source_address or "", "mode": wire.MODE_NAMES.get(cfg.mode, str(cfg.mode)),
                 "state": self.state, "connected": self.connected,
                 "connected_seconds": round(time.time() - self.connected_since, 1) if self.connected else 0.0,

@@ -293,3 +293,26 @@ async def test_ipv6_loopback(make_app):
 
         await with_client(make_app, client_config(srv.port, address="::1", mode="encrypted"), body)
         nursery.cancel_scope.cancel()
+
+
+async def test_control_type_light_against_the_light_reflector(make_app):
+    from flowplane.plugins.twamp.config import LightConfig
+    from flowplane.plugins.twamp.light import LightReflector
+
+    async with trio.open_nursery() as nursery:
+        light = LightReflector(LightConfig(port=0, address="127.0.0.1"))
+        bound = await nursery.start(light.run)
+
+        async def body(c):
+            await c.wait_for(lambda: c.session()["state"] == "completed")
+            s = c.session()
+            assert s["control_type"] == "light" and s["tests_done"] == 2 and s["connects"] == 0
+            (r,) = c.results()
+            assert (r["all_tests"]["sent"], r["all_tests"]["received"], r["all_tests"]["lost"]) == (10, 10, 0)
+            assert r["last_test"]["measurements_us"]["rtt"]["samples"] == 5
+            assert "Control type: light" in c.app.registries.commands.resolve(
+                ["show", "services", "rpm", "twamp", "client", "session"])[0].formatter(c.cmd(
+                    "show", "services", "rpm", "twamp", "client", "session"))
+
+        await with_client(make_app, client_config(bound[1], **{"control-type": "light", "test-count": 2}), body)
+        nursery.cancel_scope.cancel()

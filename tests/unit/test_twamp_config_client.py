@@ -86,3 +86,13 @@ def test_auth_needs_key_and_secret_and_families_match():
 def test_dscp_forms():
     assert [parse_dscp(v) for v in ("000000", "101110", "ef", "AF11", "cs7", 63, 64, "x", True)] == \
         [0, 46, 46, 10, 56, 63, None, None, None]
+
+
+def test_control_type():
+    cfg, issues = parse(_cfg({"destination-address": "192.0.2.1", "control-type": "light", "test-session": {"t": {}}}))
+    assert issues == [] and cfg.client.connections[0].control_type == "light"
+    got = _issues({"destination-address": "192.0.2.1", "control-type": "light", "authentication-mode": "encrypted",
+                   "key-id": "a", "secret": "s", "test-session": {"t": {}}})
+    assert "unauthenticated test packets only" in got["authentication-mode"]
+    assert "did you mean 'managed'" in _issues({"destination-address": "192.0.2.1", "control-type": "manged",
+                                                "test-session": {"t": {}}})["control-type"]
