@@ -92,9 +92,7 @@ class Collector:
     def handle(self, datagrams: list[tuple[bytes, str]], now_ns: int | None = None) -> list[CollectedFlows]:
         """Decode a batch of ``(payload, exporter address)``; returns the flows it gave."""
         now = now_ns if now_ns is not None else time.time_ns()
-        feed = self.decoder.feed
-        for data, addr in datagrams:
-            feed(data, addr, now)
+        self.decoder.feed_many(datagrams, now)
         self.counters.inc("batches")
         flows = self.decoder.flush()
         if flows:

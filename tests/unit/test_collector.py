@@ -587,3 +587,84 @@ def test_scale_config_key_and_errors():
     assert [i.path for i in issues] == [("services", "flow-collector", "scale-by-sampling-rate")]
     _, issues = parse({"services": {"flow-collector": {"listen": [{"port": 0}], "scale-by-sampling": True}}})
     assert "scale-by-sampling-rate" in str(issues[0])  # did you mean
+
+
+# ---------------------------------------------------------------------------
+# the batch fast paths (Decoder.feed_many: per-datagram and whole-run) == feed, datagram by datagram
+
+
+def _decode_both(batches: list[list[tuple[bytes, str]]], now=T0 + 4000 * 10**9):
+    """The same batches through Collector.handle (feed_many) and through Decoder.feed one by one."""
+    fast, slow = make_collector(), Decoder()
+    got_fast, got_slow = [], []
+    for b in batches:
+        got_fast += fast.handle(b, now_ns=now)
+        for d, a in b:
+            slow.feed(d, a, now)
+        got_slow += slow.flush()
+    return fast, slow, got_fast, got_slow
+
+
+def _same_result(fast, slow, got_fast, got_slow):
+    def rows(flows):
+        out = np.concatenate([f.data for f in flows]) if flows else np.zeros(0, FLOW_DTYPE)
+        return np.sort(out, order=["first_ns", "src_lo", "sport", "dport", "packets"])
+    assert np.array_equal(rows(got_fast), rows(got_slow))
+    assert sorted(np.concatenate([f.sampling_interval for f in got_fast]).tolist()) == sorted(
+        np.concatenate([f.sampling_interval for f in got_slow]).tolist())
+    assert dict(fast.counters.values) == {**dict(slow.counters.values), "batches": fast.counters["batches"]}
+    assert dict(fast.counters.drops) == dict(slow.counters.drops)
+    for addr, e in slow.exporters.items():
+        assert fast.decoder.exporters[addr].counters == e.counters
+        for k, dom in e.domains.items():
+            assert fast.decoder.exporters[addr].domains[k].next_seq == dom.next_seq
+            assert fast.decoder.exporters[addr].domains[k].lost == dom.lost
+
+
+@pytest.mark.parametrize("version", [5, 9, 10])
+def test_feed_many_equals_feed(version):
+    mod = {5: netflow5, 9: netflow9, 10: ipfix}[version]
+    streams = []
+    for k in range(3):
+        enc = mod.factory(EncoderOptions(version=version, observation_domain_id=k + 1, engine_id=k,
+                                         sampling_interval=1 + 9 * k))
+        recs = sample_records(900, seed=version * 10 + k, v4_only=version == 5)
+        streams.append([(d, f"192.0.2.{k + 1}") for d in enc.encode(recs, T0 + 4000 * 10**9)])
+    a, b, c = streams
+    a = a[:5] + a[6:]  # a gap in stream a: counted lost the same way on both paths
+    dup = b[7]  # a repeated datagram in b: a sequence reset, decoded twice, on both paths
+    b = b[:8] + [dup] + b[8:]
+    c = c[:1] + [(c[1][0][:-7], c[1][1])] + c[2:]  # a short one (a lying length / truncated set)
+    inter = [x for trio_ in zip(a, b, c) for x in trio_]  # interleaved exporters
+    batches = [inter[:2], inter[2:40], inter[40:41], inter[41:]]  # templates first, then runs of one length
+    runs = []
+    orig = Decoder._run
+
+    def counting(self, exp, datas, ln):
+        ok = orig(self, exp, datas, ln)
+        runs.append((len(datas), ok))
+        return ok
+
+    Decoder._run = counting
+    try:
+        fast, slow, gf, gs = _decode_both(batches)
+    finally:
+        Decoder._run = orig
+    assert sum(map(len, gf)) > 2000
+    assert sum(n for n, ok in runs if ok) > 30  # the whole-run path did take part
+    _same_result(fast, slow, gf, gs)
+
+
+def test_feed_many_takes_runs_in_one_block():
+    """Full datagrams of one exporter after its templates: decoded by the whole-run path."""
+    enc = ipfix.factory(EncoderOptions(version=10))
+    dgrams = enc.encode(sample_records(3000, seed=5, v4_only=True), T0 + 4000 * 10**9)
+    c = make_collector()
+    c.handle([(dgrams[0], "192.0.2.9")], now_ns=T0)
+    calls = []
+    run = c.decoder._run
+    c.decoder._run = lambda *a: calls.append(len(a[1])) or run(*a)
+    flows = c.handle([(d, "192.0.2.9") for d in dgrams[1:]], now_ns=T0)
+    assert calls and max(calls) >= len(dgrams) - 3
+    assert sum(map(len, flows)) + sum(map(len, make_collector().handle([(dgrams[0], "x")]))) == 3000
+    assert not c.counters.drops
