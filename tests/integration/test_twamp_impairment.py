@@ -21,6 +21,7 @@ Tolerances (stated here, checked below):
 from __future__ import annotations
 
 import json
+import subprocess
 import shutil
 import struct
 import sys
@@ -167,3 +168,55 @@ def test_forward_loss_not_invented_by_reordering(path):
     assert COUNT - 2 in held and COUNT - 1 not in held  # the precondition: the last probe overtakes
     assert res["lost"] == 0 and res["reordered"] > 0
     assert (res["forward_lost"], res["backward_lost"]) == (0, 0)
+
+
+STOP_SCRIPT = r"""
+import socket, sys
+c = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5)
+def read(n, timeout):
+    c.settimeout(timeout)
+    buf = b""
+    try:
+        while len(buf) < n:
+            chunk = c.recv(n - len(buf))
+            if not chunk:
+                return "closed"
+            buf += chunk
+    except socket.timeout:
+        return f"timeout after {len(buf)}"
+    return f"got {len(buf)}"
+print("greeting", read(64, 5), flush=True)
+sys.stdin.readline()                      # the relay now drops everything
+c.sendall(bytes([0, 0, 0, 1]) + bytes(160))   # Set-Up-Response, unauthenticated
+print("silent", read(48, 1.0), flush=True)
+sys.stdin.readline()                      # forwarding resumed: TCP retransmits, the answer arrives
+print("resumed", read(48, 10), flush=True)
+"""
+
+
+def test_stop_forwarding_makes_the_peer_silent_and_resume_recovers(path):
+    """The switch a keepalive test uses: an established control connection goes silent (no RST, no
+    ICMP: the client just waits), and TCP recovers on its own once forwarding resumes."""
+    net, relay = path
+    relay.set("both", delay_ms=0, loss=0, duplicate=0, reorder=0, forward=True)
+    relay.reset()
+    proc = net.popen(net.ns_client, [sys.executable, "-c", STOP_SCRIPT, net.addr_server, str(PORT)],
+                     stdin=subprocess.PIPE)
+    try:
+        assert proc.stdout.readline().split() == ["greeting", "got", "64"]
+        relay.stop_forwarding()
+        proc.stdin.write("\n")
+        proc.stdin.flush()
+        assert proc.stdout.readline().split() == ["silent", "timeout", "after", "0"]
+        stopped = relay.stats()
+        assert stopped["c2s"]["dropped_stopped"] >= 1  # the Set-Up-Response (and its retransmissions)
+        assert stopped["s2c"]["frames"] == stopped["s2c"]["dropped_stopped"] + stopped["s2c"]["forwarded"]
+        relay.resume_forwarding()
+        proc.stdin.write("\n")
+        proc.stdin.flush()
+        assert proc.stdout.readline().split() == ["resumed", "got", "48"]
+    finally:
+        proc.kill()
+        proc.communicate(timeout=10)
+    st = relay.stats()
+    assert st["c2s"]["forwarded"] >= 1 and st["s2c"]["forwarded"] >= 1
