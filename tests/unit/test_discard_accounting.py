@@ -353,3 +353,39 @@ def test_accounting_groups_count_towards_profile_limits(make_app, tmp_path):
     cfg = _accounting_only(tmp_path, many, profile="mx-mpc")
     text = "\n".join(make_app(cfg, configure=False).validate(cfg))
     assert "69 flow servers in all exceed the maximum 64 (hardware profile limit collectors_total)" in text
+
+
+async def test_reload_flushes_the_old_groups_once(make_app, tmp_path):
+    sink = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
+    await sink.bind(("127.0.0.1", 0))
+    port = sink.getsockname()[1]
+    frames = [eth_ipv4_udp(sport=1000 + i % 8) for i in range(80)]
+    cfg = _config(tmp_path, aport=port, frames=frames)
+    app = make_app(cfg)
+    service = Service(app, control=False)
+
+    async def drain() -> list[dict]:
+        got = []
+        with trio.move_on_after(0.3):
+            while True:
+                got.append(await sink.recv(65535))
+        return _v5_records([d for d in got if d[:2] == b"\x00\x05"])  # the IPFIX group shares the port
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(service.serve)
+        await service.ready.wait()
+        await service.pipeline.finite_done.wait()
+        await trio.sleep(0.1)
+        old = app.pm.get_plugin("flow-monitor")
+        assert sum(len(c) for c in old.accounting["acc1"].caches.values()) == 8
+        assert await drain() == []  # 600 s timeouts: nothing exported yet
+        text = open(cfg.path).read().replace("flow-active-timeout: 600", "flow-active-timeout: 300")
+        open(cfg.path, "w").write(text)
+        assert await service.reload() is True
+        new = app.pm.get_plugin("flow-monitor")
+        assert new is not old and new.accounting["acc1"].inst.families["inet"].active_timeout == 300
+        records = await drain()
+        assert sorted((r["sport"], r["packets"]) for r in records) == [(1000 + i, 10) for i in range(8)]
+        assert old.accounting["acc1"].counters["flows_shutdown"] == 8
+        await service._events_send.send("SIGTERM")
+    assert new.accounting["acc1"].counters["flows_shutdown"] == 0  # nothing counted twice
