@@ -558,7 +558,7 @@ def _parse_then(ctx: _Ctx, fam: str, term: ParsedTerm, raw, path: tuple) -> None
     next_term = False
     for name, arg, p in _then_items(raw, path, ctx):
         if name == DISCARD_ACCOUNTING:
-            ctx.issue(p, f"write discard accounting as 'discard accounting NAME' (YAML: 'discard: {{accounting: NAME}}')")
+            ctx.issue(p, "write discard accounting as 'discard accounting NAME' (YAML: 'discard: {accounting: NAME}')")
             continue
         act = known.get(name)
         if act is None:
