@@ -15,8 +15,8 @@ instance's background tasks.
 
 from __future__ import annotations
 
-import time
 import dataclasses
+import time
 from typing import Any
 
 import numpy as np
@@ -87,6 +87,7 @@ class Exporter:
         # v8 'aggregate-export-interval': records are held and aggregated into one export per interval
         self.hold_ns = int(fam.aggregate_export_interval * NS) if server.version == 8 else 0
         self._held: list[FlowRecords] = []
+        self._held_count = 0
         self._held_since = 0
 
     def export(self, records: FlowRecords, now_ns: int) -> None:
@@ -94,13 +95,14 @@ class Exporter:
             if not self._held:
                 self._held_since = now_ns
             self._held.append(records)
-            if sum(len(r) for r in self._held) < HOLD_MAX_RECORDS:
+            self._held_count += len(records)
+            if self._held_count < HOLD_MAX_RECORDS:
                 return
             records = self._take_held()  # bounded memory: a full hold is exported at once
         self._encode(records, now_ns)
 
     def _take_held(self) -> FlowRecords:
-        held, self._held = self._held, []
+        held, self._held, self._held_count = self._held, [], 0
         return dataclasses.replace(held[0], data=np.concatenate([r.data for r in held]))
 
     def release(self, now_ns: int) -> None:
