@@ -389,3 +389,17 @@ async def test_reload_flushes_the_old_groups_once(make_app, tmp_path):
         assert old.accounting["acc1"].counters["flows_shutdown"] == 8
         await service._events_send.send("SIGTERM")
     assert new.accounting["acc1"].counters["flows_shutdown"] == 0  # nothing counted twice
+
+
+def test_a_full_aggregate_hold_is_exported_at_once(make_app, tmp_path, monkeypatch):
+    from flowplane.flows import FlowRecords
+    from flowplane.plugins.flow_monitoring import engine as engine_mod
+
+    acc8 = "    acc8: {output: {aggregate-export-interval: 1800, cflowd 127.0.0.1: {port: 9, version: 8, aggregation: as}}}\n"
+    app = make_app(_config(tmp_path, then='"discard accounting acc8"', more=acc8))
+    (exp,) = app.pm.get_plugin("flow-monitor").accounting["acc8"].all_exporters
+    monkeypatch.setattr(engine_mod, "HOLD_MAX_RECORDS", 5)
+    exp.export(FlowRecords.empty(3), 1)
+    assert exp.counters["records"] == 0 and exp._held_count == 3
+    exp.export(FlowRecords.empty(2), 2)  # the hold is full: memory stays bounded, nothing is lost
+    assert exp.counters["records"] == 5 and exp._held_count == 0 and not exp._held
