@@ -395,7 +395,7 @@ def test_a_full_aggregate_hold_is_exported_at_once(make_app, tmp_path, monkeypat
     from flowplane.flows import FlowRecords
     from flowplane.plugins.flow_monitoring import engine as engine_mod
 
-    acc8 = "    acc8: {output: {aggregate-export-interval: 1800, cflowd 127.0.0.1: {port: 9, version: 8, aggregation: as}}}\n"
+    acc8 = "    acc8: {output: {aggregate-export-interval: 1800, cflowd 127.0.0.1: {port: 9, version: 8, aggregation: protocol-port}}}\n"
     app = make_app(_config(tmp_path, then='"discard accounting acc8"', more=acc8))
     (exp,) = app.pm.get_plugin("flow-monitor").accounting["acc8"].all_exporters
     monkeypatch.setattr(engine_mod, "HOLD_MAX_RECORDS", 5)
