@@ -258,6 +258,10 @@ def _parse_instance(name: str, sec: Any, p: tuple, templates: dict[str, Template
                                       f"collector {seen[key]!r} of the same instance"))
         seen.setdefault(key, str(cname))
         inst.collectors[str(cname)] = c
+    v6_max = max_clip_for_mtu(ipv6=True)
+    if inst.clip_length > v6_max and any(c.family == "inet6" for c in inst.collectors.values()):
+        issues.append(ConfigIssue(p + ("clip-length",), f"{inst.clip_length} exceeds the maximum {v6_max} for an "
+                                  f"IPv6 collector: one record must fit one export message at MTU {EXPORT_MTU}"))
     return inst
 
 

@@ -221,6 +221,8 @@ class InlineMonitor:
         self._guard_key: tuple = ()
         self._guard: tuple[np.ndarray, list[tuple[int, int, int, int, int, int]]] | None = None
         self.started_ns = time.time_ns()
+        log.info("inline_monitoring_configured", profile=app.profile.name, scope=cfg.sampling_scope,
+                 instances=len(self.engines), collectors=len(self.collectors()))
         prev = getattr(app, "previous_graph", None)
         for old in (prev.configured if prev is not None else []):
             if isinstance(old, InlineMonitor):

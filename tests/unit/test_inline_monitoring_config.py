@@ -150,6 +150,14 @@ def test_clip_length_against_the_profile(make_app, tmp_path, profile, max_clip, 
         assert f"clip-length: {max_clip + 1} exceeds the maximum {max_clip} (hardware profile limit clip_length_max)" in e
 
 
+def test_clip_for_an_ipv6_collector_fits_the_smaller_message(make_app, tmp_path):
+    ok = _config(_instance("i0", _collector("c6", "::1"), extra="      clip-length: 1418\n"))
+    assert _errors(make_app, tmp_path, ok) == []
+    [e] = _errors(make_app, tmp_path, ok.replace("clip-length: 1418", "clip-length: 1419"))
+    assert ("instance i0 clip-length: 1419 exceeds the maximum 1418 for an IPv6 collector: one record must fit one "
+            "export message at MTU 1500") in e
+
+
 def test_every_problem_is_reported_with_its_key(make_app, tmp_path):
     text = _config(
         _instance("i0", _collector("c1", "not-an-ip", port=70000, extra="        dscp: 64\n        colour: red\n"))
@@ -237,6 +245,11 @@ def test_loop_needs_the_route_through_the_interface():
     # the input side of a non-loopback interface never carries our own export
     cfg_in = Config.from_text(LOOP.format(direction="input", guard="").replace("lo:\n", "eth7:\n"))
     assert find_loops(cfg_in.data, inline, route=lambda dst, src: "eth7") == []
+    # a family any filter sees the export too
+    any_text = LOOP.format(direction="output", guard="").replace("family inet:", "family any:")
+    cfg_any = Config.from_text(any_text)
+    [issue] = find_loops(cfg_any.data, inline, route=lambda dst, src: "lo")
+    assert issue.path == ("interfaces", "lo", "family", "any", "filter", "output")
     # a pcap replay never contains the export traffic
     cfg_pcap = Config.from_text(LOOP.format(direction="output", guard="").replace("source: af-packet", "source: pcap"))
     assert find_loops(cfg_pcap.data, inline, route=lambda dst, src: "lo") == []
