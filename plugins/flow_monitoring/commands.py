@@ -318,7 +318,8 @@ def register(register_fn) -> None:
                 formatter=format_memory)
     register_fn("show passive-monitoring usage", _passive(show_usage), help="= show services accounting usage",
                 formatter=format_usage)
-    register_fn("show services accounting flow", show_flow, help="flow counts per sampling instance [name NAME]",
+    register_fn("show services accounting flow", show_flow,
+                help="flow counts per sampling instance, monitoring and accounting group [name NAME]",
                 formatter=format_flow)
     register_fn("show services accounting flow-detail", show_flow_detail,
                 help="active flows [name NAME] [limit N] [order packets|bytes]", formatter=format_flow_detail)
@@ -328,6 +329,7 @@ def register(register_fn) -> None:
     register_fn("show services accounting memory", show_memory, help="flow cache memory", formatter=format_memory)
     register_fn("show services accounting packet-size-distribution", show_sizes, help="sampled packet sizes",
                 formatter=format_sizes)
-    register_fn("clear services accounting flow", clear_flow, help="reset sampling counters [name NAME]")
+    register_fn("clear services accounting flow", clear_flow,
+                help="reset the counters of sampling instances and groups [name NAME]")
     register_fn("show services accounting aggregation template", show_template,
                 help="v9/IPFIX templates in use [template-name NAME]", formatter=format_template)
