@@ -267,5 +267,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    from flowplane.logging import configure as configure_logging
+
+    configure_logging("console", "warning")  # the figures, not one 'exporter_started' line per rig
     sys.exit(main())
 
