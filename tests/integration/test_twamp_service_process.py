@@ -97,19 +97,22 @@ services:
         server = _server(tmp_path, port, log)  # same port
         _wait(lambda: (session() or {}).get("connects", 0) == 2 and session()["tests_done"] >= outage["tests_done"] + 2,
               what="the client to come back on its own")
+        text = _cli("show", "services", "rpm", "twamp", "client", "session", sock=csock, json_out=False).stdout
+        assert "TWAMP-Server-Status: Connected" in text and "Number-Of-Retries-With-TWAMP-Server" in text
+        stop = _cli("request", "services", "rpm", "twamp", "stop", "client", "c1", sock=csock, json_out=False)
+        assert stop.returncode == 0 and "stopped" in stop.stdout
+        _wait(lambda: (session() or {}).get("connected") is False, what="the stop")
+        # stopped: nothing moves any more, so the two views can be compared
         r = _cli("show", "services", "rpm", "twamp", "client", "probe-results", "test-session", "a", sock=csock)
         assert r.returncode == 0, r.stderr
         (a,) = json.loads(r.stdout)["results"]
         s = session()
+        assert s["state"] == "stopped"
         assert a["all_tests"]["tests"] == s["tests_done"]  # persistent: nothing lost across the outage
         assert a["all_tests"]["sent"] == 4 * s["tests_done"] and a["all_tests"]["lost"] == 0
         text = _cli("show", "services", "rpm", "twamp", "client", "probe-results", sock=csock, json_out=False)
         assert text.returncode == 0 and "Owner: c1, Test: a" in text.stdout and "Owner: c1, Test: b" in text.stdout
         assert "Round trip time" in text.stdout
-        text = _cli("show", "services", "rpm", "twamp", "client", "session", sock=csock, json_out=False).stdout
-        assert "TWAMP-Server-Status: Connected" in text and "Number-Of-Retries-With-TWAMP-Server" in text
-        stop = _cli("request", "services", "rpm", "twamp", "stop", "client", "c1", sock=csock, json_out=False)
-        assert stop.returncode == 0 and "stopped" in stop.stdout
         again = _cli("request", "services", "rpm", "twamp", "stop", "client", "c1", sock=csock, json_out=False)
         assert again.returncode != 0 and "not running" in (again.stderr + again.stdout)
     finally:
