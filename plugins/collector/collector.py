@@ -37,6 +37,9 @@ log = structlog.get_logger("flowplane.collector")
 PLUGIN_OBJECT = "flow-collector"
 
 
+DEFER_RECORDS = 4096  # a template's records are converted once this many are gathered ...
+DEFER_S = 0.2  # ... or once the first of them waited this long (else at the next one-second tick)
+DEFER_MIN_BATCH = 64  # only while busy: smaller batches decode everything gathered at once
 SHUTDOWN_READ_S = 2.0  # at most this long reading what is still queued on the sockets at shutdown
 
 
@@ -73,14 +76,14 @@ class Collector:
                 old.adopt(self.handle_session, self.close_session, cfg.max_connections, cfg.tcp_idle_timeout)
                 self.listeners.append(old)
             elif old is not None:
-                old.adopt(self.handle)
+                old.adopt(self.handle_live)
                 self.listeners.append(old)
             elif listen.protocol == "tcp":
                 self.listeners.append(TcpListener(listen, self.handle_session, self.counters,
                                                   max_connections=cfg.max_connections, on_close=self.close_session,
                                                   rcvbuf=cfg.receive_buffer, idle_timeout=cfg.tcp_idle_timeout))
             else:
-                self.listeners.append(UdpListener(listen, self.handle, cfg.receive_buffer))
+                self.listeners.append(UdpListener(listen, self.handle_live, cfg.receive_buffer))
         self.kept_listeners = sum(1 for x in self.listeners if x.handover)
         self.subscribers: list[Callable[[list[CollectedFlows]], None]] = []
         self.rates = previous.rates if previous is not None else RateWindow(start_s=time.monotonic())
@@ -89,15 +92,29 @@ class Collector:
 
     # -- data path ------------------------------------------------------------------
 
-    def handle(self, datagrams: list[tuple[bytes, str]], now_ns: int | None = None) -> list[CollectedFlows]:
-        """Decode a batch of ``(payload, exporter address)``; returns the flows it gave."""
+    def handle(self, datagrams: list[tuple[bytes, str]], now_ns: int | None = None,
+               defer: bool = False) -> list[CollectedFlows]:
+        """Decode a batch of ``(payload, exporter address)``; returns the flows it gave.
+
+        *defer* (the UDP listeners): data of a template with fewer than :data:`DEFER_RECORDS`
+        records gathered, first seen less than :data:`DEFER_S` ago, waits for the next batch or
+        the one-second timer, so that a busy collector with many exporters still converts
+        thousands of records at a time."""
         now = now_ns if now_ns is not None else time.time_ns()
         self.decoder.feed_many(datagrams, now)
         self.counters.inc("batches")
-        flows = self.decoder.flush()
+        if defer:
+            flows = self.decoder.flush(DEFER_RECORDS, int(DEFER_S * 1e9), now)
+        else:
+            flows = self.decoder.flush()
         if flows:
             self.emit(flows)
         return flows
+
+    def handle_live(self, datagrams: list[tuple[bytes, str]]) -> list[CollectedFlows]:
+        """What the UDP listeners call: :meth:`handle`, with small groups deferred while busy (a batch
+        of at least :data:`DEFER_MIN_BATCH` datagrams); a quiet collector decodes at once."""
+        return self.handle(datagrams, defer=len(datagrams) >= DEFER_MIN_BATCH)
 
     def handle_session(self, messages: list, address: str, session: str,
                        now_ns: int | None = None) -> list[CollectedFlows]:

@@ -202,7 +202,8 @@ class Decoder:
         key = (id(dom), id(t))
         g = self._groups.get(key)
         if g is None:
-            g = self._groups[key] = [dom, t, [], [], [], [], None]
+            g = self._groups[key] = [dom, t, [], [], [], [], None, self.now_ns, 0]
+        g[8] += n * k
         g[2].append(body)
         g[3].extend([n] * k)
         g[4].extend(exports)
@@ -281,7 +282,8 @@ class Decoder:
         key = (id(dom), id(t))
         g = self._groups.get(key)
         if g is None:
-            g = self._groups[key] = [dom, t, [], [], [], [], None]
+            g = self._groups[key] = [dom, t, [], [], [], [], None, now_ns, 0]
+        g[8] += n
         g[2].append(body)
         g[3].append(n)
         g[4].append(export_ns)
@@ -304,7 +306,8 @@ class Decoder:
         key = (id(dom), id(t))
         g = self._groups.get(key)
         if g is None:
-            g = self._groups[key] = [dom, t, [], [], [], [], {} if t.varlen else None]
+            g = self._groups[key] = [dom, t, [], [], [], [], {} if t.varlen else None, self.now_ns, 0]
+        g[8] += n
         g[2].append(buf)
         g[3].append(n)
         g[4].append(export_ns)
@@ -317,12 +320,27 @@ class Decoder:
 
     # -- output -----------------------------------------------------------------------
 
-    def flush(self) -> list[CollectedFlows]:
-        """Decode the data gathered since the last flush."""
-        groups, self._groups = self._groups, {}
-        self.records_in_batch = 0
+    def flush(self, min_records: int = 0, max_age_ns: int | None = None,
+              now_ns: int | None = None) -> list[CollectedFlows]:
+        """Decode the data gathered since the last flush.
+
+        With *min_records* / *max_age_ns* only the groups (exporter domain, template) that hold at
+        least that many records or whose first data came that long ago are decoded; the others wait
+        for more (one numpy conversion per group costs ~100-300 us, whatever its size)."""
+        if min_records <= 0 and max_age_ns is None:
+            groups, self._groups = self._groups, {}
+        else:
+            now = self.now_ns if now_ns is None else now_ns
+            groups, keep = {}, {}
+            for key, g in self._groups.items():
+                if g[8] >= min_records or max_age_ns is not None and now - g[7] >= max_age_ns:
+                    groups[key] = g
+                else:
+                    keep[key] = g
+            self._groups = keep
+        self.records_in_batch = sum(g[8] for g in self._groups.values())
         out: list[CollectedFlows] = []
-        for dom, t, bufs, counts, exports, uptimes, var in groups.values():
+        for dom, t, bufs, counts, exports, uptimes, var, _first, _n in groups.values():
             try:
                 out.append(self._decode_group(dom, t, bufs, counts, exports, uptimes, var))
             except Exception:

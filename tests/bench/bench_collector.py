@@ -36,7 +36,10 @@ What it does, per format (NetFlow v5, v9, IPFIX):
 Then a table: format, rate offered (datagrams/s and records/s), received
 by flowplane with 1 worker, with 2 workers, by nfcapd, lossless yes/no for
 each, and per format the highest lossless records/s of each receiver and
-the ratio flowplane / nfcapd.  A receiver that lost at two rates in a row
+the ratio flowplane / nfcapd; and the receivers' CPU (user+sys from
+``/proc/PID/stat`` once bound and again just before SIGTERM: start-up is not
+counted) per million records, which moves far less than loss with the load
+of other processes on the box.  A receiver that lost at two rates in a row
 is not run at higher rates.
 
 **Decode only** (no sockets): ``Collector.handle`` over the same pools in
@@ -225,6 +228,15 @@ class Netns:
             subprocess.run([IP, "netns", "del", self.name], check=False)
 
 
+def cpu_seconds(pid: int) -> float:
+    """user+sys CPU of a process (all its threads) so far."""
+    try:
+        st = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(st[11]) + int(st[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _wait_line(proc: subprocess.Popen, pattern: str, timeout: float = 30.0) -> None:
     """Read *proc*'s stderr until a line matches (flowplane collect prints 'listening on ...')."""
     deadline = time.monotonic() + timeout
@@ -265,9 +277,12 @@ class FlowplaneReceiver:
                                  cwd=str(REPO))
             self.procs.append(p)
             _wait_line(p, r"listening on udp:")
+        time.sleep(0.2)
+        self.cpu0 = sum(cpu_seconds(p.pid) for p in self.procs)  # start-up (imports) is not ingest
 
     def stop(self) -> dict:
-        got = {"records": 0, "datagrams": 0, "kernel_drops": 0, "per_worker": []}
+        got = {"records": 0, "datagrams": 0, "kernel_drops": 0, "per_worker": [],
+               "cpu_s": sum(cpu_seconds(p.pid) for p in self.procs) - self.cpu0}  # before the shutdown work
         for p in self.procs:
             p.send_signal(signal.SIGTERM)
         for p in self.procs:
@@ -302,15 +317,17 @@ class NfcapdReceiver:
                                                    str(self.dir), "-t", "3600", "-B", str(self.rcvbuf)]),
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         time.sleep(1.0)  # nfcapd prints nothing when bound; REFERENCE-flow.md waits too
+        self.cpu0 = cpu_seconds(self.proc.pid)
 
     def stop(self) -> dict:
         assert self.proc is not None
+        cpu = cpu_seconds(self.proc.pid) - self.cpu0
         self.proc.send_signal(signal.SIGTERM)
         self.proc.communicate(timeout=60)
         r = subprocess.run(["nfdump", "-R", str(self.dir), "-I"], capture_output=True, text=True, timeout=120)
         m = re.search(r"^Flows:\s+(\d+)", r.stdout, re.M)
         shutil.rmtree(self.dir, ignore_errors=True)
-        return {"records": int(m.group(1)) if m else 0}
+        return {"records": int(m.group(1)) if m else 0, "cpu_s": cpu}
 
 
 def run_point(ns: Netns, receiver, pool_path: Path, port: int, rate: float, duration: float) -> dict:
@@ -328,7 +345,7 @@ def run_point(ns: Netns, receiver, pool_path: Path, port: int, rate: float, dura
     drops = ns.rcvbuf_errors() - before
     return {"receiver": receiver.name, "rate": rate, "offered_datagrams": sent["datagrams"],
             "offered_records": sent["records"], "send_wall": round(sent["wall"], 3),
-            "received": got["records"], "kernel_drops": drops, "lossless": got["records"] == sent["records"]
+            "received": got["records"], "kernel_drops": drops, "cpu_s": round(got["cpu_s"], 2), "lossless": got["records"] == sent["records"]
             and drops == 0, "over": got["records"] > sent["records"],
             **({"per_worker": got["per_worker"]} if "per_worker" in got else {})}
 
@@ -440,7 +457,8 @@ def bench(args, say=print) -> Results:
                     lossy[r.name] = 0 if p["lossless"] else lossy.get(r.name, 0) + 1
                     say(f"  {v:>2} {int(rate):>7} dg/s ({p['offered_datagrams'] / p['send_wall']:,.0f} sent) {r.name:<14} offered {p['offered_records']:>10,} "
                         f"received {p['received']:>10,} kernel drops {p['kernel_drops']:>7,} "
-                        f"{'lossless' if p['lossless'] else 'LOSS'}{' OVER-COUNT' if p['over'] else ''}"
+                        f"CPU {p['cpu_s']:.2f} s {'lossless' if p['lossless'] else 'LOSS'}"
+                        f"{' OVER-COUNT' if p['over'] else ''}"
                         + (f" per worker {p['per_worker']}" if len(p.get('per_worker', [])) > 1 else ""))
     finally:
         ns.close()
@@ -482,6 +500,15 @@ def table(res: Results, args, say=print) -> None:
         parts = [f"{n} {b:,.0f}" for n, b in best.items()]
         ratios = [f"{n}/nfcapd {best[n] / ref:.2f}" for n in names if n != "nfcapd" and ref]
         say(f"  v{v}: " + ", ".join(parts) + ("; " + ", ".join(ratios) if ratios else ""))
+    say("receiver CPU (user+sys, all processes) per million records received, median of the lossless rates:")
+    for v in sorted({p["format"] for p in res.points}):
+        parts = []
+        for n in names:
+            xs = sorted(p["cpu_s"] / p["received"] * 1e6 for p in res.points
+                        if p["format"] == v and p["receiver"] == n and p["lossless"] and p["received"])
+            if xs:
+                parts.append(f"{n} {xs[len(xs) // 2]:.2f} s")
+        say(f"  v{v}: " + ", ".join(parts))
     if res.decode:
         say("decode only (Collector.handle, batches of 256, one core):")
         for v, d in sorted(res.decode.items()):

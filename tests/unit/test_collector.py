@@ -668,3 +668,23 @@ def test_feed_many_takes_runs_in_one_block():
     assert calls and max(calls) >= len(dgrams) - 3
     assert sum(map(len, flows)) + sum(map(len, make_collector().handle([(dgrams[0], "x")]))) == 3000
     assert not c.counters.drops
+
+
+def test_deferred_groups_wait_for_size_or_age_and_the_tick_flushes_them():
+    from flowplane.plugins.collector.collector import DEFER_RECORDS, DEFER_S
+
+    enc = ipfix.factory(EncoderOptions(version=10))
+    dgrams = enc.encode(sample_records(600, seed=8, v4_only=True), T0 + 4000 * 10**9)
+    c = make_collector()
+    got = []
+    c.subscribers.append(got.extend)
+    c.handle([(d, "192.0.2.7") for d in dgrams[:10]], now_ns=T0, defer=True)
+    assert sum(map(len, got)) == 0 and c.counters["records"] == 0  # 10 datagrams: fewer than DEFER_RECORDS
+    assert c.decoder.records_in_batch > 0
+    c.handle([(d, "192.0.2.7") for d in dgrams[10:20]], now_ns=T0 + int(DEFER_S * 1e9), defer=True)
+    first = sum(map(len, got))
+    assert 0 < first < 600  # the first group was old enough: decoded with what joined it
+    c.handle([(d, "192.0.2.7") for d in dgrams[20:]], now_ns=T0 + int(DEFER_S * 1e9) + 1, defer=True)
+    c.tick(T0 + 10**9)  # the one-second timer decodes whatever still waits
+    assert sum(map(len, got)) == 600 == c.counters["records"] and DEFER_RECORDS > 600
+    assert c.decoder.records_in_batch == 0
