@@ -326,6 +326,7 @@ THRESHOLD_KEYS = ("rtt", "egress-time", "ingress-time", "jitter-rtt", "jitter-eg
                   "std-dev-rtt", "successive-loss", "total-loss", "loss-percent")
 CLIENT_MODES = ("none", "authenticated", "encrypted")
 MAX_TEST_COUNT = 4294967290  # Junos range 0..4294967290
+MAX_PROBES_PER_TEST = 1_000_000  # Junos allows 4294967290; a test's probes live in memory until it ends
 DSCP_NAMES = {"be": 0, "ef": 46, "va": 44, **{f"cs{i}": i << 3 for i in range(8)},
               **{f"af{c}{d}": (c << 3) | (d << 1) for c in range(1, 5) for d in range(1, 4)}}
 
@@ -511,7 +512,12 @@ def _test_session(name: str, sec, path, cc: ControlConnectionConfig, base: Thres
                                       f"got {sec['dscp-code-points']!r}"))
         else:
             ts.dscp = dscp
-    ts.probe_count = _int(sec, "probe-count", path, issues, 1, MAX_TEST_COUNT, 1)
+    if "probe-count" in sec:
+        bad = check_int(sec["probe-count"], path + ("probe-count",), 1, MAX_PROBES_PER_TEST,
+                        limit="probes per test: every probe of the test in flight is kept in memory")
+        issues += bad
+        if not bad:
+            ts.probe_count = sec["probe-count"]
     ts.probe_interval = _seconds(sec, "probe-interval", path, issues, 0.001, 255, 1.0)
     ts.probe_timeout = _seconds(sec, "probe-timeout", path, issues, 0.01, 60, 1.0)
     ts.thresholds, more = _thresholds(sec.get("thresholds"), path + ("thresholds",), base)
