@@ -186,3 +186,24 @@ def test_rate_window_baseline_before_samples():
     assert r == {"seconds": 2.0, "records": 25.0}
     w.clear(200.0)
     assert w.rates(204.0, {"records": 8}, 10) == {"seconds": 4.0, "records": 2.0}
+
+
+def test_example_config_validates_and_collect_cli_switches():
+    from pathlib import Path
+
+    from flowplane.collect import add_parser, build_config
+    from flowplane.plugins.collector.config import parse
+
+    repo = Path(__file__).resolve().parents[2]
+    data = yaml.safe_load((repo / "etc" / "examples" / "collector.yaml").read_text())
+    cfg, issues = parse(data)
+    assert not issues and len(cfg.listen) == 3 and len(cfg.output.forward) == 2
+    import argparse
+
+    ap = argparse.ArgumentParser()
+    add_parser(ap.add_subparsers(dest="command"))
+    args = ap.parse_args(["collect", "--listen", "udp:127.0.0.1:0", "--scale", "--receive-buffer", "4194304"])
+    sec = build_config(args, "/tmp/x.sock")["services"]["flow-collector"]
+    assert sec["scale-by-sampling-rate"] is True and sec["receive-buffer"] == 4194304
+    cfg, issues = parse({"services": {"flow-collector": sec}})
+    assert not issues and cfg.scale and cfg.receive_buffer == 4194304
