@@ -184,6 +184,10 @@ def format_probe_results(d) -> str:
         lines += format_test("Current test", r["current_test"])
         lines += format_test("Last test", r["last_test"])
         lines += format_test("All tests", r["all_tests"] if r["all_tests"]["tests"] else None)
+        ma = r.get("moving_average_us")
+        if ma is not None:
+            lines.append(f"  Moving average over the last {ma['samples']} probes (us): round trip {_fmt(ma['rtt'])}, "
+                         f"egress {_fmt(ma['egress'])}, ingress {_fmt(ma['ingress'])}")
         if r["thresholds"]:
             lines.append("  Thresholds: " + ", ".join(f"{k} {v}" for k, v in r["thresholds"].items())
                          + f"; exceeded now: {', '.join(r['thresholds_exceeded']) or 'none'}")

@@ -137,6 +137,7 @@ class ControlConnectionConfig:
     keepalive: Keepalive = field(default_factory=Keepalive)
     persistent_results: bool = False
     history_size: int = 50
+    moving_average_size: int = 0
     sessions: list[TestSessionConfig] = field(default_factory=list)
 
 
@@ -319,7 +320,7 @@ def _light(sec, path, default_address: str) -> tuple[LightConfig, list[ConfigIss
 CLIENT_KEYS = ("control-connection",)
 CONTROL_KEYS = ("destination-address", "destination-port", "source-address", "control-type", "authentication-mode", "key-id",
                 "secret", "secret-file", "test-count", "test-interval", "tcp-keepidle", "tcp-keepintvl",
-                "tcp-keepcnt", "persistent-results", "history-size", "thresholds", "test-session")
+                "tcp-keepcnt", "persistent-results", "history-size", "moving-average-size", "thresholds", "test-session")
 SESSION_KEYS = ("target-address", "data-size", "dscp-code-points", "probe-count", "probe-interval",
                 "probe-timeout", "thresholds")
 THRESHOLD_KEYS = ("rtt", "egress-time", "ingress-time", "jitter-rtt", "jitter-egress", "jitter-ingress",
@@ -471,6 +472,7 @@ def _control_connection(name: str, sec, path) -> tuple[ControlConnectionConfig |
         issues += bad
         cc.persistent_results = bool(sec["persistent-results"]) if not bad else False
     cc.history_size = _int(sec, "history-size", path, issues, 0, 512, 50)
+    cc.moving_average_size = _int(sec, "moving-average-size", path, issues, 0, 512, 0)
     base, more = _thresholds(sec.get("thresholds"), path + ("thresholds",), Thresholds())
     issues += more
     sessions = sec.get("test-session")

@@ -234,13 +234,25 @@ class SessionResults:
     """What ``show ... probe-results`` prints for one test session: current, last and all tests, history."""
 
     history_size: int = 50
+    moving_average_size: int = 0  # Junos moving-average-size: probes in the moving averages (0 = none)
     history: deque = field(default_factory=deque)
+    recent: deque = field(default_factory=deque)  # (rtt, egress, ingress) µs of the last replied probes
     all_tests: TestStats = field(default_factory=TestStats)
     last_test: dict | None = None
     exceeded: set = field(default_factory=set)  # thresholds currently exceeded
 
     def __post_init__(self) -> None:
-        self.history = deque(self.history, maxlen=self.history_size or None) if self.history_size else deque(maxlen=0)
+        self.history = deque(self.history, maxlen=self.history_size)
+        self.recent = deque(self.recent, maxlen=self.moving_average_size)
+
+    def moving_average(self) -> dict | None:
+        """Averages over the last ``moving_average_size`` replied probes (None when not configured)."""
+        if not self.moving_average_size:
+            return None
+        n = len(self.recent)
+        sums = [sum(v[i] for v in self.recent) for i in range(3)]
+        return {"samples": n, **{k: (round(sums[i] / n, 3) if n else None)
+                                 for i, k in enumerate(("rtt", "egress", "ingress"))}}
 
     def complete(self, test_no: int, samples: list[Sample], sent: int, synced: bool) -> dict:
         """One test finished: fold it into all tests, remember it as the last test, record its probes."""
@@ -250,6 +262,8 @@ class SessionResults:
         self.last_test = last
         for s in samples[:sent]:
             self.history.append(probe_record(test_no, s))
+            if s.replies and self.moving_average_size:
+                self.recent.append((s.rtt_ns / 1e3, (s.t2 - s.t1) / 1e3, (s.t4 - s.t3) / 1e3))
         return last
 
 

@@ -43,24 +43,24 @@ FAILURE_LOG_INTERVAL_S = 60.0  # repeated connect failures of one outage: one lo
 class SessionState:
     """One test session of a control connection: its config, results and the test in flight."""
 
-    def __init__(self, cfg: TestSessionConfig, history_size: int) -> None:
+    def __init__(self, cfg: TestSessionConfig, sizes: tuple[int, int]) -> None:
         self.cfg = cfg
-        self.results = SessionResults(history_size)
+        self.sizes = sizes  # (history-size, moving-average-size)
+        self.results = SessionResults(*sizes)
         self.current = None  # client.Result of the test in flight
         self.current_test = 0
         self.reflector_port = 0
         self.threshold_events = 0
 
-    def reset(self, history_size: int) -> None:
-        self.results = SessionResults(history_size)
+    def reset(self) -> None:
+        self.results = SessionResults(*self.sizes)
         self.threshold_events = 0
 
-    def adopt(self, old: "SessionState", history_size: int) -> None:
+    def adopt(self, old: "SessionState") -> None:
         """Carry results over from the object a config change replaced (persistent-results)."""
         self.results = old.results
-        if self.results.history.maxlen != history_size:
-            self.results.history_size = history_size
-            self.results.__post_init__()
+        self.results.history_size, self.results.moving_average_size = self.sizes
+        self.results.__post_init__()  # the ring sizes of the new config
         self.threshold_events = old.threshold_events
 
     def current_stats(self) -> dict | None:
@@ -77,7 +77,7 @@ class ControlConnectionRunner:
 
     def __init__(self, cfg: ControlConnectionConfig) -> None:
         self.cfg = cfg
-        self.sessions = {s.name: SessionState(s, cfg.history_size) for s in cfg.sessions}
+        self.sessions = {s.name: SessionState(s, (cfg.history_size, cfg.moving_average_size)) for s in cfg.sessions}
         self.state = "idle"
         self.scope: trio.CancelScope | None = None
         self.running = False
@@ -168,7 +168,7 @@ class ControlConnectionRunner:
                           local=ctl.local, mode=wire.MODE_NAMES.get(cfg.mode, str(cfg.mode)), retries=self.retries)
             if self.connects > 1 and not cfg.persistent_results:  # the network is back: results start over
                 for st in self.sessions.values():
-                    st.reset(cfg.history_size)
+                    st.reset()
             next_start = trio.current_time()
             while cfg.test_count == 0 or self.tests_done < cfg.test_count:
                 await self._one_test(ctl)
@@ -320,7 +320,8 @@ class ControlConnectionRunner:
                  "state": self.state, "current_test": st.current_stats(), "last_test": st.results.last_test,
                  "all_tests": st.results.all_tests.as_dict(),
                  "thresholds": dict(st.cfg.thresholds.items()), "thresholds_exceeded": sorted(st.results.exceeded),
-                 "threshold_events": st.threshold_events, "history_size": self.cfg.history_size}
+                 "threshold_events": st.threshold_events, "history_size": self.cfg.history_size,
+                 "moving_average_us": st.results.moving_average()}
             if history:
                 d["history"] = list(st.results.history)
             out.append(d)
@@ -365,7 +366,7 @@ class TwampClientService:
             runner.retries = prev.retries
             for sname, st in runner.sessions.items():
                 if sname in prev.sessions:
-                    st.adopt(prev.sessions[sname], runner.cfg.history_size)
+                    st.adopt(prev.sessions[sname])
 
     @hookimpl
     def flowplane_background_tasks(self, app):

@@ -115,13 +115,15 @@ async def test_configured_client_every_mode(make_app, mode):
             assert 0 < rtt["min"] <= rtt["p50"] <= rtt["p95"] <= rtt["p99"] <= rtt["max"]
             assert rtt["min"] <= rtt["avg"] <= rtt["max"] and rtt["peak_to_peak"] == pytest.approx(rtt["max"] - rtt["min"], abs=0.01)
             assert all_["measurements_us"]["jitter_rtt"]["samples"] == all_["received"] - all_["tests"]  # IPDV pairs
-            assert r["history"] if "history" in r else True
+            assert "history" not in r  # only with the 'history' word
             hist = c.results("history")[0]["history"]
             assert len(hist) == min(50, all_["sent"]) and all(h["status"] == "ok" for h in hist)
+            ma = r["moving_average_us"]
+            assert ma["samples"] == 8 and rtt["min"] <= ma["rtt"] <= rtt["max"]
             # the server saw our sessions in the configured mode, one per test
             assert srv.server.counters["sessions"] >= 3
 
-        await with_client(make_app, client_config(srv.port, mode=mode), body)
+        await with_client(make_app, client_config(srv.port, mode=mode, **{"moving-average-size": 8}), body)
         nursery.cancel_scope.cancel()
 
 

@@ -113,3 +113,12 @@ def test_history_size_zero_keeps_nothing():
     r = SessionResults(history_size=0)
     r.complete(1, [probe(0, 0, 1, 1, 1)], 1, False)
     assert list(r.history) == [] and r.all_tests.tests == 1
+
+
+def test_moving_average_over_the_last_replied_probes():
+    r = SessionResults(history_size=2, moving_average_size=3)
+    r.complete(1, [probe(0, 0, 100, 1, 50), probe(1, 1000, 200, 1, 50)], 2, False)
+    r.complete(2, [probe(0, 5000, 300, 1, 50), lost(1, 6000), probe(2, 7000, 400, 1, 60)], 3, False)
+    # last three replied: egress 200, 300, 400; ingress 50, 50, 60; the lost probe does not count
+    assert r.moving_average() == {"samples": 3, "rtt": 353.333, "egress": 300.0, "ingress": 53.333}
+    assert SessionResults().moving_average() is None  # moving-average-size 0: not computed
