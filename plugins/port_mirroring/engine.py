@@ -14,6 +14,7 @@ The original frame is never touched: copies are read from the batch buffer
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import socket
 import struct
@@ -48,8 +49,6 @@ IP_PMTUDISC_DONT = 0
 
 def _drop_all_filter(sock: socket.socket) -> None:
     """Attach the one-instruction BPF ``ret #0``: a send-only socket queues nothing it receives."""
-    import ctypes
-
     insns = ctypes.create_string_buffer(struct.pack("HBBI", 0x06, 0, 0, 0))
     prog = struct.pack("HL", 1, ctypes.addressof(insns))
     sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, prog)
