@@ -134,7 +134,7 @@ def parse(config: dict, limits: Limits) -> tuple[MirrorConfig, list[ConfigIssue]
     if not isinstance(pm, dict):
         return out, issues
     issues += check_keys(pm, INSTANCE_KEYS + ("instance",), BASE)
-    defaults = _parse_input(pm.get("input"), BASE + ("input",), Instance(DEFAULT_INSTANCE), issues)
+    defaults = _parse_input(pm.get("input"), BASE + ("input",), Instance(DEFAULT_INSTANCE), limits, issues)
     if any(k in pm for k in INSTANCE_KEYS):
         _parse_families(pm.get("family"), BASE + ("family",), defaults, limits, issues)
         if not defaults.destinations and "family" not in pm:
@@ -159,7 +159,7 @@ def parse(config: dict, limits: Limits) -> tuple[MirrorConfig, list[ConfigIssue]
                 issues.append(ConfigIssue(p, f"expected the instance's settings as a mapping, got {sec!r}"))
                 continue
             issues += check_keys(sec, INSTANCE_KEYS, p)
-            inst = _parse_input(sec.get("input"), p + ("input",), Instance(str(name)), issues)
+            inst = _parse_input(sec.get("input"), p + ("input",), Instance(str(name)), limits, issues)
             _parse_families(sec.get("family"), p + ("family",), inst, limits, issues)
             if not inst.destinations and not any(i.path[: len(p)] == p for i in issues):
                 issues.append(ConfigIssue(p, f"instance {name!r} has no output; expected "
@@ -168,7 +168,7 @@ def parse(config: dict, limits: Limits) -> tuple[MirrorConfig, list[ConfigIssue]
     return out, issues
 
 
-def _parse_input(sec: Any, p: tuple, inst: Instance, issues: list[ConfigIssue]) -> Instance:
+def _parse_input(sec: Any, p: tuple, inst: Instance, limits: Limits, issues: list[ConfigIssue]) -> Instance:
     if sec is None:
         return inst
     issues.extend(check_mapping(sec, p, "rate / run-length / maximum-packet-length"))
@@ -176,7 +176,7 @@ def _parse_input(sec: Any, p: tuple, inst: Instance, issues: list[ConfigIssue]) 
         return inst
     issues.extend(check_keys(sec, INPUT_KEYS, p))
     if "rate" in sec:
-        bad = check_int(sec["rate"], p + ("rate",), 1, DEFAULT_LIMITS["sampling_rate_max"])
+        bad = check_int(sec["rate"], p + ("rate",), 1, limit(limits, "sampling_rate_max"), limit="sampling_rate_max")
         issues.extend(bad)
         if not bad:
             inst.rate = sec["rate"]

@@ -93,6 +93,8 @@ family inet6: {output: {interface: m0}}
 
 @pytest.mark.parametrize("body, needle", [
     ("input: {rate: 0}\nfamily inet: {output: {interface: m0}}", "rate: 0 is below the minimum 1"),
+    ("input: {rate: 20000000}\nfamily inet: {output: {interface: m0}}",
+     "exceeds the maximum 16000000 (hardware profile limit sampling_rate_max)"),
     ("input: {run-length: 21}\nfamily inet: {output: {interface: m0}}", "run-length: 21 exceeds the maximum 20"),
     ("input: {maximum-packet-length: 10000}\nfamily inet: {output: {interface: m0}}",
      "maximum-packet-length: 10000 exceeds the maximum 9216"),
