@@ -96,9 +96,17 @@ def show_probe_results(app, args):
 
 
 def _request(app, args, what: str):
-    if len(args) != 1:
-        raise CommandError(f"usage: request services rpm twamp {what} client NAME")
+    """``request services rpm twamp start|stop client [[control-connection] NAME]``; no name: every one."""
+    if args[:1] == ["control-connection"]:
+        args = args[1:]
+    if len(args) > 1:
+        raise CommandError(f"usage: request services rpm twamp {what} client [control-connection] [NAME]")
     svc = _client(app)
+    if not args:  # Junos: without a name, every control connection (those it applies to)
+        names = [n for n, r in svc.runners.items() if r.active == (what == "stop")]
+        if not names:
+            raise CommandError(f"no control connection to {what}")
+        return {"control_connections": [getattr(svc, what)(n) for n in names]}
     try:
         return getattr(svc, what)(args[0])
     except (KeyError, ValueError) as exc:
@@ -202,7 +210,8 @@ def format_probe_results(d) -> str:
 
 
 def format_request(d) -> str:
-    return f"TWAMP client {d['control_connection']}: {d['state']}\n"
+    items = d["control_connections"] if "control_connections" in d else [d]
+    return "".join(f"TWAMP client {x['control_connection']}: {x['state']}\n" for x in items)
 
 
 def register_client(register):
@@ -213,6 +222,8 @@ def register_client(register):
              help="TWAMP client results [control-connection NAME] [test-session NAME] [history]",
              formatter=format_probe_results)
     register("request services rpm twamp start client", request_start,
-             help="start a TWAMP client control connection: NAME", formatter=format_request)
+             help="start TWAMP client control connections: [control-connection] [NAME] (all without a name)",
+             formatter=format_request)
     register("request services rpm twamp stop client", request_stop,
-             help="stop a TWAMP client control connection: NAME", formatter=format_request)
+             help="stop TWAMP client control connections: [control-connection] [NAME] (all without a name)",
+             formatter=format_request)

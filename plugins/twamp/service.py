@@ -81,6 +81,7 @@ class ControlConnectionRunner:
         self.state = "idle"
         self.scope: trio.CancelScope | None = None
         self.running = False
+        self.generation = 0
         self.connected = False
         self.connects = 0
         self.retries = 0  # Junos: Number-Of-Retries-With-TWAMP-Server
@@ -107,12 +108,23 @@ class ControlConnectionRunner:
     def log(self):
         return log.bind(control_connection=self.cfg.name)
 
-    async def run(self) -> None:
-        cfg = self.cfg
+    @property
+    def active(self) -> bool:
+        """Running and not asked to stop (a stopped task may still be closing its connection)."""
+        return self.running and self.scope is not None and not self.scope.cancel_called
+
+    def launch(self, nursery: trio.Nursery) -> None:
+        """Start a fresh run (``test-count`` tests) in *nursery*; synchronous, so commands can call it."""
+        self.generation += 1
+        self.scope = trio.CancelScope()
         self.running = True
+        nursery.start_soon(self.run, self.scope, self.generation)
+
+    async def run(self, scope: trio.CancelScope, generation: int) -> None:
+        cfg = self.cfg
         self.tests_done = 0
         try:
-            with trio.CancelScope() as self.scope:
+            with scope:
                 while True:
                     attempt = trio.current_time()
                     try:
@@ -145,12 +157,13 @@ class ControlConnectionRunner:
                     self.retries += 1
                     await trio.sleep_until(attempt + cfg.test_interval)
         finally:
-            self.running = False
-            self.connected = False
-            for st in self.sessions.values():
-                st.current = None
-            if self.scope is not None and self.scope.cancelled_caught and self.state not in ("completed", "failed"):
-                self.state = "stopped"
+            if generation == self.generation:  # not already replaced by a newer start
+                self.running = False
+                self.connected = False
+                for st in self.sessions.values():
+                    st.current = None
+                if scope.cancelled_caught and self.state not in ("completed", "failed"):
+                    self.state = "stopped"
 
     async def _connected(self) -> None:
         cfg = self.cfg
@@ -382,8 +395,7 @@ class TwampClientService:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             for runner in self.runners.values():
-                nursery.start_soon(runner.run)
-                runner.running = True
+                runner.launch(nursery)
             task_status.started([r.cfg.name for r in self.runners.values()])
             await trio.sleep_forever()
 
@@ -397,22 +409,20 @@ class TwampClientService:
 
     def start(self, name: str) -> dict:
         runner = self.runner(name)
-        if runner.running:
+        if runner.active:
             raise ValueError(f"control-connection {name} is already running ({runner.state})")
         if self._nursery is None:
             raise ValueError("the TWAMP client service is not running")
-        runner.running = True
         runner.state = "starting"
-        self._nursery.start_soon(runner.run)
+        runner.launch(self._nursery)
         log.info("twamp_client_started", control_connection=name)
         return {"control_connection": name, "state": "starting"}
 
     def stop(self, name: str) -> dict:
         runner = self.runner(name)
-        if not runner.running:
+        if not runner.active:
             raise ValueError(f"control-connection {name} is not running ({runner.state})")
-        if runner.scope is not None:
-            runner.scope.cancel()
+        runner.scope.cancel()
         runner.state = "stopped"
         log.info("twamp_client_stopped", control_connection=name, reason="request")
         return {"control_connection": name, "state": "stopped"}

@@ -173,9 +173,17 @@ async def test_test_count_zero_runs_until_stopped_and_start_stop(make_app):
                 c.cmd("request", "services", "rpm", "twamp", "stop", "client", "c1")
             with pytest.raises(CommandError, match="no control-connection 'c2'"):
                 c.cmd("request", "services", "rpm", "twamp", "start", "client", "c2")
-            c.cmd("request", "services", "rpm", "twamp", "start", "client", "c1")
+            c.cmd("request", "services", "rpm", "twamp", "start", "client", "control-connection", "c1")  # Junos words
             await c.wait_for(lambda: c.session()["connected"] and c.session()["tests_done"] >= 1)
             assert c.session()["connects"] == 2
+            # without a name: every running connection stops, then every stopped one starts
+            out = c.cmd("request", "services", "rpm", "twamp", "stop", "client")
+            assert out == {"control_connections": [{"control_connection": "c1", "state": "stopped"}]}
+            with pytest.raises(CommandError, match="no control connection to stop"):
+                c.cmd("request", "services", "rpm", "twamp", "stop", "client")
+            await c.wait_for(lambda: not c.session()["connected"])
+            c.cmd("request", "services", "rpm", "twamp", "start", "client")
+            await c.wait_for(lambda: c.session()["connected"] and c.session()["connects"] == 3)
 
         await with_client(make_app, client_config(srv.port), body)
         nursery.cancel_scope.cancel()
