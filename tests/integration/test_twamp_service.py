@@ -326,3 +326,46 @@ async def test_control_type_light_against_the_light_reflector(make_app):
 
         await with_client(make_app, client_config(bound[1], **{"control-type": "light", "test-count": 2}), body)
         nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("persistent", [True, False])
+async def test_config_change_restarts_the_client(make_app, tmp_path, persistent):
+    """A reload (SIGHUP) replaces the client: it starts again by itself with the new settings; the results
+    carry over only with persistent-results."""
+    import yaml
+
+    from flowplane.config import Config
+
+    async with trio.open_nursery() as nursery:
+        srv = await Server(nursery).start()
+        path = tmp_path / "flowplane.yaml"
+
+        def write(probes):
+            sessions = {"s1": {"probe-count": probes, "probe-interval": 0.005, "probe-timeout": 0.3}}
+            cfg = client_config(srv.port, sessions=sessions, **{"persistent-results": persistent})
+            cfg["system"] = {"control-socket": str(tmp_path / "control.sock")}
+            path.write_text(yaml.safe_dump(cfg))
+
+        write(3)
+        app = make_app(Config.load(str(path)), plugins=[(twamp_plugin, "twamp")])
+        service = Service(app, control=False)
+        async with trio.open_nursery() as inner:
+            inner.start_soon(service.serve)
+            await service.ready.wait()
+            c = Client(app)
+            await c.wait_for(lambda: c.session()["tests_done"] >= 2)
+            old = app.pm.get_plugin("twamp-client")
+            before = c.results()[0]["all_tests"]["tests"]
+            write(7)  # a changed probe-count
+            await service._events_send.send("SIGHUP")
+            await c.wait_for(lambda: app.pm.get_plugin("twamp-client") is not old
+                             and c.session()["tests_done"] >= 2)
+            r = c.results()[0]
+            s = c.session()
+            assert r["probe_count"] == 7 and r["last_test"]["sent"] == 7  # the new settings run
+            if persistent:
+                assert r["all_tests"]["tests"] >= before + s["tests_done"]
+            else:
+                assert r["all_tests"]["tests"] == s["tests_done"]
+            await service._events_send.send("SIGTERM")
+        nursery.cancel_scope.cancel()
