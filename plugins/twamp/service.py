@@ -204,15 +204,16 @@ class ControlConnectionRunner:
         while cfg.test_count == 0 or self.tests_done < cfg.test_count:
             test_no = self.tests_done + 1
             started = []
-            for st in self.sessions.values():
-                c = st.cfg
-                bind = cfg.source_address or ("::" if ":" in c.target_address else "0.0.0.0")
-                sock = open_udp(bind, 0, ttl=SENDER_TTL, tos=c.dscp << 2)
-                sender = SessionSender(sock, (c.target_address, cfg.destination_port), False, None, c.data_size,
-                                       Result(c.target_address, cfg.destination_port, cfg.destination_port, "light", 0))
-                st.current, st.current_test, st.reflector_port = sender.result, test_no, cfg.destination_port
-                started.append((st, sender))
             try:
+                for st in self.sessions.values():
+                    c = st.cfg
+                    bind = cfg.source_address or ("::" if ":" in c.target_address else "0.0.0.0")
+                    sock = open_udp(bind, 0, ttl=SENDER_TTL, tos=c.dscp << 2)
+                    sender = SessionSender(sock, (c.target_address, cfg.destination_port), False, None, c.data_size,
+                                           Result(c.target_address, cfg.destination_port, cfg.destination_port,
+                                                  "light", 0))
+                    st.current, st.current_test, st.reflector_port = sender.result, test_no, cfg.destination_port
+                    started.append((st, sender))
                 async with trio.open_nursery() as nursery:
                     for st, sender in started:
                         nursery.start_soon(sender.run, st.cfg.probe_count, st.cfg.probe_interval, st.cfg.probe_timeout)
