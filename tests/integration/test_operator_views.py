@@ -23,7 +23,7 @@ system:
   control-socket: {tmp_path}/control.sock
   log: {{format: json}}
 interfaces:
-  replay0: {{source: pcap, file: {SAMPLE}, speed: 4, family any: {{filter input: all}}}}
+  replay0: {{source: pcap, file: {SAMPLE}, speed: 0, family any: {{filter input: all}}}}
 firewall:
   family any:
     filter all:
@@ -42,19 +42,24 @@ forwarding-options:
                             stderr=subprocess.DEVNULL)
     try:
         sock = tmp_path / "control.sock"
-        deadline = time.monotonic() + 20
-        flows = []
+        deadline = time.monotonic() + 60
+        flows: list = []
+        previous = None
+        # the replay runs as fast as it can and the timeouts are long, so the cache settles: wait until two
+        # snapshots agree, then the biggest flow cannot change under `top` (a busy machine only slows this)
         while time.monotonic() < deadline:
             try:  # the socket file appears at bind(), a moment before listen()
                 reply = request(str(sock), ["show", "services", "accounting", "flow-detail", "limit", "5", "order", "bytes"],
                                 fmt="json")
             except (FileNotFoundError, ConnectionRefusedError):
                 reply = {"ok": False}
-            if reply["ok"] and reply["data"]["instances"][0]["flows"]:
-                flows = reply["data"]["instances"][0]["flows"]
+            current = reply["data"]["instances"][0]["flows"] if reply["ok"] else None
+            if current and current == previous:
+                flows = current
                 break
-            time.sleep(0.2)
-        assert flows, "no active flows to show"
+            previous = current
+            time.sleep(0.3)
+        assert flows, "no settled flow cache to show"
         r = subprocess.run([sys.executable, "-m", "flowplane", "top", "--once", "--limit", "5", "-s", str(sock)],
                            capture_output=True, text=True, timeout=30)
         assert r.returncode == 0, r.stderr
