@@ -1,15 +1,50 @@
 """Dynamic flow capture and FlowTap: ``services dynamic-flow-capture``.
 
 Control sources add, list, refresh and delete capture criteria over DTCP
-(HMAC-SHA1 signed, sequence-windowed); packets matching a criterion are
-copied, IP/UDP-encapsulated, to the criterion's content destination.
+(HMAC-SHA1 signed, sequence-windowed, on UDP and TCP); packets matching a
+criterion are copied, IP/UDP-encapsulated, to the criterion's content
+destination.
+
+Hook implementations only.  The wire format is :mod:`.dtcp`, the criteria and
+their matcher :mod:`.criteria`, content destinations :mod:`.copier`, the
+stateful :class:`.engine.FlowCapture` (registered by ``flowplane_configure``
+while the section is configured; it sees every accepted batch through
+``flowplane_process_batch``) and its listeners :mod:`.server`.
 """
 
 from __future__ import annotations
 
 from flowplane import hookimpl
 
+from . import commands
+from .config import parse
+from .engine import PLUGIN_OBJECT, FlowCapture
+
 
 @hookimpl
 def flowplane_register_config_sections(register):
     register("services dynamic-flow-capture", "DTCP control sources, content destinations and capture groups")
+
+
+@hookimpl
+def flowplane_config_validate(config, limits):
+    _, issues = parse(config.data, limits, config.base_dir)
+    return issues
+
+
+@hookimpl
+def flowplane_configure(app):
+    cfg, issues = parse(app.config.data, app.limits, app.config.base_dir)
+    if issues or not cfg.enabled:
+        return
+    engine = FlowCapture(cfg, interfaces=app.interfaces)
+    if app.previous_graph is not None:
+        old = next((o for o in app.previous_graph.configured if isinstance(o, FlowCapture)), None)
+        if old is not None:
+            engine.adopt(old)
+    app.pm.register(engine, name=PLUGIN_OBJECT)
+
+
+@hookimpl
+def flowplane_register_commands(register):
+    commands.register(register)
