@@ -370,11 +370,13 @@ class FlowCapture:
     def _do_refresh(self, src, msg, peer, transport):
         now = self.clock()
         items = self._ids(src, msg)
-        updates = {}
+        updates: dict[str, int] = {}
+        names: dict[str, str] = {}
         for header, attr in (("total-timeout", "total_timeout"), ("timeout", "total_timeout"),
                              ("idle-timeout", "idle_timeout")):
             v = msg.get(header)
             if v is not None:
+                names[attr] = "Idle-Timeout" if attr == "idle_timeout" else "Total-Timeout"
                 try:
                     updates[attr] = int(v)
                 except ValueError:
@@ -387,6 +389,9 @@ class FlowCapture:
             c.refreshed = c.last_match = now
             for attr, v in updates.items():
                 setattr(c, attr, float(v))
+                if attr == "total_timeout":
+                    c.fields.pop("Timeout", None)
+                c.fields[names[attr]] = str(v)
             self._audit("refresh", c, peer=peer, transport=transport, **updates)
         return [("CRITERIA-COUNT", len(items))]
 
