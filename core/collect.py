@@ -36,6 +36,8 @@ def add_parser(subparsers) -> Any:
                    help="listen here (repeat for several; IPv6 as udp:[::1]:PORT; tcp: IPFIX over TCP)")
     p.add_argument("--output", action="append", default=[], metavar="KIND:WHERE",
                    help="jsonl:PATH (one JSON object per flow and line), msgpack:PATH (one map per flow), "
+                        "flows:PATH (binary blocks of raw records, the fastest; read with "
+                        "python -m flowplane.plugins.collector.flowfile), "
                         "ipfix:HOST:PORT / v9:HOST:PORT (re-export over UDP, the exporter address kept), "
                         "ipfix+tcp:HOST:PORT; nats:nats://HOST:PORT (JetStream, stream FLOWS, subjects "
                         "flows.EXPORTER); repeat for several (replication)")
@@ -75,7 +77,7 @@ def parse_listen(text: str) -> dict:
     return {"address": host, "port": port, "protocol": proto}
 
 
-FILE_OUTPUTS = ("jsonl", "msgpack")
+FILE_OUTPUTS = ("jsonl", "msgpack", "flows")
 FORWARD_OUTPUTS = {"ipfix": (10, "udp"), "ipfix+udp": (10, "udp"), "ipfix+tcp": (10, "tcp"), "v9": (9, "udp"),
                    "v9+udp": (9, "udp")}
 
@@ -103,7 +105,7 @@ def parse_output(text: str) -> tuple[str, Any]:
         if not 0 < port < 65536:
             raise ValueError(f"{text!r}: port {port} out of range")
         return "forward", {"address": host, "port": port, "version": version, "transport": transport}
-    raise ValueError(f"{text!r}: expected jsonl:PATH, msgpack:PATH, ipfix:HOST:PORT, ipfix+tcp:HOST:PORT "
+    raise ValueError(f"{text!r}: expected jsonl:PATH, msgpack:PATH, flows:PATH, ipfix:HOST:PORT, ipfix+tcp:HOST:PORT "
                      f"v9:HOST:PORT or nats:nats://HOST:PORT")
 
 

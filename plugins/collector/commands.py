@@ -99,7 +99,8 @@ def format_show(d) -> str:
     lines.append(f"  Data sets held for a template: {d['pending_sets']}, resolved: {d['pending_resolved']}")
     outs = d.get("outputs") or {}
     for f in outs.get("files", []):
-        lines.append(f"  {'JSON lines' if f['format'] == 'jsonl' else 'msgpack'} output: {f['path']}, "
+        kind = {"jsonl": "JSON lines", "msgpack": "msgpack", "flows": "Flow file"}.get(f["format"], f["format"])
+        lines.append(f"  {kind} output: {f['path']}, "
                      f"records: {f['records']}, rotations: {f['rotations']}, errors: {f['errors']}, "
                      f"dropped: {f['dropped']}")
     for f in outs.get("forward", []):

@@ -523,8 +523,9 @@ def parse_args(argv=None):
     ap.add_argument("--streams", type=int, default=8, help="exporters (source addresses 127.0.0.2...)")
     ap.add_argument("--records-per-stream", type=int, default=20000, help="records each stream's pool encodes")
     ap.add_argument("--workers", default="1,2", help="flowplane collect processes sharing the port, per run")
-    ap.add_argument("--fp-output", default="none", choices=("none", "jsonl", "msgpack"),
-                    help="what flowplane writes (none: decode and count, like a bus-less collector)")
+    ap.add_argument("--fp-output", default="flows", choices=("none", "flows", "jsonl", "msgpack"),
+                    help="what flowplane stores (flows: binary blocks, the peer of nfcapd's files; none: decode "
+                         "and count)")
     ap.add_argument("--rcvbuf", type=int, default=4 * 1024 * 1024, help="receive buffer asked by both")
     ap.add_argument("--no-nfcapd", action="store_true")
     ap.add_argument("--no-netns", action="store_true", help="host loopback instead of a namespace of its own")

@@ -13,7 +13,6 @@ import shutil
 import sys
 from pathlib import Path
 
-import pytest
 
 HERE = Path(__file__).resolve().parent
 

@@ -232,7 +232,7 @@ def test_output_config_parses(tmp_path):
     ({"jsonl": "/x", "rotate": {"minutes": 5}}, ("output", "rotate", "minutes"), "unknown key"),
     ({"jsonl": "/x", "rotate": {"bytes": 0}}, ("output", "rotate", "bytes"), "below"),
     ({"jsonl": "/x", "rotate": {}}, ("output", "rotate"), "seconds and/or bytes"),
-    ({"rotate": {"bytes": 10}}, ("output", "rotate"), "needs a jsonl or msgpack"),
+    ({"rotate": {"bytes": 10}}, ("output", "rotate"), "needs a jsonl, msgpack or flows"),
     ({"forward": [{"address": "nowhere", "port": 1}]}, ("output", "forward", 0, "address"), "IPv4 or IPv6"),
     ({"forward": [{"address": "127.0.0.1", "port": 1, "version": 5}]}, ("output", "forward", 0, "version"), "9 or 10"),
     ({"forward": [{"address": "127.0.0.1", "port": 1, "transport": "sctp"}]}, ("output", "forward", 0, "transport"), "sctp"),
@@ -351,3 +351,53 @@ def test_collect_cli_msgpack_and_summary(tmp_path):
     assert f"wrote 500 flows to {mp}" in out and f"wrote 500 flows to {jl}" in out
     assert len(read_msgpack(rotated(tmp_path, "c.msgpack"))) == 500
     assert read_msgpack(rotated(tmp_path, "c.msgpack")) == read_jsonl(rotated(tmp_path, "c.jsonl"))
+
+
+# ---------------------------------------------------------------------------
+# binary flow files (output: {flows: PATH})
+
+
+def test_flow_file_round_trip_with_extras_rotation_and_torn_tail(tmp_path):
+    import numpy as np
+
+    from flowplane.plugins.collector.flowfile import encode_block, read_flows
+    from flowplane.plugins.collector.output import FileWriter, Rotate
+    from flowplane.plugins.collector.pcap import udp_payloads
+    from test_collector import corpus_groups, make_collector
+
+    c = make_collector(scale=True)
+    blocks = []
+    for name in ("akvorado_nat", "akvorado_mpls", "akvorado_nfv5", "pmacct_106-IPFIXv10-HUAWEI-vrf_name"):
+        for f in corpus_groups()[name]:
+            for d in udp_payloads(str(f)):
+                blocks += c.handle([(d.payload, d.src)], now_ns=d.ts_ns)
+    assert len(blocks) >= 4
+    path = tmp_path / "f.fpf"
+    w = FileWriter(str(path), "flows", Rotate(bytes=4000))
+    for b in blocks:
+        w.write([b])
+    w.close()
+    files = sorted(tmp_path.glob("f.fpf.*"))
+    assert w.rotations == len(files) >= 2 and not (tmp_path / "f.fpf.current").exists()
+    got = [g for f in files for g in read_flows(str(f))]
+    assert w.lines == sum(len(b) for b in blocks) == sum(len(g) for g in got)
+    assert [r for g in got for r in g.rows()] == [r for b in blocks for r in b.rows()]  # extras, names, scaled
+    assert any("natEvent" in r for g in got for r in g.rows())
+    # a torn last frame (a crash mid-write) ends the file, the frames before it are read
+    whole = encode_block(blocks[0]) + encode_block(blocks[1])
+    (tmp_path / "torn").write_bytes(whole[:-5])
+    assert [len(g) for g in read_flows(str(tmp_path / "torn"))] == [len(blocks[0])]
+    with pytest.raises(ValueError):
+        list(read_flows(str(tmp_path / "torn"), strict=True))
+    assert np.array_equal(next(read_flows(str(files[0]))).sampling_interval, blocks[0].sampling_interval)
+
+
+def test_flow_file_output_config_and_cli(tmp_path):
+    from flowplane.collect import parse_output
+    from flowplane.plugins.collector.output import parse_output as parse_cfg
+
+    assert parse_output("flows:/x/y.fpf") == ("flows", "/x/y.fpf")
+    cfg, issues = parse_cfg({"flows": str(tmp_path / "a"), "rotate": {"seconds": 60}}, ("output",))
+    assert not issues and cfg.flows == str(tmp_path / "a")
+    _, issues = parse_cfg({"flows": str(tmp_path / "a"), "jsonl": str(tmp_path / "a")}, ("output",))
+    assert issues and issues[0].path[-1] in ("flows", "jsonl")
