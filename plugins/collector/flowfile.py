@@ -9,15 +9,17 @@ for JSON lines).
 
 Frame::
 
-    b"FPF1"  u32 header length (big-endian)  header (msgpack map)  rows  sampling intervals
+    b"FPF1"  u32 header length (big-endian)  header (msgpack map)  columns  sampling intervals
 
-header: ``{"n": records, "itemsize": FLOW_DTYPE itemsize, "exporter", "domain",
-"version", "template", "scaled", "extra": {name: [kind, values]}}`` where
-``values`` is a list (integers, or bytes / None per record) for the columns
-not mapped to FLOW_DTYPE (NAT fields, enterprise elements ...); rows are
-``n * itemsize`` bytes of FLOW_DTYPE (native byte order, little-endian on
-the machines we ship), then ``n * 4`` bytes of uint32 sampling intervals.  A
-file is frames back to back; a reader stops at a torn last frame (a crash
+header: ``{"n": records, "cols": [FLOW_DTYPE column names stored], "exporter",
+"domain", "version", "template", "scaled", "extra": {name: [kind, values]}}``
+where ``values`` is a list (integers, or bytes / None per record) for the
+columns not mapped to FLOW_DTYPE (NAT fields, enterprise elements ...).
+Then, for each name in ``cols``, ``n`` values of that FLOW_DTYPE column
+(native byte order, little-endian on the machines we ship); columns that
+are zero in every record of the block are not stored (an IPv4 block stores
+about half of the 144-byte row), then ``n * 4`` bytes of uint32 sampling
+intervals.  A file is frames back to back; a reader stops at a torn last frame (a crash
 mid-write) and says so.  Rotation, write errors and shutdown are the
 :class:`~.output.FileWriter`'s (one ``os.write`` per batch).
 """
@@ -40,7 +42,7 @@ _LEN = struct.Struct(">I")
 
 
 def encode_block(f: CollectedFlows) -> bytes:
-    """One frame for one decoded block."""
+    """One frame for one decoded block: its non-zero FLOW_DTYPE columns, one after the other."""
     n = len(f.data)
     extra = {}
     for name, values in f.extra.items():
@@ -49,12 +51,15 @@ def encode_block(f: CollectedFlows) -> bytes:
             extra[name] = [kind, values.tolist()]
         else:
             extra[name] = [kind, [None if v is None else bytes(v) for v in values]]
-    head = msgpack.packb({"n": n, "itemsize": FLOW_DTYPE.itemsize, "exporter": f.exporter, "domain": f.domain,
+    data = f.data
+    cols = [name for name in FLOW_DTYPE.names if data[name].any()]  # all-zero columns are not stored
+    head = msgpack.packb({"n": n, "cols": cols, "exporter": f.exporter, "domain": f.domain,
                           "version": f.version, "template": f.template_id, "scaled": f.scaled, "extra": extra},
                          use_bin_type=True)
-    rows = np.ascontiguousarray(f.data, dtype=FLOW_DTYPE).tobytes()
-    rates = np.ascontiguousarray(f.sampling_interval, dtype=np.uint32).tobytes()
-    return b"".join((MAGIC, _LEN.pack(len(head)), head, rows, rates))
+    parts = [MAGIC, _LEN.pack(len(head)), head]
+    parts += [np.ascontiguousarray(data[name]).tobytes() for name in cols]
+    parts.append(np.ascontiguousarray(f.sampling_interval, dtype=np.uint32).tobytes())
+    return b"".join(parts)
 
 
 def read_flows(path: str, *, strict: bool = False) -> Iterator[CollectedFlows]:
@@ -73,17 +78,23 @@ def read_flows(path: str, *, strict: bool = False) -> Iterator[CollectedFlows]:
                 raise ValueError(f"{path}: torn frame header at offset {o}")
             return
         head = msgpack.unpackb(buf[o + 8:o + 8 + hl], raw=False)
-        n, size = head["n"], head["itemsize"]
-        if size != FLOW_DTYPE.itemsize:
-            raise ValueError(f"{path}: records of {size} bytes, this flowplane's are {FLOW_DTYPE.itemsize}")
+        n, cols = head["n"], head["cols"]
+        unknown = [c for c in cols if c not in FLOW_DTYPE.names]
+        if unknown:
+            raise ValueError(f"{path}: columns {unknown} unknown to this flowplane")
         p = o + 8 + hl
-        need = n * size + 4 * n
+        need = sum(FLOW_DTYPE[c].itemsize for c in cols) * n + 4 * n
         if end - p < need:
             if strict:
                 raise ValueError(f"{path}: torn frame at offset {o}")
             return
-        data = np.frombuffer(buf, dtype=FLOW_DTYPE, count=n, offset=p).copy()
-        rates = np.frombuffer(buf, dtype=np.uint32, count=n, offset=p + n * size).copy()
+        data = np.zeros(n, dtype=FLOW_DTYPE)
+        q = p
+        for c in cols:
+            dt = FLOW_DTYPE[c]
+            data[c] = np.frombuffer(buf, dtype=dt, count=n, offset=q)
+            q += dt.itemsize * n
+        rates = np.frombuffer(buf, dtype=np.uint32, count=n, offset=q).copy()
         extra, kinds = {}, {}
         for name, (kind, values) in head["extra"].items():
             kinds[name] = kind
