@@ -26,6 +26,7 @@ ADD_HEADERS = ("csource-id", "cdest-id", "priority", "flags", "seq", "x-jtap-cde
                "x-jtap-cdest-dest-address", "x-jtap-cdest-ttl", "x-jtap-cdest-source-address",
                "x-jtap-cdest-source-port") + MATCH_HEADERS + LIMIT_HEADERS
 _V4_MAPPED = 0xFFFF << 32
+CHUNK_CELLS = 32768  # packets x criteria cells per matching step
 
 
 @dataclass(frozen=True)
@@ -211,11 +212,52 @@ class CriteriaTable:
             "af": bool(self.af.any()),
             "iface": bool((self.iface >= 0).any()),
         }
+        self.prefilter = self._prefilter()
         self.packet_limited = np.array([c.packet_limit > 0 for c in criteria], dtype=bool)
         self.byte_limited = np.array([c.byte_limit > 0 for c in criteria], dtype=bool)
 
+    def _prefilter(self) -> tuple[str, np.ndarray] | None:
+        """A column every criterion pins to exact values, and those values (sorted).
+
+        With many criteria the ``packets x criteria`` matrix is the cost; when
+        every criterion names, say, an exact destination port or host, one
+        ``np.isin`` over the batch keeps only the candidate packets first.
+        """
+        if not self.n:
+            return None
+        full = np.uint64(0xFFFF_FFFF_FFFF_FFFF)
+        if ((self.dp_lo == self.dp_hi)).all():
+            return "dport", np.unique(self.dp_lo)
+        if ((self.dst_mhi == full) & (self.dst_mlo == full)).all():
+            return "dst_lo", np.unique(self.dst_lo)
+        if ((self.src_mhi == full) & (self.src_mlo == full)).all():
+            return "src_lo", np.unique(self.src_lo)
+        if ((self.sp_lo == self.sp_hi)).all():
+            return "sport", np.unique(self.sp_lo)
+        return None
+
+    def candidates(self, batch, rows: np.ndarray) -> np.ndarray:
+        """The subset of *rows* that can match any criterion (all of them without a prefilter)."""
+        if self.prefilter is None or not len(rows):
+            return rows
+        col, values = self.prefilter
+        v = getattr(batch, col)[rows]
+        if col in ("dport", "sport"):
+            v = v.astype(np.int32)
+        return rows[np.isin(v, values, assume_unique=False)]
+
     def match(self, batch, rows: np.ndarray) -> np.ndarray:
-        """``len(rows) x n`` bool: which criteria each of the batch's *rows* (indices) matches."""
+        """``len(rows) x n`` bool: which criteria each of the batch's *rows* (indices) matches.
+
+        Call :meth:`candidates` first to narrow *rows* cheaply.
+        """
+        k = len(rows)
+        if k * self.n > CHUNK_CELLS and k > 1:  # keep the temporaries in cache
+            step = max(1, CHUNK_CELLS // self.n)
+            return np.concatenate([self._match(batch, rows[i : i + step]) for i in range(0, k, step)])
+        return self._match(batch, rows)
+
+    def _match(self, batch, rows: np.ndarray) -> np.ndarray:
         k = len(rows)
         out = np.ones((k, self.n), dtype=bool)
         if not k or not self.n:

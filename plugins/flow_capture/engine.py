@@ -535,6 +535,9 @@ class FlowCapture:
 
     def _match_and_copy(self, g: GroupState, batch, rows: np.ndarray, now: float) -> None:
         table, targets, tmatrix = g.compiled()
+        rows = table.candidates(batch, rows)
+        if not rows.size:
+            return
         m = table.match(batch, rows)
         hit = m.any(axis=1)
         if not hit.any():

@@ -268,7 +268,8 @@ def test_interfaces_restrict_the_group_and_input_interface():
     assert engine.statistics()["groups"][0]["packets_seen"] == 4
 
 
-def test_matcher_agrees_with_a_scalar_reference():
+@pytest.mark.parametrize("exact_port", [False, True], ids=["mixed", "prefiltered"])
+def test_matcher_agrees_with_a_scalar_reference(exact_port):
     rng = np.random.default_rng(7)
     frames = []
     for _ in range(400):
@@ -292,7 +293,10 @@ def test_matcher_agrees_with_a_scalar_reference():
             c.dst = Prefix.parse(f"2001:db8::{rng.integers(1, 4)}/128")
         elif rng.random() < 0.3:
             c.dst = Prefix.parse(f"192.0.2.{rng.integers(1, 5)}")
-        if rng.random() < 0.5:
+        if exact_port:
+            lo = int(rng.integers(50, 60))
+            c.dport = (lo, lo)
+        elif rng.random() < 0.5:
             lo = int(rng.integers(50, 60))
             c.dport = (lo, lo + int(rng.integers(0, 3)))
         if rng.random() < 0.3:
@@ -300,8 +304,11 @@ def test_matcher_agrees_with_a_scalar_reference():
         if rng.random() < 0.5:
             c.proto = int(rng.choice([6, 17]))
         crits.append(c)
-    rows = np.arange(len(b))
-    got = CriteriaTable(crits, lambda n: 0).match(b, rows)
+    table = CriteriaTable(crits, lambda n: 0)
+    assert (table.prefilter is not None) == exact_port
+    cand = table.candidates(b, np.arange(len(b)))
+    got = np.zeros((len(b), len(crits)), dtype=bool)
+    got[cand] = table.match(b, cand)
 
     def ref(i, c):
         import ipaddress
