@@ -122,6 +122,8 @@ class Copier:
     # -- sending ---------------------------------------------------------------------------
     def send(self, data: memoryview, starts: np.ndarray, lengths: np.ndarray, port: int) -> tuple[int, int]:
         """Send the copies ``data[starts[i] : starts[i] + lengths[i]]`` to the destination; (sent, bytes)."""
+        if self.sock is None and not self.open_error:
+            self.open()  # a batch before the background task opened the sockets (start-up, reload)
         s = self.sock
         c = self.counters
         if s is None:

@@ -99,8 +99,8 @@ def encode(start: str, headers: list[tuple[str, object]], key: bytes | None = No
     """Serialise a message; with *key*, append the ``Authentication-Info`` header (signed)."""
     head = [start] + [f"{k}: {v}" for k, v in headers]
     for line in head:
-        if "\r" in line or "\n" in line:
-            raise ValueError(f"a DTCP line may not contain CR or LF: {line!r}")
+        if "\r" in line or "\n" in line or not line.isascii():
+            raise ValueError(f"a DTCP line may only hold ASCII without CR or LF: {line!r}")
     body = ("\r\n".join(head) + "\r\n").encode()
     if key is not None:
         body += f"Authentication-Info: {sign(key, body)}\r\n".encode()
@@ -112,9 +112,18 @@ def request(method: str, headers: list[tuple[str, object]], key: bytes | None = 
 
 
 def response(code: int, headers: list[tuple[str, object]], key: bytes | None = None, reason: str = "") -> bytes:
-    """A reply; Junos spells reply headers in upper case, and so do we."""
+    """A reply; Junos spells reply headers in upper case, and so do we.
+
+    Values are made safe for one line (an error message may quote what the peer sent).
+    """
     return encode(f"{VERSION} {code} {reason or REASONS.get(code, 'Error')}",
-                  [(k.upper(), v) for k, v in headers], key)
+                  [(k.upper(), _one_line(v)) for k, v in headers], key)
+
+
+def _one_line(v: object) -> object:
+    if isinstance(v, str):
+        return "".join(c if c.isprintable() and c.isascii() else "?" for c in v)
+    return v
 
 
 def parse(raw: bytes) -> Message:
@@ -130,6 +139,8 @@ def parse(raw: bytes) -> Message:
     elif not text.endswith("\r\n"):
         raise DtcpError("not DTCP: lines must end with CRLF", "not_dtcp")
     lines = text[:-2].split("\r\n")
+    if not lines[0].isprintable():
+        raise DtcpError("not DTCP: a control character in the start line", "not_dtcp")
     start = lines[0].split()
     msg = Message()
     if len(start) >= 2 and start[0].startswith("DTCP/"):
@@ -151,6 +162,8 @@ def parse(raw: bytes) -> Message:
     for line in lines[1:]:
         if line == "":
             raise DtcpError("an empty line inside the message", "not_dtcp")
+        if "\r" in line or "\n" in line or not line.isprintable():
+            raise DtcpError("a control character inside a header line", "not_dtcp")
         name, sep, value = line.partition(":")
         if not sep or not name.strip() or name != name.strip() or " " in name:
             raise DtcpError(f"bad header line {line[:60]!r}", "not_dtcp")

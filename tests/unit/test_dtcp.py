@@ -395,3 +395,60 @@ async def test_tcp_framing_and_oversize():
         with trio.fail_after(5):
             assert await c.sock.recv(10) == b""  # the server closed the connection
     assert engine.stats["drops.too_large"] == 1
+
+
+def test_mutated_requests_never_crash_the_handler():
+    """Random byte flips, cuts and insertions of valid signed requests: always a reply or a
+    counted silent drop, never an exception."""
+    import random
+
+    engine = engine_for(dfc_yaml())
+    rng = random.Random(5)
+    seeds = [build("ADD", [("Csource-ID", "cs1"), ("Cdest-ID", "cd1"), ("Source-Address", "10.0.0.0/8"),
+                           ("Dest-Port", "1-80"), ("Protocol", "6"), ("Packet-Limit", "9"), ("Seq", 1)], KEY),
+             build("LIST", [("Csource-ID", "cs1"), ("Flags", "Criteria"), ("Seq", 2)], KEY),
+             build("DELETE", [("Csource-ID", "cs2"), ("Criteria-ID", "*"), ("Seq", 3)], KEY2)]
+    replies = 0
+    for i in range(3000):
+        raw = bytearray(rng.choice(seeds))
+        for _ in range(rng.randint(1, 4)):
+            op, pos = rng.random(), rng.randrange(len(raw))
+            if op < 0.4:
+                raw[pos] = rng.randrange(256)
+            elif op < 0.7:
+                del raw[pos : pos + rng.randint(1, 10)]
+            else:
+                raw[pos:pos] = bytes(rng.choice([b"\r\n", b":", b"\n", b"*", b"-", b"\x00", b"99999999999999999999"]))
+        reply = engine.handle(bytes(raw), "127.0.0.1")
+        if reply is not None:
+            replies += 1
+            assert reply.startswith(b"DTCP/0.7 ") and reply.endswith(b"\r\n\r\n")
+            dtcp.parse(reply)  # our replies are valid DTCP, whatever the request held
+    assert engine.stats["control_packets"] == 3000 and replies > 2000
+    assert sum(v for k, v in engine.stats.items() if k.startswith("drops.")) > 0
+
+
+def test_signed_requests_with_odd_values_are_refused_cleanly():
+    """Correctly signed requests whose values are nonsense reach the criteria parser: each one
+    gets a signed 200 or 4xx/5xx reply, never an exception."""
+    import random
+
+    engine = engine_for(dfc_yaml())
+    rng = random.Random(11)
+    values = ["*", "", "0", "-1", "65536", "1-", "5-3", "80-90", "10.0.0.0/33", "::/0", "2001:db8::1", "1.2.3.4",
+              "STATIC", "static,foo", "ipv5", "ipv6", "cd1", "cd1,cd3", "cd9", "18446744073709551616", "x" * 300,
+              "eth0", "3", "17", "300"]
+    names = ["Source-Address", "Dest-Address", "Source-Port", "Dest-Port", "Protocol", "Priority", "Flags",
+             "Total-Timeout", "Idle-Timeout", "Packet-Limit", "Byte-Limit", "X-JTap-IP-Version", "Cdest-ID",
+             "X-JTap-Input-Interface", "X-JTap-Cdest-Dest-Port", "Criteria-ID", "Timeout"]
+    codes = set()
+    for seq in range(1, 1500):
+        method = rng.choice(["ADD", "ADD", "ADD", "DELETE", "REFRESH", "LIST"])
+        headers = {n: rng.choice(values) for n in rng.sample(names, rng.randint(0, 6))}
+        if method == "ADD":
+            headers.setdefault("Cdest-ID", "cd1")
+        raw = build(method, [("Csource-ID", "cs1"), *headers.items(), ("Seq", seq)], KEY)
+        reply = parse_reply(engine.handle(raw, "127.0.0.1"), KEY)
+        assert reply.signed_ok and reply.headers["SEQ"] == str(seq)
+        codes.add(reply.status)
+    assert {200, 400, 403, 404} <= codes and codes <= {200, 400, 403, 404, 503}
