@@ -578,3 +578,31 @@ def test_reload_keeps_criteria_and_shutdown_flushes(make_app):
     audit = [(e["action"], e["criteria_id"], e.get("reason")) for e in logs if e["event"] == "dfc_audit"]
     assert audit == [("delete", gone, "reload"), ("add", gone + 1, None), ("flush", keep, "shutdown"),
                      ("flush", gone + 1, "shutdown")]
+
+
+def test_input_rate_threshold_logs_crossings():
+    clock = FakeClock()
+    engine = engine_for(dfc_yaml(extra_group="      input-packet-rate-threshold: 100\n"), clock=clock)
+    with structlog.testing.capture_logs() as logs:
+        engine.process(batch_of([v4_udp(1)] * 150))
+        clock.t += 1.0
+        engine.process(batch_of([v4_udp(1)] * 1))  # window closes: 151 packets in 1 s > 100 pps
+        clock.t += 0.5
+        engine.process(batch_of([v4_udp(1)] * 10))
+        clock.t += 1.0
+        engine.process(batch_of([v4_udp(1)] * 1))  # 11 packets in 1.5 s: below again
+    events = [(e["event"], e["rate_pps"]) for e in logs if e["event"].startswith("dfc_input_rate")]
+    assert events == [("dfc_input_rate_threshold_exceeded", 151), ("dfc_input_rate_threshold_cleared", 7)]
+    g = engine.statistics()["groups"][0]
+    assert g["input_rate_threshold_exceeded"] == 1 and g["packets_seen"] == 162
+
+
+def test_key_file_errors(tmp_path):
+    (tmp_path / "empty.key").write_text("\n")
+    base = dfc_yaml().replace(f"shared-key: {KEY.decode()}", "key-file: {}")
+    got = _issues(base.format(tmp_path / "missing.key"))
+    assert "cannot read the key file" in got["services dynamic-flow-capture capture-group lab control-source cs1 key-file"]
+    got = _issues(base.format(tmp_path / "empty.key"))
+    assert "is empty" in got["services dynamic-flow-capture capture-group lab control-source cs1 key-file"]
+    got = _issues(dfc_yaml().replace(f"shared-key: {KEY.decode()}", f"shared-key: a\n        key-file: {tmp_path}/x"))
+    assert "not both" in got["services dynamic-flow-capture capture-group lab control-source cs1 key-file"]
