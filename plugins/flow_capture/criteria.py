@@ -83,7 +83,6 @@ class Criterion:
     last_match: float = 0.0  # idle timeout runs from here
     packets: int = 0
     bytes: int = 0
-    copied: int = 0
     expired: str = ""  # reason once expired: total-time, idle-time, packet-limit, byte-limit
     fields: dict = field(default_factory=dict)  # the match/limit headers as sent (for LIST and the audit log)
 
@@ -99,7 +98,7 @@ class Criterion:
     def as_dict(self, now: float) -> dict:
         return {"id": self.id, "control_source": self.source, "capture_group": self.group,
                 "destinations": list(self.destinations), "priority": self.priority, "static": self.static,
-                "fields": dict(self.fields), "packets": self.packets, "bytes": self.bytes, "copied": self.copied,
+                "fields": dict(self.fields), "packets": self.packets, "bytes": self.bytes,
                 "age": round(now - self.created, 3), "idle": round(now - self.last_match, 3)}
 
 
