@@ -13,6 +13,7 @@ import socket
 import struct
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -148,12 +149,17 @@ def test_matched_traffic_is_copied_to_a_content_destination(tmp_path):
         pcap = tmp_path / "veth_b.pcap"
         cap = p.popen(p.ns_b, ["tshark", "-q", "-i", p.veth_b, "-f", "udp", "-w", str(pcap), "-F", "pcap"],
                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        capturing = threading.Event()
+
+        def watch() -> None:  # tshark says "Capturing on 'IF'" once its socket is armed
+            for line in cap.stderr:
+                if "Capturing on" in line:
+                    capturing.set()
+
+        threading.Thread(target=watch, daemon=True).start()
         try:
             _wait_notify(notify, "READY=1")
-            end = time.monotonic() + 20
-            while time.monotonic() < end and not pcap.exists():
-                time.sleep(0.1)
-            time.sleep(0.5)  # tshark created the file; give it a moment to have the socket armed
+            assert capturing.wait(30), "tshark did not start capturing"
             added = p.run(p.ns_a, [sys.executable, "-c", CLIENT, str(UNIT), "netns-key", str(DTCP_PORT),
                                    p.addr_a, V6_A], timeout=60)
             assert len(added.stdout.strip().split(",")) == 2
