@@ -128,6 +128,9 @@ def format_statistics(d) -> str:
               "Control protocol requests failed",
               f"  Add: {fl['add']}, Delete: {fl['delete']}, List: {fl['list']}, Refresh: {fl['refresh']}, "
               f"No-op: {fl['noop']}"]
+    if d.get("other"):
+        lines += ["Control protocol, other counters"]
+        lines += [f"  {k}: {v}" for k, v in sorted(d["other"].items())]
     for g in d["groups"]:
         lines += [f"Capture group: {g['capture_group']}",
                   f"  Active criteria: {g['active_criteria']} (limit {g['criteria_capacity']}), "

@@ -41,6 +41,7 @@ log = structlog.get_logger("flowplane.flow_capture")
 
 PLUGIN_OBJECT = "dynamic-flow-capture"
 UDP_REPLY_MAX = 60000  # bytes: a LIST reply over UDP is cut (TRUNCATED header) to fit one datagram
+PENDING_MAX = 10_000  # queued notifications (the sweep sends them every sweep_interval)
 TIMEOUT_REASONS = ("total-time", "idle-time", "packet-limit", "byte-limit")
 
 
@@ -65,8 +66,10 @@ class SourceState:
 class GroupState:
     """Run-time state of one capture group: criteria, compiled table, copiers, counters."""
 
-    def __init__(self, cfg: CaptureGroup, iface_id: Callable[[str], int]) -> None:
+    def __init__(self, cfg: CaptureGroup, iface_id: Callable[[str], int], criteria_max: int) -> None:
         self.cfg = cfg
+        #: criteria this group may hold: pic-memory-threshold percent of the profile's dfc_criteria_max
+        self.capacity = max(1, criteria_max * cfg.memory_threshold_pct // 100)
         self.iface_id = iface_id
         self.criteria: dict[int, Criterion] = {}
         self.copiers = {name: Copier(cd) for name, cd in cfg.destinations.items()}
@@ -104,13 +107,6 @@ class GroupState:
         assert self._target_matrix is not None
         return self._table, self._targets, self._target_matrix
 
-    @property
-    def capacity(self) -> int:
-        return self._capacity
-
-    def set_capacity(self, criteria_max: int) -> None:
-        self._capacity = max(1, criteria_max * self.cfg.memory_threshold_pct // 100)
-
 
 class FlowCapture:
     """``services dynamic-flow-capture`` at run time.  See the module docstring."""
@@ -121,9 +117,7 @@ class FlowCapture:
         self.clock = clock
         self.sweep_interval = sweep_interval
         self.interfaces = interfaces if interfaces is not None else InterfaceTable()
-        self.groups = {n: GroupState(g, self.interfaces.id) for n, g in cfg.groups.items()}
-        for g in self.groups.values():
-            g.set_capacity(cfg.criteria_max)
+        self.groups = {n: GroupState(g, self.interfaces.id, cfg.criteria_max) for n, g in cfg.groups.items()}
         self.sources = {s.name: SourceState(s) for g in cfg.groups.values() for s in g.sources.values()}
         self.stats: Counter[str] = Counter()
         self.pending: list[tuple[str, str, list[tuple[str, object]]]] = []  # (source, type, headers)
@@ -420,6 +414,10 @@ class FlowCapture:
 
     # -- notifications -----------------------------------------------------------------------------
     def queue_notification(self, source: str, ntype: str, headers: list[tuple[str, object]]) -> None:
+        """Queue a notification for the next sweep (bounded: the oldest is dropped and counted)."""
+        if len(self.pending) >= PENDING_MAX:
+            self.pending.pop(0)
+            self.stats["notifications_dropped"] += 1
         self.pending.append((source, ntype, headers))
 
     def send_notifications(self) -> int:
@@ -677,7 +675,9 @@ class FlowCapture:
                            "add_refused_capacity": c["add_refused_capacity"],
                            "input_rate_pps": round(g.input_rate),
                            "input_rate_threshold_exceeded": c["input_rate_threshold_exceeded"]})
-        return {"control_packets": s["control_packets"], "drops": drops,
+        other = {k: v for k, v in s.items() if not k.startswith(("drops.", "requests.", "failed."))
+                 and k != "control_packets"}
+        return {"control_packets": s["control_packets"], "drops": drops, "other": other,
                 "requests": {m: s[f"requests.{m}"] for m in ("add", "delete", "list", "refresh", "noop")},
                 "failed": {m: s[f"failed.{m}"] for m in ("add", "delete", "list", "refresh", "noop")},
                 "listeners": {str(k): v for k, v in self.bound.items()}, "groups": groups}

@@ -395,6 +395,7 @@ async def test_tcp_framing_and_oversize():
         with trio.fail_after(5):
             assert await c.sock.recv(10) == b""  # the server closed the connection
     assert engine.stats["drops.too_large"] == 1
+    assert engine.statistics()["other"] == {"tcp_connections": 1}
 
 
 def test_mutated_requests_never_crash_the_handler():
