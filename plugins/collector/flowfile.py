@@ -109,10 +109,12 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m flowplane.plugins.collector.flowfile FILE...``: the flows as JSON lines."""
     import json
 
-    for path in (argv if argv is not None else sys.argv[1:]):
-        for f in read_flows(path):
-            for row in f.rows():
-                sys.stdout.write(json.dumps(row, separators=(",", ":")) + "\n")
+    try:
+        for path in (argv if argv is not None else sys.argv[1:]):
+            for f in read_flows(path):
+                sys.stdout.write("".join(json.dumps(r, separators=(",", ":")) + "\n" for r in f.rows()))
+    except BrokenPipeError:  # e.g. piped into head
+        return 0
     return 0
 
 

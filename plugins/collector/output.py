@@ -59,7 +59,6 @@ from flowplane.config import check_int, check_keys, check_mapping, check_number
 from flowplane.errors import ConfigIssue
 from flowplane.stats import Counters
 
-from .flowfile import encode_block
 from .records import CollectedFlows
 
 log = structlog.get_logger("flowplane.collector")
@@ -304,6 +303,8 @@ class FileWriter:
         if not batch:
             return
         if self.fmt == "flows":
+            from .flowfile import encode_block  # lazily: flowfile also runs as a module (python -m)
+
             blocks = [f for f in batch if len(f)]
             self.write_parts([encode_block(f) for f in blocks], [len(f) for f in blocks])
         else:

@@ -401,3 +401,25 @@ def test_flow_file_output_config_and_cli(tmp_path):
     assert not issues and cfg.flows == str(tmp_path / "a")
     _, issues = parse_cfg({"flows": str(tmp_path / "a"), "jsonl": str(tmp_path / "a")}, ("output",))
     assert issues and issues[0].path[-1] in ("flows", "jsonl")
+
+
+def test_flow_file_reader_cli_prints_json_lines(tmp_path, capsys):
+    import json
+
+    from flowplane.plugins.collector.flowfile import main
+    from flowplane.plugins.collector.output import FileWriter
+    from flowplane.plugins.collector.pcap import udp_payloads
+    from test_collector import corpus_groups, make_collector
+
+    c = make_collector()
+    w = FileWriter(str(tmp_path / "n.fpf"), "flows")
+    want = []
+    for f in corpus_groups()["akvorado_nat"]:
+        for d in udp_payloads(str(f)):
+            flows = c.handle([(d.payload, d.src)], now_ns=d.ts_ns)
+            want += [r for fl in flows for r in fl.rows()]
+            w.write(flows)
+    w.close()
+    assert main([str(tmp_path / "n.fpf")]) == 0
+    got = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert got == want and len(got) == 9
