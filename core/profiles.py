@@ -31,6 +31,11 @@ class Limits:
     # flow export
     flow_servers_per_family: int = 8
     export_versions: tuple[int, ...] = (5, 8, 9, 10)
+    # port mirroring
+    port_mirroring_instances: int = 16  # named instances
+    port_mirroring_destinations: int = 64  # outputs per instance (multiple port mirroring)
+    # dynamic flow capture
+    dfc_criteria_max: int = 10_000  # active DTCP criteria (pic-memory-threshold is a percentage of it)
 
     def as_dict(self) -> dict:
         return asdict(self)
