@@ -54,7 +54,7 @@ DEST_KEYS = ("address", "port", "source-address", "source-port", "ttl", "hard-li
              "soft-limit-clear")
 
 DEFAULT_SERVICE_PORT = 2400
-DEFAULT_CRITERIA_MAX = 10_000  # used when the hardware profile has no dfc_criteria_max limit
+DEFAULT_CRITERIA_MAX = Limits().dfc_criteria_max
 MAX_PRIORITY = 255
 BANDWIDTH_MAX = 400_000_000_000  # bits/s
 _RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgKMG]?)\s*$")
@@ -63,7 +63,7 @@ _UNITS = {"": 1, "k": 1_000, "m": 1_000_000, "g": 1_000_000_000}
 
 def criteria_max(limits: Limits) -> int:
     """The profile's cap on criteria per capture group (``dfc_criteria_max``)."""
-    return int(getattr(limits, "dfc_criteria_max", DEFAULT_CRITERIA_MAX))
+    return int(limits.dfc_criteria_max)
 
 
 @dataclass(frozen=True)

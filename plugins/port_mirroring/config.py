@@ -45,12 +45,6 @@ OUTPUT_KEYS = ("interface", "ip-address")
 REMOTE_KEYS = ("encapsulation", "source-address", "session-id", "ttl", "dscp")
 ENCAPSULATIONS = ("gre", "erspan")
 
-#: Fallbacks for limits a hardware profile may not declare (the names are the profile field names).
-DEFAULT_LIMITS = {
-    "port_mirroring_instances": 16,  # named instances (MX: 15 per FPC; kept round here)
-    "port_mirroring_destinations": 64,  # outputs per instance (multiple port mirroring)
-    "sampling_rate_max": 16_000_000,
-}
 MAX_PACKET_LENGTH = 9216  # Junos maximum-packet-length range 0..9216
 MAX_RUN_LENGTH = 20  # Junos run-length range 0..20
 MAX_SESSION_ID = 1023  # ERSPAN type II: 10 bits
@@ -58,8 +52,8 @@ _IFNAME = re.compile(r"^[^\s/:]{1,15}$")
 
 
 def limit(limits: Limits, name: str) -> int:
-    """A port-mirroring limit from the profile, or the documented default."""
-    return int(getattr(limits, name, DEFAULT_LIMITS[name]))
+    """A limit of the active hardware profile (core/profiles.py Limits field *name*)."""
+    return int(getattr(limits, name))
 
 
 @dataclass(frozen=True)
