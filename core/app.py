@@ -27,7 +27,7 @@ from .errors import ConfigError, ConfigIssue, PluginError
 from .interfaces import InterfaceTable
 from .pluginmanager import BatchHook, blocked_from_env, call_each, make_plugin_manager, plugin_versions
 from .profiles import DEFAULT_PROFILE, HardwareProfile, Limits
-from .registry import Registry
+from .registry import Registry, SectionRegistry
 from .sources import SourceType
 from .stats import Counters
 
@@ -62,7 +62,7 @@ class Registries:
         self.transports: Registry[Any] = Registry("transport")
         self.actions: Registry[TermAction] = Registry("term action")
         self.commands = CommandRegistry()
-        self.sections: Registry[str] = Registry("config section")
+        self.sections: SectionRegistry = SectionRegistry()
 
     def all(self) -> dict[str, Registry]:
         return {"profiles": self.profiles, "sources": self.sources, "encoders": self.encoders,
@@ -172,6 +172,7 @@ class App:
             profile = self.registries.profiles.get(DEFAULT_PROFILE) or HardwareProfile(DEFAULT_PROFILE, "built-in defaults")
         limits = profile.limits
         issues += self._validate_top(cfg)
+        issues += self._validate_capabilities(cfg, profile)
         issues += self._validate_system(cfg, limits)
         issues += self._validate_interfaces(cfg)
         issues += validate_firewall(cfg.data, self.registries.actions)
@@ -199,6 +200,18 @@ class App:
                         hint = suggest(key, known)
                         issues.append(ConfigIssue((top, key), f"no enabled plugin handles '{top} {key}'{hint}"
                                                   + (f"; known: {', '.join(sorted(known))}" if known else "")))
+        return issues
+
+    def _validate_capabilities(self, cfg: Config, profile: HardwareProfile) -> list[ConfigIssue]:
+        """A configured section whose claim names a capability the hardware profile lacks is an error."""
+        issues = []
+        for words, capability in sorted(self.registries.sections.capabilities.items()):
+            path = tuple(words.split())
+            if cfg.get(*path) is not None and capability not in profile.capabilities:
+                has = ", ".join(sorted(profile.capabilities)) or "none"
+                issues.append(ConfigIssue(path, f"hardware profile {profile.name!r} has no {capability!r} capability "
+                                                f"(it has: {has}); pick another system hardware-profile or remove "
+                                                f"'{words}'"))
         return issues
 
     def _validate_system(self, cfg: Config, limits: Limits) -> list[ConfigIssue]:

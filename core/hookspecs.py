@@ -138,13 +138,16 @@ def flowplane_register_cli_commands(register: Callable[..., None]) -> None:
 
 
 @hookspec
-def flowplane_register_config_sections(register: Callable[[str, str], None]) -> None:
+def flowplane_register_config_sections(register: Callable[..., None]) -> None:
     """Claim the config sections this plugin validates, so typos are caught.
 
     Called at start-up.  A key under ``forwarding-options`` or ``services``
     that no plugin claimed is a config error with a "did you mean" hint.
+    With ``capability=``, configuring the section on a hardware profile
+    without that capability is a config error naming the profile.
 
-    :param register: ``register("forwarding-options sampling", "one-line help")``.
+    :param register: ``register("forwarding-options sampling", "one-line help", capability="sampling")``
+        (``capability`` optional).
     """
 
 

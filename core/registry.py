@@ -60,3 +60,20 @@ class Registry(Generic[T]):
 
     def by_owner(self, plugin: str) -> list[str]:
         return sorted(n for n, o in self._owner.items() if o == plugin)
+
+
+class SectionRegistry(Registry[str]):
+    """Config section claims: ``path -> one-line help``, plus the hardware-profile capability a
+    section needs (``register("services inline-monitoring", "help", capability="inline-monitoring")``)."""
+
+    def __init__(self) -> None:
+        super().__init__("config section")
+        self.capabilities: dict[str, str] = {}
+
+    def register(self, name: str, item: str, capability: str | None = None) -> None:
+        super().register(name, item)
+        if capability:
+            self.capabilities[name] = capability
+
+    def __call__(self, name: str, item: str, capability: str | None = None) -> None:
+        self.register(name, item, capability)

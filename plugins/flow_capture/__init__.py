@@ -23,7 +23,8 @@ from .engine import PLUGIN_OBJECT, FlowCapture
 
 @hookimpl
 def flowplane_register_config_sections(register):
-    register("services dynamic-flow-capture", "DTCP control sources, content destinations and capture groups")
+    register("services dynamic-flow-capture", "DTCP control sources, content destinations and capture groups",
+             capability="dynamic-flow-capture")
 
 
 @hookimpl

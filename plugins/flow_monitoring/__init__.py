@@ -34,8 +34,10 @@ def flowplane_register_actions(register):
 
 @hookimpl
 def flowplane_register_config_sections(register):
-    register("forwarding-options sampling", "sampling instances: input rate, flow servers, timeouts")
-    register("forwarding-options accounting", "discard accounting groups: flow servers, timeouts")
+    register("forwarding-options sampling", "sampling instances: input rate, flow servers, timeouts",
+             capability="sampling")
+    register("forwarding-options accounting", "discard accounting groups: flow servers, timeouts",
+             capability="discard-accounting")
     register("services flow-monitoring", "version9 / version-ipfix templates")
     register("chassis fpc", "bind an interface to a sampling instance (fpc IFNAME sampling-instance NAME)")
     register("forwarding-options monitoring", "passive monitoring groups fed by monitoring-only interfaces")

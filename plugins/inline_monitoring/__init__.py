@@ -35,7 +35,8 @@ def _instance_exists(arg, config: dict) -> str | None:
 
 @hookimpl
 def flowplane_register_config_sections(register):
-    register("services inline-monitoring", "IPFIX packet export: templates and instances with collectors")
+    register("services inline-monitoring", "IPFIX packet export: templates and instances with collectors",
+             capability="inline-monitoring")
 
 
 @hookimpl

@@ -49,7 +49,8 @@ def flowplane_register_actions(register):
 
 @hookimpl
 def flowplane_register_config_sections(register):
-    register("forwarding-options port-mirroring", "copy matching packets to local interfaces or remote analyzers")
+    register("forwarding-options port-mirroring", "copy matching packets to local interfaces or remote analyzers",
+             capability="port-mirroring")
 
 
 def _loops(config: dict, cfg) -> list[ConfigIssue]:

@@ -20,7 +20,8 @@ from .service import PLUGIN_OBJECT as CLIENT_OBJECT, TwampClientService
 
 @hookimpl
 def flowplane_register_config_sections(register):
-    register("services rpm", "real-time performance monitoring: twamp server and client (RFC 5357)")
+    register("services rpm", "real-time performance monitoring: twamp server and client (RFC 5357)",
+             capability="twamp")
 
 
 @hookimpl

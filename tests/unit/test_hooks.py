@@ -261,6 +261,39 @@ def test_hook_register_config_sections(make_app):
     assert "thing" in errors[0].split("known: ")[1].split(", ")
 
 
+def test_register_config_sections_capability_checked_against_the_profile(make_app):
+    class Claim:
+        @hookimpl
+        def flowplane_register_config_sections(self, register):
+            register("services gizmo", "a gizmo", capability="gizmo")
+
+        @hookimpl
+        def flowplane_register_profiles(self, register):
+            register("gizmo-box", HardwareProfile("gizmo-box", "has gizmos", capabilities=frozenset({"gizmo"})))
+            register("plain-box", HardwareProfile("plain-box", "no gizmos", capabilities=frozenset({"sampling"})))
+
+    app = make_app({}, plugins=[(Claim(), "claim")])
+    assert app.registries.sections.capabilities["services gizmo"] == "gizmo"
+    assert app.validate(Config({"system": {"hardware-profile": "gizmo-box"}, "services": {"gizmo": {}}})) == []
+    assert app.validate(Config({"system": {"hardware-profile": "plain-box"}, "services": {"gizmo": {}}})) == [
+        "<config>: services gizmo: hardware profile 'plain-box' has no 'gizmo' capability (it has: sampling); "
+        "pick another system hardware-profile or remove 'services gizmo'"]
+    assert app.validate(Config({"system": {"hardware-profile": "plain-box"}})) == []  # not configured: no error
+
+
+def test_builtin_features_refused_on_a_profile_without_them(make_app, tmp_path):
+    """ptx-evo declares no discard accounting and no dynamic flow capture (plugins/profiles/ptx.py)."""
+    app = make_app({})
+    cfg = {"system": {"hardware-profile": "ptx-evo"},
+           "forwarding-options": {"accounting": {"acc1": {}}},
+           "services": {"dynamic-flow-capture": {}}}
+    errors = app.validate(Config(cfg))
+    assert any(e.startswith("<config>: forwarding-options accounting: hardware profile 'ptx-evo' has no "
+                            "'discard-accounting' capability") for e in errors), errors
+    assert any(e.startswith("<config>: services dynamic-flow-capture: hardware profile 'ptx-evo' has no "
+                            "'dynamic-flow-capture' capability") for e in errors), errors
+
+
 def test_hook_register_profiles(make_app):
     class Box:
         @hookimpl
