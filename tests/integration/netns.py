@@ -33,7 +33,9 @@ from __future__ import annotations
 import itertools
 import os
 import shutil
+import socket
 import subprocess
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Iterator, Sequence
@@ -72,6 +74,41 @@ class NetnsPair:
         kw.setdefault("stderr", subprocess.PIPE)
         kw.setdefault("text", True)
         return subprocess.Popen(self.argv(ns, argv), **kw)
+
+
+class NotifySocket:
+    """A systemd ``NOTIFY_SOCKET`` of the test's own, for a ``flowplane run`` it starts::
+
+        notify = NotifySocket(tmp_path / "notify.sock")
+        proc = p.popen(p.ns_a, [..., "flowplane", "run", ...], env=notify.env())
+        notify.wait("READY=1")
+        ...
+        notify.close()
+    """
+
+    def __init__(self, path) -> None:
+        self.path = str(path)
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(self.path)
+        self.sock.settimeout(0.2)
+
+    def env(self, base: dict | None = None) -> dict:
+        """*base* (default: this process's environment) with ``NOTIFY_SOCKET`` set to this socket."""
+        return dict(os.environ if base is None else base, NOTIFY_SOCKET=self.path)
+
+    def wait(self, needle: str, timeout: float = 20.0) -> None:
+        """Wait for a notification line equal to *needle* (``READY=1``, ``STOPPING=1``); AssertionError if none."""
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            try:
+                if needle in self.sock.recv(4096).decode().split("\n"):
+                    return
+            except socket.timeout:
+                continue
+        raise AssertionError(f"no {needle} on {self.path} within {timeout:g} s")
+
+    def close(self) -> None:
+        self.sock.close()
 
 
 def skip_reason() -> str | None:

@@ -6,10 +6,8 @@ copy's payload is byte for byte the IP packet that was sent."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
-import socket
 import struct
 import subprocess
 import sys
@@ -20,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from flowplane.control import request
-from netns import make_netns_pair, skip_reason
+from netns import make_netns_pair, skip_reason, NotifySocket
 
 UNIT = Path(__file__).resolve().parents[1] / "unit"
 N = 40
@@ -89,17 +87,6 @@ services:
 """
 
 
-def _wait_notify(sock: socket.socket, needle: str, timeout: float = 20.0) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        try:
-            if needle in sock.recv(4096).decode().split("\n"):
-                return
-        except socket.timeout:
-            continue
-    raise AssertionError(f"no {needle}")
-
-
 def _pcap_frames(path: Path) -> list[bytes]:
     raw = path.read_bytes()
     magic = struct.unpack("<I", raw[:4])[0]
@@ -139,10 +126,8 @@ def test_matched_traffic_is_copied_to_a_content_destination(tmp_path):
             p.run(ns, ["ip", "-6", "addr", "add", f"{addr}/64", "dev", dev, "nodad"])
         cfg = tmp_path / "flowplane.yaml"
         cfg.write_text(_config(tmp_path, p))
-        notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        notify.bind(str(tmp_path / "notify.sock"))
-        notify.settimeout(0.2)
-        env = dict(os.environ, NOTIFY_SOCKET=str(tmp_path / "notify.sock"))
+        notify = NotifySocket(tmp_path / "notify.sock")
+        env = notify.env()
         log = open(tmp_path / "out.log", "w")
         proc = p.popen(p.ns_a, [sys.executable, "-m", "flowplane", "run", "-c", str(cfg)], env=env, stdout=log,
                        stderr=subprocess.STDOUT)
@@ -158,7 +143,7 @@ def test_matched_traffic_is_copied_to_a_content_destination(tmp_path):
 
         threading.Thread(target=watch, daemon=True).start()
         try:
-            _wait_notify(notify, "READY=1")
+            notify.wait("READY=1")
             assert capturing.wait(30), "tshark did not start capturing"
             added = p.run(p.ns_a, [sys.executable, "-c", CLIENT, str(UNIT), "netns-key", str(DTCP_PORT),
                                    p.addr_a, V6_A], timeout=60)

@@ -20,10 +20,8 @@ ns B records the export; tshark (`-d udp.port==N,cflow`) decodes it and the test
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -32,7 +30,7 @@ from pathlib import Path
 import pytest
 
 from flowplane.control import request
-from netns import netns_pair  # noqa: F401,F811  (a fixture)
+from netns import netns_pair, NotifySocket  # noqa: F401,F811  (a fixture)
 
 N_FRAMES = 700
 RATES = (1, 10, 7)
@@ -127,17 +125,6 @@ def _wait_line(stream, needle: str, timeout: float = 20.0) -> None:
     raise AssertionError(f"no {needle!r}")
 
 
-def _wait_notify(sock: socket.socket, needle: str, timeout: float = 20.0) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        try:
-            if needle in sock.recv(4096).decode().split("\n"):
-                return
-        except socket.timeout:
-            continue
-    raise AssertionError(f"no {needle}")
-
-
 def _tshark(pcap: Path, fields: list[str], port: int) -> list[list[str]]:
     argv = ["tshark", "-r", str(pcap), "-d", f"udp.port=={port},cflow", "-Y", f"udp.dstport=={port}",
             "-T", "fields", "-E", "separator=|", "-e", "frame.time_epoch"]
@@ -163,10 +150,8 @@ def test_inline_monitoring_exports_clipped_frames_to_each_collector(netns_pair, 
     ports_expr = " or ".join(f"dst port {x}" for x in PORTS)
     dump = p.popen(p.ns_b, ["tcpdump", "-i", p.veth_b, "-U", "-n", "-s", "0", "-w", str(pcap), f"udp and ({ports_expr})"])
     sink = p.popen(p.ns_b, [sys.executable, "-c", SINK, p.addr_b, *map(str, PORTS)])
-    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    notify.bind(str(tmp_path / "notify.sock"))
-    notify.settimeout(0.2)
-    env = dict(os.environ, NOTIFY_SOCKET=str(tmp_path / "notify.sock"))
+    notify = NotifySocket(tmp_path / "notify.sock")
+    env = notify.env()
     log = open(tmp_path / "out.log", "w")
     proc = None
     try:
@@ -174,7 +159,7 @@ def test_inline_monitoring_exports_clipped_frames_to_each_collector(netns_pair, 
         _wait_line(sink.stdout, "ready")
         proc = p.popen(p.ns_a, [sys.executable, "-m", "flowplane", "run", "-c", str(cfg)], env=env, stdout=log,
                        stderr=subprocess.STDOUT)
-        _wait_notify(notify, "READY=1")
+        notify.wait("READY=1")
         ready_at = time.time()  # the first options data went out just before READY
         sent = p.run(p.ns_b, [sys.executable, "-c", SENDER, p.veth_b, mac, p.addr_b, p.addr_a, str(N_FRAMES)],
                      timeout=120)
@@ -193,7 +178,7 @@ def test_inline_monitoring_exports_clipped_frames_to_each_collector(netns_pair, 
         stats = request(sock, ["show", "services", "inline-monitoring", "statistics"], fmt="json")["data"]
         text = request(sock, ["show", "services", "inline-monitoring", "statistics"])
         proc.send_signal(signal.SIGTERM)
-        _wait_notify(notify, "STOPPING=1")
+        notify.wait("STOPPING=1")
         assert proc.wait(timeout=30) == 0
     finally:
         for pr in (proc, sink):

@@ -3,9 +3,7 @@ captures a veth with AF_PACKET, and its firewall terms count exactly the packets
 
 from __future__ import annotations
 
-import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from flowplane.control import request
-from netns import netns_pair  # noqa: F401,F811  (a fixture)
+from netns import netns_pair, NotifySocket  # noqa: F401,F811  (a fixture)
 
 N_UDP, N_SYN, N_PING = 3000, 200, 300
 
@@ -76,17 +74,6 @@ firewall:
 """
 
 
-def _wait_notify(sock: socket.socket, needle: str, timeout: float = 20.0) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        try:
-            if needle in sock.recv(4096).decode().split("\n"):
-                return
-        except socket.timeout:
-            continue
-    raise AssertionError(f"no {needle}")
-
-
 def _counters(tmp: Path) -> dict[str, int]:
     reply = request(str(tmp / "control.sock"), ["show", "firewall", "filter", "edge"], fmt="json")
     assert reply["ok"], reply
@@ -101,15 +88,13 @@ def test_live_capture_filters_count_exactly(netns_pair, tmp_path):
     p = netns_pair
     cfg = tmp_path / "flowplane.yaml"
     cfg.write_text(_config(tmp_path, p.veth_a))
-    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    notify.bind(str(tmp_path / "notify.sock"))
-    notify.settimeout(0.2)
-    env = dict(os.environ, NOTIFY_SOCKET=str(tmp_path / "notify.sock"))
+    notify = NotifySocket(tmp_path / "notify.sock")
+    env = notify.env()
     log = open(tmp_path / "out.log", "w")
     proc = p.popen(p.ns_a, [sys.executable, "-m", "flowplane", "run", "-c", str(cfg)], env=env, stdout=log,
                    stderr=subprocess.STDOUT)
     try:
-        _wait_notify(notify, "READY=1")
+        notify.wait("READY=1")
         sent = p.run(p.ns_b, [sys.executable, "-c", SENDER, p.addr_a, str(N_UDP), str(N_SYN), str(N_PING)], timeout=120)
         assert sent.stdout.strip() == "sent"
         expected = {"udp-9999": N_UDP, "syns": N_SYN, "pings": N_PING, "other": 0}
@@ -133,7 +118,7 @@ def test_live_capture_filters_count_exactly(netns_pair, tmp_path):
         assert row["kernel_drops"] == 0 and row["ingest_backpressure"] == 0
 
         proc.send_signal(signal.SIGTERM)
-        _wait_notify(notify, "STOPPING=1")
+        notify.wait("STOPPING=1")
         assert proc.wait(timeout=30) == 0
     finally:
         if proc.poll() is None:

@@ -30,7 +30,7 @@ from pathlib import Path
 import pytest
 
 from flowplane.control import request
-from netns import IP, make_netns_pair, skip_reason
+from netns import IP, make_netns_pair, skip_reason, NotifySocket
 
 N = 600  # frames per stream
 K = 50  # frames sent while m_a is down, and again after it is up
@@ -231,17 +231,6 @@ def _expected_sampled(n: int) -> list[int]:
     return out
 
 
-def _wait_notify(sock: socket.socket, needle: str, timeout: float = 20.0) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        try:
-            if needle in sock.recv(4096).decode().split("\n"):
-                return
-        except socket.timeout:
-            continue
-    raise AssertionError(f"no {needle}")
-
-
 # -- the run (once for the module) ---------------------------------------------------------------
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
@@ -257,16 +246,14 @@ def run(tmp_path_factory):
                        check=True, capture_output=True, timeout=30)
         cfg = tmp / "flowplane.yaml"
         cfg.write_text(_config(tmp, p.veth_a, m_a, maddr_a, maddr_b, m2_a))
-        notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        notify.bind(str(tmp / "notify.sock"))
-        notify.settimeout(0.2)
-        env = dict(os.environ, NOTIFY_SOCKET=str(tmp / "notify.sock"))
+        notify = NotifySocket(tmp / "notify.sock")
+        env = notify.env()
         log = open(tmp / "out.log", "w")
         procs = []
         proc = p.popen(p.ns_a, [sys.executable, "-m", "flowplane", "run", "-c", str(cfg)], env=env, stdout=log,
                        stderr=subprocess.STDOUT)
         try:
-            _wait_notify(notify, "READY=1")
+            notify.wait("READY=1")
             # the analyzer's MAC is known before the GRE burst (no copies waiting on ARP)
             _ip("-n", p.ns_a, "neigh", "replace", maddr_b, "lladdr", _mac(p.ns_b, m_b, colons=True), "dev", m_a, "nud", "permanent")
             orig = _tcpdump(p, p.ns_a, p.veth_a, tmp / "orig.pcap", "udp and dst portrange 9995-9999", ("-Q", "in"))
@@ -302,7 +289,7 @@ def run(tmp_path_factory):
             up = _wait(tmp, lambda d: _dest(d, "default", "interface")["packets"] >= N + K)
             text = request(str(tmp / "control.sock"), ["show", "forwarding-options", "port-mirroring"])
             proc.send_signal(signal.SIGTERM)
-            _wait_notify(notify, "STOPPING=1")
+            notify.wait("STOPPING=1")
             rc = proc.wait(timeout=30)
         finally:
             for t in procs:
