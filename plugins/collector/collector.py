@@ -83,7 +83,7 @@ class Collector:
                                                   max_connections=cfg.max_connections, on_close=self.close_session,
                                                   rcvbuf=cfg.receive_buffer, idle_timeout=cfg.tcp_idle_timeout))
             else:
-                self.listeners.append(UdpListener(listen, self.handle_live, cfg.receive_buffer))
+                self.listeners.append(UdpListener(listen, self.handle_live, cfg.receive_buffer, self.counters))
         self.kept_listeners = sum(1 for x in self.listeners if x.handover)
         self.subscribers: list[Callable[[list[CollectedFlows]], None]] = []
         self.rates = previous.rates if previous is not None else RateWindow(start_s=time.monotonic())

@@ -7,50 +7,42 @@ a large receive buffer (``SO_RCVBUFFORCE`` with CAP_NET_ADMIN, else
 ``SO_RCVBUF`` capped by ``net.core.rmem_max``).  Kernel drops are the
 socket's ``drops`` column of ``/proc/net/udp`` / ``udp6`` (read on ``show``).
 
-Batching (the hot path): decoding costs a fixed ~100-300 us per batch (one
-numpy conversion per template) plus ~4 us per datagram, so the batch must be
-big.  When idle the task sleeps in ``wait_readable``; once datagrams come it
-reads what is queued (non-blocking ``recvfrom``), and while more keep coming
-it sleeps :data:`POLL_S` and reads again -- letting them gather in the socket
-buffer -- until :data:`BATCH` datagrams are read, the first of them is
-:data:`GATHER_S` old, or a read finds the socket empty; then the batch is
-decoded at once.  Latency added: at most ~``GATHER_S``.  Measured (IPFIX,
-19 records per datagram, 60k datagrams/s offered on loopback, one process):
-a batch per wakeup (~30 datagrams) cost 13 us per datagram of CPU and lost
-0.4-1.2 %; gathered batches cost XX us and lost nothing (bench_collector.py).
-Datagrams read but not yet decoded are decoded on cancellation (shutdown,
-reload) and by ``drain_now``: nothing read is dropped.
+Batching (the hot path): decoding costs a fixed ~100-300 us per conversion
+(one numpy conversion per template) plus a few us per datagram, so the batch
+must be big.  When idle the task sleeps in ``wait_readable``; once datagrams
+come it reads what is queued, and while more keep coming it sleeps
+:data:`POLL_S` and reads again -- letting them gather in the socket buffer --
+until :data:`BATCH` datagrams are read, the first of them is :data:`GATHER_S`
+old, or a read finds the socket empty; then the batch is decoded at once.
+Latency added: at most ~``GATHER_S``.  Datagrams read but not yet decoded are
+decoded on cancellation (shutdown, reload) and by ``drain_now``: nothing read
+is dropped.
 
-``SO_RXQ_OVFL`` is set too: the kernel stamps each queued datagram with the
-socket's drop count, delivered as ancillary data by ``recvmsg``.  Measured on
-loopback (1400-byte datagrams, CPython 3, one core): ``recvfrom`` 0.79 us per
-datagram, ``recvmsg`` 0.99 us, 1.15 us once drops are non-zero (a cmsg on
-every datagram) -- +25..45 % on the receive loop, +5..7 % on receive plus
-decode (IPFIX decode is ~3.9 us per datagram), and the cost would grow exactly
-when the socket is overflowing.  So only the *first* read of each wakeup uses
-``recvmsg`` (the rest ``recvfrom``): the live count (``rxq_drops``, shown as
-``rxq_ovfl``) costs nothing measurable and lags by at most the datagrams
-queued before it; ``/proc`` stays the exact figure, read only on ``show``.
-(With gathering, "each wakeup" is each read round.)
+Reads (recvmmsg.py): one ``recvmmsg(2)`` call takes up to 64 queued datagrams
+into preallocated buffers (``recvfrom`` per datagram where ``recvmmsg`` is not
+available).  ``SO_RXQ_OVFL`` is set: the kernel stamps each queued datagram
+with the socket's drop count, read from the last datagram of each call
+(``rxq_drops``, shown as ``rxq_ovfl``); ``/proc`` stays the exact figure, read
+only on ``show``.  A datagram longer than its buffer (only with buffers smaller
+than the UDP maximum) is counted ``drops[("receive", "truncated")]``.
+Measured figures: docs/collector.md.
 """
 
 from __future__ import annotations
 
 import os
 import socket
-import sys
 import time
 
 import trio
 
 from .config import Listen
+from .recvmmsg import SLOT, BatchReceiver
 
 BATCH = 512  # datagrams decoded together at most
 GATHER_S = 0.01  # ... or once the first of them waited this long
 POLL_S = 0.001  # while datagrams keep coming, read again after this (not one wakeup per datagram)
-MAX_DATAGRAM = 65535
 SO_RXQ_OVFL = getattr(socket, "SO_RXQ_OVFL", 40)  # Linux
-ANCILLARY = socket.CMSG_SPACE(4)
 
 
 def shared_socket(address: str, kind: int) -> socket.socket:
@@ -80,7 +72,8 @@ async def _take_over(lst) -> None:
 
 
 class UdpListener:
-    def __init__(self, listen: Listen, handler, rcvbuf: int) -> None:
+    def __init__(self, listen: Listen, handler, rcvbuf: int, counters=None, *, use_recvmmsg: bool = True,
+                 datagram_buffer: int = SLOT) -> None:
         self.listen = listen
         self.handler = handler  # handler(list[(bytes, address)]) -> None
         self.rcvbuf_wanted = rcvbuf
@@ -97,8 +90,21 @@ class UdpListener:
         self._pending: list[tuple[bytes, str]] = []  # read, not yet decoded (at most BATCH)
         self._first = 0.0  # when the first of them was read
         self.rxq = False  # SO_RXQ_OVFL set
-        self.rxq_drops = 0  # the kernel's drop count from the last datagram read with recvmsg
         self.rxq_at_clear = 0
+        self.counters = counters  # the collector's: truncated datagrams are counted there
+        self.use_recvmmsg = use_recvmmsg
+        self.datagram_buffer = datagram_buffer  # bytes per datagram read; longer ones: 'truncated'
+        self._rx: BatchReceiver | None = None
+        self._truncated = 0  # of the receiver's count, already passed to counters
+
+    @property
+    def rxq_drops(self) -> int:
+        """The kernel's drop count as stamped on the last datagram read (SO_RXQ_OVFL)."""
+        return self._rx.rxq_drops if self._rx is not None else 0
+
+    @property
+    def read_mode(self) -> str:
+        return self._rx.mode if self._rx is not None else "recvmmsg" if self.use_recvmmsg else "recvfrom"
 
     @property
     def port(self) -> int:
@@ -123,6 +129,7 @@ class UdpListener:
             s.close()
             raise
         self.sock = s
+        self._rx = BatchReceiver(s, rxq=self.rxq, use_recvmmsg=self.use_recvmmsg, slot=self.datagram_buffer)
         self.bound = s.getsockname()
         self.inode = os.fstat(s.fileno()).st_ino
         return s
@@ -159,38 +166,29 @@ class UdpListener:
                 self.closed_drops = self._proc_drops()  # kept: 'show' and the summary still report them
                 self.sock = None
                 s.close()
+                self._rx.close()
                 self._done.set()
 
     def _read(self, s: socket.socket, room: int) -> int:
         """Non-blocking reads into the pending batch, at most *room*; returns how many were read."""
-        batch = self._pending
-        append = batch.append
-        before = len(batch)
-        if self.rxq and room > 0:  # the first read of a round carries the kernel's drop count
-            try:
-                data, anc, _flags, addr = s.recvmsg(MAX_DATAGRAM, ANCILLARY)
-            except OSError:  # EAGAIN, or e.g. ECONNREFUSED queued: nothing read
-                data = None
-            if data is not None:
-                if anc:
-                    self._rxq(anc)
-                append((data, addr[0]))
-                room -= 1
-        recv = s.recvfrom
-        for _ in range(room):
-            try:
-                data, addr = recv(MAX_DATAGRAM)
-            except (BlockingIOError, InterruptedError):
-                break
-            except OSError:
-                break  # e.g. ECONNREFUSED queued on the socket: nothing to read
-            append((data, addr[0]))
-        n = len(batch) - before
+        got = self._rx.read(room) if room > 0 else []
+        if self._rx.truncated != self._truncated:
+            self._count_truncated()
+        n = len(got)
         if n:
-            if not before:
+            if self._pending:
+                self._pending += got
+            else:
+                self._pending = got
                 self._first = time.monotonic()
             self.datagrams += n
         return n
+
+    def _count_truncated(self) -> None:
+        new = self._rx.truncated - self._truncated
+        self._truncated = self._rx.truncated
+        if self.counters is not None:
+            self.counters.drop("receive", "truncated", new)
 
     def _flush(self) -> None:
         batch = self._pending
@@ -207,22 +205,16 @@ class UdpListener:
             return 0
         batch = []
         while True:
-            try:
-                data, addr = s.recvfrom(MAX_DATAGRAM)
-            except (BlockingIOError, InterruptedError):
+            got = self._rx.read(BATCH)
+            if not got:
                 break
-            except OSError:
-                break
-            batch.append((data, addr[0]))
+            batch += got
+        if self._rx.truncated != self._truncated:
+            self._count_truncated()
         if batch:
             self.datagrams += len(batch)
             self.handler(batch)
         return len(batch)
-
-    def _rxq(self, anc) -> None:
-        for level, kind, value in anc:
-            if level == socket.SOL_SOCKET and kind == SO_RXQ_OVFL and len(value) >= 4:
-                self.rxq_drops = int.from_bytes(value[:4], sys.byteorder)
 
     def rxq_ovfl(self) -> int | None:
         """Kernel drops as last stamped on a datagram (SO_RXQ_OVFL), since clear; None if unsupported."""
