@@ -34,6 +34,7 @@ from .templates import NS, Ctx, expire_templates
 
 MAX_EXPORTERS = 65536
 VECTOR_MIN = 8  # datagrams of one length from one exporter decoded as one block (Decoder._run)
+RUN_RETRIES = 4  # sequence breaks in one run of datagrams decoded around (each costs a scalar decode)
 TEMPLATE_SCAN_MAX_NS = 60 * NS  # template expiry is checked at least this often (timeout/8 when shorter)
 
 
@@ -135,17 +136,30 @@ class Decoder:
                 j = i + 1
                 while j < k and lengths[j] == ln:
                     j += 1
-                if j - i < VECTOR_MIN or not self._run(exp, datas[i:j], ln):
-                    for d in datas[i:j]:
-                        one(d, address, exp)
-                i = j
+                retries = RUN_RETRIES
+                while i < j:
+                    took = self._run(exp, datas[i:j], ln) if j - i >= VECTOR_MIN else 0
+                    if took > 0:  # the whole run, or the part before a sequence break
+                        i += took
+                    elif took < 0 and retries:  # a sequence break near the start: those one by one, then on
+                        retries -= 1
+                        for d in datas[i:i - took]:
+                            one(d, address, exp)
+                        i -= took
+                    else:
+                        for d in datas[i:j]:
+                            one(d, address, exp)
+                        i = j
 
-    def _run(self, exp: Exporter, datas: list, ln: int) -> bool:
-        """Decode *datas* (same exporter, same length *ln*) as one block; False (nothing done) if
-        any header differs from the common case, then the caller decodes them one by one."""
+    def _run(self, exp: Exporter, datas: list, ln: int) -> int:
+        """Decode *datas* (same exporter, same length *ln*) as one block; returns how many were decoded:
+        all of them, the ones before a sequence break, 0 (nothing done) if any header differs from the
+        common case (the caller decodes them one by one), -m if the first is out of sequence (m = 1) or the
+        sequence breaks after m < VECTOR_MIN (the caller decodes those m one by one -- a gap, a restart, a
+        replay -- and tries the rest again)."""
         k = len(datas)
         if ln < 24:
-            return False
+            return 0
         a = np.frombuffer(b"".join(datas), np.uint8).reshape(k, ln)
         head = a[0]
         version = int(head[0]) << 8 | int(head[1])
@@ -156,35 +170,40 @@ class Decoder:
         elif version == 5:
             hdr, dom_at, seq_at, set_at = 24, slice(20, 22), 16, 2  # set_at: the count field
         else:
-            return False
+            return 0
         # every header alike: version, domain, set id and length (v5: the record count)
         for sl in (slice(0, 2), dom_at, slice(set_at, set_at + 4 if version != 5 else set_at + 2)):
             if not (a[:, sl] == head[sl]).all():
-                return False
+                return 0
         if version == 10 and (int(head[2]) << 8 | int(head[3])) != ln:
-            return False
+            return 0
         dom_id = int.from_bytes(head[dom_at].tobytes(), "big")
         dom = exp.domains.get((version, dom_id))
         if dom is None or dom.next_seq is None:
-            return False
+            return 0
         if version == 5:
             n = int(head[2]) << 8 | int(head[3])
             t, rl = V5, 48
             if not 0 < n <= V5_MAX or ln < hdr + 48 * n:
-                return False
+                return 0
         else:
             set_len = int(head[set_at + 2]) << 8 | int(head[set_at + 3])
             t = dom.templates.get(int(head[set_at]) << 8 | int(head[set_at + 1]))
             if t is None or t.options or t.varlen or set_len != ln - set_at:
-                return False
+                return 0
             rl = t.record_length
             n = (ln - hdr) // rl
             if n == 0 or a[:, hdr + n * rl:].any():
-                return False
+                return 0
         seq = np.ascontiguousarray(a[:, seq_at:seq_at + 4]).view(">u4").ravel().astype(np.int64)
         step = 1 if version == 9 else n
-        if int(seq[0]) != dom.next_seq or k > 1 and not ((np.diff(seq) & 0xFFFF_FFFF) == step).all():
-            return False
+        if int(seq[0]) != dom.next_seq:
+            return -1
+        if k > 1:
+            chained = (np.diff(seq) & 0xFFFF_FFFF) == step
+            if not chained.all():
+                m = int(np.argmin(chained)) + 1  # datagrams before the break
+                return self._run(exp, datas[:m], ln) if m >= VECTOR_MIN else -m
         dom.next_seq = (int(seq[-1]) + step) & 0xFFFF_FFFF
 
         def u32(at: int) -> np.ndarray:
@@ -216,7 +235,7 @@ class Decoder:
         exp.last_seen_ns = self.now_ns
         self.counters.inc("datagrams", k)
         self.counters.inc("bytes", k * ln)
-        return True
+        return k
 
     def _one(self, data, address: str, exp: Exporter | None) -> None:
         """One datagram: the fast path when it is the common case, else :meth:`feed`."""

@@ -91,7 +91,7 @@ class BatchReceiver:
         self.calls = 0  # recvmmsg / recvfrom calls made
         self.vlen = vlen
         self.slot = slot
-        self._addr: dict[bytes, str] = {}  # raw sockaddr (address part) -> text, per exporter
+        self._addr: dict = {}  # raw source address (u32 for IPv4, bytes for IPv6) -> text, per exporter
         self._recvmmsg = load_recvmmsg() if use_recvmmsg else None
         if self._recvmmsg is not None:
             self._setup()
@@ -119,6 +119,7 @@ class BatchReceiver:
             if self.rxq:
                 h.control = control + i * CONTROL
         self._view = np.frombuffer(self._msgs, dtype=_HDR_DTYPE)  # shares the ctypes memory
+        self._v4 = np.frombuffer(self._names, dtype=np.uint32).reshape(v, NAME // 4)[:, 1]  # sin_addr
         self._ptr = ctypes.addressof(self._msgs)
 
     def close(self) -> None:
@@ -161,33 +162,24 @@ class BatchReceiver:
             stamped = np.flatnonzero(cl)
             if len(stamped):
                 self._rxq_from(int(stamped[-1]))
-        bad = set()
-        if (v["flags"] & MSG_TRUNC).any():
-            bad = set(np.flatnonzero(v["flags"] & MSG_TRUNC).tolist())
-            self.truncated += len(bad)
-        buf, slot, names, cache = self._buf, self.slot, self._names.raw, self._addr
+        buf, slot, cache = self._buf, self.slot, self._addr
         if self.family == socket.AF_INET6:
-            lo, hi = 4, 28  # port skipped; flowinfo, address and scope id
+            raw = self._names.raw  # port skipped: flowinfo, address and scope id
+            keys = [raw[p + 4:p + 28] for p in range(0, n * NAME, NAME)]
         else:
-            lo, hi = 4, 8
-        append = out.append
-        o = 0
-        p = 0
-        for i, ln in enumerate(lens):
-            if bad and i in bad:
-                o += slot
-                p += NAME
-                continue
-            key = names[p + lo:p + hi]
-            addr = cache.get(key)
-            if addr is None:
-                addr = self._address(key)
-            append((buf[o:o + ln], addr))
-            o += slot
-            p += NAME
+            keys = self._v4[:n].tolist()  # the IPv4 source address as a native u32, per datagram
+        miss = self._address
+        flags = v["flags"]
+        if (flags & MSG_TRUNC).any():
+            bad = flags & MSG_TRUNC != 0
+            self.truncated += int(bad.sum())
+            out += [(buf[o:o + ln], cache.get(k) or miss(k))
+                    for o, ln, k, b in zip(range(0, n * slot, slot), lens, keys, bad.tolist()) if not b]
+        else:
+            out += [(buf[o:o + ln], cache.get(k) or miss(k)) for o, ln, k in zip(range(0, n * slot, slot), lens, keys)]
         return n
 
-    def _address(self, key: bytes) -> str:
+    def _address(self, key) -> str:
         """The text form of a raw source address (as ``recvfrom`` gives it), cached."""
         if self.family == socket.AF_INET6:
             text = socket.inet_ntop(socket.AF_INET6, key[4:20])
@@ -198,7 +190,7 @@ class BatchReceiver:
                 except OSError:
                     text += f"%{scope}"
         else:
-            text = socket.inet_ntop(socket.AF_INET, key)
+            text = socket.inet_ntop(socket.AF_INET, key.to_bytes(4, sys.byteorder))
         if len(self._addr) >= 65536:  # bounded: a flood of spoofed sources cannot grow it forever
             self._addr.clear()
         self._addr[key] = text
