@@ -41,8 +41,26 @@ MAGIC = b"FPF1"
 _LEN = struct.Struct(">I")
 
 
-def encode_block(f: CollectedFlows) -> bytes:
-    """One frame for one decoded block: its non-zero FLOW_DTYPE columns, one after the other."""
+_COLUMNS = [(name, FLOW_DTYPE.fields[name][1], FLOW_DTYPE[name].itemsize) for name in FLOW_DTYPE.names]
+
+
+def _nonzero_columns(data: np.ndarray) -> list[str]:
+    """The FLOW_DTYPE columns not zero in every record: one OR-reduction over the rows, then per column
+    a look at its bytes of the result (one pass over the block instead of one per column)."""
+    if len(data) == 0:
+        return []
+    width = FLOW_DTYPE.itemsize
+    rows = np.ascontiguousarray(data).view(np.uint8).reshape(len(data), width)
+    if width % 8 == 0:
+        rows = rows.view(np.uint64)
+    ored = np.bitwise_or.reduce(rows, axis=0).tobytes()
+    return [name for name, off, size in _COLUMNS if any(ored[off:off + size])]
+
+
+def encode_block(f: CollectedFlows) -> bytearray:
+    """One frame for one decoded block: its non-zero FLOW_DTYPE columns, one after the other.
+
+    Built in one preallocated buffer (each column copied once, straight into its place)."""
     n = len(f.data)
     extra = {}
     for name, values in f.extra.items():
@@ -52,14 +70,23 @@ def encode_block(f: CollectedFlows) -> bytes:
         else:
             extra[name] = [kind, [None if v is None else bytes(v) for v in values]]
     data = f.data
-    cols = [name for name in FLOW_DTYPE.names if data[name].any()]  # all-zero columns are not stored
+    cols = _nonzero_columns(data)  # all-zero columns are not stored
     head = msgpack.packb({"n": n, "cols": cols, "exporter": f.exporter, "domain": f.domain,
                           "version": f.version, "template": f.template_id, "scaled": f.scaled, "extra": extra},
                          use_bin_type=True)
-    parts = [MAGIC, _LEN.pack(len(head)), head]
-    parts += [np.ascontiguousarray(data[name]).tobytes() for name in cols]
-    parts.append(np.ascontiguousarray(f.sampling_interval, dtype=np.uint32).tobytes())
-    return b"".join(parts)
+    sizes = [FLOW_DTYPE[c].itemsize * n for c in cols]
+    start = 8 + len(head)
+    out = bytearray(start + sum(sizes) + 4 * n)
+    out[0:4] = MAGIC
+    out[4:8] = _LEN.pack(len(head))
+    out[8:start] = head
+    buf = np.frombuffer(out, dtype=np.uint8)
+    pos = start
+    for c, size in zip(cols, sizes):
+        buf[pos:pos + size].view(FLOW_DTYPE[c])[:] = data[c]
+        pos += size
+    buf[pos:].view(np.uint32)[:] = f.sampling_interval
+    return out
 
 
 def read_flows(path: str, *, strict: bool = False) -> Iterator[CollectedFlows]:

@@ -348,7 +348,7 @@ class FileWriter:
                     if self.clock() >= self._retry_rotate_at and self.rotate_now():
                         continue
                     j, total = n, sum(len(p) for p in parts[i:])
-            self._write(b"".join(parts[i:j]), records(i, j))
+            self._write(parts[i] if j == i + 1 else b"".join(parts[i:j]), records(i, j))
             i = j
 
     def _write(self, buf: bytes, records: int) -> None:

@@ -198,7 +198,8 @@ class Template:
         for target, i in plan.items():
             kind, _, name = target.partition(":")
             if kind == "i":
-                out[name] = col(i)
+                # straight from the big-endian field (one pass, the same modular cast as via U64)
+                out[name] = arr[f"f{i}"] if ln[i] in (1, 2, 4, 8) else col(i)
             elif kind == "a":
                 if ln[i] == 4:
                     v4 = arr[f"f{i}"].astype(U64)
