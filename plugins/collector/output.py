@@ -47,6 +47,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -410,6 +411,85 @@ class FileWriter:
             self._log_error("close", exc, 0)
 
 
+class ThreadedFileWriter(FileWriter):
+    """A :class:`FileWriter` whose writes (and rotations) run in a thread of their own: binary flow files.
+
+    Storing a decoded block costs ~0.08 us per record to encode and ~0.1-0.2 us
+    for the kernel to copy it into the page cache (ext4, ~0.5-1 GB/s of CPU on
+    the bench VM): a quarter of the listener's time at 2 M records/s.  The
+    blocks are encoded on the caller's thread (numpy: little to gain from a
+    thread while holding the GIL); the writes run in a writer thread
+    (``os.write`` releases the GIL: the copy runs on another core, as nfcapd's
+    writer thread does).  ``write`` queues the frames (at most :data:`QUEUE`
+    batches wait, then it waits for room: the back-pressure a slow disk put on
+    the synchronous writer); ``tick`` (time rotation) is queued in order with
+    the writes; ``close`` waits until everything queued is written, then closes
+    and renames as :class:`FileWriter` does.  Errors are counted and logged by
+    the same code, in the thread; ``stats`` may lag the queue by a batch or two, and the clock that
+    decides time rotation is read when a batch is written (at most a queue later than it came).
+    """
+
+    QUEUE = 64
+
+    def __init__(self, *args, **kwargs) -> None:
+        import queue
+
+        super().__init__(*args, **kwargs)
+        self._queue: queue.Queue = queue.Queue(self.QUEUE)
+        self._thread = threading.Thread(target=self._serve, name="flow-file-writer", daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                self._queue.task_done()
+                return
+            parts, counts, now = item
+            try:
+                if parts is None:
+                    FileWriter.tick(self, now)
+                else:
+                    FileWriter.write_parts(self, parts, counts)
+            except Exception as exc:  # never lose the thread: what this batch held is counted
+                records = sum(counts) if counts else 0
+                self.errors += 1
+                self.dropped += records
+                self.counters.drop("output", f"{self.fmt}-write-error", records)
+                log.error("collector_output_failed", path=self.current, op="write", format=self.fmt,
+                          error=f"{type(exc).__name__}: {exc}", dropped=records)
+            finally:
+                self._queue.task_done()
+
+    def write_parts(self, parts: list[bytes], counts: list[int] | None = None) -> None:
+        if not parts:
+            return
+        if not self._thread.is_alive() or threading.current_thread() is self._thread:  # closed: write here (nothing is lost)
+            FileWriter.write_parts(self, parts, counts)
+            return
+        self._queue.put((parts, counts, None))
+
+    def tick(self, now: float | None = None) -> None:
+        if self._thread.is_alive():
+            self._queue.put((None, None, now))
+        else:
+            FileWriter.tick(self, now)
+
+    def sync(self) -> None:
+        """Wait until everything queued so far is written (the thread goes on)."""
+        self._queue.join()
+
+    def drain(self) -> None:
+        """Wait until everything queued is written; the thread ends (later writes are synchronous)."""
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+
+    def close(self) -> None:
+        self.drain()
+        super().close()
+
+
 class JsonlWriter(FileWriter):
     """A JSON-lines :class:`FileWriter` (the name the first slice used)."""
 
@@ -436,7 +516,8 @@ class Outputs:
         for fmt in FORMATS:
             path = getattr(cfg, fmt)
             if path:
-                w = FileWriter(path, fmt, cfg.rotate, counters, clock)
+                cls = ThreadedFileWriter if fmt == "flows" else FileWriter  # frames: written off the listener
+                w = cls(path, fmt, cfg.rotate, counters, clock)
                 setattr(self, fmt, w)
                 self.files.append(w)
         self.forwarders = [Forwarder(f, counters, **drivers_for(f, drivers)) for f in cfg.forward]

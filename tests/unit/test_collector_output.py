@@ -423,3 +423,52 @@ def test_flow_file_reader_cli_prints_json_lines(tmp_path, capsys):
     assert main([str(tmp_path / "n.fpf")]) == 0
     got = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
     assert got == want and len(got) == 9
+
+
+def test_threaded_flow_file_writer_in_order_rotates_drains_on_close(tmp_path):
+    """Binary flow files are written by a writer thread: same frames, in order, rotation between them
+    in order with the writes, everything queued written by close."""
+    from flowplane.plugins.collector.config import OutputConfig
+    from flowplane.plugins.collector.flowfile import read_flows
+    from flowplane.plugins.collector.output import Outputs, ThreadedFileWriter
+    from flowplane.stats import Counters
+
+    outs = Outputs(OutputConfig(flows=str(tmp_path / "o.fpf")), Counters("c"))
+    assert isinstance(outs.files[0], ThreadedFileWriter)
+    outs.close_files()
+    clock = Clock(1_700_000_010.0)
+    w = ThreadedFileWriter(str(tmp_path / "f.fpf"), "flows", Rotate(seconds=300), clock=clock)
+    a, b, c = flows_of(50, 1), flows_of(60, 2), flows_of(70, 3)
+    for _ in range(40):  # more batches than the queue holds: write waits for room, nothing is lost
+        w.write(a)
+    w.write(b)
+    w.sync()
+    clock.t = 1_700_000_100.0  # crossed a boundary: the timer's rotation comes after what was queued
+    w.tick()
+    w.write(c)
+    w.close()
+    assert not w._thread.is_alive()
+    files = rotated(tmp_path, "f.fpf")
+    assert len(files) == 2 and w.rotations == 2
+    got = [[r for blk in read_flows(str(p)) for r in blk.rows()] for p in files]
+    assert got[0] == [r for x in [a] * 40 + [b] for f in x for r in f.rows()]
+    assert got[1] == [r for f in c for r in f.rows()]
+    assert w.lines == 40 * 50 + 60 + 70
+    w.write(a)  # after close: written synchronously, not lost
+    assert w.lines == 40 * 50 + 60 + 70 + 50
+    w.close()
+
+
+def test_threaded_flow_file_writer_errors_counted(tmp_path):
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full")
+    from flowplane.plugins.collector.output import ThreadedFileWriter
+    from flowplane.stats import Counters
+
+    cnt = Counters("c")
+    w = ThreadedFileWriter("/dev/full", "flows", counters=cnt)
+    for seed in (1, 2, 3):
+        w.write(flows_of(4, seed))
+    w.close()
+    assert w.errors == 3 and w.dropped == 12 and w.lines == 0
+    assert cnt.drops[("output", "flows-write-error")] == 12
