@@ -47,6 +47,7 @@ def show(app, args):
                           "datagrams": lst.datagrams, "receive_buffer": lst.rcvbuf, "kernel_drops": kd})
         if hasattr(lst, "rxq_ovfl"):
             listeners[-1]["rxq_ovfl"] = lst.rxq_ovfl()
+            listeners[-1]["read"] = lst.read_mode  # recvmmsg, or recvfrom where it is not available
         if hasattr(lst, "status"):  # TCP: connections open, accepted, refused over the limit, framing errors
             listeners[-1]["tcp"] = lst.status()
         if kd:
@@ -84,8 +85,9 @@ def format_show(d) -> str:
                          f" (idle {t.get('idle_closed', 0)}), errors {t['errors']}")
         else:
             rx = "" if lst.get("rxq_ovfl") is None else f" (SO_RXQ_OVFL: {lst['rxq_ovfl']})"
+            rd = f", Read: {lst['read']}" if lst.get("read") else ""
             lines.append(f"    Datagrams: {lst['datagrams']}, Receive buffer: {lst['receive_buffer']},"
-                         f" Kernel drops: {kd}{rx}")
+                         f" Kernel drops: {kd}{rx}{rd}")
     lines.append(f"  Datagrams received: {d['datagrams']}, Bytes: {d['bytes']}")
     lines.append(f"  Flow records decoded: {d['records']}, Options records: {d['options_records']}")
     lines.append(f"  Rates over {d['seconds']} s: {d['datagrams_per_second']} datagrams/s, "

@@ -67,6 +67,8 @@ async def test_replay_corpus_over_real_udp(make_app, tmp_path):
         assert data["records"] == want
         assert data["decode_errors"] == {"no-template": 23}
         assert {lst["kernel_drops"] for lst in data["listeners"]} == {0}
+        assert {lst["read"] for lst in data["listeners"]} == {"recvmmsg"}  # batched reads, v4 and v6
+        assert "Read: recvmmsg" in cmd.formatter(data)
         assert {e["address"] for e in data["exporters"]} == {"127.0.0.1", "::1"}
         await service._events_send.send("SIGTERM")
     assert result["code"] == 0
