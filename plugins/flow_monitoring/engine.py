@@ -28,10 +28,10 @@ from flowplane.batch import PacketBatch
 from flowplane.export import EncoderOptions, TransportOptions
 from flowplane.flowcache import FlowCache
 from flowplane.flows import FlowRecords
+from flowplane.sampling import Sampler
 from flowplane.stats import Counters
 
 from .config import FamilyOutput, FlowServer, Instance
-from .sampler import Sampler
 
 log = structlog.get_logger("flowplane.flow_monitoring")
 

@@ -36,6 +36,7 @@ import trio
 from flowplane import hookimpl
 from flowplane.batch import DIR_OUTPUT, V4_MAPPED, PacketBatch
 from flowplane.export import TransportOptions
+from flowplane.sampling import Sampler
 from flowplane.stats import Counters
 
 from .config import EXPORT_MTU, Collector, InlineConfig, Instance
@@ -47,24 +48,10 @@ PLUGIN_OBJECT = "inline-monitor"
 SHUTDOWN_GRACE_S = 2.0
 
 
-class Systematic:
-    """Deterministic 1-in-N sampling: the N-th, 2N-th, ... candidate, the phase carried across batches."""
-
-    __slots__ = ("rate", "phase")
-
-    def __init__(self, rate: int) -> None:
-        self.rate = max(1, int(rate))
-        self.phase = 0  # candidates seen since the last sample
-
-    def select(self, n: int) -> np.ndarray | None:
-        """Indices of the sampled candidates among ``0..n-1``; None means all of them."""
-        if self.rate == 1:
-            return None
-        first = self.rate - 1 - self.phase
-        self.phase = (self.phase + n) % self.rate
-        if first >= n:
-            return np.zeros(0, dtype=np.int64)
-        return np.arange(first, n, self.rate, dtype=np.int64)
+def pick(sampler: Sampler, n: int) -> np.ndarray | None:
+    """Indices of the sampled candidates among ``0..n-1`` (deterministic 1-in-N, phase carried across
+    batches); None means all of them (1 in 1: no index work)."""
+    return None if sampler.rate == 1 else sampler.select(n)
 
 
 class CollectorExport:
@@ -78,7 +65,7 @@ class CollectorExport:
         t = inst.template
         self.session = Session(template_id=t.template_id, option_template_id=t.option_template_id,
                                observation_domain_id=t.observation_domain_id, sampling_interval=col.sampling_rate)
-        self.sampler = Systematic(col.sampling_rate) if scope == "per-collector" else None
+        self.sampler = Sampler(col.sampling_rate) if scope == "per-collector" else None
         self.limit = datagram_limit(EXPORT_MTU, ipv6=col.family == "inet6")
         self.transport = transport_type.factory(TransportOptions(col.destination, col.port, col.source,
                                                                  name=f"inline-monitoring/{self.name}", dscp=col.dscp))
@@ -135,7 +122,7 @@ class InstanceEngine:
         self.scope = scope
         self.counters = Counters(inst.name)
         self.collectors = [CollectorExport(inst, c, transport_type, scope) for c in inst.collectors.values()]
-        self.sampler = Systematic(inst.sampling_rate or 1) if scope == "per-instance" else None
+        self.sampler = Sampler(inst.sampling_rate or 1) if scope == "per-instance" else None
 
     # -- data path ---------------------------------------------------------------
     def process(self, batch: PacketBatch, ingress: np.ndarray, egress: np.ndarray) -> None:
@@ -143,7 +130,7 @@ class InstanceEngine:
         n = len(batch)
         clip = self.inst.clip_length
         if self.sampler is not None:
-            idx = self.sampler.select(n)
+            idx = pick(self.sampler, n)
             recs, packed = self._encode(batch, idx, ingress, egress, clip, self.collectors[0].limit if self.collectors else 1472)
             for c in self.collectors:
                 c.counters.inc("sampled", len(recs))
@@ -154,7 +141,7 @@ class InstanceEngine:
         prev: tuple[Records, list] | None = None
         prev_limit = 0
         for c in self.collectors:
-            idx = c.sampler.select(n)  # type: ignore[union-attr]
+            idx = pick(c.sampler, n)  # type: ignore[arg-type]
             if prev is not None and prev_limit == c.limit and _same(idx, prev_idx):  # equal rates: encode once
                 recs, packed = prev
             else:

@@ -27,11 +27,11 @@ import trio
 
 from flowplane import hookimpl
 from flowplane.batch import LINKTYPE_ETHERNET, PacketBatch
+from flowplane.sampling import Sampler
 from flowplane.stats import Counters
 
 from .config import DEFAULT_INSTANCE, Destination, Instance, MirrorConfig
 from .encap import OVERHEAD, erspan_headers, gre_header
-from .sampler import RunSampler
 from .send import IFACE_DOWN, REASONS, SEND_ERROR, UNREACHABLE, BatchSender, reason_of
 
 log = structlog.get_logger("flowplane.port_mirroring")
@@ -248,7 +248,7 @@ class InstanceEngine:
     def __init__(self, inst: Instance, sender: BatchSender) -> None:
         self.inst = inst
         self.counters = Counters(inst.name)
-        self.sampler = RunSampler(inst.rate, inst.run_length)
+        self.sampler = Sampler(inst.rate, run_length=inst.run_length)
         self.destinations = [DestinationState(inst.name, d, sender) for d in inst.destinations]
 
     def mirror(self, batch: PacketBatch) -> None:

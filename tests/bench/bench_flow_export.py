@@ -606,7 +606,7 @@ def group_of(filename: str, funcname: str) -> str | None:
         return "decode"
     if base.startswith("firewall"):
         return "filter"
-    if base == "sampler.py":
+    if base == "sampling.py":
         return "sampler"
     if base == "flowcache.py":
         if funcname == "update":

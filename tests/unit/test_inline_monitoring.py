@@ -17,7 +17,8 @@ from flowplane.batch import DIR_INPUT, DIR_OUTPUT, PacketBatch
 from flowplane.config import Config
 from flowplane.decode import decode
 from flowplane.plugins.inline_monitoring import encoder as enc
-from flowplane.plugins.inline_monitoring.engine import PLUGIN_OBJECT, Systematic
+from flowplane.plugins.inline_monitoring.engine import PLUGIN_OBJECT, pick
+from flowplane.sampling import Sampler
 from flowplane.testing import write_pcap
 from frames import eth, eth_ipv4_udp, ipv4, udp
 
@@ -150,15 +151,15 @@ def test_a_record_that_cannot_fit_is_an_error_not_a_silent_cut():
 
 
 def test_systematic_sampling_is_exact_across_batches():
-    s = Systematic(7)
+    s = Sampler(7)
     picked = []
     base = 0
     for n in [3, 10, 1, 6, 20, 0, 9]:
-        idx = s.select(n)
+        idx = pick(s, n)
         picked += (base + idx).tolist()
         base += n
     assert picked == list(range(6, base, 7))
-    assert Systematic(1).select(5) is None  # 1 in 1: everything, no index work
+    assert pick(Sampler(1), 5) is None  # 1 in 1: everything, no index work
 
 
 @pytest.mark.peer

@@ -18,9 +18,9 @@ from flowplane.plugins.port_mirroring import commands
 from flowplane.plugins.port_mirroring.config import DEFAULT_INSTANCE, parse
 from flowplane.plugins.port_mirroring.encap import (GRE_HEADER, erspan_header, erspan_headers)
 from flowplane.plugins.port_mirroring.engine import PortMirror
-from flowplane.plugins.port_mirroring.sampler import RunSampler
 from flowplane.plugins.port_mirroring.send import REASONS, BatchSender
 from flowplane.profiles import Limits
+from flowplane.sampling import Sampler
 from flowplane.testing import build_app, config_from, write_pcap
 from frames import UDP, eth, eth_vlan, ipv4, udp
 
@@ -166,7 +166,7 @@ def _reference(m: int, rate: int, run: int) -> list[int]:
 @pytest.mark.parametrize("rate, run", [(1, 0), (1, 3), (10, 0), (10, 2), (3, 5), (7, 6)])
 @pytest.mark.parametrize("cuts", [[1000], [1, 2, 3, 994], [9, 1, 10, 980], [13] * 76 + [12]])
 def test_sampler_matches_the_reference_whatever_the_batches(rate, run, cuts):
-    s = RunSampler(rate, run)
+    s = Sampler(rate, run_length=run)
     got, base = [], 0
     for n in cuts:
         got += (s.select(n) + base).tolist()

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from flowplane.flows import SAMPLING_DETERMINISTIC, SAMPLING_RANDOM
-from flowplane.plugins.flow_monitoring.sampler import NS, Sampler
+from flowplane.sampling import NS, Sampler
 
 
 def _run(s: Sampler, sizes, ts_step=1000):

@@ -1,5 +1,8 @@
 """Packet sampling over whole batches: 1 in N (deterministic or random), run-length, pps cap.
 
+The one sampler of every feature that takes Junos ``input rate N`` / ``run-length R``
+(sampling instances, port mirroring, inline monitoring collectors):
+
 * deterministic: every N-th candidate packet, the phase carried across batches;
 * random: each candidate with probability 1/N (numpy ``Generator``);
 * ``run-length R``: each trigger also takes the next R candidates (carried
@@ -32,8 +35,9 @@ class Sampler:
         self._sec = -1  # pps cap: current second and samples taken in it
         self._sec_count = 0
 
-    def select(self, n: int, ts: np.ndarray) -> np.ndarray:
-        """Indices (sorted) of the candidates ``0..n-1`` to sample; *ts* are their timestamps (ns)."""
+    def select(self, n: int, ts: np.ndarray | None = None) -> np.ndarray:
+        """Indices (sorted) of the candidates ``0..n-1`` to sample; *ts* are their timestamps (ns),
+        needed only with a ``max_pps`` cap."""
         if n == 0:
             return np.zeros(0, dtype=np.int64)
         self.counters.inc("candidates", n)
@@ -44,6 +48,8 @@ class Sampler:
             if self.run_length or self._run_left:
                 idx = self._with_runs(idx, n)
         if self.max_pps and len(idx):
+            if ts is None:
+                raise ValueError("a sampler with max_pps needs the candidates' timestamps")
             idx = self._cap(idx, ts)
         self.counters.inc("sampled", len(idx))
         return idx
