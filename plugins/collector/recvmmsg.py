@@ -25,12 +25,13 @@ whole batch through numpy views of the ``mmsghdr`` array.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import mmap
 import socket
 import sys
 
 import numpy as np
+
+from flowplane.mmsg import IoVec, MMsgHdr, libc_function, lp64_layout
 
 VLEN = 64  # datagrams per recvmmsg call
 SLOT = 65535  # bytes per datagram buffer: the largest UDP payload
@@ -41,20 +42,6 @@ NAME = 28  # sizeof(struct sockaddr_in6) >= sizeof(struct sockaddr_in)
 CONTROL = socket.CMSG_SPACE(4)  # one SO_RXQ_OVFL cmsg (u32)
 
 
-class _IoVec(ctypes.Structure):
-    _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
-
-
-class _MsgHdr(ctypes.Structure):
-    _fields_ = [("name", ctypes.c_void_p), ("namelen", ctypes.c_uint32), ("iov", ctypes.c_void_p),
-                ("iovlen", ctypes.c_size_t), ("control", ctypes.c_void_p), ("controllen", ctypes.c_size_t),
-                ("flags", ctypes.c_int)]
-
-
-class _MMsgHdr(ctypes.Structure):
-    _fields_ = [("hdr", _MsgHdr), ("len", ctypes.c_uint)]
-
-
 # numpy view of one mmsghdr (LP64 Linux): the fields written per call
 _HDR_DTYPE = np.dtype({"names": ["namelen", "controllen", "flags", "len"],
                        "formats": [np.uint32, np.uint64, np.int32, np.uint32],
@@ -63,18 +50,9 @@ _HDR_DTYPE = np.dtype({"names": ["namelen", "controllen", "flags", "len"],
 
 def load_recvmmsg():
     """libc ``recvmmsg`` if the struct layout is the LP64 one :data:`_HDR_DTYPE` assumes, else None."""
-    if (ctypes.sizeof(_IoVec) != 16 or ctypes.sizeof(_MMsgHdr) != 64 or _MsgHdr.namelen.offset != 8
-            or _MsgHdr.controllen.offset != 40 or _MsgHdr.flags.offset != 48 or _MMsgHdr.len.offset != 56
-            or not sys.platform.startswith("linux")):
+    if not lp64_layout():
         return None
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
-        fn = libc.recvmmsg
-    except (OSError, AttributeError):
-        return None
-    fn.argtypes = (ctypes.c_int, ctypes.c_void_p, ctypes.c_uint, ctypes.c_int, ctypes.c_void_p)
-    fn.restype = ctypes.c_int
-    return fn
+    return libc_function("recvmmsg", (ctypes.c_int, ctypes.c_void_p, ctypes.c_uint, ctypes.c_int, ctypes.c_void_p))
 
 
 class BatchReceiver:
@@ -106,8 +84,8 @@ class BatchReceiver:
         self._bufaddr = ctypes.addressof(ctypes.c_char.from_buffer(self._buf))
         self._names = ctypes.create_string_buffer(v * NAME)
         self._control = ctypes.create_string_buffer(v * CONTROL)
-        self._iov = (_IoVec * v)()
-        self._msgs = (_MMsgHdr * v)()
+        self._iov = (IoVec * v)()
+        self._msgs = (MMsgHdr * v)()
         names, control = ctypes.addressof(self._names), ctypes.addressof(self._control)
         for i in range(v):
             self._iov[i].base = self._bufaddr + i * slot

@@ -17,12 +17,13 @@ pipeline); a message that is too big is skipped alone.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
 import socket
 import struct
 
 import numpy as np
+
+from flowplane.mmsg import libc_function, lp64_layout
 
 VLEN = 1024  # UIO_MAXIOV: the most messages one sendmmsg takes
 
@@ -52,33 +53,11 @@ def sockaddr(family: int, ip: str) -> bytes:
     return struct.pack("=HH4s8x", socket.AF_INET, 0, socket.inet_aton(ip))
 
 
-class _IoVec(ctypes.Structure):
-    _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
-
-
-class _MsgHdr(ctypes.Structure):
-    _fields_ = [("name", ctypes.c_void_p), ("namelen", ctypes.c_uint32), ("iov", ctypes.c_void_p),
-                ("iovlen", ctypes.c_size_t), ("control", ctypes.c_void_p), ("controllen", ctypes.c_size_t),
-                ("flags", ctypes.c_int)]
-
-
-class _MMsgHdr(ctypes.Structure):
-    _fields_ = [("hdr", _MsgHdr), ("len", ctypes.c_uint)]
-
-
 def _load_sendmmsg():
     """libc ``sendmmsg`` if the struct layout is the LP64 one the numpy arrays below assume."""
-    if ctypes.sizeof(_IoVec) != 16 or ctypes.sizeof(_MMsgHdr) != 64 or _MsgHdr.iov.offset != 16 \
-            or _MsgHdr.iovlen.offset != 24:
+    if not lp64_layout():
         return None
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
-        fn = libc.sendmmsg
-    except (OSError, AttributeError):
-        return None
-    fn.argtypes = (ctypes.c_int, ctypes.c_void_p, ctypes.c_uint, ctypes.c_int)
-    fn.restype = ctypes.c_int
-    return fn
+    return libc_function("sendmmsg", (ctypes.c_int, ctypes.c_void_p, ctypes.c_uint, ctypes.c_int))
 
 
 class BatchSender:
