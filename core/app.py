@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, TypeVar
 
 import numpy as np
 import pluggy
@@ -32,6 +32,8 @@ from .sources import SourceType
 from .stats import Counters
 
 log = structlog.get_logger("flowplane.app")
+
+T = TypeVar("T")
 
 #: Top-level sections; the ones in CLAIMABLE hold plugin-owned subsections.
 TOP_LEVEL = ("system", "interfaces", "firewall", "policy-options", "forwarding-options", "services", "chassis",
@@ -371,6 +373,13 @@ class App:
             raise PluginError(f"bind_action: no term action {name!r} is registered")
         assert self.graph is not None
         self.graph.action_handlers[name] = handler
+
+    def previous(self, cls: type[T]) -> T | None:
+        """During a reload's ``flowplane_configure``: the replaced graph's configured object of type
+        *cls* (whose state the new one may take over), else None."""
+        if self.previous_graph is None:
+            return None
+        return next((o for o in self.previous_graph.configured if isinstance(o, cls)), None)
 
     # -- the per-batch data path ---------------------------------------------
     def process(self, batch: PacketBatch) -> None:

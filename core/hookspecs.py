@@ -178,8 +178,8 @@ def flowplane_configure(app: "App") -> None:
     Register the feature's stateful object here only when the feature is
     enabled (``app.pm.register(obj, name=...)``), and bind term actions with
     ``app.bind_action``.  On a reload the previous objects are already
-    unregistered; ``app.previous_graph.configured`` still holds them so the
-    new object can take over their state (counters, flow tables).
+    unregistered; ``app.previous(MyFeature)`` returns the replaced object so
+    the new one can take over its state (counters, flow tables).
 
     :param app: the application being built (config, profile, registries, counters).
     """

@@ -30,9 +30,7 @@ def flowplane_configure(app):
     cfg, issues = parse(app.config.data)
     if issues or cfg is None:
         return
-    previous = None
-    if app.previous_graph is not None:
-        previous = next((o for o in app.previous_graph.configured if isinstance(o, Collector)), None)
+    previous = app.previous(Collector)
     drivers = (app.registries.encoders, app.registries.transports)  # re-export through registered drivers
     app.pm.register(Collector(cfg, previous, drivers=drivers), name=PLUGIN_OBJECT)
 

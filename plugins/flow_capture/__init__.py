@@ -39,10 +39,9 @@ def flowplane_configure(app):
     if issues or not cfg.enabled:
         return
     engine = FlowCapture(cfg, interfaces=app.interfaces)
-    if app.previous_graph is not None:
-        old = next((o for o in app.previous_graph.configured if isinstance(o, FlowCapture)), None)
-        if old is not None:
-            engine.adopt(old)
+    old = app.previous(FlowCapture)
+    if old is not None:
+        engine.adopt(old)
     app.pm.register(engine, name=PLUGIN_OBJECT)
 
 

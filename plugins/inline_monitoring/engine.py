@@ -210,10 +210,9 @@ class InlineMonitor:
         self.started_ns = time.time_ns()
         log.info("inline_monitoring_configured", profile=app.profile.name, scope=cfg.sampling_scope,
                  instances=len(self.engines), collectors=len(self.collectors()))
-        prev = getattr(app, "previous_graph", None)
-        for old in (prev.configured if prev is not None else []):
-            if isinstance(old, InlineMonitor):
-                self._adopt(old)
+        old = app.previous(InlineMonitor)
+        if old is not None:
+            self._adopt(old)
 
     def _adopt(self, old: "InlineMonitor") -> None:
         self.counters = old.counters

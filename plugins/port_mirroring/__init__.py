@@ -85,9 +85,7 @@ def flowplane_configure(app):
     cfg, issues = parse(app.config.data, app.limits)
     if issues or not cfg.enabled:
         return
-    previous = None
-    if app.previous_graph is not None:
-        previous = next((o for o in app.previous_graph.configured if isinstance(o, PortMirror)), None)
+    previous = app.previous(PortMirror)
     pm = PortMirror(app, cfg)
     pm.open(previous)
     app.pm.register(pm, name=commands.PLUGIN_OBJECT)

@@ -37,10 +37,9 @@ def flowplane_configure(app):
         return
     if cfg.client is not None and cfg.client.connections:
         client = TwampClientService(cfg.client)
-        previous = app.previous_graph.configured if app.previous_graph is not None else []
-        for old in previous:  # a config change: persistent-results carry over
-            if isinstance(old, TwampClientService):
-                client.adopt(old)
+        old = app.previous(TwampClientService)
+        if old is not None:  # a config change: persistent-results carry over
+            client.adopt(old)
         app.pm.register(client, name=CLIENT_OBJECT)
     if cfg.server is None:
         return
