@@ -7,7 +7,7 @@ registered by ``flowplane_configure`` while the section is configured.
 
 from __future__ import annotations
 
-from flowplane import hookimpl
+from flowplane.api import hookimpl
 
 from . import commands
 from .collector import PLUGIN_OBJECT, Collector

@@ -66,9 +66,7 @@ from dataclasses import dataclass
 import msgpack
 import structlog
 
-from flowplane.config import check_int, check_keys, check_mapping, check_number
-from flowplane.errors import ConfigIssue
-from flowplane.stats import Counters
+from flowplane.api import ConfigIssue, Counters, check_int, check_keys, check_mapping, check_number
 
 log = structlog.get_logger("flowplane.collector")
 
@@ -519,7 +517,8 @@ class NatsBus:
 
     async def _main(self) -> None:
         import nats
-        from nats.errors import NoServersError, TimeoutError as NatsTimeout  # noqa: F401
+        from nats.errors import NoServersError  # noqa: F401
+        from nats.errors import TimeoutError as NatsTimeout
 
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()

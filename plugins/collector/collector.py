@@ -21,8 +21,7 @@ from typing import Callable
 import structlog
 import trio
 
-from flowplane import hookimpl
-from flowplane.stats import Counters
+from flowplane.api import Counters, hookimpl
 
 from .config import CollectorConfig
 from .decoder import Decoder

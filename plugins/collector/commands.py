@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import time
 
-from flowplane.commands import CommandError, parse_words
+from flowplane.api import CommandError, parse_words
 
 from .collector import PLUGIN_OBJECT
 from .fields import VARLEN, ie_name

@@ -24,8 +24,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 
-from flowplane.config import check_bool, check_int, check_keys, check_mapping, check_number, check_str
-from flowplane.errors import ConfigIssue
+from flowplane.api import ConfigIssue, check_bool, check_int, check_keys, check_mapping, check_number, check_str
 
 from .output import OutputConfig, parse_output  # noqa: F401
 

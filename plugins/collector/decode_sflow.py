@@ -40,9 +40,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from flowplane.batch import PacketBatch
-from flowplane.decode import decode as decode_packets
-from flowplane.flows import FLOW_DTYPE
+from flowplane.api import FLOW_DTYPE, PacketBatch
+from flowplane.api import decode as decode_packets
 
 from .decode_v9ipfix import MAX_DOMAINS_PER_EXPORTER, Domain, Exporter, _sequence
 from .templates import MAPPED, Ctx

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from flowplane.flows import FLOW_DTYPE
+from flowplane.api import FLOW_DTYPE
 
 from .decode_v9ipfix import _sequence
 from .templates import MAPPED, NS, Ctx

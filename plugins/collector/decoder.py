@@ -23,7 +23,7 @@ import time
 
 import numpy as np
 
-from flowplane.stats import Counters
+from flowplane.api import Counters
 
 from .decode_sflow import SFLOW_VERSION, decode_sflow
 from .decode_v5 import MAX_RECORDS as V5_MAX

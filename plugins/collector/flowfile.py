@@ -33,7 +33,7 @@ from typing import Iterator
 import msgpack
 import numpy as np
 
-from flowplane.flows import FLOW_DTYPE
+from flowplane.api import FLOW_DTYPE
 
 from .records import CollectedFlows
 

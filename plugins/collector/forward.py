@@ -52,10 +52,16 @@ import numpy as np
 import structlog
 import trio
 
-from flowplane.config import check_int, check_keys, check_str
-from flowplane.errors import ConfigIssue
-from flowplane.export import EncoderOptions, ReexportRecords, TransportOptions
-from flowplane.stats import Counters
+from flowplane.api import (
+    ConfigIssue,
+    Counters,
+    EncoderOptions,
+    ReexportRecords,
+    TransportOptions,
+    check_int,
+    check_keys,
+    check_str,
+)
 
 from .records import CollectedFlows
 
@@ -164,8 +170,8 @@ def drivers_for(target: "Forward", drivers) -> dict:
 def _types(version: int, transport: str):
     """Fallback for a Forwarder built without an app (tests, tools): the drivers the installed
     plugins register, found through a plugin manager of our own (never another plugin's internals)."""
+    from flowplane.api import Registry
     from flowplane.pluginmanager import make_plugin_manager
-    from flowplane.registry import Registry
 
     pm = make_plugin_manager()
     encoders, transports = Registry("encoder"), Registry("transport")

@@ -56,9 +56,7 @@ from typing import Callable
 import msgpack
 import structlog
 
-from flowplane.config import check_int, check_keys, check_mapping, check_number
-from flowplane.errors import ConfigIssue
-from flowplane.stats import Counters
+from flowplane.api import ConfigIssue, Counters, check_int, check_keys, check_mapping, check_number
 
 from .records import CollectedFlows
 

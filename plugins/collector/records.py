@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from flowplane.flows import FLOW_DTYPE
+from flowplane.api import FLOW_DTYPE
 
 from .fields import ie_kind
 

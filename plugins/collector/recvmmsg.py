@@ -31,7 +31,7 @@ import sys
 
 import numpy as np
 
-from flowplane.mmsg import IoVec, MMsgHdr, libc_function, lp64_layout
+from flowplane.api import IoVec, MMsgHdr, libc_function, lp64_layout
 
 VLEN = 64  # datagrams per recvmmsg call
 SLOT = 65535  # bytes per datagram buffer: the largest UDP payload

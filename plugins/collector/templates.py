@@ -25,7 +25,7 @@ from typing import Callable
 
 import numpy as np
 
-from flowplane.flows import FLOW_DTYPE
+from flowplane.api import FLOW_DTYPE
 
 from .fields import VARLEN, ie_kind, ie_name
 

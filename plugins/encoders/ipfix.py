@@ -26,8 +26,7 @@ from __future__ import annotations
 
 import struct
 
-from flowplane import hookimpl
-from flowplane.export import EncoderOptions, EncoderType
+from flowplane.api import EncoderOptions, EncoderType, hookimpl
 
 from .template import TemplateEncoder, selector_algorithm
 

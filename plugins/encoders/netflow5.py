@@ -50,10 +50,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from flowplane import hookimpl
-from flowplane.export import EncoderOptions, EncoderType
-from flowplane.flows import SAMPLING_RANDOM, FlowRecords
-from flowplane.stats import Counters
+from flowplane.api import SAMPLING_RANDOM, Counters, EncoderOptions, EncoderType, FlowRecords, hookimpl
 
 VERSION = 5
 MAX_RECORDS = 30

@@ -55,14 +55,19 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from flowplane import hookimpl
-from flowplane.export import EncoderOptions, EncoderType
-from flowplane.flows import FlowRecords
-from flowplane.stats import Counters
+from flowplane.api import Counters, EncoderOptions, EncoderType, FlowRecords, hookimpl
 
 from .netflow5 import (
-    _LOW32, HeaderRecordsEncoder, as16, check_header_options, if16, ipv4_rows, records_per_datagram, scale_factor,
-    split_plan, uptime_ms,
+    _LOW32,
+    HeaderRecordsEncoder,
+    as16,
+    check_header_options,
+    if16,
+    ipv4_rows,
+    records_per_datagram,
+    scale_factor,
+    split_plan,
+    uptime_ms,
 )
 
 VERSION = 8

@@ -46,9 +46,7 @@ from typing import Callable
 
 import numpy as np
 
-from flowplane.export import EncoderOptions
-from flowplane.flows import FLOW_DTYPE, SAMPLING_RANDOM, FlowRecords
-from flowplane.stats import Counters
+from flowplane.api import FLOW_DTYPE, SAMPLING_RANDOM, Counters, EncoderOptions, FlowRecords
 
 FAMILIES = ("ipv4", "ipv6", "mpls", "mpls-ipv4", "bridge")
 EXPORTER6_ID_OFFSET = 16  # default id of a family's exporterIPv6Address twin: its id + 16

@@ -14,7 +14,7 @@ while the section is configured; it sees every accepted batch through
 
 from __future__ import annotations
 
-from flowplane import hookimpl
+from flowplane.api import hookimpl
 
 from . import commands
 from .config import parse

@@ -8,7 +8,7 @@ Each command takes ``capture-group NAME``; ``content-destination`` also takes
 
 from __future__ import annotations
 
-from flowplane.commands import CommandError, parse_words
+from flowplane.api import CommandError, parse_words
 
 from .engine import PLUGIN_OBJECT
 

@@ -40,9 +40,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from flowplane.config import check_int, check_keys, check_mapping, check_str, suggest
-from flowplane.errors import ConfigIssue
-from flowplane.profiles import Limits
+from flowplane.api import ConfigIssue, Limits, check_int, check_keys, check_mapping, check_str, suggest
 
 BASE = ("services", "dynamic-flow-capture")
 TOP_KEYS = ("capture-group", "listen-address")

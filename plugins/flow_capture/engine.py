@@ -28,13 +28,12 @@ from typing import Any, Callable
 import numpy as np
 import structlog
 
-from flowplane import hookimpl
-from flowplane.interfaces import InterfaceTable
+from flowplane.api import InterfaceTable, hookimpl
 
 from . import dtcp
 from .config import CaptureGroup, ControlSource, DfcConfig
 from .copier import Copier
-from .criteria import Criterion, CriteriaTable, from_headers
+from .criteria import CriteriaTable, Criterion, from_headers
 from .dtcp import DtcpError, SequenceWindow
 
 log = structlog.get_logger("flowplane.flow_capture")

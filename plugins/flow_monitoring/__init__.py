@@ -8,8 +8,7 @@ registered by ``flowplane_configure`` while sampling is configured.
 
 from __future__ import annotations
 
-from flowplane import hookimpl
-from flowplane.actions import DISCARD_ACCOUNTING, TermAction
+from flowplane.api import DISCARD_ACCOUNTING, TermAction, hookimpl
 
 from . import commands
 from .config import accounting_group_check, parse

@@ -8,7 +8,7 @@ import os
 import resource
 import time
 
-from flowplane.commands import CommandError, parse_words
+from flowplane.api import CommandError, parse_words
 
 PLUGIN_OBJECT = "flow-monitor"
 PROTO_NAMES = {1: "icmp", 6: "tcp", 17: "udp", 47: "gre", 50: "esp", 58: "icmp6", 132: "sctp", 0: "ip"}

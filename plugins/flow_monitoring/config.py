@@ -48,10 +48,19 @@ import ipaddress
 from dataclasses import dataclass, field
 from typing import Any
 
-from flowplane.config import check_bool, check_int, check_keys, check_mapping, check_number, check_str, suggest
-from flowplane.errors import ConfigIssue
-from flowplane.flows import SAMPLING_DETERMINISTIC, SAMPLING_RANDOM
-from flowplane.profiles import Limits
+from flowplane.api import (
+    SAMPLING_DETERMINISTIC,
+    SAMPLING_RANDOM,
+    ConfigIssue,
+    Limits,
+    check_bool,
+    check_int,
+    check_keys,
+    check_mapping,
+    check_number,
+    check_str,
+    suggest,
+)
 
 DEFAULT_INSTANCE = "(default sampling)"
 FAMILIES = ("inet", "inet6", "mpls")

@@ -23,13 +23,16 @@ import numpy as np
 import structlog
 import trio
 
-from flowplane import hookimpl
-from flowplane.batch import PacketBatch
-from flowplane.export import EncoderOptions, TransportOptions
-from flowplane.flowcache import FlowCache
-from flowplane.flows import FlowRecords
-from flowplane.sampling import Sampler
-from flowplane.stats import Counters
+from flowplane.api import (
+    Counters,
+    EncoderOptions,
+    FlowCache,
+    FlowRecords,
+    PacketBatch,
+    Sampler,
+    TransportOptions,
+    hookimpl,
+)
 
 from .config import FamilyOutput, FlowServer, Instance
 

@@ -22,9 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from flowplane.config import check_int, check_keys, check_mapping
-from flowplane.errors import ConfigIssue
-from flowplane.flows import FlowRecords
+from flowplane.api import ConfigIssue, FlowRecords, check_int, check_keys, check_mapping
 
 V4_MAPPED = 0x0000_FFFF_0000_0000
 

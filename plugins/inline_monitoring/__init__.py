@@ -11,9 +11,7 @@ registered by ``flowplane_configure`` while instances are configured.
 
 from __future__ import annotations
 
-from flowplane import hookimpl
-from flowplane.actions import TermAction
-from flowplane.config import suggest
+from flowplane.api import TermAction, hookimpl, suggest
 
 from . import commands
 from .config import parse, section

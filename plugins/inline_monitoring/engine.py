@@ -33,11 +33,7 @@ import numpy as np
 import structlog
 import trio
 
-from flowplane import hookimpl
-from flowplane.batch import DIR_OUTPUT, V4_MAPPED, PacketBatch
-from flowplane.export import TransportOptions
-from flowplane.sampling import Sampler
-from flowplane.stats import Counters
+from flowplane.api import DIR_OUTPUT, V4_MAPPED, Counters, PacketBatch, Sampler, TransportOptions, hookimpl
 
 from .config import EXPORT_MTU, Collector, InlineConfig, Instance
 from .encoder import Records, Session, build_records, datagram_limit, pack_sets

@@ -31,14 +31,9 @@ import struct
 import subprocess
 from typing import Callable
 
-from flowplane.actions import TermAction
-from flowplane.batch import DIR_INPUT, DIR_OUTPUT, PacketBatch
-from flowplane.decode import decode
-from flowplane.errors import ConfigIssue
+from flowplane.api import DIR_INPUT, DIR_OUTPUT, ConfigIssue, InterfaceTable, PacketBatch, Registry, TermAction, decode
 from flowplane.firewall import CompiledFilter
 from flowplane.firewall_config import parse_firewall
-from flowplane.interfaces import InterfaceTable
-from flowplane.registry import Registry
 
 from .config import Collector, InlineConfig
 

@@ -11,10 +11,7 @@ registered by ``flowplane_configure`` while port mirroring is configured.
 
 from __future__ import annotations
 
-from flowplane import hookimpl
-from flowplane.actions import TermAction
-from flowplane.config import suggest
-from flowplane.errors import ConfigIssue
+from flowplane.api import ConfigIssue, TermAction, hookimpl, suggest
 
 from . import commands
 from .config import BASE, DEFAULT_INSTANCE, instance_names, parse

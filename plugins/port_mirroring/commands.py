@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flowplane.commands import CommandError, parse_words
+from flowplane.api import CommandError, parse_words
 
 PLUGIN_OBJECT = "port-mirroring-state"
 

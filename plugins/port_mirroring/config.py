@@ -32,9 +32,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from flowplane.config import check_int, check_keys, check_mapping, check_str
-from flowplane.errors import ConfigIssue
-from flowplane.profiles import Limits
+from flowplane.api import ConfigIssue, Limits, check_int, check_keys, check_mapping, check_str
 
 BASE = ("forwarding-options", "port-mirroring")
 DEFAULT_INSTANCE = "default"

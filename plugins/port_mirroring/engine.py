@@ -25,10 +25,7 @@ import numpy as np
 import structlog
 import trio
 
-from flowplane import hookimpl
-from flowplane.batch import LINKTYPE_ETHERNET, PacketBatch
-from flowplane.sampling import Sampler
-from flowplane.stats import Counters
+from flowplane.api import LINKTYPE_ETHERNET, Counters, PacketBatch, Sampler, hookimpl
 
 from .config import DEFAULT_INSTANCE, Destination, Instance, MirrorConfig
 from .encap import OVERHEAD, erspan_headers, gre_header

@@ -23,7 +23,7 @@ import struct
 
 import numpy as np
 
-from flowplane.mmsg import libc_function, lp64_layout
+from flowplane.api import libc_function, lp64_layout
 
 VLEN = 1024  # UIO_MAXIOV: the most messages one sendmmsg takes
 

@@ -1,7 +1,6 @@
 """``generic-linux``: the default profile for an ordinary Linux box."""
 
-from flowplane import hookimpl
-from flowplane.profiles import HardwareProfile, Limits
+from flowplane.api import HardwareProfile, Limits, hookimpl
 
 PROFILE = HardwareProfile(
     name="generic-linux",

@@ -1,7 +1,6 @@
 """``mx-mpc``: limits of an MX Series router with MPC line cards (inline J-Flow / inline monitoring)."""
 
-from flowplane import hookimpl
-from flowplane.profiles import HardwareProfile, Limits
+from flowplane.api import HardwareProfile, Limits, hookimpl
 
 PROFILE = HardwareProfile(
     name="mx-mpc",

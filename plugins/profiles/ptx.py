@@ -1,7 +1,6 @@
 """``ptx-evo``: limits of a PTX Series router running Junos OS Evolved."""
 
-from flowplane import hookimpl
-from flowplane.profiles import HardwareProfile, Limits
+from flowplane.api import HardwareProfile, Limits, hookimpl
 
 PROFILE = HardwareProfile(
     name="ptx-evo",

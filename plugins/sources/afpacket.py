@@ -41,11 +41,16 @@ import struct
 import numpy as np
 import trio
 
-from flowplane import hookimpl
-from flowplane.batch import LINKTYPE_ETHERNET, LINKTYPE_RAW, PacketBatch
-from flowplane.errors import ConfigIssue
-from flowplane.sources import SourceContext, SourceType
-from flowplane.stats import Counters
+from flowplane.api import (
+    LINKTYPE_ETHERNET,
+    LINKTYPE_RAW,
+    ConfigIssue,
+    Counters,
+    PacketBatch,
+    SourceContext,
+    SourceType,
+    hookimpl,
+)
 
 # <linux/if_packet.h>, <linux/if_ether.h>, <linux/if_arp.h>
 SOL_PACKET = 263

@@ -53,11 +53,7 @@ from typing import Iterator
 import numpy as np
 import trio
 
-from flowplane import hookimpl
-from flowplane.batch import DIR_INPUT, PacketBatch
-from flowplane.errors import ConfigIssue
-from flowplane.sources import SourceContext, SourceType
-from flowplane.stats import Counters
+from flowplane.api import DIR_INPUT, ConfigIssue, Counters, PacketBatch, SourceContext, SourceType, hookimpl
 
 #: Largest capture length we accept for one record (as libpcap/wireshark).
 MAX_CAPLEN = 256 * 1024

@@ -50,9 +50,7 @@ from typing import Any, Callable
 import structlog
 import trio
 
-from flowplane import hookimpl
-from flowplane.export import TransportOptions, TransportType
-from flowplane.stats import Counters
+from flowplane.api import Counters, TransportOptions, TransportType, hookimpl
 
 from ._sockopts import DEFAULT_SNDBUF, errname, prepare, resolve
 

@@ -9,13 +9,16 @@ is ``plugins/twamp/cli.py``, added through ``flowplane_register_cli_commands``.
 
 from __future__ import annotations
 
-from flowplane import hookimpl
+from flowplane.api import hookimpl
 
 from . import commands
 from .config import parse
-from .light import PLUGIN_OBJECT as LIGHT_OBJECT, LightReflector, register_commands as register_light_commands
+from .light import PLUGIN_OBJECT as LIGHT_OBJECT
+from .light import LightReflector
+from .light import register_commands as register_light_commands
 from .server import PLUGIN_OBJECT, TwampServer
-from .service import PLUGIN_OBJECT as CLIENT_OBJECT, TwampClientService
+from .service import PLUGIN_OBJECT as CLIENT_OBJECT
+from .service import TwampClientService
 
 
 @hookimpl

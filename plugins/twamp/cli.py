@@ -75,7 +75,7 @@ def read_secrets(path: str) -> dict[str, bytes]:
 
 def format_result(d: dict) -> str:
     """The one-shot test's statistics, in the block ``show services rpm twamp client probe-results`` prints."""
-    from flowplane.plugins.twamp.commands import format_test
+    from .commands import format_test
 
     lines = [f"TWAMP test to {d['server']}:{d['port']} ({d['mode']}), reflector port {d['test_port']}"]
     lines += format_test("Test", {**d["test"], "test": 1})
@@ -99,11 +99,11 @@ def run(args) -> int:
 
 
 def _client(args, trio) -> int:
-    from flowplane.plugins.twamp.client import TwampError, run_test
+    from .client import TwampError, run_test
 
     host, port = parse_hostport(args.server)
     if getattr(args, "light", False):
-        from flowplane.plugins.twamp.client import run_light
+        from .client import run_light
 
         try:
             result = trio.run(lambda: run_light(host, port, count=args.count, interval_ms=args.interval,
@@ -135,9 +135,9 @@ def _client(args, trio) -> int:
 
 
 def _server(args, trio) -> int:
-    from flowplane.plugins.twamp.commands import format_server
-    from flowplane.plugins.twamp.config import ServerConfig
-    from flowplane.plugins.twamp.server import TwampServer
+    from .commands import format_server
+    from .config import ServerConfig
+    from .server import TwampServer
 
     host, port = parse_hostport(args.listen)
     if getattr(args, "light", False):
@@ -157,8 +157,8 @@ def _server(args, trio) -> int:
 
 
 def _light_server(args, trio, host: str, port: int) -> int:
-    from flowplane.plugins.twamp.config import LightConfig
-    from flowplane.plugins.twamp.light import LightReflector, format_status
+    from .config import LightConfig
+    from .light import LightReflector, format_status
 
     reflector = LightReflector(LightConfig(port=port, address=host, mode=args.light_mode))
     return _serve(args, trio, reflector, "TWAMP Light reflector", format_status, suffix=f" ({args.light_mode})")

@@ -27,9 +27,22 @@ from .keepalive import Keepalive, set_keepalive
 from .results import Sample, stats_of_test
 from .server import MessageStream, _host
 from .udp import open_udp, recv
-from .wire import (ACCEPT_NAMES, ACCEPT_OK, MODE_AUTHENTICATED, MODE_ENCRYPTED, MODE_NAMES, AcceptSession,
-                   RequestTWSession, SenderPacket, ServerGreeting, ServerStart, SetUpResponse, StartAck,
-                   StartSessions, StopSessions)
+from .wire import (
+    ACCEPT_NAMES,
+    ACCEPT_OK,
+    MODE_AUTHENTICATED,
+    MODE_ENCRYPTED,
+    MODE_NAMES,
+    AcceptSession,
+    RequestTWSession,
+    SenderPacket,
+    ServerGreeting,
+    ServerStart,
+    SetUpResponse,
+    StartAck,
+    StartSessions,
+    StopSessions,
+)
 
 __all__ = ["ControlClient", "ConnectionLost", "Result", "Sample", "SessionSender", "SessionSpec", "TwampError",
            "rfc3550_jitter", "run_light", "run_sessions", "run_test", "summary"]

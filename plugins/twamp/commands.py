@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flowplane.commands import CommandError, parse_words
+from flowplane.api import CommandError, parse_words
 
 from .server import PLUGIN_OBJECT
 

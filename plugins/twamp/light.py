@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 import structlog
 import trio
 
-from flowplane import hookimpl
+from flowplane.api import hookimpl
 
 from . import wire
 from .udp import REFLECTOR_RCVBUF, ClockStatus, ReflectorThread, close_raw, open_udp_raw
@@ -207,7 +207,7 @@ def format_status(d: dict) -> str:
 
 
 def show_light(app, args):
-    from flowplane.commands import CommandError, parse_words
+    from flowplane.api import CommandError, parse_words
 
     parse_words(args)
     r = app.pm.get_plugin(PLUGIN_OBJECT)

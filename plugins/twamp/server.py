@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import structlog
 import trio
 
-from flowplane import hookimpl
+from flowplane.api import hookimpl
 
 from . import wire
 from .config import ServerConfig
@@ -31,9 +31,24 @@ from .crypto import ControlCrypto, HmacError, SessionCrypto, derive_key, open_to
 from .keepalive import set_keepalive
 from .light import T3_OFFSET, stamp_t3, unauth_reply
 from .udp import REFLECTOR_RCVBUF, ClockStatus, ReflectorThread, close_raw, open_udp_raw
-from .wire import (ACCEPT_FAILURE, ACCEPT_NOT_SUPPORTED, ACCEPT_OK, ACCEPT_TEMPORARY_LIMIT,
-                   MODE_AUTHENTICATED, MODE_ENCRYPTED, AcceptSession, ReflectorPacket, RequestTWSession,
-                   ServerGreeting, ServerStart, SetUpResponse, StartAck, StartSessions, StopSessions, WireError)
+from .wire import (
+    ACCEPT_FAILURE,
+    ACCEPT_NOT_SUPPORTED,
+    ACCEPT_OK,
+    ACCEPT_TEMPORARY_LIMIT,
+    MODE_AUTHENTICATED,
+    MODE_ENCRYPTED,
+    AcceptSession,
+    ReflectorPacket,
+    RequestTWSession,
+    ServerGreeting,
+    ServerStart,
+    SetUpResponse,
+    StartAck,
+    StartSessions,
+    StopSessions,
+    WireError,
+)
 
 log = structlog.get_logger("flowplane.twamp")
 

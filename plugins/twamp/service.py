@@ -26,7 +26,7 @@ import time
 import structlog
 import trio
 
-from flowplane import hookimpl
+from flowplane.api import hookimpl
 
 from . import wire
 from .client import SENDER_TTL, ControlClient, Result, SessionSender, SessionSpec, TwampError
@@ -401,7 +401,7 @@ class TwampClientService:
             await trio.sleep_forever()
 
     def runner(self, name: str) -> ControlConnectionRunner:
-        from flowplane.config import suggest
+        from flowplane.api import suggest
 
         if name not in self.runners:
             raise KeyError(f"no control-connection {name!r}{suggest(name, self.runners)}; configured: "
@@ -438,7 +438,7 @@ class TwampClientService:
         for r in runners:
             if session is not None and session not in r.sessions:
                 if connection is not None:
-                    from flowplane.config import suggest
+                    from flowplane.api import suggest
 
                     raise KeyError(f"no test-session {session!r} in control-connection {r.cfg.name}"
                                    f"{suggest(session, r.sessions)}")

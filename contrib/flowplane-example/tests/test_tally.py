@@ -12,12 +12,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from example_frames import arp_frame, icmp_frame, tcp_frame, udp_frame
 
 import flowplane_example
-from example_frames import arp_frame, icmp_frame, tcp_frame, udp_frame
-from flowplane.config import Config
+from flowplane.api import Config, ConfigError
 from flowplane.control import ControlServer
-from flowplane.errors import ConfigError
 from flowplane.service import Service
 from flowplane.testing import write_pcap
 from flowplane_example.tally import STATE_NAME, Tally
@@ -194,7 +193,7 @@ def test_top_n_limits_ports(tally_app, make_batch):
 
 def test_handler_is_vectorised():
     """Many packets, many ports: counted per batch with numpy (a per-packet loop would take seconds)."""
-    from flowplane.batch import ActionSelection, PacketBatch
+    from flowplane.api import ActionSelection, PacketBatch
 
     n = 200_000
     batch = PacketBatch.from_frames([b""] * n)

@@ -22,8 +22,7 @@ Config::
 
 from __future__ import annotations
 
-from flowplane import hookimpl
-from flowplane.actions import TermAction
+from flowplane.api import TermAction, hookimpl
 
 from .settings import SECTION, SECTION_KEY, validate_bucket, validate_section
 from .tally import STATE_NAME, Tally, clear_tally, format_tally, show_tally

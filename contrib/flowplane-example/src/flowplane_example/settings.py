@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import re
 
-from flowplane.config import check_int, check_keys, check_mapping
-from flowplane.errors import ConfigIssue
+from flowplane.api import ConfigIssue, check_int, check_keys, check_mapping
 
 SECTION = "services example-tally"
 SECTION_KEY = "example-tally"

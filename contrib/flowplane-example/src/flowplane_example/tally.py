@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from flowplane.batch import ActionSelection, PacketBatch
-from flowplane.commands import CommandError, parse_words
+from flowplane.api import ActionSelection, CommandError, PacketBatch, parse_words
 
 from .settings import DEFAULT_BUCKET, DEFAULTS, SECTION
 

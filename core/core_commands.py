@@ -9,10 +9,10 @@
 
 from __future__ import annotations
 
-from flowplane import __version__, hookimpl
-from flowplane.commands import CommandError, parse_words
-from flowplane.decode import REASON_TEXT, Reason
-from flowplane.firewall import format_show_firewall
+from . import __version__, hookimpl
+from .commands import CommandError, parse_words
+from .decode import REASON_TEXT, Reason
+from .firewall import format_show_firewall
 
 
 # -- firewall -------------------------------------------------------------------------
