@@ -129,7 +129,7 @@ class App:
             ("flowplane_register_encoders", self.registries.encoders),
             ("flowplane_register_transports", self.registries.transports),
             ("flowplane_register_actions", self.registries.actions),
-            ("flowplane_register_commands", self.registries.commands),
+            ("flowplane_register_control_commands", self.registries.commands),
             ("flowplane_register_config_sections", self.registries.sections),
         ):
             for impl in reversed(getattr(self.pm.hook, hook).get_hookimpls()):

@@ -15,7 +15,7 @@ DEFAULT_REPORTS = ("show firewall", "show services accounting errors", "show ser
 
 
 def plugin_cli_commands(plugins=()) -> dict:
-    """Subcommands plugins add (``flowplane_register_cli_commands``): name -> (add_parser, run)."""
+    """Subcommands plugins add (``flowplane_register_cli_subcommands``): name -> (add_parser, run)."""
     from .errors import PluginError
     from .pluginmanager import blocked_from_env, make_plugin_manager
 
@@ -28,7 +28,7 @@ def plugin_cli_commands(plugins=()) -> dict:
 
     try:
         pm = make_plugin_manager(blocked=blocked_from_env(), plugins=plugins)
-        pm.hook.flowplane_register_cli_commands(register=register)
+        pm.hook.flowplane_register_cli_subcommands(register=register)
     except PluginError as exc:  # the built-in commands still work; `flowplane plugins` shows the cause
         print(f"flowplane: plugin CLI commands unavailable: {exc}", file=sys.stderr)
     return found

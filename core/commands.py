@@ -1,6 +1,6 @@
 """Operational commands (``show ...``, ``clear ...``, ``request ...``).
 
-Plugins register commands in ``flowplane_register_commands``::
+Plugins register commands in ``flowplane_register_control_commands``::
 
     register("show firewall", show_firewall, help="filter and term counters",
              formatter=format_show_firewall)

@@ -179,7 +179,7 @@ def show_version(app, args):
 
 
 @hookimpl
-def flowplane_register_commands(register):
+def flowplane_register_control_commands(register):
     register("show firewall", show_firewall, help="filter, counter and term statistics", formatter=format_show_firewall)
     register("clear firewall", clear_firewall, help="reset firewall counters [filter NAME]")
     register("show services accounting errors", show_accounting_errors,

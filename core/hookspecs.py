@@ -111,8 +111,8 @@ def flowplane_register_actions(register: Callable[[str, Any], None]) -> None:
 
 
 @hookspec
-def flowplane_register_commands(register: Callable[..., None]) -> None:
-    """Register control commands: ``show ...``, ``clear ...``, ``request ...``.
+def flowplane_register_control_commands(register: Callable[..., None]) -> None:
+    """Register control-socket commands: ``flowplane show|clear|request ...`` served by the running service.
 
     Called at start-up.
 
@@ -125,8 +125,8 @@ def flowplane_register_commands(register: Callable[..., None]) -> None:
 
 
 @hookspec
-def flowplane_register_cli_commands(register: Callable[..., None]) -> None:
-    """Add ``flowplane SUBCOMMAND`` one-shot tools (e.g. ``flowplane twamp client``).
+def flowplane_register_cli_subcommands(register: Callable[..., None]) -> None:
+    """Add ``flowplane SUBCOMMAND`` command-line tools that run on their own (``flowplane twamp client``).
 
     Called when the CLI is about to parse a command line whose first word is
     not a built-in command.

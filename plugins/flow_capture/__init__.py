@@ -46,5 +46,5 @@ def flowplane_configure(app):
 
 
 @hookimpl
-def flowplane_register_commands(register):
+def flowplane_register_control_commands(register):
     commands.register(register)

@@ -4,7 +4,7 @@ Hook implementations only.  Wire formats live in :mod:`.wire`, security in :mod:
 the server and Session-Reflector in :mod:`.server` (the stateful :class:`.server.TwampServer`,
 registered by ``flowplane_configure`` while ``services rpm twamp server`` is configured), the
 client in :mod:`.client`, the TWAMP Light reflector in :mod:`.light`; ``flowplane twamp client|server``
-is ``plugins/twamp/cli.py``, added through ``flowplane_register_cli_commands``.
+is ``plugins/twamp/cli.py``, added through ``flowplane_register_cli_subcommands``.
 """
 
 from __future__ import annotations
@@ -52,14 +52,14 @@ def flowplane_configure(app):
 
 
 @hookimpl
-def flowplane_register_commands(register):
+def flowplane_register_control_commands(register):
     commands.register(register)
     commands.register_client(register)
     register_light_commands(register)
 
 
 @hookimpl
-def flowplane_register_cli_commands(register):
+def flowplane_register_cli_subcommands(register):
     from . import cli
 
     register("twamp", cli.add_parser, cli.run)

@@ -9,7 +9,7 @@
 
 The secret file holds one secret (any KeyID) or lines ``KEYID SECRET``; the client sends ``--key-id``
 (default ``twamp``) and the secret of the first line that names it, or the only secret.
-The plugin adds the subcommand through ``flowplane_register_cli_commands``.
+The plugin adds the subcommand through ``flowplane_register_cli_subcommands``.
 """
 
 from __future__ import annotations

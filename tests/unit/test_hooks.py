@@ -311,7 +311,7 @@ def test_hook_register_commands(make_app):
 
     class Cmd:
         @hookimpl
-        def flowplane_register_commands(self, register):
+        def flowplane_register_control_commands(self, register):
             register("show widgets", lambda app, args: {"n": len(args)}, help="w", formatter=lambda d: f"Widgets: {d['n']}\n")
 
     app = make_app({}, plugins=[(Cmd(), "cmd")])
@@ -391,7 +391,7 @@ def test_hook_register_cli_commands(capsys):
 
     class Hello:
         @hookimpl
-        def flowplane_register_cli_commands(self, register):
+        def flowplane_register_cli_subcommands(self, register):
             def add_parser(sub):
                 p = sub.add_parser("hello", help="say hello")
                 p.add_argument("--name", default="world")

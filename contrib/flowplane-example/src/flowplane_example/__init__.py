@@ -42,7 +42,7 @@ def flowplane_register_config_sections(register):
 
 
 @hookimpl
-def flowplane_register_commands(register):
+def flowplane_register_control_commands(register):
     register(f"show {SECTION}", show_tally, help="tally buckets: packets, bytes, top destination ports [bucket NAME]",
              formatter=format_tally)
     register(f"clear {SECTION}", clear_tally, help="reset tally buckets [bucket NAME]")
