@@ -184,7 +184,7 @@ def test_plugins_lists_the_installed_plugin(venv):
     assert row["module"] == "flowplane_example"
     assert row["builtin"] is False
     assert row["hooks"] == ["flowplane_config_validate", "flowplane_configure", "flowplane_register_actions",
-                            "flowplane_register_control_commands", "flowplane_register_config_sections"]
+                            "flowplane_register_config_sections", "flowplane_register_control_commands"]
     assert row["registered"] == {
         "actions": ["tally"],
         "commands": ["clear services example-tally", "show services example-tally"],
