@@ -24,6 +24,8 @@ Groups:
   :class:`ReexportRecords`.
 * **config**: :class:`Config`, ``check_*`` helpers, :func:`suggest`,
   :class:`ConfigIssue`, :class:`ConfigError`, :class:`PluginError`.
+* **firewall probes**: :func:`probe_filters` tries a made-up frame against the
+  config's filters at validation time (:class:`FilterProbe`, :class:`ProbeHit`).
 * **commands**: :class:`CommandError`, :func:`parse_words`.
 * **counters**: :class:`Counters`.
 * **low level**: :class:`InterfaceTable`; ctypes ``recvmmsg``/``sendmmsg``
@@ -51,6 +53,7 @@ from .config import Config, check_bool, check_int, check_keys, check_mapping, ch
 from .decode import REASON_TEXT, Reason, decode
 from .errors import ConfigError, ConfigIssue, PluginError
 from .export import EncoderOptions, EncoderType, ReexportRecords, TransportOptions, TransportType
+from .filterprobe import FilterProbe, ProbeHit, probe_filters
 from .flowcache import FlowCache
 from .flows import (
     END_ACTIVE,
@@ -85,6 +88,8 @@ __all__ = [
     "DISCARD_ACCOUNTING", "HardwareProfile", "Limits", "DEFAULT_PROFILE",
     # export
     "EncoderOptions", "TransportOptions", "ReexportRecords",
+    # config-time firewall probes
+    "probe_filters", "FilterProbe", "ProbeHit",
     # config and errors
     "Config", "check_bool", "check_int", "check_keys", "check_mapping", "check_number", "check_str", "suggest",
     "ConfigIssue", "ConfigError", "PluginError",

@@ -31,9 +31,7 @@ import struct
 import subprocess
 from typing import Callable
 
-from flowplane.api import DIR_INPUT, DIR_OUTPUT, ConfigIssue, InterfaceTable, PacketBatch, Registry, TermAction, decode
-from flowplane.firewall import CompiledFilter
-from flowplane.firewall_config import parse_firewall
+from flowplane.api import ConfigIssue, probe_filters
 
 from .config import Collector, InlineConfig
 
@@ -83,52 +81,6 @@ def probe_frame(col: Collector) -> bytes:
     return b"\x02\x00\x00\x00\x00\x02" + b"\x02\x00\x00\x00\x00\x01" + struct.pack(">H", ethertype) + ip + udp
 
 
-def _action_names(config: dict) -> set[str]:
-    """Every action word under any ``then`` of the firewall (so other plugins' actions parse here too)."""
-    names: set[str] = set()
-
-    def then(v) -> None:
-        if isinstance(v, str):
-            names.update(v.split()[:1])
-        elif isinstance(v, dict):
-            names.update(str(k) for k in v)
-        elif isinstance(v, list):
-            for item in v:
-                then(item)
-
-    def filters(fsec) -> None:
-        for f in (fsec or {}).values() if isinstance(fsec, dict) else ():
-            terms = f.get("term") if isinstance(f, dict) else None
-            for t in (terms or {}).values() if isinstance(terms, dict) else ():
-                if isinstance(t, dict):
-                    then(t.get("then"))
-
-    fw = config.get("firewall")
-    if isinstance(fw, dict):
-        filters(fw.get("filter"))
-        fams = fw.get("family")
-        for fam in (fams or {}).values() if isinstance(fams, dict) else ():
-            if isinstance(fam, dict):
-                filters(fam.get("filter"))
-    return names
-
-
-def _compiled_filters(config: dict, interfaces: InterfaceTable) -> dict[tuple[str, str], CompiledFilter]:
-    actions: Registry[TermAction] = Registry("term action")
-    actions.register(ACTION, TermAction(ACTION, arg="required"))
-    for name in _action_names(config) - {ACTION}:
-        actions.register(name, TermAction(name, arg="optional"))
-    parsed, _issues = parse_firewall(config, actions)  # the firewall's own issues are reported by the core
-    out = {}
-    for pf in parsed:
-        if any(a == ACTION for t in pf.terms for a, _ in t.plugin_actions):
-            try:
-                out[(pf.family, pf.name)] = CompiledFilter(pf, interfaces)
-            except Exception:  # a filter the core will reject anyway
-                continue
-    return out
-
-
 def find_loops(config: dict, inline: InlineConfig, route: RouteFn = route_device) -> list[ConfigIssue]:
     """Issues for every (interface binding, collector) where the exporter would monitor its own export."""
     if not inline.instances:
@@ -136,8 +88,7 @@ def find_loops(config: dict, inline: InlineConfig, route: RouteFn = route_device
     ifaces = config.get("interfaces")
     if not isinstance(ifaces, dict):
         return []
-    table = InterfaceTable()
-    filters = _compiled_filters(config, table)
+    filters = probe_filters(config, [ACTION])
     if not filters:
         return []
     issues: list[ConfigIssue] = []
@@ -166,17 +117,13 @@ def find_loops(config: dict, inline: InlineConfig, route: RouteFn = route_device
                     dev = routes[key]
                     if dev != device or (direction == "input" and device not in LOOPBACK_DEVICES):
                         continue
-                    batch = PacketBatch.from_frames([probe_frame(col)], iface=table.id(str(ifname)),
-                                                    direction=DIR_INPUT if direction == "input" else DIR_OUTPUT)
-                    decode(batch)
-                    res = f.evaluate(batch)
-                    for term, action, arg, mask in res.selections:
-                        if action == ACTION and bool(mask[0]):
+                    for hit in f.hits(probe_frame(col), interface=str(ifname), direction=direction):
+                        if hit.action == ACTION:
                             issues.append(ConfigIssue(
                                 ("interfaces", ifname, "family", family, "filter", direction),
-                                f"loop: filter {fname!r} term {term!r} sends the IPFIX export of inline-monitoring "
+                                f"loop: filter {fname!r} term {hit.term!r} sends the IPFIX export of inline-monitoring "
                                 f"instance {inst.name!r} collector {col.name!r} (udp to {col.label}, via {device} "
-                                f"{direction}) to inline-monitoring-instance {arg!r}: the exporter would monitor "
+                                f"{direction}) to inline-monitoring-instance {hit.arg!r}: the exporter would monitor "
                                 f"its own traffic; add a term before it that accepts udp to {col.label}, or monitor "
                                 f"an interface that does not carry the export"))
                             break
