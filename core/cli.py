@@ -197,6 +197,10 @@ def cmd_plugins(args) -> int:
         print(str(exc), file=sys.stderr)
         return 1
     table = app.plugin_table()
+    rows = {row["name"]: row for row in table if not row.get("blocked")}
+    for subcommand in sorted(plugin_subcommands().values(), key=lambda c: c.name):
+        if subcommand.plugin in rows:
+            rows[subcommand.plugin]["registered"].setdefault("cli subcommands", []).append(subcommand.name)
     for row in table:
         row["builtin"] = row["name"] in BUILTIN_PLUGINS
     if args.json:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import json
 import re
 import socket
 import subprocess
@@ -27,10 +28,14 @@ ROOT = Path(__file__).resolve().parents[2]
 FEATURE_COMMANDS = {"replay": "flow-monitoring", "top": "flow-monitoring", "collect": "collector", "twamp": "twamp"}
 
 
-def test_feature_subcommands_come_from_their_plugins():
+def test_feature_subcommands_come_from_their_plugins(capsys):
     found = plugin_subcommands()
     assert {name: found[name].plugin for name in FEATURE_COMMANDS} == FEATURE_COMMANDS
     assert not set(found) & set(CORE_COMMANDS)
+    assert main(["plugins", "--json"]) == 0  # `flowplane plugins` says which plugin adds which subcommand
+    table = {row["name"]: row for row in json.loads(capsys.readouterr().out)}
+    assert table["flow-monitoring"]["registered"]["cli subcommands"] == ["replay", "top"]
+    assert table["collector"]["registered"]["cli subcommands"] == ["collect"]
 
 
 def test_core_names_no_feature_subcommand():
