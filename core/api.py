@@ -31,6 +31,10 @@ Groups:
 * **low level**: :class:`InterfaceTable`; ctypes ``recvmmsg``/``sendmmsg``
   layouts (:class:`IoVec`, :class:`MMsgHdr`, :func:`libc_function`,
   :func:`lp64_layout`).
+* **command-line tools** (``flowplane_register_cli_subcommands``):
+  :func:`run_oneshot` runs the engine on a config the tool builds (stop it
+  early with ``app.request_stop()``); :func:`control_request` sends one
+  command to a running service at the path :func:`resolve_socket` finds.
 """
 
 from __future__ import annotations
@@ -49,6 +53,8 @@ from .batch import (
     PacketBatch,
 )
 from .commands import CommandError, parse_words
+from .control import request as control_request
+from .control import resolve_socket
 from .config import Config, check_bool, check_int, check_keys, check_mapping, check_number, check_str, suggest
 from .decode import REASON_TEXT, Reason, decode
 from .errors import ConfigError, ConfigIssue, PluginError
@@ -69,6 +75,7 @@ from .flows import (
 )
 from .interfaces import InterfaceTable
 from .mmsg import IoVec, MMsgHdr, libc_function, lp64_layout
+from .oneshot import run_oneshot
 from .profiles import DEFAULT_PROFILE, HardwareProfile, Limits
 from .registry import DuplicateName, Registry
 from .sampling import Sampler
@@ -95,4 +102,6 @@ __all__ = [
     "ConfigIssue", "ConfigError", "PluginError",
     # commands, counters, low level
     "CommandError", "parse_words", "Counters", "InterfaceTable", "IoVec", "MMsgHdr", "libc_function", "lp64_layout",
+    # command-line tools
+    "run_oneshot", "control_request", "resolve_socket",
 ]

@@ -493,3 +493,16 @@ class App:
 
     def pid(self) -> int:
         return os.getpid()
+
+    # -- stopping -------------------------------------------------------------
+    def request_stop(self, reason: str = "requested") -> None:
+        """Stop the running service as SIGTERM does: sources stop, the pipeline drains, flow caches
+        flush, and ``flowplane run`` exits 0.  For one-shot tools that decide when they are done
+        (``--count N``); call it from a task in the service's trio loop.
+
+        :raises RuntimeError: no service is running this app.
+        """
+        handler = getattr(self, "stop_handler", None)  # set by the running Service
+        if handler is None:
+            raise RuntimeError("no service is running this app")
+        handler(reason)

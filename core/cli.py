@@ -1,44 +1,20 @@
-"""Command line: ``flowplane run | check-config | show | clear | request | plugins``.  Wiring only."""
+"""Command line: ``flowplane run | check-config | show | clear | request | plugins``.  Wiring only.
+
+Every other subcommand comes from a plugin (:mod:`flowplane.subcommands`).
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from typing import Sequence
 
-DEFAULT_CONFIG = "/etc/flowplane/flowplane.yaml"
-DEFAULT_REPORTS = ("show firewall", "show services accounting errors", "show services accounting flow",
-                   "show services accounting status", "show services flow-collector",
-                   "show services flow-collector flows limit 10")
+from .config import DEFAULT_CONFIG
+from .subcommands import CORE_COMMANDS, Subcommand, missing_message, plugin_subcommands
 
 
-def plugin_cli_commands(plugins=()) -> dict:
-    """Subcommands plugins add (``flowplane_register_cli_subcommands``): name -> (add_parser, run)."""
-    from .errors import PluginError
-    from .pluginmanager import blocked_from_env, make_plugin_manager
-
-    found: dict = {}
-
-    def register(name: str, add_parser, run) -> None:
-        if name in found or name in BUILTIN_COMMANDS:
-            raise PluginError(f"CLI command {name!r} registered twice")
-        found[name] = (add_parser, run)
-
-    try:
-        pm = make_plugin_manager(blocked=blocked_from_env(), plugins=plugins)
-        pm.hook.flowplane_register_cli_subcommands(register=register)
-    except PluginError as exc:  # the built-in commands still work; `flowplane plugins` shows the cause
-        print(f"flowplane: plugin CLI commands unavailable: {exc}", file=sys.stderr)
-    return found
-
-
-BUILTIN_COMMANDS = ("run", "check-config", "show", "clear", "request", "plugins", "replay", "top", "collect")
-
-
-def _parser(plugin_commands: dict | None = None) -> argparse.ArgumentParser:
-    plugin_commands = plugin_commands or {}
+def _parser(subcommands: dict[str, Subcommand] | None = None) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="flowplane", description="Open software appliance for network flow monitoring.")
     p.add_argument("--version", dest="show_version", action="store_true", help="print the version and exit")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
@@ -50,7 +26,8 @@ def _parser(plugin_commands: dict | None = None) -> argparse.ArgumentParser:
     run.add_argument("--exit-on-eof", action="store_true",
                      help="stop (flushing everything) once every source is a finished file, then print reports")
     run.add_argument("--report", action="append", metavar="'show ...'",
-                     help=f"command to print after --exit-on-eof (repeatable; default: {', '.join(DEFAULT_REPORTS)})")
+                     help="command to print after --exit-on-eof (repeatable; default: the commands the plugins "
+                          "declare as reports, those this config has)")
     run.add_argument("--json", action="store_true", help="print the --exit-on-eof reports as JSON")
     run.add_argument("--log-format", choices=("auto", "json", "console"), help="override system log format")
     run.add_argument("--log-level", choices=("debug", "info", "warning", "error"), help="override system log level")
@@ -65,37 +42,8 @@ def _parser(plugin_commands: dict | None = None) -> argparse.ArgumentParser:
         sp.add_argument("-s", "--socket", help="control socket path (default: from the config, or $FLOWPLANE_SOCKET)")
         sp.add_argument("-c", "--config", help="read the control socket path from this config file")
 
-    rp = sub.add_parser("replay", help="run a pcap through the flow engine and export every flow (like softflowd -r)")
-    rp.add_argument("pcap")
-    rp.add_argument("--export", action="append", required=True, metavar="HOST:PORT",
-                    help="flow server (repeatable: the same records go to each)")
-    rp.add_argument("--version", type=int, choices=(5, 8, 9, 10), default=10, help="export format (default 10, IPFIX)")
-    rp.add_argument("--transport", choices=("udp", "tcp"), default="udp", help="tcp for IPFIX only")
-    rp.add_argument("--sampling-rate", type=int, default=1, help="sample 1 in N packets (deterministic)")
-    rp.add_argument("--active-timeout", type=int, default=60, help="seconds (default 60)")
-    rp.add_argument("--inactive-timeout", type=int, default=15, help="seconds (default 15)")
-    rp.add_argument("--tcp-end-grace", type=float, default=0.0, help="seconds a flow lives after FIN/RST")
-    rp.add_argument("--aggregation", choices=("autonomous-system", "protocol-port", "source-prefix",
-                                              "destination-prefix", "source-destination-prefix"), help="v8 scheme")
-    rp.add_argument("--engine-id", type=int, default=0)
-    rp.add_argument("--engine-type", type=int, default=0)
-    rp.add_argument("--max-flows", type=int, default=1_000_000, help="flow table size")
-    rp.add_argument("--speed", type=float, default=0.0, help="0 = as fast as possible, 1 = capture speed")
-    rp.add_argument("--print-config", action="store_true", help="print the equivalent config file and exit")
-
-    tp = sub.add_parser("top", help="live top talkers of the running service's flow caches")
-    tp.add_argument("--interval", type=float, default=1.0)
-    tp.add_argument("--limit", type=int, default=20)
-    tp.add_argument("--order", choices=("bytes", "packets"), default="bytes")
-    tp.add_argument("--once", action="store_true", help="print one screen and exit")
-    tp.add_argument("-s", "--socket", help="control socket path")
-    tp.add_argument("-c", "--config", help="read the control socket path from this config file")
-
-    from .collect import add_parser as add_collect_parser
-
-    add_collect_parser(sub)
-    for name, (add_parser, _) in plugin_commands.items():
-        add_parser(sub)
+    for subcommand in sorted((subcommands or {}).values(), key=lambda c: c.name):
+        subcommand.add_parser(sub)
 
     pl = sub.add_parser("plugins", help="list plugins, versions, hooks and what each registered")
     pl.add_argument("--json", action="store_true")
@@ -105,21 +53,26 @@ def _parser(plugin_commands: dict | None = None) -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None, *, plugins=()) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    builtin = bool(argv) and argv[0] in BUILTIN_COMMANDS + ("--version", "-h", "--help")
-    plugin_commands = {} if builtin else plugin_cli_commands(plugins)  # only load plugins when needed
-    args = _parser(plugin_commands).parse_args(argv)
+    first = argv[0] if argv else ""
+    core = first in CORE_COMMANDS or first == "--version"
+    subcommands = {} if core else plugin_subcommands(plugins)  # plugins load only for their commands and --help
+    if first and not first.startswith("-") and not core and first not in subcommands:
+        message = missing_message(first)
+        if message:
+            print(message, file=sys.stderr)
+            return 2
+    args = _parser(subcommands).parse_args(argv)
     if args.show_version:
         from . import __version__
 
         print(f"flowplane {__version__}")
         return 0
     if args.command is None:
-        _parser(plugin_commands).print_help()
+        _parser(subcommands).print_help()
         return 2
     handlers = {"run": cmd_run, "check-config": cmd_check_config, "show": cmd_control, "clear": cmd_control,
-                "request": cmd_control, "plugins": cmd_plugins, "replay": cmd_replay, "top": cmd_top,
-                "collect": cmd_collect}
-    handlers.update({name: run for name, (_, run) in plugin_commands.items()})
+                "request": cmd_control, "plugins": cmd_plugins}
+    handlers.update({name: c.run for name, c in subcommands.items()})
     handler = handlers[args.command]
     try:
         return handler(args)
@@ -174,7 +127,7 @@ def cmd_run(args) -> int:
         for line in lines:
             print(line, file=sys.stderr)
         return 1
-    reports = args.report or (list(DEFAULT_REPORTS) if args.exit_on_eof else [])
+    reports = args.report or (app.registries.commands.reports() if args.exit_on_eof else [])
 
     def print_reports(app) -> None:
         for words in reports:
@@ -212,35 +165,11 @@ def _print_reply(reply: dict, as_json: bool, words: list[str]) -> int:
     return 0
 
 
-def _socket_path(args) -> str:
-    if args.socket:
-        return args.socket
-    if os.environ.get("FLOWPLANE_SOCKET"):
-        return os.environ["FLOWPLANE_SOCKET"]
-    cfg_path = args.config or (DEFAULT_CONFIG if os.path.exists(DEFAULT_CONFIG) else None)
-    if cfg_path:
-        from .config import Config
-
-        try:
-            sock = Config.load(cfg_path).get("system", "control-socket")
-            if isinstance(sock, str):
-                return sock
-        except Exception:
-            pass
-    from .app import DEFAULTS
-
-    return DEFAULTS["control-socket"]
-
-
 def cmd_control(args) -> int:
-    from .control import request
-
-    from .control import fallback_path
+    from .control import request, resolve_socket
 
     words = [args.command, *args.words]
-    path = _socket_path(args)
-    if not os.path.exists(path) and os.path.exists(fallback_path(path)):
-        path = fallback_path(path)
+    path = resolve_socket(args.socket, args.config)
     try:
         reply = request(path, words, fmt="json" if args.json else "text")
     except (FileNotFoundError, ConnectionRefusedError):
@@ -253,32 +182,6 @@ def cmd_control(args) -> int:
         print(f"flowplane: control socket error: {exc}", file=sys.stderr)
         return 2
     return _print_reply(reply, args.json, words)
-
-
-def cmd_replay(args) -> int:
-    from .replay import run_replay
-
-    return run_replay(args)
-
-
-def cmd_collect(args) -> int:
-    from .collect import run_collect
-
-    return run_collect(args)
-
-
-def cmd_top(args) -> int:
-    from .control import fallback_path, request
-    from .top import run_top
-
-    path = _socket_path(args)
-    if not os.path.exists(path) and os.path.exists(fallback_path(path)):
-        path = fallback_path(path)
-    try:
-        return run_top(path, interval=args.interval, limit=args.limit, order=args.order, once=args.once, request=request)
-    except (OSError, ConnectionError) as exc:
-        print(f"flowplane: cannot reach the service at {path}: {exc}", file=sys.stderr)
-        return 2
 
 
 def cmd_plugins(args) -> int:
@@ -294,6 +197,10 @@ def cmd_plugins(args) -> int:
         print(str(exc), file=sys.stderr)
         return 1
     table = app.plugin_table()
+    rows = {row["name"]: row for row in table if not row.get("blocked")}
+    for subcommand in sorted(plugin_subcommands().values(), key=lambda c: c.name):
+        if subcommand.plugin in rows:
+            rows[subcommand.plugin]["registered"].setdefault("cli subcommands", []).append(subcommand.name)
     for row in table:
         row["builtin"] = row["name"] in BUILTIN_PLUGINS
     if args.json:

@@ -3,7 +3,11 @@
 Plugins register commands in ``flowplane_register_control_commands``::
 
     register("show firewall", show_firewall, help="filter and term counters",
-             formatter=format_show_firewall)
+             formatter=format_show_firewall, report=True)
+
+``report=True`` (or ``report="limit 10"``, the arguments to run it with) makes
+the command one of the reports ``flowplane run --exit-on-eof`` prints when no
+``--report`` is given; reports print in the order of their command lines.
 
 ``fn(app, args)`` returns plain data (msgpack-able); ``args`` is the list of
 words after the command (``show firewall filter F1`` -> ``["filter", "F1"]``),
@@ -29,6 +33,17 @@ class Command:
     fn: Callable[[Any, list[str]], Any]
     help: str = ""
     formatter: Callable[[Any], str] | None = None
+    report: str | None = None  # the command line printed after --exit-on-eof, if the command is a report
+
+
+def _report_line(words: str, report: bool | str | None) -> str | None:
+    if report is None or report is False:
+        return None
+    if report is True:
+        return words
+    if isinstance(report, str):
+        return " ".join([words, *report.split()])
+    raise TypeError(f"command {words!r}: report must be True or a string of arguments, not {report!r}")
 
 
 class CommandRegistry(Registry[Command]):
@@ -37,13 +52,23 @@ class CommandRegistry(Registry[Command]):
     def __init__(self) -> None:
         super().__init__("command")
 
-    def register(self, words: str, fn: Any = None, help: str = "", formatter: Callable | None = None) -> None:  # type: ignore[override]
+    def register(  # type: ignore[override]
+        self, words: str, fn: Any = None, help: str = "", formatter: Callable | None = None,
+        report: bool | str | None = None,
+    ) -> None:
         key = " ".join(words.split())
-        cmd = fn if isinstance(fn, Command) else Command(key, fn, help, formatter)
+        cmd = fn if isinstance(fn, Command) else Command(key, fn, help, formatter, _report_line(key, report))
         super().register(key, cmd)
 
-    def __call__(self, words: str, fn: Any = None, help: str = "", formatter: Callable | None = None) -> None:  # type: ignore[override]
-        self.register(words, fn, help=help, formatter=formatter)
+    def __call__(  # type: ignore[override]
+        self, words: str, fn: Any = None, help: str = "", formatter: Callable | None = None,
+        report: bool | str | None = None,
+    ) -> None:
+        self.register(words, fn, help=help, formatter=formatter, report=report)
+
+    def reports(self) -> list[str]:
+        """The command lines ``flowplane run --exit-on-eof`` prints by default, in sorted order."""
+        return sorted(cmd.report for _, cmd in self.items() if cmd.report)
 
     def resolve(self, words: list[str]) -> tuple[Command, list[str]]:
         """The command whose words are the longest prefix of *words*, and the rest."""

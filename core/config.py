@@ -18,6 +18,9 @@ import yaml
 
 from .errors import ConfigError, ConfigIssue
 
+#: The config file ``flowplane run`` reads, and clients read the control socket path from, by default.
+DEFAULT_CONFIG = "/etc/flowplane/flowplane.yaml"
+
 Path = tuple
 
 

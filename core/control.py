@@ -223,6 +223,28 @@ def fallback_path(path: str) -> str:
     return os.path.join(base, "flowplane", os.path.basename(path))
 
 
+def resolve_socket(socket_path: str | None = None, config: str | None = None) -> str:
+    """The control socket a client talks to: *socket_path*, else ``$FLOWPLANE_SOCKET``, else the
+    ``system control-socket`` of *config* (or of /etc/flowplane/flowplane.yaml), else the default;
+    the unprivileged fallback (:func:`fallback_path`) when only that one exists."""
+    from .app import DEFAULTS
+    from .config import DEFAULT_CONFIG, Config
+
+    path = socket_path or os.environ.get("FLOWPLANE_SOCKET") or ""
+    if not path:
+        cfg_path = config or (DEFAULT_CONFIG if os.path.exists(DEFAULT_CONFIG) else None)
+        if cfg_path:
+            try:
+                sock = Config.load(cfg_path).get("system", "control-socket")
+                path = sock if isinstance(sock, str) else ""
+            except Exception:  # an unreadable config: the default path, the request then says what is wrong
+                path = ""
+        path = path or DEFAULTS["control-socket"]
+    if not os.path.exists(path) and os.path.exists(fallback_path(path)):
+        path = fallback_path(path)
+    return path
+
+
 def _default(obj: Any) -> Any:
     """Make numpy scalars/arrays and sets msgpack-able."""
     if hasattr(obj, "tolist"):

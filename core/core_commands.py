@@ -180,10 +180,12 @@ def show_version(app, args):
 
 @hookimpl
 def flowplane_register_control_commands(register):
-    register("show firewall", show_firewall, help="filter, counter and term statistics", formatter=format_show_firewall)
+    register("show firewall", show_firewall, help="filter, counter and term statistics", formatter=format_show_firewall,
+             report=True)
     register("clear firewall", clear_firewall, help="reset firewall counters [filter NAME]")
     register("show services accounting errors", show_accounting_errors,
-             help="decode errors and drops by reason, per interface", formatter=format_accounting_errors)
+             help="decode errors and drops by reason, per interface", formatter=format_accounting_errors,
+             report=True)
     register("clear services accounting errors", clear_accounting_errors, help="reset decode error counters")
     register("show interfaces statistics", show_interfaces, help="per-source packet, byte and drop counters",
              formatter=format_interfaces)

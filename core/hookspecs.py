@@ -116,20 +116,23 @@ def flowplane_register_control_commands(register: Callable[..., None]) -> None:
 
     Called at start-up.
 
-    :param register: ``register(words, fn, help="...", formatter=None)``.
+    :param register: ``register(words, fn, help="...", formatter=None, report=None)``.
         ``words`` is the command (``"show firewall"``); ``fn(app, args)``
         returns plain data (dicts, lists, numbers, strings) that the control
         socket sends as msgpack; ``formatter(data) -> str`` renders the
-        Junos-style text the CLI prints without ``--json``.
+        Junos-style text the CLI prints without ``--json``; ``report=True``
+        (or a string of arguments, ``report="limit 10"``) makes it one of the
+        reports ``flowplane run --exit-on-eof`` prints by default.
     """
 
 
 @hookspec
 def flowplane_register_cli_subcommands(register: Callable[..., None]) -> None:
-    """Add ``flowplane SUBCOMMAND`` command-line tools that run on their own (``flowplane twamp client``).
+    """Add ``flowplane NAME`` command-line tools that run on their own, beside the service (one-shot clients).
 
     Called when the CLI is about to parse a command line whose first word is
-    not a built-in command.
+    not a core command, and for ``flowplane --help``.  A disabled plugin's
+    subcommands are absent; invoking one names the plugin.
 
     :param register: ``register(name, add_parser, run)``; ``add_parser(subparsers)``
         adds the argparse subparser *name*, ``run(args) -> int`` runs it and

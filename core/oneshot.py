@@ -1,6 +1,6 @@
-"""Run a foreground one-shot tool (``flowplane replay``, ``flowplane collect``) from a config it
-builds in memory: the same App and Service as ``flowplane run``, with the control socket in a
-temporary directory, ``--print-config`` support and the tool's own summary at the end."""
+"""Run a plugin's foreground one-shot tool (a ``flowplane SUBCOMMAND`` that starts the engine) from a
+config it builds in memory: the same App and Service as ``flowplane run``, with the control socket in
+a temporary directory, ``--print-config`` support and the tool's own summary at the end."""
 
 from __future__ import annotations
 
@@ -15,7 +15,16 @@ import yaml
 def run_oneshot(name: str, build: Callable[[str], dict], *, print_config: bool = False,
                 plugins: Iterable[tuple[object, str]] = (), check: Callable | None = None,
                 after: Callable | None = None, speed: float = 0.0, exit_on_eof: bool = False) -> int:
-    """*build(control_socket_path)* returns the config dict; *check(app)* may return an error message."""
+    """Build, validate and run the service until its sources end (*exit_on_eof*), a signal, or
+    ``app.request_stop()``; return the exit code.
+
+    :param name: the tool's name, for messages and the temporary directory.
+    :param build: ``build(control_socket_path) -> dict``, the config to run.
+    :param print_config: print that config as YAML and return 0 instead.
+    :param plugins: extra ``(plugin, name)`` pairs for this run (progress bars, stop conditions).
+    :param check: ``check(app) -> str | None``; a message refuses to start.
+    :param after: ``after(app)`` runs once the service stopped (the tool's summary).
+    """
     from . import logging as fplog
     from .app import App
     from .config import Config

@@ -7,6 +7,7 @@ Life cycle (STYLE.md convention 12)::
     SIGHUP  -> RELOADING=1 + MONOTONIC_USEC, validate new file, swap, READY=1
                (a bad file: reload_rejected logged, old config keeps running)
     SIGTERM -> STOPPING=1, stop sources, drain under a deadline, flush, exit 0
+               (app.request_stop(reason) from a task in the service does the same)
     WATCHDOG=1 every WATCHDOG_USEC/2 while the pipeline heartbeat advances
 """
 
@@ -44,10 +45,14 @@ class Service:
         self.reloads_rejected = 0
         self.ready = trio.Event()
         self._events_send, self._events_recv = trio.open_memory_channel(16)
+        self._stop_requested = trio.Event()
+        self._stop_reason = ""
+        self.stopped_by: str | None = None  # "SIGTERM", "SIGINT", "EOF" or "request:REASON", once stopping
 
     async def serve(self, *, task_status=trio.TASK_STATUS_IGNORED) -> int:
         """Run until SIGTERM/SIGINT (or end of input with ``exit_on_eof``); return the exit code."""
         app = self.app
+        app.stop_handler = self.request_stop  # app.request_stop(), for tasks and plugins
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
             async with trio.open_nursery() as nursery:
                 if self.control:
@@ -58,6 +63,7 @@ class Service:
                 app.pipeline = self.pipeline  # for status commands
                 await self.pipeline.start(nursery)
                 nursery.start_soon(self._signal_task, signals)
+                nursery.start_soon(self._stop_task)
                 if self.exit_on_eof:
                     nursery.start_soon(self._eof_task)
                 period = self.notifier.watchdog_period()
@@ -76,6 +82,16 @@ class Service:
         async for signum in signals:
             await self._events_send.send(signal.Signals(signum).name)
 
+    def request_stop(self, reason: str = "requested") -> None:
+        """Stop as SIGTERM does (drain, flush, exit 0); call from a task in the service's trio loop."""
+        if not self._stop_requested.is_set():
+            self._stop_reason = reason
+            self._stop_requested.set()
+
+    async def _stop_task(self) -> None:
+        await self._stop_requested.wait()
+        await self._events_send.send(f"request:{self._stop_reason}")
+
     async def _eof_task(self) -> None:
         assert self.pipeline is not None
         await self.pipeline.finite_done.wait()
@@ -86,6 +102,7 @@ class Service:
             if event == "SIGHUP":
                 await self.reload()
                 continue
+            self.stopped_by = event
             self.notifier.stopping()
             log.info("service_stopping", reason=event)
             return await self.drain()

@@ -2,7 +2,8 @@
 decode with one numpy dtype per template, keep the last flows, write JSON lines.
 
 Hook implementations only; the state lives in :class:`.collector.Collector`,
-registered by ``flowplane_configure`` while the section is configured.
+registered by ``flowplane_configure`` while the section is configured.  The
+``flowplane collect`` tool is :mod:`.cli`.
 """
 
 from __future__ import annotations
@@ -38,3 +39,10 @@ def flowplane_configure(app):
 @hookimpl
 def flowplane_register_control_commands(register):
     commands.register(register)
+
+
+@hookimpl
+def flowplane_register_cli_subcommands(register):
+    from . import cli
+
+    register("collect", cli.add_parser, cli.run_collect)

@@ -238,13 +238,13 @@ def clear(app, args):
 
 def register(register):
     register("show services flow-collector", show, help="exporters, templates, records, decode errors and drops",
-             formatter=format_show)
+             formatter=format_show, report=True)
     register("show services flow-collector templates", show_templates,
              help="templates and options templates per exporter and domain", formatter=format_templates)
     register("show services flow-collector interfaces", show_interfaces,
              help="interface names per exporter, learnt from options data [exporter ADDRESS]",
              formatter=format_interfaces)
     register("show services flow-collector flows", show_flows, help="the last decoded flows [limit N]",
-             formatter=format_flows)
+             formatter=format_flows, report="limit 10")
     register("clear services flow-collector", clear, help="reset the flow collector's counters and flow ring",
              formatter=lambda d: "Flow collector counters cleared\n")

@@ -3,7 +3,8 @@ and ``accounting``, the ``sample`` and ``discard accounting NAME`` term actions,
 export to flow servers (NetFlow v5/v8/v9, IPFIX).
 
 Hook implementations only; the state lives in :class:`.engine.FlowMonitor`,
-registered by ``flowplane_configure`` while sampling is configured.
+registered by ``flowplane_configure`` while sampling is configured.  The
+``flowplane replay`` and ``flowplane top`` tools are :mod:`.replay` and :mod:`.top`.
 """
 
 from __future__ import annotations
@@ -66,3 +67,11 @@ def flowplane_configure(app):
 @hookimpl
 def flowplane_register_control_commands(register):
     commands.register(register)
+
+
+@hookimpl
+def flowplane_register_cli_subcommands(register):
+    from . import replay, top
+
+    register("replay", replay.add_parser, replay.run_replay)
+    register("top", top.add_parser, top.run)

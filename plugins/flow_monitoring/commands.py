@@ -320,11 +320,11 @@ def register(register_fn) -> None:
                 formatter=format_usage)
     register_fn("show services accounting flow", show_flow,
                 help="flow counts per sampling instance, monitoring and accounting group [name NAME]",
-                formatter=format_flow)
+                formatter=format_flow, report=True)
     register_fn("show services accounting flow-detail", show_flow_detail,
                 help="active flows [name NAME] [limit N] [order packets|bytes]", formatter=format_flow_detail)
     register_fn("show services accounting status", show_status, help="export format, rates, timeouts, flow servers",
-                formatter=format_status)
+                formatter=format_status, report=True)
     register_fn("show services accounting usage", show_usage, help="CPU load 5 s / 1 min", formatter=format_usage)
     register_fn("show services accounting memory", show_memory, help="flow cache memory", formatter=format_memory)
     register_fn("show services accounting packet-size-distribution", show_sizes, help="sampled packet sizes",

@@ -537,7 +537,7 @@ def build_replay_app(pcap: Path, version: int, port: int, timeout: int, workdir:
 
     from flowplane.app import App
     from flowplane.config import Config
-    from flowplane.replay import build_config
+    from flowplane.plugins.flow_monitoring.replay import build_config
     from flowplane.sources import SourceContext
 
     cfg = build_config(replay_args(pcap, version, port, timeout), str(workdir / "ctl.sock"))

@@ -61,7 +61,7 @@ def test_config_and_missing_client(monkeypatch, tmp_path):
 
 
 def test_collect_cli_output_nats():
-    from flowplane.collect import parse_output
+    from flowplane.plugins.collector.cli import parse_output
 
     assert parse_output("nats:nats://127.0.0.1:4222") == ("nats", {"url": "nats://127.0.0.1:4222"})
     assert parse_output("nats:127.0.0.1:4222") == ("nats", {"url": "nats://127.0.0.1:4222"})

@@ -249,7 +249,7 @@ def test_output_config_errors_name_key_paths(output, path, text):
 
 
 def test_collect_cli_output_kinds():
-    from flowplane.collect import build_config, parse_output
+    from flowplane.plugins.collector.cli import build_config, parse_output
 
     assert parse_output("msgpack:/tmp/f.mp") == ("msgpack", "/tmp/f.mp")
     assert parse_output("ipfix:127.0.0.1:4739")[1] == {"address": "127.0.0.1", "port": 4739, "version": 10,
@@ -393,7 +393,7 @@ def test_flow_file_round_trip_with_extras_rotation_and_torn_tail(tmp_path):
 
 
 def test_flow_file_output_config_and_cli(tmp_path):
-    from flowplane.collect import parse_output
+    from flowplane.plugins.collector.cli import parse_output
     from flowplane.plugins.collector.output import parse_output as parse_cfg
 
     assert parse_output("flows:/x/y.fpf") == ("flows", "/x/y.fpf")

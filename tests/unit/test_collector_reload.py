@@ -191,7 +191,7 @@ def test_rate_window_baseline_before_samples():
 def test_example_config_validates_and_collect_cli_switches():
     from pathlib import Path
 
-    from flowplane.collect import add_parser, build_config
+    from flowplane.plugins.collector.cli import add_parser, build_config
     from flowplane.plugins.collector.config import parse
 
     repo = Path(__file__).resolve().parents[2]

@@ -3,7 +3,8 @@
 Like ``softflowd -r``: the capture is metered on packet time, every flow is
 exported (the shutdown flush included), and the command exits.  It builds an
 ordinary config (``--print-config`` shows it), so everything it does can be
-written in the config file too.
+written in the config file too.  The flow-monitoring plugin adds the
+subcommand through ``flowplane_register_cli_subcommands``.
 """
 
 from __future__ import annotations
@@ -16,9 +17,32 @@ from typing import Any
 
 import trio
 
-from . import hookimpl
+from flowplane.api import hookimpl, run_oneshot
+
+from .commands import PLUGIN_OBJECT
 
 V8_SCHEMES = ("autonomous-system", "protocol-port", "source-prefix", "destination-prefix", "source-destination-prefix")
+
+
+def add_parser(subparsers) -> Any:
+    rp = subparsers.add_parser("replay", help="run a pcap through the flow engine and export every flow "
+                                              "(like softflowd -r)")
+    rp.add_argument("pcap")
+    rp.add_argument("--export", action="append", required=True, metavar="HOST:PORT",
+                    help="flow server (repeatable: the same records go to each)")
+    rp.add_argument("--version", type=int, choices=(5, 8, 9, 10), default=10, help="export format (default 10, IPFIX)")
+    rp.add_argument("--transport", choices=("udp", "tcp"), default="udp", help="tcp for IPFIX only")
+    rp.add_argument("--sampling-rate", type=int, default=1, help="sample 1 in N packets (deterministic)")
+    rp.add_argument("--active-timeout", type=int, default=60, help="seconds (default 60)")
+    rp.add_argument("--inactive-timeout", type=int, default=15, help="seconds (default 15)")
+    rp.add_argument("--tcp-end-grace", type=float, default=0.0, help="seconds a flow lives after FIN/RST")
+    rp.add_argument("--aggregation", choices=V8_SCHEMES, help="v8 scheme")
+    rp.add_argument("--engine-id", type=int, default=0)
+    rp.add_argument("--engine-type", type=int, default=0)
+    rp.add_argument("--max-flows", type=int, default=1_000_000, help="flow table size")
+    rp.add_argument("--speed", type=float, default=0.0, help="0 = as fast as possible, 1 = capture speed")
+    rp.add_argument("--print-config", action="store_true", help="print the equivalent config file and exit")
+    return rp
 
 
 def parse_hostport(text: str) -> tuple[str, int]:
@@ -114,8 +138,7 @@ class Progress:
 
 
 def run_replay(args) -> int:
-    from .oneshot import run_oneshot
-
+    """``flowplane replay``: run the capture, export every flow, print what each flow server got."""
     try:
         for t in args.export:
             parse_hostport(t)
@@ -127,7 +150,7 @@ def run_replay(args) -> int:
     def summary(app) -> None:
         if sys.stderr.isatty():
             progress.draw(done=True)
-        fm = app.pm.get_plugin("flow-monitor")
+        fm = app.pm.get_plugin(PLUGIN_OBJECT)
         for engine in (fm.engines.values() if fm else []):
             for e in engine.all_exporters:
                 t = e.transport.counters

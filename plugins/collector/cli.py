@@ -3,31 +3,24 @@
 Like ``nfcapd`` without a config file: it builds an ordinary config with a
 ``services flow-collector`` section (``--print-config`` shows it), runs the
 service until SIGINT/SIGTERM, ``--duration`` seconds or ``--count`` flow
-records, then prints a summary.  The collector itself is the
-``flowplane.plugins.collector`` plugin (entry point ``collector``); the core
-never imports it.
-
-Wiring (core/cli.py)::
-
-    from .collect import add_parser as add_collect_parser, run_collect
-    add_collect_parser(sub)                       # next to the other sub.add_parser calls
-    ... {"collect": run_collect, ...}[args.command]
+records (then it stops through ``app.request_stop()``, the SIGTERM path),
+and prints a summary.  The collector plugin adds the subcommand through
+``flowplane_register_cli_subcommands``.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
-import signal
 import sys
 import time
 from typing import Any, Iterable
 
 import trio
 
-from . import hookimpl
-import ipaddress
+from flowplane.api import hookimpl, run_oneshot
 
-PLUGIN_OBJECT = "flow-collector"
+from .collector import PLUGIN_OBJECT
 
 
 def add_parser(subparsers) -> Any:
@@ -141,7 +134,7 @@ def build_config(args: Any, control_socket: str) -> dict:
 
 
 class Stopper:
-    """Stops the service (SIGTERM to itself) after ``--duration`` or ``--count``."""
+    """Announces the bound listeners and stops the service after ``--duration`` or ``--count``."""
 
     def __init__(self, duration: float | None, count: int | None) -> None:
         self.duration = duration
@@ -167,14 +160,17 @@ class Stopper:
                     host, port = x.bound[0], x.bound[1]
                     print(f"listening on {x.listen.protocol}:{'[' + host + ']' if ':' in host else host}:{port}",
                           file=sys.stderr, flush=True)
-            if self.duration is None and self.count is None:
-                continue
-            done = self.duration is not None and time.monotonic() - self.started >= self.duration
-            if self.count is not None and c is not None and c.counters["records"] >= self.count:
-                done = True
-            if done:
-                os.kill(os.getpid(), signal.SIGTERM)
+            reason = self._done(c)
+            if reason:
+                self.app.request_stop(reason)  # drain and flush exactly as SIGTERM does
                 return
+
+    def _done(self, collector) -> str | None:
+        if self.count is not None and collector is not None and collector.counters["records"] >= self.count:
+            return f"{self.count} flow records received"
+        if self.duration is not None and time.monotonic() - self.started >= self.duration:
+            return f"{self.duration:g} s elapsed"
+        return None
 
 
 def app_collector(app):
@@ -219,8 +215,7 @@ def summary_lines(app, elapsed: float) -> list[str]:
 
 
 def run_collect(args, *, plugins: Iterable[tuple[object, str]] = ()) -> int:
-    from .oneshot import run_oneshot
-
+    """``flowplane collect``: validate the arguments, run the collector, print the summary."""
     try:
         for x in args.listen:
             parse_listen(x)
@@ -232,14 +227,9 @@ def run_collect(args, *, plugins: Iterable[tuple[object, str]] = ()) -> int:
     stopper = Stopper(args.duration, args.count)
     t0 = time.monotonic()
 
-    def check(app) -> str | None:
-        if "services flow-collector" not in app.registries.sections:
-            return "the collector plugin (flowplane.plugins.collector) is not installed"
-        return None
-
     def after(app) -> None:
         for line in summary_lines(app, time.monotonic() - t0):
             print(line, flush=True)
 
     return run_oneshot("collect", lambda sock: build_config(args, sock), print_config=args.print_config,
-                       plugins=[*plugins, (stopper, "collect-stopper")], check=check, after=after)
+                       plugins=[*plugins, (stopper, "collect-stopper")], after=after)

@@ -1,10 +1,17 @@
-"""``flowplane top``: a refreshing top-talkers view of the running service's flow caches."""
+"""``flowplane top``: a refreshing top-talkers view of the running service's flow caches.
+
+It reads ``show services accounting flow-detail`` over the control socket; the
+flow-monitoring plugin adds the subcommand through ``flowplane_register_cli_subcommands``.
+"""
 
 from __future__ import annotations
 
 import ipaddress
 import sys
 import time
+from typing import Any
+
+from flowplane.api import control_request, resolve_socket
 
 PROTO = {1: "icmp", 6: "tcp", 17: "udp", 47: "gre", 58: "icmp6", 132: "sctp"}
 
@@ -70,3 +77,25 @@ def run_top(path: str, *, interval: float, limit: int, order: str, once: bool, r
             time.sleep(interval)
     except KeyboardInterrupt:
         return 0
+
+
+def add_parser(subparsers) -> Any:
+    tp = subparsers.add_parser("top", help="live top talkers of the running service's flow caches")
+    tp.add_argument("--interval", type=float, default=1.0)
+    tp.add_argument("--limit", type=int, default=20)
+    tp.add_argument("--order", choices=("bytes", "packets"), default="bytes")
+    tp.add_argument("--once", action="store_true", help="print one screen and exit")
+    tp.add_argument("-s", "--socket", help="control socket path")
+    tp.add_argument("-c", "--config", help="read the control socket path from this config file")
+    return tp
+
+
+def run(args) -> int:
+    """``flowplane top``: refresh until Ctrl-C (or one screen with ``--once``)."""
+    path = resolve_socket(args.socket, args.config)
+    try:
+        return run_top(path, interval=args.interval, limit=args.limit, order=args.order, once=args.once,
+                       request=control_request)
+    except (OSError, ConnectionError) as exc:
+        print(f"flowplane: cannot reach the service at {path}: {exc}", file=sys.stderr)
+        return 2
