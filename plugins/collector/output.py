@@ -489,7 +489,7 @@ class ThreadedFileWriter(FileWriter):
 
 
 class JsonlWriter(FileWriter):
-    """A JSON-lines :class:`FileWriter` (the name the first slice used)."""
+    """A JSON-lines :class:`FileWriter`."""
 
     def __init__(self, path: str, rotate: Rotate | None = None, counters: Counters | None = None,
                  clock: Callable[[], float] = time.time) -> None:
