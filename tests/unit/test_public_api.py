@@ -15,8 +15,6 @@ PENDING: set[tuple[str, str]] = {
     ("plugins/collector/forward.py", "flowplane.pluginmanager"),
     ("plugins/inline_monitoring/loop.py", "flowplane.firewall"),
     ("plugins/inline_monitoring/loop.py", "flowplane.firewall_config"),
-    ("contrib/flowplane-example/tests/test_tally.py", "flowplane.control"),
-    ("contrib/flowplane-example/tests/test_tally.py", "flowplane.service"),
 }
 
 
