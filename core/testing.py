@@ -181,6 +181,9 @@ class RunningService:
         self.code: int | None = None
         self._done = trio.Event()
 
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.service, name)  # pipeline, reloads, ... of the Service
+
     async def _run(self) -> None:
         try:
             self.code = await self.service.serve()
