@@ -412,5 +412,3 @@ def intervals_to_cidrs(intervals: list[tuple[int, int]]) -> list[tuple[int, int]
             out.append((a, 128 - size.bit_length() + 1))
             a += size
     return out
-
-
