@@ -121,11 +121,6 @@ class FilterResult:
     selections: list[tuple[str, str, object, np.ndarray]] = field(default_factory=list)
     implicit_discard: np.ndarray | None = None
 
-    def action_selections(self, batch: PacketBatch, filter_name: str):
-        """The selections as :class:`flowplane.batch.ActionSelection` sub-batches."""
-        from flowplane.batch import ActionSelection
-        return [ActionSelection(filter_name, t, a, arg, batch.select(m)) for t, a, arg, m in self.selections]
-
 
 # --------------------------------------------------------------------------
 # per-batch evaluation context: derived columns computed at most once

@@ -103,7 +103,6 @@ def _catalogue() -> dict[str, dict[str, CondSpec]]:
 
 
 CONDITIONS: dict[str, dict[str, CondSpec]] = _catalogue()
-ALL_CONDITION_NAMES = sorted(set().union(*CONDITIONS.values()))
 
 
 # --------------------------------------------------------------------------

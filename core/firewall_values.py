@@ -15,7 +15,6 @@ import difflib
 import ipaddress
 import re
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
@@ -321,7 +320,6 @@ def tcp_flags_table(expr) -> np.ndarray:
 V4_EXPECTED = "an IPv4 prefix like '10.0.0.0/8' (optionally followed by ' except')"
 V6_EXPECTED = "an IPv6 prefix like '2001:db8::/32' (optionally followed by ' except')"
 MAPPED_BASE = 0xFFFF << 32  # ::ffff:0:0/96 as a 128-bit integer
-ALL128 = (1 << 128) - 1
 
 
 def parse_prefix_entry(value, family: str) -> tuple[int, int, bool]:
@@ -414,6 +412,3 @@ def intervals_to_cidrs(intervals: list[tuple[int, int]]) -> list[tuple[int, int]
             out.append((a, 128 - size.bit_length() + 1))
             a += size
     return out
-
-
-ValueParser = Callable[[object], tuple[int, int]]

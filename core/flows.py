@@ -90,8 +90,3 @@ class FlowRecords:
     def select(self, sel) -> "FlowRecords":
         return FlowRecords(self.data[sel], self.instance, self.sampling_interval, self.sampling_algorithm,
                            self.scaled, self.boot_ns)
-
-
-def ipv4_of(lo: np.ndarray) -> np.ndarray:
-    """IPv4 addresses (uint32) from the low half of IPv4-mapped addresses."""
-    return (lo & np.uint64(0xFFFF_FFFF)).astype(np.uint32)

@@ -115,11 +115,6 @@ def plugin_dists(pm: pluggy.PluginManager) -> dict[str, str]:
     return dict(getattr(pm, "flowplane_dists", {}))
 
 
-def entrypoint_names(group: str = ENTRYPOINT_GROUP, dist: str | None = None) -> list[str]:
-    eps = metadata.entry_points(group=group)
-    return sorted(ep.name for ep in eps if dist is None or (ep.dist and ep.dist.name == dist))
-
-
 def call_each(pm: pluggy.PluginManager, hook: str, **kwargs: Any) -> list[tuple[str, Any]]:
     """Call a rare hook implementation by implementation, in pluggy's order.
 

@@ -108,6 +108,10 @@ class Service:
             return await self.drain()
         return 0
 
+    async def stop(self, reason: str = "SIGTERM") -> None:
+        """Stop as SIGTERM does: stop sources, drain under the deadline, flush; :meth:`serve` then returns."""
+        await self._events_send.send(reason)
+
     async def reload(self) -> bool:
         """Re-read the config file; swap in the new config only if it validates and applies."""
         app = self.app

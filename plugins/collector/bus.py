@@ -518,7 +518,6 @@ class NatsBus:
     async def _main(self) -> None:
         import nats
         from nats.errors import NoServersError  # noqa: F401
-        from nats.errors import TimeoutError as NatsTimeout
 
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()

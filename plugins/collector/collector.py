@@ -61,7 +61,7 @@ class Collector:
                                    scale=cfg.scale)
             self.ring = FlowRing(cfg.flow_ring)
         ocfg = cfg.output
-        if cfg.jsonl and not ocfg.jsonl:  # CollectorConfig(jsonl=...) as the first slice built it
+        if cfg.jsonl and not ocfg.jsonl:  # the short form CollectorConfig(jsonl=PATH)
             ocfg = dataclasses.replace(ocfg, jsonl=cfg.jsonl)
         self.outputs = Outputs(ocfg, self.counters, drivers=drivers)  # files (rotated) and forwarders
         self.jsonl = self.outputs.jsonl

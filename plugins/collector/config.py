@@ -50,7 +50,7 @@ class Listen:
 @dataclass
 class CollectorConfig:
     listen: list[Listen] = field(default_factory=list)
-    jsonl: str | None = None  # = output.jsonl (kept: the first slice's name)
+    jsonl: str | None = None  # = output.jsonl (short form: CollectorConfig(jsonl=PATH))
     output: OutputConfig = field(default_factory=OutputConfig)
     max_templates: int = 1024
     pending_timeout: float = 10.0

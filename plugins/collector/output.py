@@ -488,14 +488,6 @@ class ThreadedFileWriter(FileWriter):
         super().close()
 
 
-class JsonlWriter(FileWriter):
-    """A JSON-lines :class:`FileWriter` (the name the first slice used)."""
-
-    def __init__(self, path: str, rotate: Rotate | None = None, counters: Counters | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
-        super().__init__(path, "jsonl", rotate, counters, clock)
-
-
 # ---------------------------------------------------------------------------
 # everything the collector writes to, in one place
 

@@ -10,7 +10,6 @@ import numpy as np
 
 from flowplane.api import FLOW_DTYPE
 
-from .fields import ie_kind
 
 MAPPED = np.uint64(0xFFFF_0000_0000)
 
@@ -139,7 +138,3 @@ def render_extra(values, kind: str) -> list:
         else:
             out.append(bytes(v).hex())
     return out
-
-
-def kind_of(ie: int, pen: int) -> str:
-    return ie_kind(ie, pen)

@@ -204,12 +204,6 @@ def exporter_int(address) -> tuple[int, bool]:
     return int(ip), ip.version == 6
 
 
-def const(value: int) -> Source:
-    def get(d, ctx):
-        return np.full(len(d), value, dtype=np.uint64)
-    return get
-
-
 # ---------------------------------------------------------------------------
 # field lists per family (IANA IPFIX ids; v9 shares ids 1-79)
 

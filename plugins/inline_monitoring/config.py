@@ -1,6 +1,6 @@
 """``services inline-monitoring``: parse and validate against the active hardware profile.
 
-Junos hierarchy, in YAML (the seed's statements, plus ``clip-length``, a
+Junos hierarchy, in YAML (the statements of the Junos guide, plus ``clip-length``, a
 flowplane extension for profiles whose clip length is configurable)::
 
     services:

@@ -4,7 +4,7 @@ The flow encoders (``ipfix`` / ``v9``) carry fixed-length flow records; an
 inline-monitoring record ends with a *variable-length* element, so it is
 built here, over whole batches, with numpy gathers (no per-packet Python).
 
-Data template (the seed's five elements, in this order)::
+Data template (the Junos guide's five elements, in this order)::
 
     ingressInterface        10   4
     egressInterface         14   4
@@ -21,7 +21,7 @@ Options template (scope count 1)::
 
 Message header: version 10, length, export time (s), sequence number (data
 records -- options data records included -- sent before this message in
-this session, mod 2**32, RFC 7011 section 3.1), observation domain id.
+this transport session, mod 2**32, RFC 7011 section 3.1), observation domain id.
 
 Data sets are not padded (padding is optional, RFC 7011 section 3.3.1).
 """

@@ -6,7 +6,7 @@ registers while ``services inline-monitoring`` has instances.  The
 terms selected, per batch:
 
 1. rows that are the exporter's own IPFIX packets (a monitored interface that
-   carries the export traffic: the loop the seed warns about) are dropped and
+   carries the export traffic: the loop the Junos guide warns about) are dropped and
    counted as ``own_export`` -- never exported again;
 2. 1-in-N systematic sampling, per collector (``sampling_rate_scope
    per-collector``) or once per instance (``per-instance``), the phase carried
@@ -86,7 +86,7 @@ class CollectorExport:
         self.transport.send_nowait([msg])
 
     def adopt(self, old: "CollectorExport") -> None:
-        """Keep the counters of the same collector across a reload (the session starts afresh)."""
+        """Keep the counters of the same collector across a reload (the export starts afresh: new templates and sequence numbers)."""
         self.counters = old.counters
         self.transport.counters = old.transport.counters
 
@@ -253,7 +253,7 @@ class InlineMonitor:
         """ingressInterface / egressInterface columns: the capture interface's ifindex (0 if unknown).
 
         Ingress rows: (ifindex, 0).  Egress rows: (ifindex, ifindex) -- the
-        monitored interface in both, as the seed's AE/IRB tables have it for
+        monitored interface in both, as the Junos guide's AE/IRB tables have it for
         egress (logical interface, then the member it leaves by).
         """
         iface = batch.iface

@@ -1,4 +1,4 @@
-"""The loop the seed warns about: monitoring the exporter's own IPFIX traffic.
+"""The loop the Junos guide warns about: monitoring the exporter's own IPFIX traffic.
 
 "You must not apply inline monitoring on IPFIX traffic as this generates
 another IPFIX packet for sampling, thereby creating a loop."

@@ -84,7 +84,6 @@ BLOCK_HDR = struct.Struct("=IIIIII")
 #   rxhash, vlan_tci, vlan_tpid(u16), pad(u16), then sockaddr_ll at TPACKET_ALIGN(48):
 #   family(u16), protocol(u16), ifindex(i32), hatype(u16), pkttype(u8), halen(u8)
 PKT_NEXT = struct.Struct("=I").unpack_from
-HDR3 = struct.Struct("=IIIIIIHHIIH")
 SLL_PKTTYPE_AT = 48 + 10
 
 KEYS = ("device", "promiscuous", "direction", "ring-size", "block-size", "block-timeout", "fanout", "batch-size")

@@ -340,7 +340,6 @@ class PcapngReader(_ReaderBase):
         self._next_after_shb = off + bl
         self._hdr = struct.Struct(bo + "II").unpack_from
         self._u32 = bo + "u4"
-        self._u16 = bo + "u2"
 
     def _check_block(self, off: int, bt: int, bl: int, at_start: bool = False) -> bool:
         """Length checks for one block; raises at start, else counts and returns False."""

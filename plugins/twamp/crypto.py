@@ -23,7 +23,7 @@ import hmac as _hmac
 import os
 from dataclasses import dataclass
 
-from .aes import AES128, CBC, ecb_decrypt, ecb_encrypt
+from .aes import AES128, CBC, ecb_encrypt
 from .wire import MODE_AUTHENTICATED, MODE_ENCRYPTED, ZERO16
 
 HMAC_LEN = 16
@@ -198,7 +198,3 @@ class SessionCrypto:
             raise HmacError("test packet HMAC does not match")
         return plain + mac + tail
 
-
-def ecb_pair(key: bytes):  # pragma: no cover - convenience for tools
-    c = AES128(key)
-    return (lambda d: ecb_encrypt(c, d)), (lambda d: ecb_decrypt(c, d))

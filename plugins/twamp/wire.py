@@ -24,7 +24,7 @@ from __future__ import annotations
 import ipaddress
 import struct
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 # -- modes, commands, accept codes ------------------------------------------------------
 
@@ -33,9 +33,6 @@ MODE_AUTHENTICATED = 2
 MODE_ENCRYPTED = 4
 MODE_NAMES = {MODE_UNAUTHENTICATED: "unauthenticated", MODE_AUTHENTICATED: "authenticated",
               MODE_ENCRYPTED: "encrypted"}
-MODE_BY_NAME = {"none": MODE_UNAUTHENTICATED, "open": MODE_UNAUTHENTICATED, "unauthenticated": MODE_UNAUTHENTICATED,
-                "authenticated": MODE_AUTHENTICATED, "auth": MODE_AUTHENTICATED,
-                "encrypted": MODE_ENCRYPTED}
 
 CMD_START_SESSIONS = 2
 CMD_STOP_SESSIONS = 3
@@ -420,12 +417,3 @@ def reflector_padding(sender_len: int, authenticated: bool, symmetric: bool = Tr
     base = SENDER_AUTH_SIZE if authenticated else SENDER_UNAUTH_SIZE
     pad = max(0, sender_len - base)
     return max(0, pad - PADDING_TRUNCATION[authenticated]) if symmetric else pad
-
-
-@dataclass
-class Handshake:
-    """What a control connection agreed, for show commands and tests."""
-
-    mode: int = 0
-    key_id: str = ""
-    sessions: list = field(default_factory=list)

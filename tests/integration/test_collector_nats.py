@@ -28,6 +28,7 @@ from flowplane.plugins.collector.bus import Spool, subject_for
 from flowplane.plugins.collector.collector import Collector
 from flowplane.plugins.collector.config import parse
 from flowplane.plugins.encoders import ipfix
+from flowplane.testing import free_port, wait_until
 
 NATS_SERVER = shutil.which("nats-server") or ("/usr/sbin/nats-server" if os.path.exists("/usr/sbin/nats-server")
                                               else None)
@@ -106,21 +107,6 @@ def test_spool_order_limit_and_removal(tmp_path):
 needs_server = pytest.mark.skipif(NATS_SERVER is None, reason="nats-server is not installed (apt-get install nats-server)")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(cond, timeout: float, what: str) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 class Server:
     def __init__(self, port: int, store: str, log: str) -> None:
         self.port, self.store, self.log = port, store, log
@@ -138,7 +124,7 @@ class Server:
             except OSError:
                 return False
 
-        wait_for(up, 10, "nats-server to listen")
+        wait_until(up, 10, what="nats-server to listen")
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -212,7 +198,7 @@ async def consume(url: str) -> tuple[list[dict], list[str], int]:
 
 @needs_server
 def test_two_collectors_server_restart_exactly_once(tmp_path):
-    port = free_port()
+    port = free_port("tcp")
     url = f"nats://127.0.0.1:{port}"
     server = Server(port, str(tmp_path / "store"), str(tmp_path / "nats.log"))
     server.start()
@@ -222,19 +208,19 @@ def test_two_collectors_server_restart_exactly_once(tmp_path):
     try:
         for c in cols.values():
             c.outputs.bus.start()
-        wait_for(lambda: all(c.outputs.bus.connected for c in cols.values()), 10, "both collectors connected")
+        wait_until(lambda: all(c.outputs.bus.connected for c in cols.values()), 10, what="both collectors connected")
         # phase 1: the bus is there
         for k, c in cols.items():
             feed(c, encs[k], exporters[k], 0, 200)
-        wait_for(lambda: all(c.outputs.bus.published_flows == 200 for c in cols.values()), 15, "phase 1 acked")
+        wait_until(lambda: all(c.outputs.bus.published_flows == 200 for c in cols.values()), 15, what="phase 1 acked")
         # phase 2: the bus is away -> the spool, counted; the listener path is not blocked
         server.stop()
-        wait_for(lambda: not any(c.outputs.bus.connected for c in cols.values()), 10, "disconnect noticed")
+        wait_until(lambda: not any(c.outputs.bus.connected for c in cols.values()), 10, what="disconnect noticed")
         for k, c in cols.items():
             t = time.monotonic()
             feed(c, encs[k], exporters[k], 200, 300)
             assert time.monotonic() - t < 2.0  # handing batches over never waits for the bus
-        wait_for(lambda: all(c.outputs.bus.spool.pending()[1] == 300 for c in cols.values()), 10, "spooled")
+        wait_until(lambda: all(c.outputs.bus.spool.pending()[1] == 300 for c in cols.values()), 10, what="spooled")
         for k, c in cols.items():
             st = c.outputs.bus.stats()
             assert st["spool"]["written_flows"] == 300 and st["spool"]["fsyncs"] >= 1
@@ -242,10 +228,10 @@ def test_two_collectors_server_restart_exactly_once(tmp_path):
             assert [n for n in os.listdir(tmp_path / f"spool-{k}") if n.endswith(".bin")]
         # phase 3: the bus is back (same store): the spools are replayed in order and removed
         server.start()
-        wait_for(lambda: all(c.outputs.bus.published_flows == 500 for c in cols.values()), 20, "spool replayed")
+        wait_until(lambda: all(c.outputs.bus.published_flows == 500 for c in cols.values()), 20, what="spool replayed")
         for k, c in cols.items():
             feed(c, encs[k], exporters[k], 500, 100)
-        wait_for(lambda: all(c.outputs.bus.published_flows == 600 for c in cols.values()), 15, "phase 3 acked")
+        wait_until(lambda: all(c.outputs.bus.published_flows == 600 for c in cols.values()), 15, what="phase 3 acked")
         for k, c in cols.items():
             st = c.outputs.bus.stats()
             assert st["spool"]["replayed_flows"] == 300 and st["spool"]["flows"] == 0
@@ -273,7 +259,7 @@ def test_two_collectors_server_restart_exactly_once(tmp_path):
 
 @needs_server
 def test_shutdown_with_the_bus_away_spools_the_queue(tmp_path):
-    port = free_port()
+    port = free_port("tcp")
     url = f"nats://127.0.0.1:{port}"
     c = make_collector(url, str(tmp_path / "spool"), "col-x")  # no server at all
     enc = ipfix.factory(EncoderOptions(version=10))
@@ -289,7 +275,7 @@ def test_shutdown_with_the_bus_away_spools_the_queue(tmp_path):
     try:
         c2 = make_collector(url, str(tmp_path / "spool"), "col-y")
         c2.outputs.bus.start()
-        wait_for(lambda: c2.outputs.bus.published_flows == 50, 15, "left-over spool replayed")
+        wait_until(lambda: c2.outputs.bus.published_flows == 50, 15, what="left-over spool replayed")
         c2.outputs.bus.stop(2.0)
         assert not [n for n in os.listdir(tmp_path / "spool") if n.endswith(".bin")]
     finally:

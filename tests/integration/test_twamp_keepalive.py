@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from flowplane.control import request
+from flowplane.testing import wait_until
 
 from netns import netns_pair  # noqa: F401  (fixture)
 
@@ -41,14 +42,8 @@ def _show(sock: Path, *words):
     return reply["data"] if reply.get("ok") else None
 
 
-def _wait(pred, timeout, what):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        v = pred()
-        if v:
-            return v
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+def wait(pred, timeout, what):
+    return wait_until(pred, timeout, 0.1, what=what)
 
 
 @pytest.mark.netns
@@ -81,7 +76,7 @@ services:
                      stderr=srv_log)
     client = None
     try:
-        _wait(lambda: _show(tmp_path / "server.sock", "show", "services", "rpm", "twamp", "server"), 20, "the server")
+        wait(lambda: _show(tmp_path / "server.sock", "show", "services", "rpm", "twamp", "server"), 20, "the server")
         client = p.popen(p.ns_b, [sys.executable, "-m", "flowplane", "run", "-c", str(cli_cfg)], stdout=cli_log,
                          stderr=cli_log)
 
@@ -89,7 +84,7 @@ services:
             d = _show(tmp_path / "client.sock", "show", "services", "rpm", "twamp", "client", "session")
             return d["control_connections"][0] if d else None
 
-        _wait(lambda: (session() or {}).get("tests_done", 0) >= 1, 20, "the first test")
+        wait(lambda: (session() or {}).get("tests_done", 0) >= 1, 20, "the first test")
         conns = _show(tmp_path / "server.sock", "show", "services", "rpm", "twamp", "server", "connection")
         assert [c["client"] for c in conns["connections"]] == [p.addr_b]
 
@@ -100,9 +95,9 @@ services:
         _write(tmp_path / "drop.nft", rules)
         p.run(p.ns_a, ["nft", "-f", str(tmp_path / "drop.nft")])
         t0 = time.monotonic()
-        _wait(lambda: not (session() or {"connected": True})["connected"], BUDGET_S + MARGIN_S, "the client to notice")
+        wait(lambda: not (session() or {"connected": True})["connected"], BUDGET_S + MARGIN_S, "the client to notice")
         client_s = time.monotonic() - t0
-        _wait(lambda: not _show(tmp_path / "server.sock", "show", "services", "rpm", "twamp", "server",
+        wait(lambda: not _show(tmp_path / "server.sock", "show", "services", "rpm", "twamp", "server",
                                 "connection")["connections"], BUDGET_S + MARGIN_S, "the server to notice")
         server_s = time.monotonic() - t0
         print(f"keepalive budget {BUDGET_S} s: client noticed after {client_s:.1f} s, server after {server_s:.1f} s")

@@ -51,7 +51,7 @@ async def _serve(make_app, config, body):
         try:
             await body(Running(app))
         finally:
-            await service._events_send.send("SIGTERM")
+            await service.stop()
     assert result["code"] == 0
 
 

@@ -92,7 +92,7 @@ async def with_client(make_app, config, body):
         try:
             await body(Client(app))
         finally:
-            await service._events_send.send("SIGTERM")
+            await service.stop()
     assert code["rc"] == 0
 
 
@@ -285,7 +285,7 @@ async def test_thresholds_raise_and_clear_events_across_a_config_change(make_app
             assert c.session()["sessions"][0]["thresholds_exceeded"] == []
             assert "reload_done" in [e["event"] for e in logs]
             assert c.results()[0]["all_tests"]["tests"] > before  # persistent-results across the config change
-            await service._events_send.send("SIGTERM")
+            await service.stop()
         nursery.cancel_scope.cancel()
 
 
@@ -367,5 +367,5 @@ async def test_config_change_restarts_the_client(make_app, tmp_path, persistent)
                 assert r["all_tests"]["tests"] >= before + s["tests_done"]
             else:
                 assert r["all_tests"]["tests"] == s["tests_done"]
-            await service._events_send.send("SIGTERM")
+            await service.stop()
         nursery.cancel_scope.cancel()

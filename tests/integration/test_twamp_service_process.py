@@ -12,25 +12,17 @@ import json
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from flowplane.control import request
+from flowplane.testing import wait_until
 
 FLOWPLANE = [sys.executable, "-m", "flowplane"]
 
 
-def _wait(pred, timeout=30.0, what=""):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        try:
-            v = pred()
-        except (FileNotFoundError, ConnectionRefusedError, KeyError, TypeError):
-            v = None
-        if v:
-            return v
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+def wait(pred, timeout=30.0, what=""):
+    """wait_until, counting a process that is not up yet or a reply without the field yet as "not yet"."""
+    return wait_until(pred, timeout, 0.1, what=what, ignore=(OSError, KeyError, TypeError))
 
 
 def _cli(*words, sock: Path, json_out=True):
@@ -58,7 +50,7 @@ def test_client_process_survives_a_killed_server(tmp_path):
     client = None
     try:
         srv_sock = tmp_path / "server.sock"
-        port = _wait(lambda: request(str(srv_sock), ["show", "services", "rpm", "twamp", "server"],
+        port = wait(lambda: request(str(srv_sock), ["show", "services", "rpm", "twamp", "server"],
                                      fmt="json")["data"]["listening"][1], what="the server")
         secret = tmp_path / "alice.secret"
         secret.write_text("testsecret\n")
@@ -88,20 +80,20 @@ services:
             r = _cli("show", "services", "rpm", "twamp", "client", "session", sock=csock)
             return json.loads(r.stdout)["control_connections"][0] if r.returncode == 0 else None
 
-        _wait(lambda: (session() or {}).get("tests_done", 0) >= 3, what="three tests")
+        wait(lambda: (session() or {}).get("tests_done", 0) >= 3, what="three tests")
         server.send_signal(signal.SIGKILL)
         server.wait(timeout=30)
-        _wait(lambda: (session() or {}).get("retries", 0) >= 2, what="the client to retry")
+        wait(lambda: (session() or {}).get("retries", 0) >= 2, what="the client to retry")
         outage = session()
         assert not outage["connected"] and outage["state"] in ("retrying", "connecting")
         server = _server(tmp_path, port, log)  # same port
-        _wait(lambda: (session() or {}).get("connects", 0) == 2 and session()["tests_done"] >= outage["tests_done"] + 2,
+        wait(lambda: (session() or {}).get("connects", 0) == 2 and session()["tests_done"] >= outage["tests_done"] + 2,
               what="the client to come back on its own")
         text = _cli("show", "services", "rpm", "twamp", "client", "session", sock=csock, json_out=False).stdout
         assert "TWAMP-Server-Status: Connected" in text and "Number-Of-Retries-With-TWAMP-Server" in text
         stop = _cli("request", "services", "rpm", "twamp", "stop", "client", "c1", sock=csock, json_out=False)
         assert stop.returncode == 0 and "stopped" in stop.stdout
-        _wait(lambda: (session() or {}).get("connected") is False, what="the stop")
+        wait(lambda: (session() or {}).get("connected") is False, what="the stop")
         # stopped: nothing moves any more, so the two views can be compared
         r = _cli("show", "services", "rpm", "twamp", "client", "probe-results", "test-session", "a", sock=csock)
         assert r.returncode == 0, r.stderr

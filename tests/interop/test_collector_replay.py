@@ -27,6 +27,7 @@ import trio
 import flowplane.plugins.collector as collector_plugin
 from flowplane.plugins.collector.pcap import udp_payloads
 from flowplane.service import Service
+from flowplane.testing import free_port
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
 from test_collector import EXPECTED, corpus_groups, needs_corpus  # noqa: E402
@@ -74,7 +75,7 @@ async def test_round_trip_flowplane_replay(make_app, version):
                 await trio.sleep(0.05)
         await trio.sleep(0.1)
         c.tick()
-        await service._events_send.send("SIGTERM")
+        await service.stop()
     assert c.counters["datagrams"] == dgrams
     assert not [k for k in c.counters.drops if k[0] == "decode"], dict(c.counters.drops)
     assert got["flows"] == flows
@@ -95,15 +96,9 @@ def _need(*tools):
         pytest.skip(f"missing {', '.join(missing)} (apt-get install -y nfdump)")
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _nfcapd_store(tmp_path, payloads: list[bytes]) -> Path:
     """Replay *payloads* to a fresh nfcapd on loopback; the directory it stored them in."""
-    port = _free_port()
+    port = free_port()
     d = tmp_path / f"nfc{port}"
     d.mkdir()
     p = subprocess.Popen(["nfcapd", "-b", "127.0.0.1", "-p", str(port), "-w", str(d), "-t", "3600"],

@@ -11,7 +11,9 @@ import time
 
 import pytest
 
-from test_replay_nfdump import SAMPLE, Nfcapd, free_udp_port, needs_nfdump
+from test_replay_nfdump import SAMPLE, Nfcapd, needs_nfdump
+
+from flowplane.testing import free_port
 
 pytestmark = pytest.mark.peer
 
@@ -72,7 +74,7 @@ services:
 
 
 def test_collector_down_is_counted_and_never_stalls(tmp_path):
-    port = free_udp_port()  # nothing listens there: ICMP port unreachable
+    port = free_port()  # nothing listens there: ICMP port unreachable
     r = subprocess.run([sys.executable, "-m", "flowplane", "replay", str(SAMPLE), "--export", f"127.0.0.1:{port}",
                         "--version", "9"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
@@ -82,7 +84,7 @@ def test_collector_down_is_counted_and_never_stalls(tmp_path):
 
 
 def test_tcp_collector_away_at_shutdown_is_counted_not_waited_for(tmp_path):
-    port = free_udp_port()
+    port = free_port("tcp")
     t0 = time.monotonic()
     r = subprocess.run([sys.executable, "-m", "flowplane", "replay", str(SAMPLE), "--export", f"127.0.0.1:{port}",
                         "--version", "10", "--transport", "tcp"], capture_output=True, text=True, timeout=120)

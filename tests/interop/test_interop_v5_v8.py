@@ -34,7 +34,7 @@ import pytest
 from flowplane.export import EncoderOptions
 from flowplane.flows import FLOW_DTYPE, SAMPLING_DETERMINISTIC, FlowRecords
 from flowplane.plugins.encoders import netflow5, netflow8
-from flowplane.testing import write_pcap
+from flowplane.testing import free_port, write_pcap
 
 pytestmark = pytest.mark.peer
 
@@ -128,11 +128,6 @@ def expected_v5(records: FlowRecords, scale: int = 1) -> dict:
 # nfcapd / nfdump
 # --------------------------------------------------------------------------
 
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def udp_bound(port: int) -> bool:
     want = f"0100007F:{port:04X}"
@@ -143,7 +138,7 @@ def udp_bound(port: int) -> bool:
 def nfcapd_collect(tmp_path, datagrams: list[bytes]) -> tuple[list[dict], list[dict]]:
     """Send *datagrams* to a fresh nfcapd; return (nfdump json records, nfdump csv rows)."""
     need("nfcapd", "nfdump")
-    port = free_udp_port()
+    port = free_port()
     out = tmp_path / "nfc"
     out.mkdir()
     log = open(tmp_path / "nfcapd.log", "wb")

@@ -21,7 +21,7 @@ import pytest
 from flowplane.export import EncoderOptions
 from flowplane.flows import FLOW_DTYPE, FlowRecords
 from flowplane.plugins.encoders import ipfix, netflow9
-from flowplane.testing import write_pcap
+from flowplane.testing import free_port, write_pcap
 from test_encoder_v9 import T0, Collector
 
 pytestmark = pytest.mark.peer
@@ -34,12 +34,6 @@ def need(*tools):
     missing = [t for t in tools if shutil.which(t) is None]
     if missing:
         pytest.skip(f"missing {', '.join(missing)} (apt-get install -y nfdump tshark)")
-
-
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def realistic(n: int, seed: int, *, mpls: bool = False) -> FlowRecords:
@@ -101,7 +95,7 @@ def iso_ms(ns: int) -> str:
 def run_nfcapd(tmp_path, dgrams: list[bytes]) -> tuple[str, str]:
     """Send *dgrams* to a fresh nfcapd on 127.0.0.1; returns (flow dir, nfcapd output)."""
     need("nfcapd", "nfdump")
-    port = free_udp_port()
+    port = free_port()
     flowdir = tmp_path / f"nfc{port}"
     flowdir.mkdir()
     p = subprocess.Popen(["nfcapd", "-b", "127.0.0.1", "-p", str(port), "-w", str(flowdir), "-t", "3600"],
@@ -212,7 +206,7 @@ def test_tshark_decodes_without_warnings(tmp_path, version):
     opts = EncoderOptions(version=version, templates=ALL, sampling_interval=100, observation_domain_id=3)
     enc = MODULES[version].ENCODER_TYPE.factory(opts)
     dgrams = enc.encode(recs, T0) + enc.templates(T0 + 10**9)
-    port = free_udp_port()
+    port = free_port()
     pcap = write_pcap(str(tmp_path / f"v{version}.pcap"), frames_of(dgrams, port))
     decode = ["-r", pcap, "-d", f"udp.port=={port},cflow"]
     # no malformed packets, no expert info of any severity
@@ -270,7 +264,7 @@ def test_tshark_bridge_template(tmp_path):
     recs = realistic(300, seed=5)
     enc = ipfix.ENCODER_TYPE.factory(EncoderOptions(templates=("bridge",)))
     dgrams = enc.encode(recs, T0)
-    port = free_udp_port()
+    port = free_port()
     pcap = write_pcap(str(tmp_path / "bridge.pcap"), frames_of(dgrams, port))
     decode = ["-r", pcap, "-d", f"udp.port=={port},cflow"]
     assert tshark(*decode, "-Y", "_ws.malformed || _ws.expert").strip() == ""

@@ -6,13 +6,14 @@ from __future__ import annotations
 import json
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+
+from flowplane.testing import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "etc" / "samples" / "sample.pcap"
@@ -23,21 +24,13 @@ pytestmark = pytest.mark.peer
 needs_nfdump = pytest.mark.skipif(not (shutil.which("nfcapd") and shutil.which("nfdump")), reason="nfdump not installed")
 
 
-def free_udp_port() -> int:
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 class Nfcapd:
     """nfcapd on 127.0.0.1; files are finalised when it stops."""
 
     def __init__(self, tmp: Path, name: str) -> None:
         self.dir = tmp / name
         self.dir.mkdir()
-        self.port = free_udp_port()
+        self.port = free_port()
         self.proc = subprocess.Popen(["nfcapd", "-b", "127.0.0.1", "-p", str(self.port), "-w", str(self.dir), "-t", "3600",
                                       "-B", "4194304"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 5

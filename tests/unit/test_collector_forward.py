@@ -23,7 +23,7 @@ from flowplane.plugins.collector.config import CollectorConfig, Listen
 from flowplane.plugins.collector.forward import Forward, Forwarder
 from flowplane.plugins.collector.output import OutputConfig
 from flowplane.plugins.encoders import ipfix, netflow9
-from flowplane.service import Service
+from flowplane.testing import free_port, serve, wait_until_async
 
 from test_collector import COMPARED, T0, _key, sample_records
 
@@ -148,12 +148,6 @@ class TcpSink(UdpSink):
                 self.flows += self.collector.handle([(msg, "127.0.0.1")])
 
 
-async def _wait(pred, timeout=10.0):
-    with trio.fail_after(timeout):
-        while not pred():
-            await trio.sleep(0.02)
-
-
 async def test_replication_to_two_udp_and_one_tcp_server(make_app):
     sinks = {"ipfix-udp": UdpSink(), "v9-udp": UdpSink(), "ipfix-tcp": TcpSink()}
     async with trio.open_nursery() as outer:
@@ -166,17 +160,10 @@ async def test_replication_to_two_udp_and_one_tcp_server(make_app):
         app = make_app({"services": {"flow-collector": {
             "listen": [{"address": "127.0.0.1", "port": 0}, {"address": "::1", "port": 0}],
             "output": {"forward": forward}}}}, plugins=[(collector_plugin, "collector")])
-        service = Service(app, control=False)
         c = app.pm.get_plugin("flow-collector")
         v4 = sample_records(1500, seed=21)
         v6 = sample_records(700, seed=22)
-        result = {}
-        async with trio.open_nursery() as nursery:
-            async def run():
-                result["code"] = await service.serve()
-
-            nursery.start_soon(run)
-            await service.ready.wait()
+        async with serve(app) as service:
             l4 = next(x for x in c.listeners if x.listen.address == "127.0.0.1")
             l6 = next(x for x in c.listeners if x.listen.address == "::1")
             with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s4, \
@@ -188,10 +175,10 @@ async def test_replication_to_two_udp_and_one_tcp_server(make_app):
                         if k % 8 == 7:
                             await trio.sleep(0.002)
             # SIGTERM at once: the collector reads what is queued, forwards it and drains its transports
-            await service._events_send.send("SIGTERM")
-        assert result["code"] == 0
+            await service.stop()
+        assert service.code == 0
         assert c.counters["records"] == 2200
-        await _wait(lambda: all(s.records >= 2200 for s in sinks.values()))
+        await wait_until_async(lambda: all(s.records >= 2200 for s in sinks.values()))
         outer.cancel_scope.cancel()
     assert sinks["ipfix-tcp"].connections == 1
     for name, sink in sinks.items():
@@ -214,12 +201,8 @@ async def test_replication_to_two_udp_and_one_tcp_server(make_app):
 
 
 async def test_servers_away_drops_counted_never_blocks():
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        closed_udp = s.getsockname()[1]  # nothing listens once closed: ICMP port unreachable
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        closed_tcp = s.getsockname()[1]
+    closed_udp = free_port("udp")  # nothing listens there: ICMP port unreachable
+    closed_tcp = free_port("tcp")
     ocfg = OutputConfig(forward=[Forward("127.0.0.1", closed_udp, 10, "udp"),
                                  Forward("127.0.0.1", closed_tcp, 10, "tcp")])
     c = Collector(CollectorConfig(listen=[Listen("127.0.0.1", 0)], output=ocfg))
@@ -280,18 +263,12 @@ def test_scale_counts_multiplies_by_the_sampling_interval():
 # nfcapd accepts the re-exported stream
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.peer
 @pytest.mark.parametrize("version", [10, 9])
 async def test_nfcapd_accepts_the_reexported_stream(tmp_path, version):
     if shutil.which("nfcapd") is None or shutil.which("nfdump") is None:
         pytest.skip("missing nfcapd/nfdump (apt-get install -y nfdump)")
-    port = _free_port()
+    port = free_port()
     p = subprocess.Popen(["nfcapd", "-b", "127.0.0.1", "-p", str(port), "-w", str(tmp_path), "-t", "3600"],
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:

@@ -22,7 +22,7 @@ from flowplane.plugins.collector.collector import Collector
 from flowplane.plugins.collector.config import CollectorConfig, Listen, parse
 from flowplane.plugins.collector.output import FileWriter, Rotate
 from flowplane.plugins.encoders import ipfix
-from flowplane.service import Service
+from flowplane.testing import free_port, serve, wait_until_async
 
 from test_collector import T0, sample_records
 
@@ -277,28 +277,15 @@ def test_collect_cli_output_kinds():
 # in a running service: real UDP in, rotated files out, SIGTERM
 
 
-async def _wait(pred, timeout=10.0):
-    with trio.fail_after(timeout):
-        while not pred():
-            await trio.sleep(0.02)
-
-
 async def test_service_rotates_and_sigterm_loses_nothing(make_app, tmp_path):
     out = {"jsonl": str(tmp_path / "f.jsonl"), "msgpack": str(tmp_path / "f.msgpack"), "rotate": {"bytes": 20000}}
     app = make_app({"services": {"flow-collector": {"listen": [{"address": "127.0.0.1", "port": 0}], "output": out}}},
                    plugins=[(collector_plugin, "collector")])
-    service = Service(app, control=False)
     c = app.pm.get_plugin("flow-collector")
     recs = sample_records(2000, seed=11)
     enc = ipfix.factory(EncoderOptions(version=10))
     dgrams = enc.encode(recs, T0 + 4000 * 10**9)
-    result = {}
-    async with trio.open_nursery() as nursery:
-        async def run():
-            result["code"] = await service.serve()
-
-        nursery.start_soon(run)
-        await service.ready.wait()
+    async with serve(app) as service:
         port = c.listeners[0].port
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
             for k, d in enumerate(dgrams):
@@ -306,8 +293,8 @@ async def test_service_rotates_and_sigterm_loses_nothing(make_app, tmp_path):
                 if k % 8 == 7:
                     await trio.sleep(0.002)
         # SIGTERM right away: what is still in the socket is read and written at shutdown
-        await service._events_send.send("SIGTERM")
-    assert result["code"] == 0
+        await service.stop()
+    assert service.code == 0
     assert c.counters["records"] == 2000
     assert not (tmp_path / "f.jsonl.current").exists() and not (tmp_path / "f.msgpack.current").exists()
     jl = read_jsonl(rotated(tmp_path, "f.jsonl"))
@@ -324,9 +311,7 @@ async def test_service_rotates_and_sigterm_loses_nothing(make_app, tmp_path):
 
 def test_collect_cli_msgpack_and_summary(tmp_path):
     """``flowplane collect --output msgpack:PATH --output jsonl:PATH --rotate-bytes N`` end to end, stopped by SIGTERM."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     mp, jl = tmp_path / "c.msgpack", tmp_path / "c.jsonl"
     p = subprocess.Popen([sys.executable, "-m", "flowplane", "collect", "--listen", f"udp:127.0.0.1:{port}",
                           "--output", f"msgpack:{mp}", "--output", f"jsonl:{jl}", "--rotate-bytes", "30000"],

@@ -3,7 +3,6 @@ interface tables in ``show`` -- a running Service with real sockets on 127.0.0.1
 
 from __future__ import annotations
 
-import socket
 
 import pytest
 import trio
@@ -16,21 +15,9 @@ from flowplane.plugins.collector import commands
 from flowplane.plugins.collector.pcap import udp_payloads
 from flowplane.plugins.collector.rates import RateWindow
 from flowplane.plugins.encoders import ipfix
-from flowplane.service import Service
+from flowplane.testing import free_port, serve, wait_until_async
 
 from test_collector import T0, corpus_groups, needs_corpus, sample_records
-
-
-def _free_port(kind: int) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-async def _wait(pred, timeout=10.0):
-    with trio.fail_after(timeout):
-        while not pred():
-            await trio.sleep(0.01)
 
 
 def _write(path, section: dict) -> None:
@@ -43,12 +30,11 @@ def _show(app, *words):
 
 
 async def test_reload_keeps_unchanged_listeners_tcp_exporter_stays_connected(make_app, tmp_path):
-    udp_port, tcp_port = _free_port(socket.SOCK_DGRAM), _free_port(socket.SOCK_STREAM)
+    udp_port, tcp_port = free_port("udp"), free_port("tcp")
     listen = [{"address": "127.0.0.1", "port": udp_port}, {"address": "127.0.0.1", "port": tcp_port, "protocol": "tcp"}]
     path = tmp_path / "c.yaml"
     _write(path, {"listen": listen, "flow-ring": 100})
     app = make_app(Config.load(str(path)), plugins=[(collector_plugin, "collector")])
-    service = Service(app, control=False)
     enc = ipfix.factory(EncoderOptions(version=10, stream=True, observation_domain_id=3))
     recs = sample_records(400, seed=11)
     half = len(recs.data) // 2
@@ -56,14 +42,12 @@ async def test_reload_keeps_unchanged_listeners_tcp_exporter_stays_connected(mak
     second = enc.encode(type(recs)(recs.data[half:], boot_ns=recs.boot_ns), T0 + 4001 * 10**9)
     assert not any(m[16:18] == b"\x00\x02" for m in second)  # the second half: data sets only, no templates
     udp_v5 = [d.payload for f in corpus_groups().get("akvorado_nfv5", []) for d in udp_payloads(str(f))]
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(service.serve)
-        await service.ready.wait()
+    async with serve(app) as service:
         old = app.pm.get_plugin("flow-collector")
         tcp = await trio.open_tcp_stream("127.0.0.1", tcp_port)
         for m in first:
             await tcp.send_all(m)
-        await _wait(lambda: old.counters["records"] == half)
+        await wait_until_async(lambda: old.counters["records"] == half)
         old_listeners = list(old.listeners)
         udp_sock = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
         for p in udp_v5:  # queued on the UDP socket while the reload runs
@@ -76,7 +60,7 @@ async def test_reload_keeps_unchanged_listeners_tcp_exporter_stays_connected(mak
         assert new.listeners == old_listeners and new.kept_listeners == 2  # the same sockets
         for m in second:  # data only: decodable only with the templates learnt before the reload
             await tcp.send_all(m)
-        await _wait(lambda: new.counters["records"] == len(recs.data) + 29 * (1 if udp_v5 else 0))
+        await wait_until_async(lambda: new.counters["records"] == len(recs.data) + 29 * (1 if udp_v5 else 0))
         st = new.listeners[1].status()
         assert st["accepted"] == 1 and st["closed"] == 0 and len(st["connections"]) == 1
         assert ("decode", "no-template") not in new.counters.drops
@@ -91,7 +75,7 @@ async def test_reload_keeps_unchanged_listeners_tcp_exporter_stays_connected(mak
         assert old_listeners[1].sock is None
         await tcp.aclose()
         udp_sock.close()
-        await service._events_send.send("SIGTERM")
+        await service.stop()
     assert old_listeners[0].sock is None  # shut down for good: closed
 
 
@@ -99,10 +83,7 @@ async def test_tcp_idle_timeout_closes_a_silent_exporter(make_app):
     cfg = {"services": {"flow-collector": {"listen": [{"address": "127.0.0.1", "port": 0, "protocol": "tcp"}],
                                            "tcp-idle-timeout": 0.3}}}
     app = make_app(cfg, plugins=[(collector_plugin, "collector")])
-    service = Service(app, control=False)
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(service.serve)
-        await service.ready.wait()
+    async with serve(app) as service:
         c = app.pm.get_plugin("flow-collector")
         lst = c.listeners[0]
         busy = await trio.open_tcp_stream("127.0.0.1", lst.port)
@@ -121,7 +102,7 @@ async def test_tcp_idle_timeout_closes_a_silent_exporter(make_app):
         assert "(idle 1)" in commands.format_show(data)
         await busy.aclose()
         await silent.aclose()
-        await service._events_send.send("SIGTERM")
+        await service.stop()
 
 
 def test_rate_window():
@@ -140,11 +121,8 @@ def test_rate_window():
 async def test_show_recent_rates_drops_by_stage_and_interfaces(make_app):
     cfg = {"services": {"flow-collector": {"listen": [{"address": "127.0.0.1", "port": 0}], "pending-timeout": 1}}}
     app = make_app(cfg, plugins=[(collector_plugin, "collector")])
-    service = Service(app, control=False)
     groups = corpus_groups()
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(service.serve)
-        await service.ready.wait()
+    async with serve(app) as service:
         c = app.pm.get_plugin("flow-collector")
         port = c.listeners[0].port
         s = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
@@ -157,9 +135,9 @@ async def test_show_recent_rates_drops_by_stage_and_interfaces(make_app):
                     await trio.sleep(0.001)
         await s.sendto(b"\x00\x07garbage", ("127.0.0.1", port))
         sent += 1
-        await _wait(lambda: c.counters["datagrams"] == sent)
-        await _wait(lambda: len(c.rates.samples) >= 2, timeout=5)  # the one-second timer sampled
-        await _wait(lambda: c.counters.drops[("decode", "no-template")] > 0, timeout=5)
+        await wait_until_async(lambda: c.counters["datagrams"] == sent)
+        await wait_until_async(lambda: len(c.rates.samples) >= 2, timeout=5)  # the one-second timer sampled
+        await wait_until_async(lambda: c.counters.drops[("decode", "no-template")] > 0, timeout=5)
         data = _show(app)
         r10 = data["recent"]["10s"]
         assert r10 is not None and r10["datagrams"] > 0 and r10["records"] > 0
@@ -177,7 +155,7 @@ async def test_show_recent_rates_drops_by_stage_and_interfaces(make_app):
         assert any(x["samplers"] for x in e["sampling"])
         assert "HundredGigE0_0_0_11" in commands.format_interfaces(ifs)
         s.close()
-        await service._events_send.send("SIGTERM")
+        await service.stop()
 
 
 def test_rate_window_baseline_before_samples():

@@ -13,6 +13,7 @@ from flowplane.service import Service
 
 from test_collector import EXPECTED, corpus_groups, needs_corpus
 from flowplane.plugins.collector.pcap import udp_payloads
+from flowplane.testing import serve, wait_until_async
 
 
 def _config(tmp_path, jsonl=True):
@@ -23,25 +24,11 @@ def _config(tmp_path, jsonl=True):
     return {"services": {"flow-collector": sec}}
 
 
-async def _wait(pred, timeout=5.0):
-    with trio.fail_after(timeout):
-        while not pred():
-            await trio.sleep(0.02)
-
-
 @needs_corpus
 async def test_replay_corpus_over_real_udp(make_app, tmp_path):
     app = make_app(_config(tmp_path), plugins=[(collector_plugin, "collector")])
-    service = Service(app, control=False)
     c = app.pm.get_plugin("flow-collector")
-    async with trio.open_nursery() as nursery:
-        result = {}
-
-        async def run():
-            result["code"] = await service.serve()
-
-        nursery.start_soon(run)
-        await service.ready.wait()
+    async with serve(app) as service:
         # READY only after every socket is bound
         assert all(lst.bound and lst.bound[1] > 0 for lst in c.listeners)
         v4 = next(lst for lst in c.listeners if lst.listen.address == "127.0.0.1")
@@ -59,9 +46,9 @@ async def test_replay_corpus_over_real_udp(make_app, tmp_path):
                         sock.sendto(d.payload, dest)
                         await trio.sleep(0.001)
                 want += EXPECTED[name]
-            await _wait(lambda: c.counters["records"] >= want and c.counters["datagrams"] >= 1 + 1 + 6 + 40 + 10)
+            await wait_until_async(lambda: c.counters["records"] >= want and c.counters["datagrams"] >= 1 + 1 + 6 + 40 + 10)
         # the held v9 data of ndpi_netflowv9 expires (pending-timeout 1 s) and is counted undecodable
-        await _wait(lambda: c.counters.drops[("decode", "no-template")] == 23, timeout=5)
+        await wait_until_async(lambda: c.counters.drops[("decode", "no-template")] == 23, timeout=5)
         cmd, rest = app.registries.commands.resolve(["show", "services", "flow-collector"])
         data = cmd.fn(app, rest)
         assert data["records"] == want
@@ -70,8 +57,8 @@ async def test_replay_corpus_over_real_udp(make_app, tmp_path):
         assert {lst["read"] for lst in data["listeners"]} == {"recvmmsg"}  # batched reads, v4 and v6
         assert "Read: recvmmsg" in cmd.formatter(data)
         assert {e["address"] for e in data["exporters"]} == {"127.0.0.1", "::1"}
-        await service._events_send.send("SIGTERM")
-    assert result["code"] == 0
+        await service.stop()
+    assert service.code == 0
     lines = [json.loads(x) for x in (tmp_path / "flows.jsonl").read_text().splitlines()]
     assert len(lines) == want
     assert {"exporter", "src", "dst", "sport", "dport", "proto", "packets", "bytes", "first", "last",

@@ -20,6 +20,7 @@ from flowplane.plugins.collector.listener_tcp import frame
 from flowplane.plugins.encoders import ipfix
 from flowplane.plugins.transports.tcp import TcpTransport
 from flowplane.service import Service
+from flowplane.testing import wait_until_async
 
 from test_collector import COMPARED, T0, _key, ipfix_msg, iset, sample_records, tmpl
 
@@ -34,12 +35,6 @@ def _has_ipv6_loopback() -> bool:
 
 
 HAS_V6 = _has_ipv6_loopback()
-
-
-async def _wait(pred, timeout=10.0):
-    with trio.fail_after(timeout):
-        while not pred():
-            await trio.sleep(0.01)
 
 
 def _collector(listen, **kw) -> Collector:
@@ -197,7 +192,7 @@ async def test_concurrent_tcp_exporters_end_to_end(make_app, tmp_path):
             transports.append(t)
         for t in transports:
             assert await t.flush(5.0)
-        await _wait(lambda: c.counters["records"] >= n_exp * per)
+        await wait_until_async(lambda: c.counters["records"] >= n_exp * per)
         assert sum(lst.accepted for lst in c.listeners) == n_exp
         assert sum(len(lst.connections) for lst in c.listeners) == n_exp
         cmd, rest = app.registries.commands.resolve(["show", "services", "flow-collector"])
@@ -209,9 +204,9 @@ async def test_concurrent_tcp_exporters_end_to_end(make_app, tmp_path):
         text = collector_plugin.commands.format_show(data)
         assert "Connections: " in text and "tcp:127.0.0.1:" in text
         exporters.cancel_scope.cancel()  # the exporters go away: their sessions and templates end
-        await _wait(lambda: sum(len(lst.connections) for lst in c.listeners) == 0)
+        await wait_until_async(lambda: sum(len(lst.connections) for lst in c.listeners) == 0)
         assert c.decoder.exporters == {}
-        await service._events_send.send("SIGTERM")
+        await service.stop()
     assert result["code"] == 0
     for dom, want in sent.items():
         _same(_records(got, dom), want)
@@ -240,16 +235,16 @@ async def test_split_and_coalesced_messages():
             for b in first:  # one byte per send: the message is reassembled across reads
                 s.send(bytes([b]))
                 await trio.sleep(0)
-            await _wait(lambda: c.counters["records"] == 5)
+            await wait_until_async(lambda: c.counters["records"] == 5)
             assert lst.datagrams == 1
             # several messages in one send, the last one cut and finished by a second send
             msgs = [ipfix_msg([data_set(4, base=100 * k)], seq=5 + 4 * (k - 1)) for k in range(1, 6)]
             blob = b"".join(msgs)
             s.sendall(blob[:-7])
-            await _wait(lambda: c.counters["records"] == 5 + 16)
+            await wait_until_async(lambda: c.counters["records"] == 5 + 16)
             s.sendall(blob[-7:])
-            await _wait(lambda: c.counters["records"] == 25)
-        await _wait(lambda: lst.closed == 1)
+            await wait_until_async(lambda: c.counters["records"] == 25)
+        await wait_until_async(lambda: lst.closed == 1)
         nursery.cancel_scope.cancel()
     pk = np.sort(_records(got)["packets"])
     assert pk.tolist() == sorted([1, 2, 3, 4, 5] + [100 * k + i for k in range(1, 6) for i in range(4)])
@@ -266,13 +261,13 @@ async def test_bad_framing_closes_only_that_connection(bad, reason):
         c, lst = await _running_tcp(nursery)
         with _connect(lst.port) as good, _connect(lst.port) as evil:
             good.sendall(ipfix_msg([TMPL, data_set(2)]))
-            await _wait(lambda: c.counters["records"] == 2)
+            await wait_until_async(lambda: c.counters["records"] == 2)
             evil.sendall(ipfix_msg([TMPL, data_set(3)]) + bad + ipfix_msg([data_set(1)]))
             assert await _closed_by_peer(evil)
             assert c.counters["records"] == 5  # the messages before the bad header were decoded
             assert c.counters.drops[("tcp", reason)] == 1
             good.sendall(ipfix_msg([data_set(2)], seq=2))
-            await _wait(lambda: c.counters["records"] == 7)
+            await wait_until_async(lambda: c.counters["records"] == 7)
             assert len(lst.connections) == 1 and lst.errors == 1
         nursery.cancel_scope.cancel()
 
@@ -281,16 +276,16 @@ async def test_connection_limit_refuses_and_counts():
     async with trio.open_nursery() as nursery:
         c, lst = await _running_tcp(nursery, max_connections=2)
         a, b = _connect(lst.port), _connect(lst.port)
-        await _wait(lambda: len(lst.connections) == 2)
+        await wait_until_async(lambda: len(lst.connections) == 2)
         extra = _connect(lst.port)  # the kernel completes the handshake; the collector closes it
         assert await _closed_by_peer(extra)
         assert lst.refused == 1 and c.counters.drops[("tcp", "connection-limit")] == 1
         a.close()
-        await _wait(lambda: len(lst.connections) == 1)
+        await wait_until_async(lambda: len(lst.connections) == 1)
         d = _connect(lst.port)
-        await _wait(lambda: lst.accepted == 3)
+        await wait_until_async(lambda: lst.accepted == 3)
         d.sendall(ipfix_msg([TMPL, data_set(2)]))
-        await _wait(lambda: c.counters["records"] == 2)
+        await wait_until_async(lambda: c.counters["records"] == 2)
         for s in (b, d, extra):
             s.close()
         nursery.cancel_scope.cancel()
@@ -302,25 +297,25 @@ async def test_templates_are_scoped_per_connection():
         c, lst = await _running_tcp(nursery, pending_timeout=60)
         a = _connect(lst.port)
         a.sendall(ipfix_msg([TMPL, data_set(2)]))
-        await _wait(lambda: c.counters["records"] == 2)
+        await wait_until_async(lambda: c.counters["records"] == 2)
         # same exporter address, another connection: A's template does not apply, the data is held
         with _connect(lst.port) as b:
             b.sendall(ipfix_msg([data_set(3)]))
-            await _wait(lambda: c.counters["pending-sets"] == 1)
+            await wait_until_async(lambda: c.counters["pending-sets"] == 1)
             assert c.counters["records"] == 2
             a.close()
-            await _wait(lambda: lst.closed == 1)
+            await wait_until_async(lambda: lst.closed == 1)
             # a new connection after A closed starts with no templates either
             with _connect(lst.port) as a2:
                 a2.sendall(ipfix_msg([data_set(4)]))
-                await _wait(lambda: c.counters["pending-sets"] == 2)
+                await wait_until_async(lambda: c.counters["pending-sets"] == 2)
                 assert c.counters["records"] == 2
                 a2.sendall(ipfix_msg([TMPL]))  # its own template resolves its own held data only
-                await _wait(lambda: c.counters["records"] == 6)
+                await wait_until_async(lambda: c.counters["records"] == 6)
             # B's data is still held; B's template arrives on B
             b.sendall(ipfix_msg([TMPL]))
-            await _wait(lambda: c.counters["records"] == 9)
-        await _wait(lambda: lst.closed == 3)
+            await wait_until_async(lambda: c.counters["records"] == 9)
+        await wait_until_async(lambda: lst.closed == 3)
         nursery.cancel_scope.cancel()
     assert c.decoder.exporters == {} and not c.counters.drops.get(("decode", "no-template"))
     # UDP state of the same address is apart from TCP sessions
@@ -333,8 +328,8 @@ async def test_closing_a_connection_counts_its_held_data():
         c, lst = await _running_tcp(nursery, pending_timeout=60)
         with _connect(lst.port) as a:
             a.sendall(ipfix_msg([data_set(3)]) + ipfix_msg([data_set(3)]))
-            await _wait(lambda: c.counters["pending-sets"] == 2)
-        await _wait(lambda: lst.closed == 1)
+            await wait_until_async(lambda: c.counters["pending-sets"] == 2)
+        await wait_until_async(lambda: lst.closed == 1)
         nursery.cancel_scope.cancel()
     assert c.counters.drops[("decode", "no-template")] == 2
 
@@ -393,10 +388,10 @@ async def test_udp_template_expiry_in_a_running_collector():
         await nursery.start(c._timer)
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
             s.sendto(ipfix_msg([TMPL, data_set(2)]), ("127.0.0.1", c.listeners[0].port))
-            await _wait(lambda: c.counters["records"] == 2)
-            await _wait(lambda: c.counters["templates-expired"] == 1, timeout=5)
+            await wait_until_async(lambda: c.counters["records"] == 2)
+            await wait_until_async(lambda: c.counters["templates-expired"] == 1, timeout=5)
             s.sendto(ipfix_msg([data_set(2)], seq=2), ("127.0.0.1", c.listeners[0].port))
-            await _wait(lambda: c.counters["pending-sets"] == 1)
+            await wait_until_async(lambda: c.counters["pending-sets"] == 1)
         assert c.counters["records"] == 2
         nursery.cancel_scope.cancel()
 
@@ -416,9 +411,9 @@ async def test_rxq_ovfl_counts_kernel_drops():
                 s.sendto(bytes(1400), ("127.0.0.1", lst.port))
             drops = lst.kernel_drops()
             assert drops and drops > 0
-            await _wait(lambda: len(seen) == 3000 - drops)
+            await wait_until_async(lambda: len(seen) == 3000 - drops)
             s.sendto(b"\x00\x0a", ("127.0.0.1", lst.port))  # the next datagram carries the final count
-            await _wait(lambda: len(seen) == 3001 - drops)
+            await wait_until_async(lambda: len(seen) == 3001 - drops)
         assert lst.rxq_ovfl() == drops == lst.kernel_drops()
         nursery.cancel_scope.cancel()
 

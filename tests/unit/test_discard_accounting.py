@@ -17,7 +17,7 @@ from flowplane.config import Config
 from flowplane.control import ControlServer
 from flowplane.firewall_config import parse_firewall
 from flowplane.service import Service
-from flowplane.testing import write_pcap
+from flowplane.testing import serve, write_pcap
 from frames import eth_ipv4_tcp, eth_ipv4_udp, eth_ipv6_tcp
 from test_passive_monitoring import _v5_records
 
@@ -362,7 +362,6 @@ async def test_reload_flushes_the_old_groups_once(make_app, tmp_path):
     frames = [eth_ipv4_udp(sport=1000 + i % 8) for i in range(80)]
     cfg = _config(tmp_path, aport=port, frames=frames)
     app = make_app(cfg)
-    service = Service(app, control=False)
 
     async def drain() -> list[dict]:
         got = []
@@ -371,9 +370,7 @@ async def test_reload_flushes_the_old_groups_once(make_app, tmp_path):
                 got.append(await sink.recv(65535))
         return _v5_records([d for d in got if d[:2] == b"\x00\x05"])  # the IPFIX group shares the port
 
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(service.serve)
-        await service.ready.wait()
+    async with serve(app) as service:
         await service.pipeline.finite_done.wait()
         await trio.sleep(0.1)
         old = app.pm.get_plugin("flow-monitor")
@@ -387,7 +384,7 @@ async def test_reload_flushes_the_old_groups_once(make_app, tmp_path):
         records = await drain()
         assert sorted((r["sport"], r["packets"]) for r in records) == [(1000 + i, 10) for i in range(8)]
         assert old.accounting["acc1"].counters["flows_shutdown"] == 8
-        await service._events_send.send("SIGTERM")
+        await service.stop()
     assert new.accounting["acc1"].counters["flows_shutdown"] == 0  # nothing counted twice
 
 

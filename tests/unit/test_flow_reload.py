@@ -6,8 +6,7 @@ from __future__ import annotations
 import trio
 
 from flowplane.config import Config
-from flowplane.service import Service
-from flowplane.testing import write_pcap
+from flowplane.testing import serve, write_pcap
 from frames import eth_ipv4_udp
 from test_flow_monitoring import _ipfix_records
 
@@ -54,10 +53,7 @@ async def test_reload_flushes_old_engine_and_starts_new_exporters(make_app, tmp_
     path = tmp_path / "c.yaml"
     path.write_text(CONFIG.format(pcap=pcap, port=port, active=600, domain=1))
     app = make_app(Config.load(str(path)))
-    service = Service(app, control=False)
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(service.serve)
-        await service.ready.wait()
+    async with serve(app) as service:
         await service.pipeline.finite_done.wait()
         await trio.sleep(0.1)
         old = app.pm.get_plugin("flow-monitor")
@@ -76,5 +72,5 @@ async def test_reload_flushes_old_engine_and_starts_new_exporters(make_app, tmp_
         await trio.sleep(1.2)  # the new engine's timer ticks: its exporter sends its templates (domain 2)
         fresh = await _drain(sink)
         assert fresh and all(int.from_bytes(d[12:16], "big") == 2 for d in fresh)
-        await service._events_send.send("SIGTERM")
+        await service.stop()
     assert new.engines["(default sampling)"].counters["flows_shutdown"] == 0  # nothing counted twice

@@ -131,7 +131,7 @@ async def _run_service(make_app, tmp_path, feature, config_text=CONFIG, body=Non
         await service.ready.wait()
         if body is not None:
             await body(service, path)
-            await service._events_send.send("SIGTERM")
+            await service.stop()
     return app, service, result["code"]
 
 

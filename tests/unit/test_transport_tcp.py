@@ -19,6 +19,7 @@ import trio
 from flowplane.export import TransportOptions, TransportType
 from flowplane.plugins.transports import tcp
 from flowplane.plugins.transports.tcp import TcpTransport, backoff_delays
+from flowplane.testing import wait_until_async
 
 HDR = struct.Struct("!IcI")
 
@@ -146,12 +147,6 @@ class Collector:
                 await trio.sleep(0.002)
 
 
-async def wait_until(pred, timeout: float = 5.0, step: float = 0.002) -> None:
-    with trio.fail_after(timeout):
-        while not pred():
-            await trio.sleep(step)
-
-
 def opts(port: int, host: str = "127.0.0.1", **kw) -> TransportOptions:
     kw.setdefault("reconnect_s", 0.02)
     kw.setdefault("reconnect_max_s", 0.2)
@@ -271,7 +266,7 @@ async def test_collector_restart_mid_stream_resends_templates_and_continues(nurs
         t.send_nowait([msg(b"D", i, 500) for i in range(50)])
         assert await col.wait_messages(0, 52) == T2 + D(range(50))
         col.stop()
-        await wait_until(lambda: t.counters["disconnects"] == 1)
+        await wait_until_async(lambda: t.counters["disconnects"] == 1)
         t.send_nowait([msg(b"D", i, 500) for i in range(50, 80)])  # while the collector is away
         await trio.sleep(0.1)
         col2 = await Collector(port=port).start(nursery)
@@ -296,7 +291,7 @@ async def test_stalled_collector_backlog_bounded_drops_counted_send_nowait_fast(
     t = TcpTransport(opts(col.port, backlog=backlog), sndbuf=4096)
     t.on_connect = lambda: templates()
     await nursery.start(t.run)
-    await wait_until(lambda: t.connected and col.conns)
+    await wait_until_async(lambda: t.connected and col.conns)
     assert not inspect.iscoroutinefunction(t.send_nowait)
     n, size = 2000, 1000
     max_held = 0
@@ -350,16 +345,16 @@ async def test_half_written_message_at_disconnect_is_discarded_and_counted(nurse
     t = TcpTransport(opts(col.port), sndbuf=4096)
     t.on_connect = lambda: templates()
     await nursery.start(t.run)
-    await wait_until(lambda: t.connected and col.conns)
+    await wait_until_async(lambda: t.connected and col.conns)
     big = msg(b"D", 7, 1_000_000)
     t.send_nowait([big, msg(b"D", 8, 100)])
     # the big message is partly written, its tail waits for a collector that does not read
-    await wait_until(lambda: t._inflight and t._inflight[0].data is big and t._inflight[0].off > 0)
+    await wait_until_async(lambda: t._inflight and t._inflight[0].data is big and t._inflight[0].off > 0)
     assert t.counters["packets"] == 2  # the templates went out whole
     with structlog.testing.capture_logs() as logs:
         col.resume()
         col.conns[0].close()  # RST: unread data queued
-        await wait_until(lambda: t.counters["disconnects"] == 1)
+        await wait_until_async(lambda: t.counters["disconnects"] == 1)
         t.send_nowait([msg(b"D", 9, 100)])
         # reconnects to the same listener: templates, then the untouched message and the new one
         got = await col.wait_messages(1, 4)

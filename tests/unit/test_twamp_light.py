@@ -21,7 +21,7 @@ from flowplane.plugins.twamp.capture import segments
 from flowplane.plugins.twamp.client import run_light
 from flowplane.plugins.twamp.config import LightConfig, parse
 from flowplane.plugins.twamp.light import LightReflector, format_status
-from flowplane.service import Service
+from flowplane.testing import free_port, serve
 
 TWL = ACTIVE / "twl.pcapng"
 
@@ -247,14 +247,7 @@ async def test_light_reflector_in_the_service_and_show(make_app):
     cfg = {"services": {"rpm": {"twamp": {"server": {
         "port": 0, "listen-address": "127.0.0.1", "light": {"port": 0, "mode": "stateless"}}}}}}
     app = make_app(cfg, plugins=[(twamp_plugin, "twamp")])
-    service = Service(app, control=False)
-    result = {}
-    async with trio.open_nursery() as nursery:
-        async def run():
-            result["code"] = await service.serve()
-
-        nursery.start_soon(run)
-        await service.ready.wait()
+    async with serve(app) as service:
         try:
             light = app.pm.get_plugin("twamp-light")
             assert light is not None and light.bound[0] == "127.0.0.1"
@@ -266,14 +259,12 @@ async def test_light_reflector_in_the_service_and_show(make_app):
             assert data["mode"] == "stateless" and data["counters"]["reflected"] == 10
             assert "TWAMP Light reflector: listening on 127.0.0.1" in cmd.formatter(data)
         finally:
-            await service._events_send.send("SIGTERM")
-    assert result["code"] == 0
+            await service.stop()
+    assert service.code == 0
 
 
 def test_cli_light_server_and_client(tmp_path):
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     srv = subprocess.Popen([sys.executable, "-m", "flowplane", "twamp", "server", "--light", "--listen",
                             f"127.0.0.1:{port}", "--light-mode", "stateless", "--duration", "8", "--json"],
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -1,8 +1,9 @@
 """Tests of the example plugin through a real flowplane App and Service.
 
 Pattern to copy: build an App with ``make_app`` (flowplane.testing), feed it
-real frames (``app.process`` for one batch, or a pcap replayed by a Service),
-and read the result back through the plugin's own ``show`` command.
+real frames (``app.process`` for one batch, or a pcap replayed by a running
+service, ``flowplane.testing.serve``), and read the result back through the
+plugin's own ``show`` command (``flowplane.testing.command``).
 """
 
 from __future__ import annotations
@@ -16,9 +17,7 @@ from example_frames import arp_frame, icmp_frame, tcp_frame, udp_frame
 
 import flowplane_example
 from flowplane.api import Config, ConfigError
-from flowplane.control import ControlServer
-from flowplane.service import Service
-from flowplane.testing import write_pcap
+from flowplane.testing import command, serve, write_pcap
 from flowplane_example.tally import STATE_NAME, Tally
 
 NAME = "example-tally"
@@ -70,7 +69,7 @@ def tally_app(make_app, tmp_path):
 
 def run(app, *words):
     """Run a command as the control socket would; returns the reply dict."""
-    return ControlServer(app, "").handle({"cmd": list(words)})
+    return command(app, *words)
 
 
 def traffic():
@@ -239,9 +238,9 @@ def test_show_text_bucket_and_clear(tally_app, make_batch):
 async def test_service_replay(tally_app):
     frames = traffic() * 50  # 500 frames: several batches of 64
     app = tally_app(frames=frames)
-    code = await Service(app, exit_on_eof=True, control=False).serve()
-    assert code == 0
-    data = run(app, "show", "services", "example-tally")["data"]
+    async with serve(app, exit_on_eof=True) as service:
+        assert await service.wait() == 0
+        data = service.show("services", "example-tally")["data"]
     assert {b["bucket"]: b["packets"] for b in data["buckets"]} == {"default": 150, "other-1": 100, "web": 200}
     assert app.counters["plugins"].snapshot()["counters"] == {}  # the handler never failed
     assert app.counters["pipeline"].snapshot()["drops"] == []  # no 'unbound:tally' drops
