@@ -20,8 +20,11 @@ Groups:
 * **registries**: the types plugins register: :class:`SourceType`,
   :class:`EncoderType`, :class:`TransportType`, :class:`TermAction`,
   :class:`HardwareProfile` / :class:`Limits`; :class:`Registry`.
-* **export**: :class:`EncoderOptions`, :class:`TransportOptions`,
-  :class:`ReexportRecords`.
+* **export**: :class:`Exporter` (an encoder joined to a transport),
+  :func:`flush_exporters`, :class:`EncoderOptions`, :class:`TransportOptions`,
+  :class:`ReexportRecords`, :class:`EncoderRegistry` (``for_version``),
+  :func:`check_transport` / :func:`transport_options` (a configured transport
+  and its own keys).
 * **config**: :class:`Config`, ``check_*`` helpers, :func:`suggest`,
   :class:`ConfigIssue`, :class:`ConfigError`, :class:`PluginError`.
 * **commands**: :class:`CommandError`, :func:`parse_words`.
@@ -50,7 +53,19 @@ from .commands import CommandError, parse_words
 from .config import Config, check_bool, check_int, check_keys, check_mapping, check_number, check_str, suggest
 from .decode import REASON_TEXT, Reason, decode
 from .errors import ConfigError, ConfigIssue, PluginError
-from .export import EncoderOptions, EncoderType, ReexportRecords, TransportOptions, TransportType
+from .export import (
+    SHUTDOWN_GRACE_S,
+    EncoderOptions,
+    EncoderRegistry,
+    EncoderType,
+    Exporter,
+    ReexportRecords,
+    TransportOptions,
+    TransportType,
+    check_transport,
+    flush_exporters,
+    transport_options,
+)
 from .flowcache import FlowCache
 from .flows import (
     END_ACTIVE,
@@ -84,7 +99,8 @@ __all__ = [
     "Registry", "DuplicateName", "SourceType", "SourceContext", "EncoderType", "TransportType", "TermAction",
     "DISCARD_ACCOUNTING", "HardwareProfile", "Limits", "DEFAULT_PROFILE",
     # export
-    "EncoderOptions", "TransportOptions", "ReexportRecords",
+    "EncoderOptions", "TransportOptions", "ReexportRecords", "Exporter", "EncoderRegistry", "check_transport",
+    "transport_options", "flush_exporters", "SHUTDOWN_GRACE_S",
     # config and errors
     "Config", "check_bool", "check_int", "check_keys", "check_mapping", "check_number", "check_str", "suggest",
     "ConfigIssue", "ConfigError", "PluginError",
