@@ -84,7 +84,7 @@ from .mmsg import IoVec, MMsgHdr, libc_function, lp64_layout
 from .profiles import DEFAULT_PROFILE, HardwareProfile, Limits
 from .registry import DuplicateName, Registry
 from .sampling import Sampler
-from .sources import SourceContext, SourceType
+from .sources import DEFAULT_SOURCE, SourceContext, SourceType, interface_source, live_interfaces
 from .stats import Counters
 
 __all__ = [
@@ -96,7 +96,8 @@ __all__ = [
     "FlowRecords", "FLOW_DTYPE", "END_ACTIVE", "END_FORCED", "END_IDLE", "END_LACK_OF_RESOURCES", "END_TCP",
     "REASON_TO_END", "SAMPLING_DETERMINISTIC", "SAMPLING_RANDOM", "FlowCache", "Sampler",
     # registries
-    "Registry", "DuplicateName", "SourceType", "SourceContext", "EncoderType", "TransportType", "TermAction",
+    "Registry", "DuplicateName", "SourceType", "SourceContext", "DEFAULT_SOURCE", "interface_source",
+    "live_interfaces", "EncoderType", "TransportType", "TermAction",
     "DISCARD_ACCOUNTING", "HardwareProfile", "Limits", "DEFAULT_PROFILE",
     # export
     "EncoderOptions", "TransportOptions", "ReexportRecords", "Exporter", "EncoderRegistry", "check_transport",

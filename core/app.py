@@ -29,7 +29,7 @@ from .pluginmanager import BatchHook, blocked_from_env, call_each, make_plugin_m
 from .profiles import DEFAULT_PROFILE, HardwareProfile, Limits
 from .export import EncoderRegistry, TransportType
 from .registry import Registry, RegistryView, SectionRegistry
-from .sources import SourceType
+from .sources import SourceType, interface_source
 from .stats import Counters
 
 log = structlog.get_logger("flowplane.app")
@@ -173,6 +173,16 @@ class App:
     @property
     def limits(self) -> Limits:
         return self.profile.limits
+
+    @property
+    def packet_clock(self) -> bool:
+        """True when every configured interface's source type runs on packet time (``SourceType.clock``,
+        a file replay): flow timeouts then follow the packets' timestamps instead of the wall clock."""
+        for sec in (self.config.section("interfaces") or {}).values():
+            st = self.registries.sources.get(interface_source(sec))
+            if st is None or st.clock != "packet":
+                return False
+        return True
 
     # -- validation ----------------------------------------------------------
     def validate(self, config: Config | None = None) -> list[str]:

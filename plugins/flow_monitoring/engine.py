@@ -322,8 +322,7 @@ class FlowMonitor:
         self.app = app
         self.sampling = sampling
         self.routes = routes
-        sources = app.config.section("interfaces")
-        live = any((s or {}).get("source", "af-packet") != "pcap" for s in sources.values())
+        live = not app.packet_clock  # the sources' declared clock: wall for live capture, packet time for replay
         self.engines = {name: InstanceEngine(app, inst, live=live, routes=routes) for name, inst in sampling.instances.items()}
         self.default = self.engines.get("(default sampling)")
         self.iface_engine = {app.interfaces.id(i): self.engines[n] for i, n in sampling.interface_instance.items()}

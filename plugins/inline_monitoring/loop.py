@@ -29,9 +29,19 @@ import json
 import shutil
 import struct
 import subprocess
-from typing import Callable
+from typing import Any, Callable
 
-from flowplane.api import DIR_INPUT, DIR_OUTPUT, ConfigIssue, InterfaceTable, PacketBatch, Registry, TermAction, decode
+from flowplane.api import (
+    DIR_INPUT,
+    DIR_OUTPUT,
+    ConfigIssue,
+    InterfaceTable,
+    PacketBatch,
+    Registry,
+    TermAction,
+    decode,
+    live_interfaces,
+)
 from flowplane.firewall import CompiledFilter
 from flowplane.firewall_config import parse_firewall
 
@@ -129,8 +139,12 @@ def _compiled_filters(config: dict, interfaces: InterfaceTable) -> dict[tuple[st
     return out
 
 
-def find_loops(config: dict, inline: InlineConfig, route: RouteFn = route_device) -> list[ConfigIssue]:
-    """Issues for every (interface binding, collector) where the exporter would monitor its own export."""
+def find_loops(config: dict, inline: InlineConfig, route: RouteFn = route_device,
+               sources: Any = None) -> list[ConfigIssue]:
+    """Issues for every (interface binding, collector) where the exporter would monitor its own export.
+
+    Only interfaces whose source type is ``live`` are checked (*sources*: the source registry; without
+    it every interface is)."""
     if not inline.instances:
         return []
     ifaces = config.get("interfaces")
@@ -142,10 +156,7 @@ def find_loops(config: dict, inline: InlineConfig, route: RouteFn = route_device
         return []
     issues: list[ConfigIssue] = []
     routes: dict[tuple[str, str | None], str | None] = {}
-    for ifname, sec in ifaces.items():
-        sec = sec if isinstance(sec, dict) else {}
-        if sec.get("source", "af-packet") != "af-packet":
-            continue  # a pcap file never contains the export traffic
+    for ifname, sec in live_interfaces(config, sources).items():  # a file replay never holds the export traffic
         device = str(sec.get("device") or ifname)
         captured = sec.get("direction", "both")
         fams = sec.get("family")
