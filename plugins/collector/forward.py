@@ -7,9 +7,11 @@ Config (``services flow-collector output forward``)::
       - {address: 192.0.2.11, port: 2055, version: 9}      # transport defaults to udp
       - {address: "2001:db8::1", port: 4739, source-address: "2001:db8::2", scale-counts: true}
 
-Each entry is one :class:`Forwarder`: flowplane's own encoder (``v9`` or
-``ipfix``, :mod:`flowplane.plugins.encoders`) and transport (``udp`` /
-``tcp``, :mod:`flowplane.plugins.transports`).  Decisions:
+Each entry is one :class:`Forwarder` around the core exporter: the encoder
+registered for its ``version`` (``EncoderRegistry.for_version``) and the
+transport its ``transport`` names: any registered one (``udp``, ``tcp``, a
+third party's such as ``redis``, with that transport's own keys), checked
+against the registry at validation.  Decisions:
 
 * **Original exporter kept** as an information element: the encoder runs with
   ``EncoderOptions.exporter_address``, so every record carries
