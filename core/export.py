@@ -206,7 +206,8 @@ def check_transport(name: Any, section: dict, path: tuple, transports: Any, *, e
         try:
             issues += tt.validate(transport_options(tt, section), path) or []
         except Exception as exc:  # a third-party validator must not crash check-config
-            issues.append(ConfigIssue(p, f"transport {name} failed to validate its options: {type(exc).__name__}: {exc}"))
+            issues.append(ConfigIssue(p, f"transport {name} failed to validate its options: "
+                                         f"{type(exc).__name__}: {exc}"))
     return issues
 
 
