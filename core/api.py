@@ -20,8 +20,11 @@ Groups:
 * **registries**: the types plugins register: :class:`SourceType`,
   :class:`EncoderType`, :class:`TransportType`, :class:`TermAction`,
   :class:`HardwareProfile` / :class:`Limits`; :class:`Registry`.
-* **export**: :class:`EncoderOptions`, :class:`TransportOptions`,
-  :class:`ReexportRecords`.
+* **export**: :class:`Exporter` (an encoder joined to a transport),
+  :func:`flush_exporters`, :class:`EncoderOptions`, :class:`TransportOptions`,
+  :class:`ReexportRecords`, :class:`EncoderRegistry` (``for_version``),
+  :func:`check_transport` / :func:`transport_options` (a configured transport
+  and its own keys).
 * **config**: :class:`Config`, ``check_*`` helpers, :func:`suggest`,
   :class:`ConfigIssue`, :class:`ConfigError`, :class:`PluginError`.
 * **firewall probes**: :func:`probe_filters` tries a made-up frame against the
@@ -58,7 +61,19 @@ from .control import resolve_socket
 from .config import Config, check_bool, check_int, check_keys, check_mapping, check_number, check_str, suggest
 from .decode import REASON_TEXT, Reason, decode
 from .errors import ConfigError, ConfigIssue, PluginError
-from .export import EncoderOptions, EncoderType, ReexportRecords, TransportOptions, TransportType
+from .export import (
+    SHUTDOWN_GRACE_S,
+    EncoderOptions,
+    EncoderRegistry,
+    EncoderType,
+    Exporter,
+    ReexportRecords,
+    TransportOptions,
+    TransportType,
+    check_transport,
+    flush_exporters,
+    transport_options,
+)
 from .filterprobe import FilterProbe, ProbeHit, probe_filters
 from .flowcache import FlowCache
 from .flows import (
@@ -79,7 +94,7 @@ from .oneshot import run_oneshot
 from .profiles import DEFAULT_PROFILE, HardwareProfile, Limits
 from .registry import DuplicateName, Registry
 from .sampling import Sampler
-from .sources import SourceContext, SourceType
+from .sources import DEFAULT_SOURCE, SourceContext, SourceType, interface_source, live_interfaces
 from .stats import Counters
 
 __all__ = [
@@ -91,10 +106,12 @@ __all__ = [
     "FlowRecords", "FLOW_DTYPE", "END_ACTIVE", "END_FORCED", "END_IDLE", "END_LACK_OF_RESOURCES", "END_TCP",
     "REASON_TO_END", "SAMPLING_DETERMINISTIC", "SAMPLING_RANDOM", "FlowCache", "Sampler",
     # registries
-    "Registry", "DuplicateName", "SourceType", "SourceContext", "EncoderType", "TransportType", "TermAction",
+    "Registry", "DuplicateName", "SourceType", "SourceContext", "DEFAULT_SOURCE", "interface_source",
+    "live_interfaces", "EncoderType", "TransportType", "TermAction",
     "DISCARD_ACCOUNTING", "HardwareProfile", "Limits", "DEFAULT_PROFILE",
     # export
-    "EncoderOptions", "TransportOptions", "ReexportRecords",
+    "EncoderOptions", "TransportOptions", "ReexportRecords", "Exporter", "EncoderRegistry", "check_transport",
+    "transport_options", "flush_exporters", "SHUTDOWN_GRACE_S",
     # config-time firewall probes
     "probe_filters", "FilterProbe", "ProbeHit",
     # config and errors

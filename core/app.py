@@ -27,8 +27,9 @@ from .errors import ConfigError, ConfigIssue, PluginError
 from .interfaces import InterfaceTable
 from .pluginmanager import BatchHook, blocked_from_env, call_each, make_plugin_manager, plugin_versions
 from .profiles import DEFAULT_PROFILE, HardwareProfile, Limits
-from .registry import Registry, SectionRegistry
-from .sources import SourceType
+from .export import EncoderRegistry, TransportType
+from .registry import Registry, RegistryView, SectionRegistry
+from .sources import SourceType, interface_source
 from .stats import Counters
 
 log = structlog.get_logger("flowplane.app")
@@ -60,16 +61,31 @@ class Registries:
     def __init__(self) -> None:
         self.profiles: Registry[HardwareProfile] = Registry("hardware profile")
         self.sources: Registry[SourceType] = Registry("source")
-        self.encoders: Registry[Any] = Registry("encoder")
-        self.transports: Registry[Any] = Registry("transport")
+        self.encoders: EncoderRegistry = EncoderRegistry()
+        self.transports: Registry[TransportType] = Registry("transport")
         self.actions: Registry[TermAction] = Registry("term action")
         self.commands = CommandRegistry()
         self.sections: SectionRegistry = SectionRegistry()
+
+    def view(self) -> "RegistriesView":
+        """Read-only views of the driver registries (what ``flowplane_config_validate`` gets)."""
+        return RegistriesView(RegistryView(self.sources), RegistryView(self.encoders),
+                              RegistryView(self.transports), RegistryView(self.actions))
 
     def all(self) -> dict[str, Registry]:
         return {"profiles": self.profiles, "sources": self.sources, "encoders": self.encoders,
                 "transports": self.transports, "actions": self.actions, "commands": self.commands,
                 "config sections": self.sections}
+
+
+@dataclass(frozen=True)
+class RegistriesView:
+    """What config validation may look up: sources, encoders (``for_version``), transports, term actions."""
+
+    sources: RegistryView
+    encoders: RegistryView
+    transports: RegistryView
+    actions: RegistryView
 
 
 @dataclass
@@ -158,6 +174,16 @@ class App:
     def limits(self) -> Limits:
         return self.profile.limits
 
+    @property
+    def packet_clock(self) -> bool:
+        """True when every configured interface's source type runs on packet time (``SourceType.clock``,
+        a file replay): flow timeouts then follow the packets' timestamps instead of the wall clock."""
+        for sec in (self.config.section("interfaces") or {}).values():
+            st = self.registries.sources.get(interface_source(sec))
+            if st is None or st.clock != "packet":
+                return False
+        return True
+
     # -- validation ----------------------------------------------------------
     def validate(self, config: Config | None = None) -> list[str]:
         """Every problem in *config* (default: the current one), formatted with file:line:col."""
@@ -178,7 +204,8 @@ class App:
         issues += self._validate_system(cfg, limits)
         issues += self._validate_interfaces(cfg)
         issues += validate_firewall(cfg.data, self.registries.actions)
-        for plugin, result in call_each(self.pm, "flowplane_config_validate", config=cfg, limits=limits):
+        for plugin, result in call_each(self.pm, "flowplane_config_validate", config=cfg, limits=limits,
+                                          registries=self.registries.view()):
             for item in result or []:
                 if isinstance(item, ConfigIssue):
                     issues.append(item)

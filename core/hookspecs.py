@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from . import hookspec
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .app import App
+    from .app import App, RegistriesView
     from .batch import PacketBatch
     from .config import Config
     from .errors import ConfigIssue
@@ -160,7 +160,8 @@ def flowplane_register_config_sections(register: Callable[..., None]) -> None:
 
 
 @hookspec
-def flowplane_config_validate(config: "Config", limits: "Limits") -> list["ConfigIssue"] | None:
+def flowplane_config_validate(config: "Config", limits: "Limits",
+                              registries: "RegistriesView") -> list["ConfigIssue"] | None:
     """Check the plugin's own config section against itself and the active profile.
 
     Called at start-up, on reload (before anything changes) and by
@@ -168,6 +169,9 @@ def flowplane_config_validate(config: "Config", limits: "Limits") -> list["Confi
 
     :param config: the parsed config; ``config.data`` is the plain dict.
     :param limits: the active hardware profile's limits.
+    :param registries: opt-in; read-only views of the ``sources``, ``encoders``
+        (``for_version(v)``), ``transports`` and ``actions`` registries, so a
+        config naming a driver is checked against what is registered.
     :return: a list of :class:`flowplane.errors.ConfigIssue` (key path and
         message saying what was expected), or None.
     """

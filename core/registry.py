@@ -77,3 +77,42 @@ class SectionRegistry(Registry[str]):
 
     def __call__(self, name: str, item: str, capability: str | None = None) -> None:
         self.register(name, item, capability)
+
+
+class RegistryView(Generic[T]):
+    """A read-only view of a :class:`Registry` (what config validation gets): look up, list, never register.
+
+    Read-only methods of a specialised registry (``for_version`` of the encoder registry) pass through.
+    """
+
+    _EXTRA = ("for_version", "versions")
+
+    def __init__(self, registry: Registry[T]) -> None:
+        self._r = registry
+        self.kind = registry.kind
+
+    def __getitem__(self, name: str) -> T:
+        return self._r[name]
+
+    def get(self, name: str, default: T | None = None) -> T | None:
+        return self._r.get(name, default)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._r
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._r)
+
+    def __len__(self) -> int:
+        return len(self._r)
+
+    def items(self) -> list[tuple[str, T]]:
+        return self._r.items()
+
+    def owner(self, name: str) -> str:
+        return self._r.owner(name)
+
+    def __getattr__(self, name: str):
+        if name in self._EXTRA and hasattr(self._r, name):
+            return getattr(self._r, name)
+        raise AttributeError(name)

@@ -79,3 +79,32 @@ class SourceType:
     keys: tuple[str, ...] = ()
     help: str = ""
     batch_size: int | None = None  # preferred default (a file replay wants big batches); capped by the profile
+    #: ``wall``: packets arrive now (flow timeouts on the monotonic/wall clock); ``packet``: a replay whose
+    #: timestamps are the clock (timeouts behave as they did on the wire)
+    clock: str = "wall"
+    #: captures the host's live traffic, so what flowplane itself sends (exports, mirror copies) may be captured
+    live: bool = True
+
+
+#: the source an interface uses when its section names none
+DEFAULT_SOURCE = "af-packet"
+
+
+def interface_source(section: Any) -> str:
+    """The source driver name an ``interfaces NAME`` section selects."""
+    return str(section.get("source", DEFAULT_SOURCE)) if isinstance(section, dict) else DEFAULT_SOURCE
+
+
+def live_interfaces(config: dict, sources: Any = None) -> dict[str, dict]:
+    """``name -> section`` of the configured interfaces whose source type is ``live``.
+
+    *sources* is the source registry (or a read-only view); without it, or for a name nobody
+    registered, an interface counts as live (a loop check then errs on the safe side).
+    """
+    ifaces = config.get("interfaces") if isinstance(config, dict) else None
+    out = {}
+    for name, sec in (ifaces.items() if isinstance(ifaces, dict) else ()):
+        st = sources.get(interface_source(sec)) if sources is not None else None
+        if st is None or st.live:
+            out[str(name)] = sec if isinstance(sec, dict) else {}
+    return out

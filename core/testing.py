@@ -21,6 +21,7 @@ Helpers:
 * :func:`serve` runs a configured App as a service in the test's trio run; :class:`ServiceProcess`
   runs ``flowplane run`` as a subprocess with its control socket in a test directory.  Both answer
   ``show`` and stop flushing with ``stop()``.
+* :func:`plugin_registries` the drivers the installed plugins register (for objects built without an app).
 """
 
 from __future__ import annotations
@@ -63,6 +64,12 @@ def write_pcap(path: str, frames: Iterable[bytes], *, ts_ns: Iterable[int] | Non
             fh.write(struct.pack("<IIII", t // 1_000_000_000, (t % 1_000_000_000) // 1000, len(f), len(f)))
             fh.write(f)
     return path
+
+
+def plugin_registries(*, load_entrypoints: bool = True, plugins: Iterable[tuple[object, str]] = ()) -> Any:
+    """The registries (``sources``, ``encoders``, ``transports``, ``actions`` ...) that the installed
+    plugins (and *plugins*) fill, as an app has them: for a feature object a test builds without an app."""
+    return App.create(config_from({}), plugins=plugins, load_entrypoints=load_entrypoints, environ={}).registries
 
 
 def build_app(config: Config | str | dict, *, plugins: Iterable[tuple[object, str]] = (),

@@ -21,19 +21,18 @@ def flowplane_register_config_sections(register):
 
 
 @hookimpl
-def flowplane_config_validate(config, limits):
-    _, issues = parse(config.data)
+def flowplane_config_validate(config, limits, registries):
+    _, issues = parse(config.data, registries)
     return issues
 
 
 @hookimpl
 def flowplane_configure(app):
-    cfg, issues = parse(app.config.data)
+    cfg, issues = parse(app.config.data, app.registries)
     if issues or cfg is None:
         return
     previous = app.previous(Collector)
-    drivers = (app.registries.encoders, app.registries.transports)  # re-export through registered drivers
-    app.pm.register(Collector(cfg, previous, drivers=drivers), name=PLUGIN_OBJECT)
+    app.pm.register(Collector(cfg, previous, registries=app.registries), name=PLUGIN_OBJECT)
 
 
 @hookimpl

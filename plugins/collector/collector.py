@@ -43,7 +43,7 @@ SHUTDOWN_READ_S = 2.0  # at most this long reading what is still queued on the s
 
 
 class Collector:
-    def __init__(self, cfg: CollectorConfig, previous: "Collector | None" = None, *, drivers=None) -> None:
+    def __init__(self, cfg: CollectorConfig, previous: "Collector | None" = None, *, registries=None) -> None:
         self.cfg = cfg
         if previous is not None:
             self.counters = previous.counters
@@ -63,7 +63,7 @@ class Collector:
         ocfg = cfg.output
         if cfg.jsonl and not ocfg.jsonl:  # the short form CollectorConfig(jsonl=PATH)
             ocfg = dataclasses.replace(ocfg, jsonl=cfg.jsonl)
-        self.outputs = Outputs(ocfg, self.counters, drivers=drivers)  # files (rotated) and forwarders
+        self.outputs = Outputs(ocfg, self.counters, registries=registries)  # files (rotated) and forwarders
         self.jsonl = self.outputs.jsonl
         kept = {}  # listeners a reload keeps: same address, port, protocol and receive buffer
         if previous is not None and previous.cfg.receive_buffer == cfg.receive_buffer:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
+from typing import Any
 
 from flowplane.api import ConfigIssue, check_bool, check_int, check_keys, check_mapping, check_number, check_str
 
@@ -62,7 +63,7 @@ class CollectorConfig:
     tcp_idle_timeout: float = 600.0  # a TCP exporter silent this long is disconnected (0: never)
 
 
-def parse(data: dict) -> tuple[CollectorConfig | None, list[ConfigIssue]]:
+def parse(data: dict, registries: Any = None) -> tuple[CollectorConfig | None, list[ConfigIssue]]:
     """The section's config (None when absent) and every problem found, with key paths."""
     services = data.get("services") if isinstance(data, dict) else None
     if not isinstance(services, dict) or "flow-collector" not in services:
@@ -111,7 +112,7 @@ def parse(data: dict) -> tuple[CollectorConfig | None, list[ConfigIssue]]:
             cfg.listen.append(Listen(addr, item["port"], proto))
     out = sec.get("output")
     if out is not None:
-        cfg.output, bad = parse_output(out, path + ("output",))
+        cfg.output, bad = parse_output(out, path + ("output",), registries)
         issues += bad
         cfg.jsonl = cfg.output.jsonl
     for key, attr, lo, hi in (("max-templates-per-exporter", "max_templates", 1, 65536),

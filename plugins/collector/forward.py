@@ -7,9 +7,11 @@ Config (``services flow-collector output forward``)::
       - {address: 192.0.2.11, port: 2055, version: 9}      # transport defaults to udp
       - {address: "2001:db8::1", port: 4739, source-address: "2001:db8::2", scale-counts: true}
 
-Each entry is one :class:`Forwarder`: flowplane's own encoder (``v9`` or
-``ipfix``, :mod:`flowplane.plugins.encoders`) and transport (``udp`` /
-``tcp``, :mod:`flowplane.plugins.transports`).  Decisions:
+Each entry is one :class:`Forwarder` around the core exporter: the encoder
+registered for its ``version`` (``EncoderRegistry.for_version``) and the
+transport its ``transport`` names: any registered one (``udp``, ``tcp``, a
+third party's such as ``redis``, with that transport's own keys), checked
+against the registry at validation.  Decisions:
 
 * **Original exporter kept** as an information element: the encoder runs with
   ``EncoderOptions.exporter_address``, so every record carries
@@ -47,6 +49,7 @@ from __future__ import annotations
 import ipaddress
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import structlog
@@ -56,11 +59,13 @@ from flowplane.api import (
     ConfigIssue,
     Counters,
     EncoderOptions,
+    Exporter,
     ReexportRecords,
     TransportOptions,
     check_int,
     check_keys,
-    check_str,
+    check_transport,
+    transport_options,
 )
 
 from .records import CollectedFlows
@@ -70,12 +75,10 @@ log = structlog.get_logger("flowplane.collector")
 FORWARD_KEYS = ("address", "port", "version", "transport", "source-address", "observation-domain", "mtu",
                 "scale-counts")
 VERSIONS = (9, 10)
-TRANSPORTS = ("udp", "tcp")
 FAMILIES = ("ipv4", "ipv6", "mpls", "mpls-ipv4", "bridge")
 NS = 1_000_000_000
 V9_BOOT_MARGIN_NS = 3600 * NS
 V9_BOOT_MAX_AGE_NS = 40 * 86400 * NS  # 32-bit milliseconds wrap after 49.7 days
-SHUTDOWN_GRACE_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -88,6 +91,7 @@ class Forward:
     observation_domain: int = 0
     mtu: int = 1500
     scale_counts: bool = False
+    transport_options: tuple[tuple[str, Any], ...] = ()  # the transport's own keys (TransportType.keys)
 
     @property
     def label(self) -> str:
@@ -95,7 +99,9 @@ class Forward:
         return f"{'ipfix' if self.version == 10 else 'v9'}+{self.transport}:{host}:{self.port}"
 
 
-def parse_forward(items, path: tuple) -> tuple[list[Forward], list[ConfigIssue]]:
+def parse_forward(items, path: tuple, registries: Any = None) -> tuple[list[Forward], list[ConfigIssue]]:
+    """``forward: [...]`` -> :class:`Forward` entries and the problems.  *registries* (the app's or the
+    read-only view validation gets) checks ``transport`` against the registered transports and their keys."""
     out: list[Forward] = []
     issues: list[ConfigIssue] = []
     if not isinstance(items, list) or not items:
@@ -107,7 +113,10 @@ def parse_forward(items, path: tuple) -> tuple[list[Forward], list[ConfigIssue]]
         if not isinstance(item, dict):
             issues.append(ConfigIssue(p, f"expected a mapping {{address, port, version, transport}}, got {item!r}"))
             continue
-        bad = check_keys(item, FORWARD_KEYS, p)
+        transport = item.get("transport", "udp")
+        transports = registries.transports if registries is not None else None
+        tt = transports.get(transport) if transports is not None and isinstance(transport, str) else None
+        bad = check_keys(item, FORWARD_KEYS + (tt.keys if tt is not None else ()), p)
         addr = item.get("address")
         try:
             addr = str(ipaddress.ip_address(str(addr)))
@@ -120,10 +129,8 @@ def parse_forward(items, path: tuple) -> tuple[list[Forward], list[ConfigIssue]]
         version = item.get("version", 10)
         if version not in VERSIONS or isinstance(version, bool):
             bad.append(ConfigIssue(p + ("version",), f"expected 9 or 10 (IPFIX), got {version!r}"))
-        transport = item.get("transport", "udp")
-        bad += check_str(transport, p + ("transport",), TRANSPORTS)
-        if transport == "tcp" and version == 9:
-            bad.append(ConfigIssue(p + ("transport",), "NetFlow v9 is sent over udp only (IPFIX for tcp)"))
+        encoder = registries.encoders.for_version(version) if registries is not None and version in VERSIONS else None
+        bad += check_transport(transport, item, p, transports, encoder=encoder, version=version)
         src = item.get("source-address")
         if src is not None:
             try:
@@ -141,7 +148,7 @@ def parse_forward(items, path: tuple) -> tuple[list[Forward], list[ConfigIssue]]
             issues += bad
             continue
         f = Forward(addr, item["port"], version, transport, src, item.get("observation-domain", 0),
-                    item.get("mtu", 1500), scale)
+                    item.get("mtu", 1500), scale, tuple(sorted(transport_options(tt, item).items())))
         if (f.address, f.port, f.transport) in seen:
             issues.append(ConfigIssue(p, f"duplicate forward {f.label}"))
             continue
@@ -150,60 +157,37 @@ def parse_forward(items, path: tuple) -> tuple[list[Forward], list[ConfigIssue]]
     return out, issues
 
 
-ENCODER_FOR_VERSION = {9: "v9", 10: "ipfix"}
-
-
-def drivers_for(target: "Forward", drivers) -> dict:
-    """The registered encoder and transport for *target*, from ``(encoders, transports)`` registries
-    (the app's: whatever plugin provides ``ipfix``/``v9`` and ``udp``/``tcp``)."""
-    if drivers is None:
-        return {}
-    encoders, transports = drivers
-    enc = encoders.get(ENCODER_FOR_VERSION[target.version])
-    trans = transports.get(target.transport)
-    if enc is None or trans is None:
-        missing = ENCODER_FOR_VERSION[target.version] if enc is None else f"transport {target.transport}"
-        raise RuntimeError(f"forward {target.label}: no plugin provides {missing} (is it disabled?)")
-    return {"encoder_type": enc, "transport_type": trans}
-
-
-def _types(version: int, transport: str):
-    """Fallback for a Forwarder built without an app (tests, tools): the drivers the installed
-    plugins register, found through a plugin manager of our own (never another plugin's internals)."""
-    from flowplane.api import Registry
-    from flowplane.pluginmanager import make_plugin_manager
-
-    pm = make_plugin_manager()
-    encoders, transports = Registry("encoder"), Registry("transport")
-    pm.hook.flowplane_register_encoders(register=encoders)
-    pm.hook.flowplane_register_transports(register=transports)
-    return encoders[ENCODER_FOR_VERSION[version]], transports[transport]
-
-
 class Forwarder:
-    """One flow server the collector replicates to: an encoder and a transport (see the module docstring)."""
+    """One flow server the collector replicates to: the core :class:`Exporter` plus what re-export adds
+    (one message stream per original exporter, the v9 uptime origin, drops mirrored into the collector's
+    table).  *registries* is the app's (``encoders``, ``transports``); see the module docstring."""
 
-    def __init__(self, target: Forward, counters: Counters | None = None, *, encoder_type=None,
-                 transport_type=None) -> None:
+    def __init__(self, target: Forward, counters: Counters | None = None, *, registries: Any) -> None:
         self.target = target
         self.label = target.label
         self.counters = counters if counters is not None else Counters(f"forward {self.label}")
-        if encoder_type is None or transport_type is None:
-            encoder_type, transport_type = _types(target.version, target.transport)
-        enc_type, trans_type = encoder_type, transport_type
+        enc_type = registries.encoders.for_version(target.version) if registries is not None else None
+        trans_type = registries.transports.get(target.transport) if registries is not None else None
+        if enc_type is None or trans_type is None:
+            missing = f"version {target.version}" if enc_type is None else f"transport {target.transport}"
+            raise RuntimeError(f"forward {target.label}: no plugin provides {missing} (is it disabled?)")
         opts = EncoderOptions(version=target.version, observation_domain_id=target.observation_domain,
                               templates=FAMILIES, mtu=target.mtu, ipv6_transport=":" in target.address,
-                              stream=target.transport == "tcp", exporter_address=True)
-        self.encoder = enc_type.factory(opts)
-        self.transport = trans_type.factory(TransportOptions(target.address, target.port, target.source_address,
-                                                             name=f"forward/{self.label}"))
-        self.transport.on_connect = lambda: self.encoder.templates(self._last_now)
-        self._last_now = time.time_ns()
+                              stream=trans_type.stream, exporter_address=True)
+        name = f"forward/{self.label}"
+        transport = trans_type.factory(TransportOptions(target.address, target.port, target.source_address,
+                                                        name=name, options=dict(target.transport_options)))
+        self.exporter = Exporter(name, enc_type.factory(opts), transport)
         self.boot_ns: int | None = None
-        self.records = 0
-        self.datagrams = 0
-        self.encode_errors = 0
         self._mirrored: dict = {}
+
+    @property
+    def encoder(self):
+        return self.exporter.encoder
+
+    @property
+    def transport(self):
+        return self.exporter.transport
 
     # -- data path ---------------------------------------------------------------------
 
@@ -227,7 +211,6 @@ class Forwarder:
     def send(self, flows: list[CollectedFlows], now_ns: int | None = None) -> None:
         """Encode *flows* (one message stream per original exporter) and hand them to the transport."""
         now = now_ns if now_ns is not None else time.time_ns()
-        self._last_now = now
         by_exporter: dict[str, list[CollectedFlows]] = {}
         for f in flows:
             if len(f):
@@ -242,31 +225,13 @@ class Forwarder:
                     data["bytes"] *= np.maximum(si, 1)
             export_ns, boot_ns = self._v9_times(data, now) if self.target.version == 9 else (now, 0)
             recs = ReexportRecords(data, boot_ns=boot_ns, scaled=True, exporter=exporter)
-            try:
-                payloads = self.encoder.encode(recs, export_ns)
-            except Exception as exc:  # an encoder bug must not stop the listener
-                self.encode_errors += 1
+            if not self.exporter.export(recs, export_ns):  # counted and logged by the exporter
                 self.counters.drop("forward", f"encode-error {self.label}", len(data))
-                if self.encode_errors == 1:
-                    log.error("collector_forward_encode_failed", server=self.label,
-                              error=f"{type(exc).__name__}: {exc}", exc_info=True)
-                continue
-            self.records += len(data)
-            if payloads:
-                self.datagrams += len(payloads)
-                self.transport.send_nowait(payloads)
 
     def tick(self, now_ns: int | None = None) -> None:
         """Once a second: templates / options data that are due (no flows needed); mirror transport drops."""
         now = now_ns if now_ns is not None else time.time_ns()
-        self._last_now = now
-        try:
-            payloads = self.encoder.encode(ReexportRecords.empty(boot_ns=self.boot_ns or 0), now)
-        except Exception:  # pragma: no cover - an empty encode has nothing to fail on
-            payloads = []
-        if payloads:
-            self.datagrams += len(payloads)
-            self.transport.send_nowait(payloads)
+        self.exporter.tick(now, ReexportRecords.empty(boot_ns=self.boot_ns or 0))
         self.mirror_drops()
 
     def mirror_drops(self) -> None:
@@ -279,25 +244,20 @@ class Forwarder:
     # -- life cycle --------------------------------------------------------------------
 
     def tasks(self, app=None) -> list:
-        return [self.transport.run]
+        return [self.exporter.run]
 
     async def flush(self, deadline_s: float) -> bool:
-        t = self.transport
-        connected = getattr(t, "connected", True)
-        ok = await t.flush(deadline_s if connected else min(SHUTDOWN_GRACE_S, deadline_s))
-        if not ok:
-            left = int(getattr(t, "backlog_length", getattr(t, "queue_length", 0)))
-            if left:
-                self.counters.drop("forward", f"shutdown {self.label}", left)
-            log.warning("collector_forward_backlog_lost", server=self.label, payloads=left, connected=connected)
+        left = await self.exporter.flush(deadline_s)
+        if left:
+            self.counters.drop("forward", f"shutdown {self.label}", left)
         self.mirror_drops()
-        return ok
+        return not left
 
     def stats(self) -> dict:
-        tc = self.transport.counters
-        return {"server": self.label, "records": self.records, "datagrams": self.datagrams,
-                "encode_errors": self.encode_errors, "sent": tc["packets"], "bytes": tc["bytes"],
-                "dropped": sum(tc.drops.values()), "connected": getattr(self.transport, "connected", None)}
+        st = self.exporter.stats()
+        return {"server": self.label, "records": st["records"], "datagrams": st["datagrams"],
+                "encode_errors": st["encode_errors"], "sent": st["sent"], "bytes": st["bytes"],
+                "dropped": st["dropped"], "connected": st["connected"]}
 
 
 async def flush_all(forwarders: list[Forwarder], deadline_s: float) -> None:

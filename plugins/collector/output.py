@@ -51,7 +51,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 import msgpack
 import structlog
@@ -118,7 +118,7 @@ class OutputConfig:
     nats: object = None  # bus.NatsConfig
 
 
-def parse_output(out, path: tuple) -> tuple[OutputConfig, list[ConfigIssue]]:
+def parse_output(out, path: tuple, registries: Any = None) -> tuple[OutputConfig, list[ConfigIssue]]:
     """``output: {jsonl, msgpack, rotate, forward}`` -> an :class:`OutputConfig` and the problems, with key paths."""
     from .forward import parse_forward
 
@@ -155,7 +155,7 @@ def parse_output(out, path: tuple) -> tuple[OutputConfig, list[ConfigIssue]]:
         if not bad and not (cfg.jsonl or cfg.msgpack or cfg.flows):
             issues.append(ConfigIssue(p, "rotate needs a jsonl, msgpack or flows file"))
     if "forward" in out:
-        fwd, bad = parse_forward(out["forward"], path + ("forward",))
+        fwd, bad = parse_forward(out["forward"], path + ("forward",), registries)
         issues += bad
         cfg.forward = fwd
     if "nats" in out:
@@ -496,8 +496,8 @@ class Outputs:
     """The files and forwarders of one collector: ``write`` (data path), ``tick``, ``tasks``, ``close``."""
 
     def __init__(self, cfg: OutputConfig, counters: Counters, clock: Callable[[], float] = time.time, *,
-                 drivers=None) -> None:
-        from .forward import Forwarder, drivers_for
+                 registries: Any = None) -> None:
+        from .forward import Forwarder
 
         self.cfg = cfg
         self.counters = counters
@@ -510,7 +510,7 @@ class Outputs:
                 w = cls(path, fmt, cfg.rotate, counters, clock)
                 setattr(self, fmt, w)
                 self.files.append(w)
-        self.forwarders = [Forwarder(f, counters, **drivers_for(f, drivers)) for f in cfg.forward]
+        self.forwarders = [Forwarder(f, counters, registries=registries) for f in cfg.forward]
         self.bus = None
         if getattr(cfg, "nats", None) is not None:
             from .bus import NatsBus

@@ -70,7 +70,7 @@ def factory(options: EncoderOptions) -> IpfixEncoder:
     return IpfixEncoder(options)
 
 
-ENCODER_TYPE = EncoderType("ipfix", (10,), factory,
+ENCODER_TYPE = EncoderType("ipfix", (10,), factory, streams=True,
                            help="IPFIX (RFC 7011): templates per family, sampling options (PSAMP), MTU-sized messages")
 
 

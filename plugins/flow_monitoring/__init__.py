@@ -46,15 +46,15 @@ def flowplane_register_config_sections(register):
 
 
 @hookimpl
-def flowplane_config_validate(config, limits):
-    _, issues = parse(config.data, limits)
+def flowplane_config_validate(config, limits, registries):
+    _, issues = parse(config.data, limits, registries)
     _, route_issues = parse_routes(config.data)
     return issues + route_issues
 
 
 @hookimpl
 def flowplane_configure(app):
-    sampling, issues = parse(app.config.data, app.limits)
+    sampling, issues = parse(app.config.data, app.limits, app.registries)
     if issues or not sampling.enabled:
         return
     routes, _ = parse_routes(app.config.data)

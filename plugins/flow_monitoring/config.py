@@ -11,7 +11,7 @@ Junos hierarchy, in YAML::
             flow-server 192.0.2.10:
               port: 2055
               version: 5                       # or 8 (+ aggregation), or version9/version-ipfix: {template: NAME}
-              transport: udp                   # tcp for IPFIX
+              transport: udp                   # tcp for IPFIX; any registered transport (its own keys beside)
               source-address: 192.0.2.1
             flow-active-timeout: 60
             flow-inactive-timeout: 15
@@ -59,7 +59,9 @@ from flowplane.api import (
     check_mapping,
     check_number,
     check_str,
+    check_transport,
     suggest,
+    transport_options,
 )
 
 DEFAULT_INSTANCE = "(default sampling)"
@@ -109,6 +111,7 @@ class FlowServer:
     aggregation: str = ""
     dscp: int = 0
     mtu: int = 1500
+    transport_options: tuple[tuple[str, Any], ...] = ()  # the transport's own keys (TransportType.keys)
 
     @property
     def label(self) -> str:
@@ -153,13 +156,17 @@ class SamplingConfig:
         return bool(self.instances or self.groups or self.accounting)
 
 
-def parse(config: dict, limits: Limits) -> tuple[SamplingConfig, list[ConfigIssue]]:
-    """Parse the sampling-related sections of *config*; returns (config, issues)."""
+def parse(config: dict, limits: Limits, registries: Any = None) -> tuple[SamplingConfig, list[ConfigIssue]]:
+    """Parse the sampling-related sections of *config*; returns (config, issues).
+
+    *registries* (the app's, or the read-only view validation gets) checks ``transport`` names and
+    the transport's own keys; without it any transport name passes here.
+    """
     issues: list[ConfigIssue] = []
     templates = _parse_templates(config, issues)
     out = SamplingConfig()
-    _parse_monitoring(config, out, templates, limits, issues)
-    _parse_accounting(config, out, templates, limits, issues)
+    _parse_monitoring(config, out, templates, limits, issues, registries)
+    _parse_accounting(config, out, templates, limits, issues, registries)
     sampling = (config.get("forwarding-options") or {}).get("sampling")
     base = ("forwarding-options", "sampling")
     if sampling is None:
@@ -170,7 +177,8 @@ def parse(config: dict, limits: Limits) -> tuple[SamplingConfig, list[ConfigIssu
         return out, issues
     issues += check_keys(sampling, INSTANCE_KEYS + ("instance",), base)
     if any(k in sampling for k in INSTANCE_KEYS):
-        out.instances[DEFAULT_INSTANCE] = _parse_instance(DEFAULT_INSTANCE, sampling, base, templates, limits, issues)
+        out.instances[DEFAULT_INSTANCE] = _parse_instance(DEFAULT_INSTANCE, sampling, base, templates, limits, issues,
+                                                          registries)
     named = sampling.get("instance") or {}
     issues += check_mapping(named, base + ("instance",), "instance name -> settings")
     if isinstance(named, dict):
@@ -180,7 +188,7 @@ def parse(config: dict, limits: Limits) -> tuple[SamplingConfig, list[ConfigIssu
                 issues.append(ConfigIssue(p, f"expected the instance's settings as a mapping, got {section!r}"))
                 continue
             issues += check_keys(section, INSTANCE_KEYS, p)
-            out.instances[str(name)] = _parse_instance(str(name), section, p, templates, limits, issues)
+            out.instances[str(name)] = _parse_instance(str(name), section, p, templates, limits, issues, registries)
     _parse_chassis(config, out, issues)
     _check_limits(out, limits, issues)
     return out, issues
@@ -253,7 +261,7 @@ def _parse_templates(config: dict, issues: list[ConfigIssue]) -> dict[str, Templ
 
 
 def _parse_instance(name: str, sec: dict, p: tuple, templates: dict[str, Template], limits: Limits,
-                    issues: list[ConfigIssue]) -> Instance:
+                    issues: list[ConfigIssue], registries: Any = None) -> Instance:
     inst = Instance(name, flow_table_size=min(262_144, limits.max_flows))
     _parse_table_size(inst, sec, p, limits, issues)
     inp = sec.get("input")
@@ -279,7 +287,8 @@ def _parse_instance(name: str, sec: dict, p: tuple, templates: dict[str, Templat
         issues += check_keys(fam, FAMILIES, p + ("family",), "family")
         for family, fsec in fam.items():
             if family in FAMILIES:
-                inst.families[family] = _parse_family(family, fsec, p + ("family", family), templates, limits, issues)
+                inst.families[family] = _parse_family(family, fsec, p + ("family", family), templates, limits, issues,
+                                                      registries)
     if not inst.families:
         issues.append(ConfigIssue(p, "no 'family inet|inet6|mpls output' configured: sampled packets would go nowhere"))
     return inst
@@ -293,7 +302,7 @@ def _parse_table_size(inst: Instance, sec: dict, p: tuple, limits: Limits, issue
 
 
 def _parse_family(family: str, fsec: Any, p: tuple, templates: dict[str, Template], limits: Limits,
-                  issues: list[ConfigIssue]) -> FamilyOutput:
+                  issues: list[ConfigIssue], registries: Any = None) -> FamilyOutput:
     out = FamilyOutput(family)
     if not isinstance(fsec, dict):
         issues.append(ConfigIssue(p, f"expected {{output: {{flow-server: ...}}}}, got {fsec!r}"))
@@ -349,7 +358,7 @@ def _parse_family(family: str, fsec: Any, p: tuple, templates: dict[str, Templat
     if not isinstance(servers, dict):
         return out
     for addr, ssec in servers.items():
-        server = _parse_server(family, str(addr), ssec, op + (skey, addr), templates, limits, issues)
+        server = _parse_server(family, str(addr), ssec, op + (skey, addr), templates, limits, issues, registries)
         if server is not None:
             out.servers.append(server)
     if len(servers) > limits.flow_servers_per_family:
@@ -359,7 +368,7 @@ def _parse_family(family: str, fsec: Any, p: tuple, templates: dict[str, Templat
 
 
 def _parse_server(family: str, addr: str, ssec: Any, p: tuple, templates: dict[str, Template], limits: Limits,
-                  issues: list[ConfigIssue]) -> FlowServer | None:
+                  issues: list[ConfigIssue], registries: Any = None) -> FlowServer | None:
     try:
         ipaddress.ip_address(addr)
     except ValueError:
@@ -368,8 +377,11 @@ def _parse_server(family: str, addr: str, ssec: Any, p: tuple, templates: dict[s
     if not isinstance(ssec, dict):
         issues.append(ConfigIssue(p, f"expected {{port: N, version: 5|8|9|10}}, got {ssec!r}"))
         return None
-    issues += check_keys(ssec, SERVER_KEYS, p)
     n0 = len(issues)
+    transport = ssec.get("transport", "udp")
+    transports = registries.transports if registries is not None else None
+    trans_type = transports.get(transport) if transports is not None and isinstance(transport, str) else None
+    issues += check_keys(ssec, SERVER_KEYS + (trans_type.keys if trans_type is not None else ()), p)
     port = ssec.get("port")
     if port is None:
         issues.append(ConfigIssue(p + ("port",), "missing: the collector's UDP/TCP port"))
@@ -410,10 +422,8 @@ def _parse_server(family: str, addr: str, ssec: Any, p: tuple, templates: dict[s
                                   f"(hardware profile limit export_versions: {', '.join(map(str, limits.export_versions))})"))
     if version in (5, 8) and family != "inet":
         issues.append(ConfigIssue(p, f"NetFlow v{version} carries IPv4 only: use version9 or version-ipfix under family {family}"))
-    transport = ssec.get("transport", "udp")
-    issues += check_str(transport, p + ("transport",), ("udp", "tcp"))
-    if transport == "tcp" and version != 10:
-        issues.append(ConfigIssue(p + ("transport",), "TCP export is for IPFIX (version-ipfix) only"))
+    encoder = registries.encoders.for_version(version) if registries is not None and version else None
+    issues += check_transport(transport, ssec, p, transports, encoder=encoder, version=version)
     aggregation = ""
     if "aggregation" in ssec:
         agg = ssec["aggregation"]
@@ -439,7 +449,8 @@ def _parse_server(family: str, addr: str, ssec: Any, p: tuple, templates: dict[s
     if len(issues) != n0:
         return None
     return FlowServer(addr, int(port), version, str(transport), str(src) if src else None, template, aggregation,
-                      int(ssec.get("dscp", 0)), int(ssec.get("mtu", 1500)))
+                      int(ssec.get("dscp", 0)), int(ssec.get("mtu", 1500)),
+                      tuple(sorted(transport_options(trans_type, ssec).items())))
 
 
 def _parse_chassis(config: dict, out: SamplingConfig, issues: list[ConfigIssue]) -> None:
@@ -491,7 +502,7 @@ def _groups(config: dict, key: str, issues: list[ConfigIssue]) -> list[tuple[str
 
 
 def _parse_monitoring(config: dict, out: SamplingConfig, templates: dict[str, Template], limits: Limits,
-                      issues: list[ConfigIssue]) -> None:
+                      issues: list[ConfigIssue], registries: Any = None) -> None:
     """``forwarding-options monitoring NAME``: passive monitoring groups.
 
     A group meters every packet (no sampling) accepted on its monitoring-only
@@ -519,7 +530,7 @@ def _parse_monitoring(config: dict, out: SamplingConfig, templates: dict[str, Te
                         if isinstance(ssec, dict) and not any(k in ssec for k in ("version", "version9", "version-ipfix")):
                             ssec["version"] = EXPORT_FORMATS[fmt]
         inst = _parse_instance(str(name), {k: v for k, v in sec.items() if k != "input-interfaces"}, p, templates,
-                               limits, issues)
+                               limits, issues, registries)
         inst.algorithm = SAMPLING_DETERMINISTIC
         wanted = sec.get("input-interfaces")
         if wanted is None:
@@ -549,7 +560,7 @@ def _parse_monitoring(config: dict, out: SamplingConfig, templates: dict[str, Te
 
 
 def _parse_accounting(config: dict, out: SamplingConfig, templates: dict[str, Template], limits: Limits,
-                      issues: list[ConfigIssue]) -> None:
+                      issues: list[ConfigIssue], registries: Any = None) -> None:
     """``forwarding-options accounting NAME { output { ... } }``: discard accounting groups.
 
     A group meters every packet a term discards with ``discard accounting
@@ -565,7 +576,7 @@ def _parse_accounting(config: dict, out: SamplingConfig, templates: dict[str, Te
         if "output" not in sec:
             issues.append(ConfigIssue(p, "missing: 'output' with at least one 'flow-server ADDRESS { port; version; }'"))
             continue
-        fam = _parse_family("inet", {"output": sec["output"]}, p, templates, limits, issues)
+        fam = _parse_family("inet", {"output": sec["output"]}, p, templates, limits, issues, registries)
         inst.families["inet"] = fam
         v6 = [s for s in fam.servers if s.template is not None and "ipv6" in s.template.kinds]
         if v6:

@@ -26,11 +26,13 @@ import trio
 from flowplane.api import (
     Counters,
     EncoderOptions,
+    Exporter,
     FlowCache,
     FlowRecords,
     PacketBatch,
     Sampler,
     TransportOptions,
+    flush_exporters,
     hookimpl,
 )
 
@@ -39,25 +41,21 @@ from .config import FamilyOutput, FlowServer, Instance
 log = structlog.get_logger("flowplane.flow_monitoring")
 
 NS = 1_000_000_000
-SHUTDOWN_GRACE_S = 2.0  # how long shutdown waits for a flow server that is not connected
-ENCODER_FOR_VERSION = {5: "v5", 8: "v8", 9: "v9", 10: "ipfix"}
 KEY_FIELDS = {"inet": "ip", "inet6": "ip", "mpls": "mpls"}
 
 
-class Exporter:
-    """One flow server: an encoder and a transport."""
+class ServerExporter(Exporter):
+    """One flow server: the core exporter plus NetFlow v8's aggregate export hold."""
 
     def __init__(self, app: Any, inst: Instance, fam: FamilyOutput, server: FlowServer, *,
                  families: list[str] | None = None) -> None:
         self.server = server
         self.families = families or [fam.family]
-        self.name = f"{inst.name}/{server.label}"
-        self.counters = Counters(self.name)
-        enc_name = ENCODER_FOR_VERSION[server.version]
-        enc_type = app.registries.encoders.get(enc_name)
+        name = f"{inst.name}/{server.label}"
+        enc_type = app.registries.encoders.for_version(server.version)
         trans_type = app.registries.transports.get(server.transport)
         if enc_type is None or trans_type is None:
-            missing = enc_name if enc_type is None else f"transport {server.transport}"
+            missing = f"version {server.version}" if enc_type is None else f"transport {server.transport}"
             raise RuntimeError(f"flow server {server.label}: no plugin provides {missing} (is it disabled?)")
         t = server.template
         opts = EncoderOptions(
@@ -68,7 +66,7 @@ class Exporter:
             sampling_algorithm=inst.algorithm,
             mtu=server.mtu,
             ipv6_transport=":" in server.host,
-            stream=server.transport == "tcp",
+            stream=trans_type.stream,
             aggregation=server.aggregation,
             scale_counts=fam.scale_counts,
         )
@@ -82,27 +80,25 @@ class Exporter:
                 opts.template_ids = {k: t.template_id + i for i, k in enumerate(("ipv4", "ipv6", "mpls", "mpls-ipv4", "bridge"))}
             if t.options_template_id is not None:
                 opts.options_template_id = t.options_template_id
-        self.encoder = enc_type.factory(opts)
-        self.transport = trans_type.factory(TransportOptions(server.host, server.port, server.source_address,
-                                                             name=self.name, dscp=server.dscp))
-        self.transport.on_connect = lambda: self.encoder.templates(self._last_now)
-        self._last_now = time.time_ns()
+        transport = trans_type.factory(TransportOptions(server.host, server.port, server.source_address, name=name,
+                                                        dscp=server.dscp, options=dict(server.transport_options)))
+        super().__init__(name, enc_type.factory(opts), transport)
         # v8 'aggregate-export-interval': records are held and aggregated into one export per interval
         self.hold_ns = int(fam.aggregate_export_interval * NS) if server.version == 8 else 0
         self._held: list[FlowRecords] = []
         self._held_count = 0
         self._held_since = 0
 
-    def export(self, records: FlowRecords, now_ns: int) -> None:
+    def export(self, records: FlowRecords, now_ns: int, *, count: int | None = None) -> bool:
         if self.hold_ns and len(records):
             if not self._held:
                 self._held_since = now_ns
             self._held.append(records)
             self._held_count += len(records)
             if self._held_count < HOLD_MAX_RECORDS:
-                return
+                return True
             records = self._take_held()  # bounded memory: a full hold is exported at once
-        self._encode(records, now_ns)
+        return super().export(records, now_ns, count=count)
 
     def _take_held(self) -> FlowRecords:
         held, self._held, self._held_count = self._held, [], 0
@@ -111,26 +107,13 @@ class Exporter:
     def release(self, now_ns: int) -> None:
         """Export what the aggregate export timer holds (timer expiry, shutdown)."""
         if self._held:
-            self._encode(self._take_held(), now_ns)
+            super().export(self._take_held(), now_ns)
 
-    def _encode(self, records: FlowRecords, now_ns: int) -> None:
-        self._last_now = now_ns
-        try:
-            payloads = self.encoder.encode(records, now_ns)
-        except Exception as exc:  # an encoder bug must not stop the pipeline
-            self.counters.inc("encode_errors")
-            log.error("encode_failed", exporter=self.name, error=f"{type(exc).__name__}: {exc}", exc_info=True)
-            return
-        self.counters.inc("records", len(records))
-        if payloads:
-            self.counters.inc("datagrams", len(payloads))
-            self.transport.send_nowait(payloads)
-
-    def tick(self, now_ns: int) -> None:
-        """Periodic: lets the encoder send templates / options data that are due, flows or not."""
+    def tick(self, now_ns: int, empty: Any = None) -> None:
+        """Periodic: the aggregate export timer, then templates / options data that are due, flows or not."""
         if self._held and now_ns - self._held_since >= self.hold_ns:
             self.release(now_ns)
-        self._encode(FlowRecords.empty(), now_ns)
+        super().tick(now_ns, empty)
 
 
 class InstanceEngine:
@@ -147,7 +130,7 @@ class InstanceEngine:
         self.sampler = Sampler(inst.rate, run_length=inst.run_length, max_pps=inst.max_pps,
                                algorithm=inst.algorithm, counters=self.counters)
         self.caches: dict[str, FlowCache] = {}
-        self.exporters: dict[str, list[Exporter]] = {}
+        self.exporters: dict[str, list[ServerExporter]] = {}
         self.size_hist = np.zeros(len(SIZE_EDGES), dtype=np.int64)
         # inet and inet6 share one cache when their settings agree: one update per batch instead of two
         self.cache_of: dict[str, str] = {}
@@ -167,14 +150,14 @@ class InstanceEngine:
         self.families_of = {c: [f for f, n in self.cache_of.items() if n == c] for c in self.caches}
         # one exporter per flow server of the instance, shared by the families that name it: one
         # sequence space and one template set per (collector, observation domain), as collectors expect
-        shared: dict[tuple, Exporter] = {}
+        shared: dict[tuple, ServerExporter] = {}
         for family, fam in inst.families.items():
             self.exporters[family] = []
             for s in fam.servers:
-                key = (s.host, s.port, s.version, s.transport, s.template.name if s.template else None, s.aggregation)
+                key = _server_key(s)
                 if key not in shared:
                     fams = [f for f, o in inst.families.items() if any(_same(x, s) for x in o.servers)]
-                    shared[key] = Exporter(app, inst, fam, s, families=fams)
+                    shared[key] = ServerExporter(app, inst, fam, s, families=fams)
                 self.exporters[family].append(shared[key])
         self.all_exporters = list(shared.values())
         # per cache: (exporter, the af values it takes from that cache's records)
@@ -294,9 +277,13 @@ def _afs(families: list[str]) -> tuple[int, ...]:
     return tuple(sorted({4 if f == "inet" else 6 for f in families if f in ("inet", "inet6")})) or (4, 6)
 
 
+def _server_key(s: FlowServer) -> tuple:
+    return (s.host, s.port, s.version, s.transport, s.template.name if s.template else None, s.aggregation,
+            s.transport_options)
+
+
 def _same(a: FlowServer, b: FlowServer) -> bool:
-    return (a.host, a.port, a.version, a.transport, a.template.name if a.template else None, a.aggregation) == \
-        (b.host, b.port, b.version, b.transport, b.template.name if b.template else None, b.aggregation)
+    return _server_key(a) == _server_key(b)
 
 
 def _template_kinds(kinds: tuple[str, ...], family: str) -> tuple[str, ...]:
@@ -335,8 +322,7 @@ class FlowMonitor:
         self.app = app
         self.sampling = sampling
         self.routes = routes
-        sources = app.config.section("interfaces")
-        live = any((s or {}).get("source", "af-packet") != "pcap" for s in sources.values())
+        live = not app.packet_clock  # the sources' declared clock: wall for live capture, packet time for replay
         self.engines = {name: InstanceEngine(app, inst, live=live, routes=routes) for name, inst in sampling.instances.items()}
         self.default = self.engines.get("(default sampling)")
         self.iface_engine = {app.interfaces.id(i): self.engines[n] for i, n in sampling.interface_instance.items()}
@@ -386,10 +372,7 @@ class FlowMonitor:
 
     @hookimpl
     def flowplane_background_tasks(self, app):
-        tasks = []
-        for engine in self.all_engines():
-            for t in engine.transports():
-                tasks.append(t.run)
+        tasks = [exp.run for engine in self.all_engines() for exp in engine.all_exporters]
         tasks.append(self._timer)
         return tasks
 
@@ -405,18 +388,11 @@ class FlowMonitor:
     def flowplane_shutdown(self, app):
         flushed = sum(e.flush() for e in self.all_engines())
         log.info("flows_flushed", flows=flushed)
-        transports = [t for e in self.all_engines() for t in e.transports()]
+        exporters = [x for e in self.all_engines() for x in e.all_exporters]
 
         async def drain() -> None:
             # a connected collector gets the drain deadline; one that is away gets a short grace to come
             # back, then what is still queued is counted as lost (never a silent loss, never a hang)
-            deadline = float(app.setting("drain-timeout"))
-            for t in transports:
-                connected = getattr(t, "connected", True)
-                if not await t.flush(deadline if connected else min(SHUTDOWN_GRACE_S, deadline)):
-                    left = int(getattr(t, "backlog_length", 0))
-                    t.counters.inc("dropped_at_shutdown", left)
-                    log.warning("export_backlog_lost", exporter=getattr(getattr(t, "options", None), "name", ""),
-                                payloads=left, connected=connected)
+            await flush_exporters(exporters, float(app.setting("drain-timeout")))
 
         return drain

@@ -44,10 +44,10 @@ def flowplane_register_actions(register):
 
 
 @hookimpl
-def flowplane_config_validate(config, limits):
+def flowplane_config_validate(config, limits, registries):
     inline, issues = parse(config.data, limits)
     if not issues:
-        issues += find_loops(config.data, inline)
+        issues += find_loops(config.data, inline, sources=registries.sources)
     return issues
 
 

@@ -33,15 +33,24 @@ import numpy as np
 import structlog
 import trio
 
-from flowplane.api import DIR_OUTPUT, V4_MAPPED, Counters, PacketBatch, Sampler, TransportOptions, hookimpl
+from flowplane.api import (
+    DIR_OUTPUT,
+    SHUTDOWN_GRACE_S,
+    V4_MAPPED,
+    Counters,
+    Exporter,
+    PacketBatch,
+    Sampler,
+    TransportOptions,
+    hookimpl,
+)
 
 from .config import EXPORT_MTU, Collector, InlineConfig, Instance
-from .encoder import Records, Session, build_records, datagram_limit, pack_sets
+from .encoder import HEADER, Records, Session, build_records, datagram_limit, pack_sets
 
 log = structlog.get_logger("flowplane.inline_monitoring")
 
 PLUGIN_OBJECT = "inline-monitor"
-SHUTDOWN_GRACE_S = 2.0
 
 
 def pick(sampler: Sampler, n: int) -> np.ndarray | None:
@@ -50,8 +59,28 @@ def pick(sampler: Sampler, n: int) -> np.ndarray | None:
     return None if sampler.rate == 1 else sampler.select(n)
 
 
+class SessionEncoder:
+    """The collector's IPFIX session as an encoder of the core exporter: the records are packed data sets
+    (:func:`.encoder.pack_sets`), the templates the session's template and options messages."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def encode(self, packed: list[tuple[bytes, int]], now_ns: int) -> list[bytes]:
+        return self.session.data_messages(packed)
+
+    def templates(self, now_ns: int) -> list[bytes]:
+        return [self.session.control_message(templates=True, options=True)]
+
+    def options_data(self, now_ns: int) -> list[bytes]:
+        return [self.session.control_message(templates=False, options=True)]
+
+    def reset_templates(self) -> None:
+        """Templates go out from the instance's refresh timer, which a new config restarts."""
+
+
 class CollectorExport:
-    """One collector: its session (sequence numbers), sampler, transport and counters."""
+    """One collector: its session (sequence numbers), sampler, exporter (session + transport) and counters."""
 
     def __init__(self, inst: Instance, col: Collector, transport_type: Any, scope: str) -> None:
         self.instance = inst.name
@@ -63,16 +92,24 @@ class CollectorExport:
                                observation_domain_id=t.observation_domain_id, sampling_interval=col.sampling_rate)
         self.sampler = Sampler(col.sampling_rate) if scope == "per-collector" else None
         self.limit = datagram_limit(EXPORT_MTU, ipv6=col.family == "inet6")
-        self.transport = transport_type.factory(TransportOptions(col.destination, col.port, col.source,
-                                                                 name=f"inline-monitoring/{self.name}", dscp=col.dscp))
+        name = f"inline-monitoring/{self.name}"
+        transport = transport_type.factory(TransportOptions(col.destination, col.port, col.source, name=name,
+                                                            dscp=col.dscp))
+        self.exporter = Exporter(name, SessionEncoder(self.session), transport)
+
+    @property
+    def transport(self) -> Any:
+        return self.exporter.transport
 
     def send_records(self, packed: list[tuple[bytes, int]], records: int) -> None:
-        msgs = self.session.data_messages(packed)
+        before = self.exporter.counters["datagrams"]
+        if not self.exporter.export(packed, time.time_ns(), count=records):
+            self.counters.drop("export", "encode_error", records)
+            return
         c = self.counters
         c.inc("records", records)
-        c.inc("messages", len(msgs))
-        c.inc("bytes", sum(len(m) for m in msgs))
-        self.transport.send_nowait(msgs)
+        c.inc("messages", self.exporter.counters["datagrams"] - before)
+        c.inc("bytes", sum(HEADER.size + len(s) for s, _ in packed))
 
     def send_control(self, *, templates: bool, options: bool) -> None:
         msg = self.session.control_message(templates=templates, options=options)
@@ -83,7 +120,7 @@ class CollectorExport:
             c.inc("option_messages")
         c.inc("messages")
         c.inc("bytes", len(msg))
-        self.transport.send_nowait([msg])
+        self.exporter.send([msg])
 
     def adopt(self, old: "CollectorExport") -> None:
         """Keep the counters of the same collector across a reload (the export starts afresh: new templates and sequence numbers)."""
@@ -314,22 +351,21 @@ class InlineMonitor:
     # -- life cycle ------------------------------------------------------------------------
     @hookimpl
     def flowplane_background_tasks(self, app):
-        tasks = [c.transport.run for c in self.collectors()]
+        tasks = [c.exporter.run for c in self.collectors()]
         tasks += [e.refresh for e in self.engines.values()]
         return tasks
 
     @hookimpl
     def flowplane_shutdown(self, app):
-        transports = [c.transport for c in self.collectors()]
+        collectors = self.collectors()
 
         async def drain() -> None:
-            deadline = float(app.setting("drain-timeout"))
-            for t in transports:
-                if not await t.flush(min(SHUTDOWN_GRACE_S, deadline)):
-                    left = int(getattr(t, "queue_length", 0))
-                    t.counters.inc("dropped", left)
-                    t.counters.drop("transport", "shutdown", left)
-                    log.warning("inline_export_backlog_lost", exporter=getattr(t, "name", ""), datagrams=left)
+            deadline = min(SHUTDOWN_GRACE_S, float(app.setting("drain-timeout")))
+            for c in collectors:
+                left = await c.exporter.flush(deadline)
+                if left:
+                    c.transport.counters.inc("dropped", left)
+                    c.transport.counters.drop("transport", "shutdown", left)
 
         return drain
 

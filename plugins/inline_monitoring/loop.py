@@ -29,9 +29,9 @@ import json
 import shutil
 import struct
 import subprocess
-from typing import Callable
+from typing import Any, Callable
 
-from flowplane.api import ConfigIssue, probe_filters
+from flowplane.api import ConfigIssue, live_interfaces, probe_filters
 
 from .config import Collector, InlineConfig
 
@@ -81,8 +81,12 @@ def probe_frame(col: Collector) -> bytes:
     return b"\x02\x00\x00\x00\x00\x02" + b"\x02\x00\x00\x00\x00\x01" + struct.pack(">H", ethertype) + ip + udp
 
 
-def find_loops(config: dict, inline: InlineConfig, route: RouteFn = route_device) -> list[ConfigIssue]:
-    """Issues for every (interface binding, collector) where the exporter would monitor its own export."""
+def find_loops(config: dict, inline: InlineConfig, route: RouteFn = route_device,
+               sources: Any = None) -> list[ConfigIssue]:
+    """Issues for every (interface binding, collector) where the exporter would monitor its own export.
+
+    Only interfaces whose source type is ``live`` are checked (*sources*: the source registry; without
+    it every interface is)."""
     if not inline.instances:
         return []
     ifaces = config.get("interfaces")
@@ -93,10 +97,7 @@ def find_loops(config: dict, inline: InlineConfig, route: RouteFn = route_device
         return []
     issues: list[ConfigIssue] = []
     routes: dict[tuple[str, str | None], str | None] = {}
-    for ifname, sec in ifaces.items():
-        sec = sec if isinstance(sec, dict) else {}
-        if sec.get("source", "af-packet") != "af-packet":
-            continue  # a pcap file never contains the export traffic
+    for ifname, sec in live_interfaces(config, sources).items():  # a file replay never holds the export traffic
         device = str(sec.get("device") or ifname)
         captured = sec.get("direction", "both")
         fams = sec.get("family")

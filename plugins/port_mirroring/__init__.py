@@ -11,7 +11,7 @@ registered by ``flowplane_configure`` while port mirroring is configured.
 
 from __future__ import annotations
 
-from flowplane.api import ConfigIssue, TermAction, hookimpl, suggest
+from flowplane.api import ConfigIssue, TermAction, hookimpl, live_interfaces, suggest
 
 from . import commands
 from .config import BASE, DEFAULT_INSTANCE, instance_names, parse
@@ -50,13 +50,11 @@ def flowplane_register_config_sections(register):
              capability="port-mirroring")
 
 
-def _loops(config: dict, cfg) -> list[ConfigIssue]:
-    """A mirror interface that flowplane also captures would capture its own copies again."""
+def _loops(config: dict, cfg, sources=None) -> list[ConfigIssue]:
+    """A mirror interface that flowplane also captures (a ``live`` source type) would capture its own copies."""
     captured = {}
-    for name, sec in ((config.get("interfaces") or {}) if isinstance(config.get("interfaces"), dict) else {}).items():
-        sec = sec if isinstance(sec, dict) else {}
-        if sec.get("source", "af-packet") == "af-packet":
-            captured[str(sec.get("device") or name)] = str(name)
+    for name, sec in live_interfaces(config, sources).items():
+        captured[str(sec.get("device") or name)] = str(name)
     issues = []
     for inst in cfg.instances.values():
         for d in inst.destinations:
@@ -70,10 +68,10 @@ def _loops(config: dict, cfg) -> list[ConfigIssue]:
 
 
 @hookimpl
-def flowplane_config_validate(config, limits):
+def flowplane_config_validate(config, limits, registries):
     cfg, issues = parse(config.data, limits)
     if not issues:
-        issues += _loops(config.data, cfg)
+        issues += _loops(config.data, cfg, registries.sources)
     return issues
 
 

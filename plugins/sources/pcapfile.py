@@ -737,6 +737,8 @@ SOURCE_TYPE = SourceType(
     keys=KEYS,
     help="replay a pcap/pcapng file (mmap, zero copy); keys: file, speed, loop, batch-size",
     batch_size=4096,  # a replay is not latency-bound: big batches amortise the per-batch costs
+    clock="packet",  # flow timeouts run on the capture's timestamps
+    live=False,  # a file never contains what flowplane sends
 )
 
 

@@ -318,6 +318,7 @@ def _fmt(addr: Any) -> str:
 TRANSPORT_TYPE = TransportType(
     name="tcp",
     factory=TcpTransport,
+    stream=True,
     help="IPFIX over TCP: reconnect with backoff, templates on connect, bounded backlog (oldest dropped)",
 )
 

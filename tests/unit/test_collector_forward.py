@@ -23,11 +23,12 @@ from flowplane.plugins.collector.config import CollectorConfig, Listen
 from flowplane.plugins.collector.forward import Forward, Forwarder
 from flowplane.plugins.collector.output import OutputConfig
 from flowplane.plugins.encoders import ipfix, netflow9
-from flowplane.testing import free_port, serve, wait_until_async
+from flowplane.testing import free_port, plugin_registries, serve, wait_until_async
 
 from test_collector import COMPARED, T0, _key, sample_records
 
 NOW = T0 + 4000 * 10**9
+REGISTRIES = plugin_registries()  # the installed encoders and transports, as the app has them
 
 
 def sink_collector() -> Collector:
@@ -205,7 +206,7 @@ async def test_servers_away_drops_counted_never_blocks():
     closed_tcp = free_port("tcp")
     ocfg = OutputConfig(forward=[Forward("127.0.0.1", closed_udp, 10, "udp"),
                                  Forward("127.0.0.1", closed_tcp, 10, "tcp")])
-    c = Collector(CollectorConfig(listen=[Listen("127.0.0.1", 0)], output=ocfg))
+    c = Collector(CollectorConfig(listen=[Listen("127.0.0.1", 0)], output=ocfg), registries=REGISTRIES)
     dgrams = ipfix.factory(EncoderOptions(version=10)).encode(sample_records(400, seed=8), NOW)
     async with trio.open_nursery() as nursery:
         for task in c.outputs.tasks(None):
@@ -231,7 +232,7 @@ async def test_servers_away_drops_counted_never_blocks():
 
 def test_forwarder_v9_times_exact_for_old_and_new_flows():
     """v9 FIRST/LAST_SWITCHED are relative to an origin the forwarder picks: exact ms for every batch."""
-    fw = Forwarder(Forward("127.0.0.1", 9, 9, "udp"))
+    fw = Forwarder(Forward("127.0.0.1", 9, 9, "udp"), registries=REGISTRIES)
     sent = []
     fw.transport.send_nowait = lambda payloads: sent.extend(payloads)
     sink = sink_collector()
@@ -248,7 +249,7 @@ def test_forwarder_v9_times_exact_for_old_and_new_flows():
 
 
 def test_scale_counts_multiplies_by_the_sampling_interval():
-    fw = Forwarder(Forward("127.0.0.1", 9, 10, "udp", scale_counts=True))
+    fw = Forwarder(Forward("127.0.0.1", 9, 10, "udp", scale_counts=True), registries=REGISTRIES)
     sent = []
     fw.transport.send_nowait = lambda payloads: sent.extend(payloads)
     recs = sample_records(100, seed=9)
@@ -274,7 +275,7 @@ async def test_nfcapd_accepts_the_reexported_stream(tmp_path, version):
     try:
         await trio.sleep(1.0)
         ocfg = OutputConfig(forward=[Forward("127.0.0.1", port, version, "udp")])
-        c = Collector(CollectorConfig(listen=[Listen("127.0.0.1", 0)], output=ocfg))
+        c = Collector(CollectorConfig(listen=[Listen("127.0.0.1", 0)], output=ocfg), registries=REGISTRIES)
         v4, v6 = sample_records(300, seed=31, v4_only=True), sample_records(200, seed=32)
         async with trio.open_nursery() as nursery:
             for task in c.outputs.tasks(None):

@@ -22,7 +22,7 @@ from flowplane.plugins.collector.collector import Collector
 from flowplane.plugins.collector.config import CollectorConfig, Listen, parse
 from flowplane.plugins.collector.output import FileWriter, Rotate
 from flowplane.plugins.encoders import ipfix
-from flowplane.testing import free_port, serve, wait_until_async
+from flowplane.testing import free_port, plugin_registries, serve
 
 from test_collector import T0, sample_records
 
@@ -244,7 +244,7 @@ def test_output_config_parses(tmp_path):
 ])
 def test_output_config_errors_name_key_paths(output, path, text):
     _, issues = parse({"services": {"flow-collector": {"listen": [{"address": "127.0.0.1", "port": 2055}],
-                                                        "output": output}}})
+                                                        "output": output}}}, plugin_registries())
     assert any(i.path == ("services", "flow-collector") + path and text in i.message for i in issues), issues
 
 

@@ -12,7 +12,6 @@ ALLOWED = ("flowplane.api", "flowplane.testing")
 
 #: Imports still to be moved behind the public API (must shrink to empty).
 PENDING: set[tuple[str, str]] = {
-    ("plugins/collector/forward.py", "flowplane.pluginmanager"),
 }
 
 
