@@ -1,4 +1,4 @@
-"""Command line: ``flowplane run | check-config | show | clear | request | plugins``.  Wiring only."""
+"""Command line: ``flowplane run | check-config | show | clear | request | test | plugins``.  Wiring only."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ def plugin_cli_commands(plugins=()) -> dict:
     return found
 
 
-BUILTIN_COMMANDS = ("run", "check-config", "show", "clear", "request", "plugins", "replay", "top", "collect")
+BUILTIN_COMMANDS = ("run", "check-config", "show", "clear", "request", "test", "plugins", "replay", "top", "collect")
 
 
 def _parser(plugin_commands: dict | None = None) -> argparse.ArgumentParser:
@@ -58,7 +58,7 @@ def _parser(plugin_commands: dict | None = None) -> argparse.ArgumentParser:
     chk = sub.add_parser("check-config", help="validate a config file and exit non-zero on error")
     chk.add_argument("file")
 
-    for verb in ("show", "clear", "request"):
+    for verb in ("show", "clear", "request", "test"):
         sp = sub.add_parser(verb, help=f"{verb} ... on the running service (over the control socket)")
         sp.add_argument("words", nargs="*", help="e.g. 'firewall filter F1'")
         sp.add_argument("--json", action="store_true", help="print JSON instead of text")
@@ -117,8 +117,8 @@ def main(argv: Sequence[str] | None = None, *, plugins=()) -> int:
         _parser(plugin_commands).print_help()
         return 2
     handlers = {"run": cmd_run, "check-config": cmd_check_config, "show": cmd_control, "clear": cmd_control,
-                "request": cmd_control, "plugins": cmd_plugins, "replay": cmd_replay, "top": cmd_top,
-                "collect": cmd_collect}
+                "request": cmd_control, "test": cmd_control, "plugins": cmd_plugins, "replay": cmd_replay,
+                "top": cmd_top, "collect": cmd_collect}
     handlers.update({name: run for name, (_, run) in plugin_commands.items()})
     handler = handlers[args.command]
     try:
