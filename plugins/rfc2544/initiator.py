@@ -157,8 +157,14 @@ def calibrate(size: int, want_fps: float, stop: threading.Event, seconds: float 
     try:
         for _ in range(4):
             stream.tag = (stream.tag + 1) & 0xFFFF
-            r = run_trial(stream, max(size, 64), rate, max(1, int(rate * seconds)), wait=0.2, stop=stop,
-                          tx=tx, rx=rx)
+            expired = threading.Event()  # a rate far above the host's must not make the trial last for ages
+            timer = threading.Timer(seconds * 1.5, expired.set)
+            timer.start()
+            try:
+                r = run_trial(stream, max(size, 64), rate, max(1, min(int(rate * seconds), 4_000_000)), wait=0.2,
+                              stop=_Either(stop, expired), tx=tx, rx=rx)
+            finally:
+                timer.cancel()
             achieved = r.sent / r.seconds if r.seconds else 0.0
             if r.lost == 0 and r.send_failed == 0 and achieved >= rate * 0.97:
                 return max(best, rate)
