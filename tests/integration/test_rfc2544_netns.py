@@ -159,7 +159,8 @@ def test_trafgen_frames_come_back_swapped(tmp_path):
                     subprocess.run(_x(ns_a, "trafgen", "--dev", "ga", "--conf", str(cfg), "--num", str(num),
                                       "--cpus", "1", "-q"), check=True, capture_output=True, timeout=60)
                 deadline = time.monotonic() + 10
-                while time.monotonic() < deadline and pcap.stat().st_size < 1000 * 60:
+                want = 24 + 1000 * (16 + 60)  # pcap header, then a record header and a 60-byte frame each
+                while time.monotonic() < deadline and pcap.stat().st_size < want:
                     time.sleep(0.05)
         finally:
             dump.terminate()
