@@ -1,4 +1,4 @@
-"""Command line: ``flowplane run | check-config | show | clear | request | plugins``.  Wiring only.
+"""Command line: ``flowplane run | check-config | show | clear | request | test | plugins``.  Wiring only.
 
 Every other subcommand comes from a plugin (:mod:`flowplane.subcommands`).
 """
@@ -35,7 +35,7 @@ def _parser(subcommands: dict[str, Subcommand] | None = None) -> argparse.Argume
     chk = sub.add_parser("check-config", help="validate a config file and exit non-zero on error")
     chk.add_argument("file")
 
-    for verb in ("show", "clear", "request"):
+    for verb in ("show", "clear", "request", "test"):
         sp = sub.add_parser(verb, help=f"{verb} ... on the running service (over the control socket)")
         sp.add_argument("words", nargs="*", help="e.g. 'firewall filter F1'")
         sp.add_argument("--json", action="store_true", help="print JSON instead of text")
@@ -71,7 +71,7 @@ def main(argv: Sequence[str] | None = None, *, plugins=()) -> int:
         _parser(subcommands).print_help()
         return 2
     handlers = {"run": cmd_run, "check-config": cmd_check_config, "show": cmd_control, "clear": cmd_control,
-                "request": cmd_control, "plugins": cmd_plugins}
+                "request": cmd_control, "test": cmd_control, "plugins": cmd_plugins}
     handlers.update({name: c.run for name, c in subcommands.items()})
     handler = handlers[args.command]
     try:

@@ -16,7 +16,7 @@ from . import ENTRYPOINT_GROUP
 from .errors import PluginError
 
 #: The commands of the core CLI; a plugin cannot take these names.
-CORE_COMMANDS = ("run", "check-config", "show", "clear", "request", "plugins")
+CORE_COMMANDS = ("run", "check-config", "show", "clear", "request", "test", "plugins")
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,50 @@
+"""RFC 2544 benchmarking (``services rpm rfc2544-benchmarking``): initiator and Junos-style reflector.
+
+Hook implementations only.  Config in :mod:`.config`; test frames in :mod:`.frames`; batched AF_PACKET
+I/O in :mod:`.packetio`; one trial in :mod:`.trial`; the four tests and self-calibration in
+:mod:`.initiator`; the reflector in :mod:`.reflector`; runs, states and results by test id in
+:mod:`.service`; operational commands in :mod:`.commands`; ``flowplane rfc2544`` in :mod:`.cli`.
+"""
+
+from __future__ import annotations
+
+from flowplane.api import hookimpl
+
+from . import commands
+from .config import parse
+from .service import PLUGIN_OBJECT, Rfc2544Service
+
+
+@hookimpl
+def flowplane_register_config_sections(register):
+    register("services rpm rfc2544-benchmarking", "RFC 2544 benchmarking tests: initiator and reflector")
+
+
+@hookimpl
+def flowplane_config_validate(config, limits):
+    _, issues = parse(config.data)
+    return issues
+
+
+@hookimpl
+def flowplane_configure(app):
+    cfg, issues = parse(app.config.data)
+    if issues or cfg is None:
+        return
+    svc = Rfc2544Service(cfg)
+    old = app.previous(Rfc2544Service)
+    if old is not None:  # a reload: results and test ids carry over
+        svc.adopt(old)
+    app.pm.register(svc, name=PLUGIN_OBJECT)
+
+
+@hookimpl
+def flowplane_register_control_commands(register):
+    commands.register(register)
+
+
+@hookimpl
+def flowplane_register_cli_subcommands(register):
+    from . import cli
+
+    register("rfc2544", cli.add_parser, cli.run)
