@@ -23,9 +23,9 @@ from .batch import ActionSelection, PacketBatch
 from .config import Config
 from .datapath import process as process_batch
 from .errors import ConfigError, PluginError
-from .graph import Graph, compile_batch_hooks, compile_graph
+from .graph import Graph, compile_batch_hooks, compile_graph, hook_status
 from .interfaces import InterfaceTable
-from .pluginmanager import blocked_from_env, call_each, make_plugin_manager, plugin_versions
+from .pluginmanager import ActionHandler, Guarded, blocked_from_env, call_each, make_plugin_manager, plugin_versions
 from .profiles import HardwareProfile, Limits
 from .registries import Registries
 from .stats import Counters
@@ -61,6 +61,7 @@ class App:
         self.sources: dict[str, Any] = {}  # interface name -> running Source (filled by the pipeline)
         self.pipeline: Any = None  # the running flowplane.pipeline.Pipeline, if any
         self.previous_graph: Graph | None = None  # during a reload's configure: the graph being replaced
+        self._configuring_plugin: str | None = None  # the plugin whose flowplane_configure is running
         self._collect_registrations()
 
     # -- construction -------------------------------------------------------
@@ -144,7 +145,7 @@ class App:
         self.config = graph.config
         self.graph = graph
         try:
-            call_each(self.pm, "flowplane_configure", app=self)
+            call_each(self.pm, "flowplane_configure", app=self, before=self._configuring)
         except Exception:
             for obj in self.pm.get_plugins():
                 if id(obj) not in before:
@@ -154,6 +155,8 @@ class App:
                 for obj in old.configured:
                     self.pm.register(obj)
             raise
+        finally:
+            self._configuring_plugin = None
         graph.configured = [p for p in self.pm.get_plugins() if id(p) not in before]
         if old is not None:  # Junos keeps the counters of filters that did not change
             graph.firewall.adopt_counters(old.firewall)
@@ -163,12 +166,21 @@ class App:
         """Validate, compile and apply the current config (start-up)."""
         self.apply(self.build_graph(self.config))
 
+    def _configuring(self, plugin: str) -> None:
+        self._configuring_plugin = plugin
+
     def bind_action(self, name: str, handler: Callable[[list[ActionSelection]], None]) -> None:
-        """Route batches that terms send to action *name* to *handler* (call from flowplane_configure)."""
+        """Route batches that terms send to action *name* to *handler* (call from flowplane_configure).
+
+        The handler runs guarded: a failure is counted (``action_errors.NAME``), logged once per burst
+        (``plugin_failed``), and after repeated consecutive failures the handler is disabled until the
+        next reload; the other actions and plugins keep running.
+        """
         if name not in self.registries.actions:
             raise PluginError(f"bind_action: no term action {name!r} is registered")
         assert self.graph is not None
-        self.graph.action_handlers[name] = handler
+        plugin = self._configuring_plugin or self.registries.actions.owner(name)
+        self.graph.action_handlers[name] = ActionHandler(name, Guarded(plugin, handler), self.counters["plugins"])
 
     def previous(self, cls: type[T]) -> T | None:
         """During a reload's ``flowplane_configure``: the replaced graph's configured object of type
@@ -186,6 +198,7 @@ class App:
     def plugin_table(self) -> list[dict]:
         """What ``flowplane plugins`` prints: every plugin, version, hooks and registrations."""
         versions = plugin_versions(self.pm)
+        failures = self._failures()
         rows = []
         for plugin in self.pm.get_plugins():
             name = self.pm.get_name(plugin) or "?"
@@ -197,6 +210,7 @@ class App:
                 "module": getattr(plugin, "__name__", type(plugin).__name__),
                 "hooks": hooks,
                 "registered": {k: v for k, v in regs.items() if v},
+                "failures": failures.get(name, {}),
             })
         core_regs = {kind: reg.by_owner("flowplane") for kind, reg in self.registries.all().items()}
         rows.append({"name": "flowplane", "version": __version__, "module": "flowplane (core)", "hooks": [],
@@ -205,6 +219,18 @@ class App:
         for name in blocked:
             rows.append({"name": name, "version": "-", "module": "-", "hooks": [], "registered": {}, "blocked": True})
         return sorted(rows, key=lambda r: r["name"])
+
+    def _failures(self) -> dict[str, dict[str, dict]]:
+        """``plugin -> {hook or "action NAME": {failures, disabled}}`` for the guarded data-path callables that failed."""
+        out: dict[str, dict[str, dict]] = {}
+        if self.graph is None:
+            return out
+        for name, rows in hook_status(self.graph).items():
+            for row in rows:
+                if row["failures"]:
+                    what = f"action {row['action']}" if "action" in row else name
+                    out.setdefault(row["plugin"], {})[what] = {"failures": row["failures"], "disabled": row["disabled"]}
+        return out
 
     def uptime(self) -> float:
         return time.time() - self.started_at

@@ -13,6 +13,7 @@ from . import __version__, hookimpl
 from .commands import CommandError, parse_words
 from .decode import REASON_TEXT, Reason
 from .firewall import format_show_firewall
+from .graph import hook_status
 
 
 # -- firewall -------------------------------------------------------------------------
@@ -124,7 +125,7 @@ def show_system_statistics(app, args):
         "uptime_s": round(app.uptime(), 1),
         "pipeline": app.counters["pipeline"].snapshot(),
         "plugins": app.counters["plugins"].snapshot(),
-        "batch_hooks": {h.name: h.status() for h in (app.graph.process_batch, app.graph.flows_expired) if h},
+        "batch_hooks": hook_status(app.graph),
         "queue": app.pipeline.status() if app.pipeline else None,
     }
 
@@ -141,6 +142,11 @@ def format_system_statistics(data) -> str:
     out.append("Plugin errors:" if errs else "Plugin errors: none")
     for k, v in sorted(errs.items()):
         out.append(f"  {k}: {v}")
+    for hook, rows in sorted((data.get("batch_hooks") or {}).items()):
+        for row in rows:
+            if row["disabled"]:
+                what = f"action {row['action']}" if "action" in row else hook
+                out.append(f"  disabled: {row['plugin']} ({what}) after {row['failures']} failures")
     return "\n".join(out) + "\n"
 
 
@@ -158,6 +164,8 @@ def format_plugins(data) -> str:
             out.append(f"  hooks: {', '.join(p['hooks'])}")
         for kind, names in sorted(p["registered"].items()):
             out.append(f"  {kind}: {', '.join(names)}")
+        for what, f in sorted(p.get("failures", {}).items()):
+            out.append(f"  failures in {what}: {f['failures']}" + (" (disabled)" if f["disabled"] else ""))
     return "\n".join(out) + "\n"
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import structlog
 
 from .batch import DIR_INPUT, DIR_OUTPUT, ActionSelection, PacketBatch
 from .decode import Reason, decode
@@ -17,9 +16,6 @@ from .validate import FAMILIES
 
 if TYPE_CHECKING:  # pragma: no cover
     from .app import App
-
-log = structlog.get_logger("flowplane.app")
-
 
 def process(app: "App", batch: PacketBatch) -> None:
     """Decode, filter, route actions and run feature plugins on one batch."""
@@ -98,11 +94,8 @@ def route(app: "App", graph: Graph, selections: list[ActionSelection]) -> None:
         by_action.setdefault(s.action, []).append(s)
     for action, sels in by_action.items():
         handler = graph.action_handlers.get(action)
-        if handler is None:
-            app.counters["pipeline"].drop("action", f"unbound:{action}", sum(len(s.batch) for s in sels))
+        if handler is None or handler.disabled:
+            why = "unbound" if handler is None else "disabled"
+            app.counters["pipeline"].drop("action", f"{why}:{action}", sum(len(s.batch) for s in sels))
             continue
-        try:
-            handler(sels)
-        except Exception as exc:  # one failing action handler never stops the pipeline
-            app.counters["plugins"].inc(f"action_errors.{action}")
-            log.error("plugin_failed", action=action, error=f"{type(exc).__name__}: {exc}", exc_info=True)
+        handler(sels)  # guarded: counts, logs once per burst, disables after repeated failures

@@ -4,14 +4,14 @@ handlers and compiled batch hooks.  A reload builds a new :class:`Graph` and swa
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import pluggy
 
-from .batch import DIR_INPUT, DIR_OUTPUT, ActionSelection
+from .batch import DIR_INPUT, DIR_OUTPUT
 from .config import Config
 from .interfaces import InterfaceTable
-from .pluginmanager import BatchHook
+from .pluginmanager import ActionHandler, BatchHook
 from .profiles import HardwareProfile
 from .registry import Registry
 from .stats import Counters
@@ -28,7 +28,7 @@ class Graph:
     profile: HardwareProfile
     firewall: Any  # flowplane.firewall.FilterSet
     bindings: Bindings
-    action_handlers: dict[str, Callable[[list[ActionSelection]], None]] = field(default_factory=dict)
+    action_handlers: dict[str, ActionHandler] = field(default_factory=dict)  # bound by configure
     configured: list[object] = field(default_factory=list)  # stateful plugin objects registered by configure
     process_batch: BatchHook | None = None
     flows_expired: BatchHook | None = None
@@ -52,6 +52,13 @@ def bind_filters(config: Config, firewall: Any, interfaces: InterfaceTable) -> B
                 d = DIR_INPUT if direction == "input" else DIR_OUTPUT
                 bindings.setdefault((iid, d), {})[family] = firewall.get(family, fname)
     return bindings
+
+
+def hook_status(graph: Graph) -> dict[str, list[dict]]:
+    """Failures and disabled state of every guarded data-path callable: batch hooks and term-action handlers."""
+    out = {h.name: h.status() for h in (graph.process_batch, graph.flows_expired) if h}
+    out["term actions"] = [h.status() for _, h in sorted(graph.action_handlers.items())]
+    return out
 
 
 def compile_batch_hooks(graph: Graph, pm: pluggy.PluginManager, counters: Counters) -> None:
