@@ -19,7 +19,7 @@ Groups:
   algorithms, :class:`FlowCache`, :class:`Sampler`.
 * **registries**: the types plugins register: :class:`SourceType`,
   :class:`EncoderType`, :class:`TransportType`, :class:`TermAction`,
-  :class:`HardwareProfile` / :class:`Limits`; :class:`Registry`.
+  :class:`HardwareProfile` / :class:`Limits` / :class:`LimitField`; :class:`Registry`.
 * **export**: :class:`EncoderOptions`, :class:`TransportOptions`,
   :class:`ReexportRecords`.
 * **config**: :class:`Config`, ``check_*`` helpers, :func:`suggest`,
@@ -66,7 +66,7 @@ from .flows import (
 )
 from .interfaces import InterfaceTable
 from .mmsg import IoVec, MMsgHdr, libc_function, lp64_layout
-from .profiles import DEFAULT_PROFILE, HardwareProfile, Limits
+from .profiles import DEFAULT_PROFILE, HardwareProfile, LimitField, Limits
 from .registry import DuplicateName, Registry
 from .sampling import Sampler
 from .sources import SourceContext, SourceType
@@ -82,7 +82,7 @@ __all__ = [
     "REASON_TO_END", "SAMPLING_DETERMINISTIC", "SAMPLING_RANDOM", "FlowCache", "Sampler",
     # registries
     "Registry", "DuplicateName", "SourceType", "SourceContext", "EncoderType", "TransportType", "TermAction",
-    "DISCARD_ACCOUNTING", "HardwareProfile", "Limits", "DEFAULT_PROFILE",
+    "DISCARD_ACCOUNTING", "HardwareProfile", "Limits", "LimitField", "DEFAULT_PROFILE",
     # export
     "EncoderOptions", "TransportOptions", "ReexportRecords",
     # config and errors

@@ -92,6 +92,8 @@ class App:
             ("flowplane_register_actions", self.registries.actions),
             ("flowplane_register_control_commands", self.registries.commands),
             ("flowplane_register_config_sections", self.registries.sections),
+            ("flowplane_register_limits", self.registries.limits),
+            ("flowplane_register_capabilities", self.registries.capabilities),
         ):
             for impl in reversed(getattr(self.pm.hook, hook).get_hookimpls()):
                 reg.current_plugin = impl.plugin_name
@@ -100,6 +102,10 @@ class App:
                 except Exception as exc:
                     raise PluginError(f"plugin {impl.plugin_name!r} failed in {hook}: {exc}") from exc
             reg.current_plugin = "?"
+        partial = any(p is None for _, p in self.pm.list_name_plugin())  # a disabled plugin declares nothing
+        errors = self.registries.check_profiles(partial=partial)
+        if errors:
+            raise PluginError("; ".join(errors))
 
     # -- properties ----------------------------------------------------------
     def setting(self, key: str, config: Config | None = None) -> Any:
@@ -116,7 +122,9 @@ class App:
 
     @property
     def limits(self) -> Limits:
-        return self.profile.limits
+        """The active hardware profile's limits (every declared field)."""
+        assert self.graph is not None
+        return self.graph.limits
 
     # -- validation ----------------------------------------------------------
     def validate(self, config: Config | None = None) -> list[str]:
@@ -131,7 +139,8 @@ class App:
             raise ConfigError(errors)
         profile = self.profile_for(config)
         assert profile is not None
-        return compile_graph(config, profile, self.registries.actions, self.interfaces)
+        return compile_graph(config, profile, self.registries.limits_of(profile), self.registries.actions,
+                             self.interfaces)
 
     def apply(self, graph: Graph) -> None:
         """Run plugin configure for *graph*, compile batch hooks, and make it current."""

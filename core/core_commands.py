@@ -171,13 +171,33 @@ def format_plugins(data) -> str:
 
 def show_profile(app, args):
     parse_words(args)
-    return app.profile.as_dict()
+    profile, limits, regs = app.profile, app.limits, app.registries
+    return {
+        "name": profile.name,
+        "description": profile.description,
+        "limits": {name: _plain(getattr(limits, name)) for name in limits},
+        "limit_fields": [{"name": name, "value": _plain(getattr(limits, name)), "set": name in profile.limits,
+                          "plugin": regs.limits.owner(name), "help": regs.limits[name].help} for name in limits],
+        "capabilities": sorted(profile.capabilities),
+        "capability_fields": [{"name": name, "plugin": regs.capabilities.owner(name), "help": regs.capabilities[name]}
+                              for name in sorted(profile.capabilities) if name in regs.capabilities],
+    }
+
+
+def _plain(value):
+    return list(value) if isinstance(value, (tuple, frozenset, set)) else value
 
 
 def format_profile(data) -> str:
     out = [f"Hardware profile: {data['name']}", f"  {data['description']}", "Limits:"]
-    out += [f"  {k}: {v}" for k, v in data["limits"].items()]
-    out.append(f"Capabilities: {', '.join(data['capabilities'])}")
+    width = max((len(f["name"]) for f in data["limit_fields"]), default=0)
+    for f in data["limit_fields"]:
+        value = ", ".join(map(str, f["value"])) if isinstance(f["value"], list) else f["value"]
+        origin = f"{f['plugin']}" + ("" if f["set"] else ", default")
+        out.append(f"  {f['name']:<{width}}  {value}  ({origin})")
+    out.append(f"Capabilities: {', '.join(data['capabilities']) or 'none'}")
+    for f in data["capability_fields"]:
+        out.append(f"  {f['name']}  ({f['plugin']})")
     return "\n".join(out) + "\n"
 
 

@@ -12,7 +12,7 @@ from .batch import DIR_INPUT, DIR_OUTPUT
 from .config import Config
 from .interfaces import InterfaceTable
 from .pluginmanager import ActionHandler, BatchHook
-from .profiles import HardwareProfile
+from .profiles import HardwareProfile, Limits
 from .registry import Registry
 from .stats import Counters
 
@@ -26,6 +26,7 @@ class Graph:
 
     config: Config
     profile: HardwareProfile
+    limits: Limits  # the profile's values for every declared limit
     firewall: Any  # flowplane.firewall.FilterSet
     bindings: Bindings
     action_handlers: dict[str, ActionHandler] = field(default_factory=dict)  # bound by configure
@@ -34,12 +35,14 @@ class Graph:
     flows_expired: BatchHook | None = None
 
 
-def compile_graph(config: Config, profile: HardwareProfile, actions: Registry, interfaces: InterfaceTable) -> Graph:
+def compile_graph(config: Config, profile: HardwareProfile, limits: Limits, actions: Registry,
+                  interfaces: InterfaceTable) -> Graph:
     """Compile the firewall of a validated *config* and bind its filters to interfaces."""
     from .firewall import compile_firewall
 
     firewall = compile_firewall(config.data, actions, interfaces)
-    return Graph(config=config, profile=profile, firewall=firewall, bindings=bind_filters(config, firewall, interfaces))
+    return Graph(config=config, profile=profile, limits=limits, firewall=firewall,
+                 bindings=bind_filters(config, firewall, interfaces))
 
 
 def bind_filters(config: Config, firewall: Any, interfaces: InterfaceTable) -> Bindings:

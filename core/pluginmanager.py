@@ -63,8 +63,6 @@ def make_plugin_manager(
     """
     pm = pluggy.PluginManager(PROJECT)
     pm.add_hookspecs(hookspecs)
-    # historic: every plugin registered from now on gets to add its own hookspecs
-    pm.hook.flowplane_addhooks.call_historic(kwargs=dict(pluginmanager=pm))
     for name in blocked:
         pm.set_blocked(name)
     if load_entrypoints:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Generic, Iterator, TypeVar
 
+from .profiles import LimitField
+
 T = TypeVar("T")
 
 
@@ -77,3 +79,23 @@ class SectionRegistry(Registry[str]):
 
     def __call__(self, name: str, item: str, capability: str | None = None) -> None:
         self.register(name, item, capability)
+
+
+class LimitRegistry(Registry[LimitField]):
+    """Declared hardware-profile limits: ``register(name, default, help)``."""
+
+    def __init__(self) -> None:
+        super().__init__("limit")
+
+    def __call__(self, name: str, default: object, help: str = "") -> None:  # type: ignore[override]
+        self.register(name, LimitField(name, default, help))
+
+
+class CapabilityRegistry(Registry[str]):
+    """Declared hardware-profile capabilities: ``register(name, help)``."""
+
+    def __init__(self) -> None:
+        super().__init__("capability")
+
+    def __call__(self, name: str, help: str = "") -> None:  # type: ignore[override]
+        self.register(name, help)

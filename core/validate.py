@@ -43,7 +43,7 @@ def validate_config(cfg: Config, registries: "Registries", pm: pluggy.PluginMana
                                   f"unknown hardware profile {name!r}{suggest(str(name), registries.profiles)}; "
                                   f"expected one of: {', '.join(registries.profiles)}"))
         profile = registries.profiles.get(DEFAULT_PROFILE) or HardwareProfile(DEFAULT_PROFILE, "built-in defaults")
-    limits = profile.limits
+    limits = registries.limits_of(profile)
     issues += validate_top(cfg, registries.sections)
     issues += validate_capabilities(cfg, profile, registries.sections)
     issues += validate_system(cfg, limits)
