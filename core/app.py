@@ -15,7 +15,6 @@ from typing import Any, Callable, Iterable, TypeVar
 
 import numpy as np
 import pluggy
-import structlog
 
 from . import __version__
 from .actions import CORE_ACTIONS
@@ -30,8 +29,6 @@ from .profiles import HardwareProfile, Limits
 from .registries import Registries
 from .stats import Counters
 from .validate import validate_config
-
-log = structlog.get_logger("flowplane.app")
 
 T = TypeVar("T")
 
@@ -189,7 +186,8 @@ class App:
             raise PluginError(f"bind_action: no term action {name!r} is registered")
         assert self.graph is not None
         plugin = self._configuring_plugin or self.registries.actions.owner(name)
-        self.graph.action_handlers[name] = ActionHandler(name, Guarded(plugin, handler), self.counters["plugins"])
+        self.graph.action_handlers[name] = handler
+        self.graph.guarded_actions[name] = ActionHandler(name, Guarded(plugin, handler), self.counters["plugins"])
 
     def previous(self, cls: type[T]) -> T | None:
         """During a reload's ``flowplane_configure``: the replaced graph's configured object of type
@@ -230,7 +228,7 @@ class App:
         return sorted(rows, key=lambda r: r["name"])
 
     def _failures(self) -> dict[str, dict[str, dict]]:
-        """``plugin -> {hook or "action NAME": {failures, disabled}}`` for the guarded data-path callables that failed."""
+        """``plugin -> {hook or "action NAME": {failures, disabled}}`` of the data-path callables that failed."""
         out: dict[str, dict[str, dict]] = {}
         if self.graph is None:
             return out

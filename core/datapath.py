@@ -93,7 +93,7 @@ def route(app: "App", graph: Graph, selections: list[ActionSelection]) -> None:
     for s in selections:
         by_action.setdefault(s.action, []).append(s)
     for action, sels in by_action.items():
-        handler = graph.action_handlers.get(action)
+        handler = graph.guarded_actions.get(action)
         if handler is None or handler.disabled:
             why = "unbound" if handler is None else "disabled"
             app.counters["pipeline"].drop("action", f"{why}:{action}", sum(len(s.batch) for s in sels))

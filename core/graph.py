@@ -4,11 +4,11 @@ handlers and compiled batch hooks.  A reload builds a new :class:`Graph` and swa
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import pluggy
 
-from .batch import DIR_INPUT, DIR_OUTPUT
+from .batch import DIR_INPUT, DIR_OUTPUT, ActionSelection
 from .config import Config
 from .interfaces import InterfaceTable
 from .pluginmanager import ActionHandler, BatchHook
@@ -29,7 +29,8 @@ class Graph:
     limits: Limits  # the profile's values for every declared limit
     firewall: Any  # flowplane.firewall.FilterSet
     bindings: Bindings
-    action_handlers: dict[str, ActionHandler] = field(default_factory=dict)  # bound by configure
+    action_handlers: dict[str, Callable[[list[ActionSelection]], None]] = field(default_factory=dict)  # as bound
+    guarded_actions: dict[str, ActionHandler] = field(default_factory=dict)  # what the data path calls
     configured: list[object] = field(default_factory=list)  # stateful plugin objects registered by configure
     process_batch: BatchHook | None = None
     flows_expired: BatchHook | None = None
@@ -60,7 +61,7 @@ def bind_filters(config: Config, firewall: Any, interfaces: InterfaceTable) -> B
 def hook_status(graph: Graph) -> dict[str, list[dict]]:
     """Failures and disabled state of every guarded data-path callable: batch hooks and term-action handlers."""
     out = {h.name: h.status() for h in (graph.process_batch, graph.flows_expired) if h}
-    out["term actions"] = [h.status() for _, h in sorted(graph.action_handlers.items())]
+    out["term actions"] = [h.status() for _, h in sorted(graph.guarded_actions.items())]
     return out
 
 

@@ -70,7 +70,8 @@ class Limits:
         try:
             return self._values[name]
         except KeyError:
-            raise AttributeError(f"no limit {name!r} is declared (declared: {', '.join(sorted(self._values))})") from None
+            declared = ", ".join(sorted(self._values))
+            raise AttributeError(f"no limit {name!r} is declared (declared: {declared})") from None
 
     def __setattr__(self, name: str, value: Any) -> None:
         raise AttributeError("Limits are read-only")
@@ -120,8 +121,12 @@ def check_value(profile: str, f: LimitField, value: Any) -> str | None:
     if f.default is None or value is None:
         return None
     want = type(f.default)
-    ok = isinstance(value, (list, tuple)) if want in (list, tuple) else (
-        isinstance(value, (int, float)) and not isinstance(value, bool) if want in (int, float) else isinstance(value, want))
+    if want in (list, tuple):
+        ok = isinstance(value, (list, tuple))
+    elif want in (int, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    else:
+        ok = isinstance(value, want)
     if ok:
         return None
     return (f"hardware profile {profile!r} sets limit {f.name!r} to {value!r}; expected "

@@ -14,7 +14,7 @@ from __future__ import annotations
 from flowplane.api import ConfigIssue, TermAction, hookimpl, suggest
 
 from . import commands
-from .config import LIMITS, BASE, DEFAULT_INSTANCE, instance_names, parse
+from .config import BASE, DEFAULT_INSTANCE, LIMITS, instance_names, parse
 from .engine import PortMirror
 
 

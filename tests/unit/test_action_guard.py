@@ -3,6 +3,7 @@ repeated consecutive failures, re-enabled by a reload; the other actions and plu
 
 from __future__ import annotations
 
+from frames import eth_ipv4_udp
 from structlog.testing import capture_logs
 
 from flowplane import hookimpl
@@ -11,7 +12,6 @@ from flowplane.batch import PacketBatch
 from flowplane.core_commands import format_plugins, format_system_statistics, show_plugins, show_system_statistics
 from flowplane.pluginmanager import MAX_CONSECUTIVE_FAILURES
 from flowplane.testing import write_pcap
-from frames import eth_ipv4_udp
 
 CONFIG = {
     "interfaces": {"pcap0": {"source": "pcap", "file": "unused.pcap", "family": {"inet": {"filter": {"input": "F"}}}}},
@@ -103,7 +103,7 @@ def test_a_success_ends_the_burst(make_app, tmp_path):
         app.process(_batch(app))
     assert [e["event"] for e in logs] == ["plugin_failed", "plugin_failed"]  # two bursts, two lines
     assert app.counters["plugins"]["action_errors.flaky"] == 3
-    assert not app.graph.action_handlers["flaky"].disabled
+    assert not app.graph.guarded_actions["flaky"].disabled
 
 
 def test_reload_re_enables_a_disabled_handler(make_app, tmp_path):
@@ -111,9 +111,9 @@ def test_reload_re_enables_a_disabled_handler(make_app, tmp_path):
     with capture_logs():
         for _ in range(MAX_CONSECUTIVE_FAILURES):
             app.process(_batch(app))
-    assert app.graph.action_handlers["flaky"].disabled
+    assert app.graph.guarded_actions["flaky"].disabled
     app.apply(app.build_graph(app.config))
-    assert not app.graph.action_handlers["flaky"].disabled
+    assert not app.graph.guarded_actions["flaky"].disabled
     actions.failing = False
     app.process(_batch(app))
     assert actions.flaky_calls == MAX_CONSECUTIVE_FAILURES + 1

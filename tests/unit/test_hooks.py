@@ -5,17 +5,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import trio
+from frames import arp, eth_ipv4_tcp, eth_ipv4_udp
 
 from flowplane import hookimpl
 from flowplane.actions import TermAction
 from flowplane.batch import PacketBatch
 from flowplane.config import Config
 from flowplane.errors import ConfigError, ConfigIssue
-from flowplane.profiles import HardwareProfile, Limits
+from flowplane.profiles import HardwareProfile
 from flowplane.service import Service
 from flowplane.sources import SourceType
 from flowplane.stats import Counters
-from frames import eth_ipv4_tcp, eth_ipv4_udp, arp
 
 
 class ListSource:

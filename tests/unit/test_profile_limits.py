@@ -31,7 +31,8 @@ class Widgets:
         n = config.get("services", "widget", "instances")
         if n is not None and n > limits.widget_instances:
             return [ConfigIssue(("services", "widget", "instances"),
-                                f"{n} exceeds the maximum {limits.widget_instances} (hardware profile limit widget_instances)")]
+                                f"{n} exceeds the maximum {limits.widget_instances} "
+                                "(hardware profile limit widget_instances)")]
         return []
 
 
@@ -58,8 +59,10 @@ def test_hook_register_limits(make_app):
                    plugins=[(Widgets(), "widgets"), (WidgetBox(), "widget-box")])
     assert app.limits.widget_instances == 10  # filled by the profile
     assert app.registries.limits.owner("widget_instances") == "widgets"
-    errors = app.validate(Config({"system": {"hardware-profile": "widget-box"}, "services": {"widget": {"instances": 11}}}))
-    assert errors == ["<config>: services widget instances: 11 exceeds the maximum 10 (hardware profile limit widget_instances)"]
+    errors = app.validate(Config({"system": {"hardware-profile": "widget-box"},
+                                  "services": {"widget": {"instances": 11}}}))
+    assert errors == ["<config>: services widget instances: 11 exceeds the maximum 10 "
+                      "(hardware profile limit widget_instances)"]
 
     # a profile that does not set it (generic-linux) gets the declared default
     default = app.registries.limits_of(app.registries.profiles["generic-linux"])
@@ -100,12 +103,12 @@ def test_unknown_limit_in_a_profile_is_an_error_naming_the_profile(make_app):
 
 
 def test_limit_value_of_the_wrong_type_is_an_error_naming_profile_and_limit(make_app):
-    with pytest.raises(PluginError, match=r"hardware profile 'bad-box' sets limit 'max_batch' to '64'; expected a number"):
+    with pytest.raises(PluginError, match=r"profile 'bad-box' sets limit 'max_batch' to '64'; expected a number"):
         make_app({}, plugins=[(_profile("bad-box", limits={"max_batch": "64"}), "bad")])
 
 
 def test_unknown_capability_is_an_error(make_app):
-    with pytest.raises(PluginError, match=r"hardware profile 'cap-box' \(plugin 'cap'\) has unknown capability 'teleport'"):
+    with pytest.raises(PluginError, match=r"profile 'cap-box' \(plugin 'cap'\) has unknown capability 'teleport'"):
         make_app({}, plugins=[(_profile("cap-box", capabilities=frozenset({"teleport"})), "cap")])
 
     class Claim:
@@ -113,7 +116,7 @@ def test_unknown_capability_is_an_error(make_app):
         def flowplane_register_config_sections(self, register):
             register("services gizmo", "a gizmo", capability="gizmo")
 
-    with pytest.raises(PluginError, match=r"config section 'services gizmo' \(plugin 'claim'\) needs capability 'gizmo'"):
+    with pytest.raises(PluginError, match=r"section 'services gizmo' \(plugin 'claim'\) needs capability 'gizmo'"):
         make_app({}, plugins=[(Claim(), "claim")])
 
 
@@ -153,7 +156,7 @@ def test_config_error_names_the_plugin_limit_field(make_app, tmp_path):
     path = tmp_path / "w.yaml"
     path.write_text("system:\n  hardware-profile: plain-widgets\nservices:\n  widget:\n    instances: 4\n")
     with pytest.raises(ConfigError) as e:
-        make_app(Config.load(str(path)), plugins=[(Widgets(), "widgets"),
-                                                  (_profile("plain-widgets", capabilities=frozenset({"widgets"})), "p")])
+        plain = _profile("plain-widgets", capabilities=frozenset({"widgets"}))
+        make_app(Config.load(str(path)), plugins=[(Widgets(), "widgets"), (plain, "p")])
     assert e.value.lines == [f"{path}:5:5: services widget instances: 4 exceeds the maximum 3 "
                              "(hardware profile limit widget_instances)"]
