@@ -76,6 +76,9 @@ class Limits:
     def __setattr__(self, name: str, value: Any) -> None:
         raise AttributeError("Limits are read-only")
 
+    def __reduce__(self) -> tuple:
+        return (Limits, (dict(self._values), tuple(self._fields.values())))
+
     def __contains__(self, name: object) -> bool:
         return name in self._values
 

@@ -88,6 +88,8 @@ class LimitRegistry(Registry[LimitField]):
         super().__init__("limit")
 
     def __call__(self, name: str, default: object, help: str = "") -> None:  # type: ignore[override]
+        if not (isinstance(name, str) and name.isidentifier() and not name.startswith("_")):
+            raise ValueError(f"limit name {name!r} is not a Python identifier (it is read as limits.NAME)")
         self.register(name, LimitField(name, default, help))
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import copy
+import pickle
+
 import pytest
 
 from flowplane import hookimpl
@@ -149,6 +152,8 @@ def test_limits_outside_an_app():
         Limits(widget_instances=1)
     with pytest.raises(AttributeError, match="Limits are read-only"):
         Limits().max_batch = 1
+    mine_set = Limits.of(mine, widget_instances=7)
+    assert pickle.loads(pickle.dumps(mine_set)) == mine_set == copy.deepcopy(mine_set)
 
 
 def test_config_error_names_the_plugin_limit_field(make_app, tmp_path):
@@ -160,3 +165,14 @@ def test_config_error_names_the_plugin_limit_field(make_app, tmp_path):
         make_app(Config.load(str(path)), plugins=[(Widgets(), "widgets"), (plain, "p")])
     assert e.value.lines == [f"{path}:5:5: services widget instances: 4 exceeds the maximum 3 "
                              "(hardware profile limit widget_instances)"]
+
+
+def test_a_limit_name_must_be_an_identifier(make_app):
+    class Dashed:
+        @hookimpl
+        def flowplane_register_limits(self, register):
+            register("widget-instances", 1, "")
+
+    with pytest.raises(PluginError, match=r"plugin 'dashed' failed in flowplane_register_limits: limit name "
+                                          r"'widget-instances' is not a Python identifier"):
+        make_app({}, plugins=[(Dashed(), "dashed")])
