@@ -19,7 +19,7 @@ Groups:
   algorithms, :class:`FlowCache`, :class:`Sampler`.
 * **registries**: the types plugins register: :class:`SourceType`,
   :class:`EncoderType`, :class:`TransportType`, :class:`TermAction`,
-  :class:`HardwareProfile` / :class:`Limits`; :class:`Registry`.
+  :class:`HardwareProfile` / :class:`Limits` / :class:`LimitField`; :class:`Registry`.
 * **export**: :class:`Exporter` (an encoder joined to a transport),
   :func:`flush_exporters`, :class:`EncoderOptions`, :class:`TransportOptions`,
   :class:`ReexportRecords`, :class:`EncoderRegistry` (``for_version``),
@@ -91,7 +91,7 @@ from .flows import (
 from .interfaces import InterfaceTable
 from .mmsg import IoVec, MMsgHdr, libc_function, lp64_layout
 from .oneshot import run_oneshot
-from .profiles import DEFAULT_PROFILE, HardwareProfile, Limits
+from .profiles import DEFAULT_PROFILE, HardwareProfile, LimitField, Limits
 from .registry import DuplicateName, Registry
 from .sampling import Sampler
 from .sources import DEFAULT_SOURCE, SourceContext, SourceType, interface_source, live_interfaces
@@ -108,7 +108,7 @@ __all__ = [
     # registries
     "Registry", "DuplicateName", "SourceType", "SourceContext", "DEFAULT_SOURCE", "interface_source",
     "live_interfaces", "EncoderType", "TransportType", "TermAction",
-    "DISCARD_ACCOUNTING", "HardwareProfile", "Limits", "DEFAULT_PROFILE",
+    "DISCARD_ACCOUNTING", "HardwareProfile", "Limits", "LimitField", "DEFAULT_PROFILE",
     # export
     "EncoderOptions", "TransportOptions", "ReexportRecords", "Exporter", "EncoderRegistry", "check_transport",
     "transport_options", "flush_exporters", "SHUTDOWN_GRACE_S",

@@ -13,6 +13,7 @@ from . import __version__, hookimpl
 from .commands import CommandError, parse_words
 from .decode import REASON_TEXT, Reason
 from .firewall import format_show_firewall
+from .graph import hook_status
 
 
 # -- firewall -------------------------------------------------------------------------
@@ -124,7 +125,7 @@ def show_system_statistics(app, args):
         "uptime_s": round(app.uptime(), 1),
         "pipeline": app.counters["pipeline"].snapshot(),
         "plugins": app.counters["plugins"].snapshot(),
-        "batch_hooks": {h.name: h.status() for h in (app.graph.process_batch, app.graph.flows_expired) if h},
+        "batch_hooks": hook_status(app.graph),
         "queue": app.pipeline.status() if app.pipeline else None,
     }
 
@@ -141,6 +142,11 @@ def format_system_statistics(data) -> str:
     out.append("Plugin errors:" if errs else "Plugin errors: none")
     for k, v in sorted(errs.items()):
         out.append(f"  {k}: {v}")
+    for hook, rows in sorted((data.get("batch_hooks") or {}).items()):
+        for row in rows:
+            if row["disabled"]:
+                what = f"action {row['action']}" if "action" in row else hook
+                out.append(f"  disabled: {row['plugin']} ({what}) after {row['failures']} failures")
     return "\n".join(out) + "\n"
 
 
@@ -158,18 +164,40 @@ def format_plugins(data) -> str:
             out.append(f"  hooks: {', '.join(p['hooks'])}")
         for kind, names in sorted(p["registered"].items()):
             out.append(f"  {kind}: {', '.join(names)}")
+        for what, f in sorted(p.get("failures", {}).items()):
+            out.append(f"  failures in {what}: {f['failures']}" + (" (disabled)" if f["disabled"] else ""))
     return "\n".join(out) + "\n"
 
 
 def show_profile(app, args):
     parse_words(args)
-    return app.profile.as_dict()
+    profile, limits, regs = app.profile, app.limits, app.registries
+    return {
+        "name": profile.name,
+        "description": profile.description,
+        "limits": {name: _plain(getattr(limits, name)) for name in limits},
+        "limit_fields": [{"name": name, "value": _plain(getattr(limits, name)), "set": name in profile.limits,
+                          "plugin": regs.limits.owner(name), "help": regs.limits[name].help} for name in limits],
+        "capabilities": sorted(profile.capabilities),
+        "capability_fields": [{"name": name, "plugin": regs.capabilities.owner(name), "help": regs.capabilities[name]}
+                              for name in sorted(profile.capabilities) if name in regs.capabilities],
+    }
+
+
+def _plain(value):
+    return list(value) if isinstance(value, (tuple, frozenset, set)) else value
 
 
 def format_profile(data) -> str:
     out = [f"Hardware profile: {data['name']}", f"  {data['description']}", "Limits:"]
-    out += [f"  {k}: {v}" for k, v in data["limits"].items()]
-    out.append(f"Capabilities: {', '.join(data['capabilities'])}")
+    width = max((len(f["name"]) for f in data["limit_fields"]), default=0)
+    for f in data["limit_fields"]:
+        value = ", ".join(map(str, f["value"])) if isinstance(f["value"], list) else f["value"]
+        origin = f"{f['plugin']}" + ("" if f["set"] else ", default")
+        out.append(f"  {f['name']:<{width}}  {value}  ({origin})")
+    out.append(f"Capabilities: {', '.join(data['capabilities']) or 'none'}")
+    for f in data["capability_fields"]:
+        out.append(f"  {f['name']}  ({f['plugin']})")
     return "\n".join(out) + "\n"
 
 

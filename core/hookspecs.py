@@ -15,7 +15,8 @@ Two kinds of hooks:
   guard: a failing plugin is counted and logged as ``plugin_failed`` and never
   silences the others; after repeated consecutive failures it is disabled.
   Batch hooks must not block or await, must not log per packet, and cannot be
-  ``wrapper=True``.
+  ``wrapper=True``.  Term-action handlers bound with ``app.bind_action`` are
+  not hooks but run under the same guard.
 
 Use in third-party plugins: implement any of these in a module or object,
 decorated with ``flowplane.hookimpl``, and list the module under the
@@ -26,46 +27,103 @@ arguments").
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable
+import argparse
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Protocol
 
 from . import hookspec
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .app import App, RegistriesView
+    from .actions import TermAction
+    from .app import App
+    from .registries import RegistriesView
     from .batch import PacketBatch
     from .config import Config
     from .errors import ConfigIssue
-    from .profiles import Limits
+    from .export import EncoderType, TransportType
+    from .flows import FlowRecords
+    from .profiles import HardwareProfile, Limits
+    from .sources import SourceType
+
+
+class RegisterControlCommand(Protocol):
+    """The ``register`` of ``flowplane_register_control_commands``."""
+
+    def __call__(self, words: str, fn: Callable[["App", list[str]], Any], help: str = "",
+                 formatter: Callable[[Any], str] | None = None) -> None: ...
+
+
+class RegisterConfigSection(Protocol):
+    """The ``register`` of ``flowplane_register_config_sections``."""
+
+    def __call__(self, name: str, item: str, capability: str | None = None) -> None: ...
+
+
+class RegisterLimit(Protocol):
+    """The ``register`` of ``flowplane_register_limits``."""
+
+    def __call__(self, name: str, default: Any, help: str = "") -> None: ...
+
+
+class RegisterCapability(Protocol):
+    """The ``register`` of ``flowplane_register_capabilities``."""
+
+    def __call__(self, name: str, help: str = "") -> None: ...
+
+
+#: ``register(name, add_parser, run)`` of ``flowplane_register_cli_subcommands``.
+RegisterCliSubcommand = Callable[[str, Callable[[Any], Any], Callable[[argparse.Namespace], int]], None]
+
+#: What ``flowplane_background_tasks`` returns: async callables ``fn(*, task_status)``.
+BackgroundTask = Callable[..., Awaitable[None]]
 
 # ---------------------------------------------------------------------------
 # Start-up and discovery
 # ---------------------------------------------------------------------------
 
 
-@hookspec(historic=True)
-def flowplane_addhooks(pluginmanager) -> None:
-    """Add new hookspecs of a plugin's own, so other plugins can extend it.
-
-    Called (historic) for every plugin at registration.
-
-    :param pluginmanager: the app's ``pluggy.PluginManager``; call
-        ``pluginmanager.add_hookspecs(module)``.
-    """
-
-
 @hookspec
-def flowplane_register_profiles(register: Callable[[str, Any], None]) -> None:
+def flowplane_register_profiles(register: Callable[[str, "HardwareProfile"], None]) -> None:
     """Register hardware profiles: what a platform allows.
 
-    Called at start-up and on reload.
+    Called once at start-up (a reload keeps the registered profiles).
 
-    :param register: ``register(name, HardwareProfile(...))``; a duplicate
-        name fails start-up naming both plugins.
+    :param register: ``register(name, HardwareProfile(name, description,
+        limits={"limit_name": value, ...}, capabilities=frozenset({...})))``.
+        A duplicate name fails start-up naming both plugins; so does a limit
+        or capability that no plugin declared, or a value whose type differs
+        from the declared default's.
     """
 
 
 @hookspec
-def flowplane_register_sources(register: Callable[[str, Any], None]) -> None:
+def flowplane_register_limits(register: RegisterLimit) -> None:
+    """Declare the hardware-profile limits this plugin's feature has.
+
+    Called at start-up.  Profiles fill them by name; a profile that does not
+    keeps the default.  The plugin reads the value as an attribute of the
+    ``limits`` that ``flowplane_config_validate`` receives
+    (``limits.my_feature_instances``), and names the field in error messages.
+    ``show system profile`` lists every limit with the plugin that declared it.
+
+    :param register: ``register(name, default, help="one line")``; *name* is a
+        Python identifier; a name declared twice fails start-up naming both plugins.
+    """
+
+
+@hookspec
+def flowplane_register_capabilities(register: RegisterCapability) -> None:
+    """Declare the hardware-profile capabilities this plugin's features define.
+
+    Called at start-up.  A profile lists the capabilities it has; a section
+    claim with ``capability=`` (``flowplane_register_config_sections``) is
+    refused on a profile without it.
+
+    :param register: ``register(name, help="one line")``.
+    """
+
+
+@hookspec
+def flowplane_register_sources(register: Callable[[str, "SourceType"], None]) -> None:
     """Register packet source drivers picked by ``interfaces NAME source``.
 
     Called at start-up.  See :mod:`flowplane.sources` for the contract.
@@ -75,7 +133,7 @@ def flowplane_register_sources(register: Callable[[str, Any], None]) -> None:
 
 
 @hookspec
-def flowplane_register_encoders(register: Callable[[str, Any], None]) -> None:
+def flowplane_register_encoders(register: Callable[[str, "EncoderType"], None]) -> None:
     """Register flow record encoders picked by config (``v5``, ``v9``, ``ipfix`` ...).
 
     Called at start-up.
@@ -87,7 +145,7 @@ def flowplane_register_encoders(register: Callable[[str, Any], None]) -> None:
 
 
 @hookspec
-def flowplane_register_transports(register: Callable[[str, Any], None]) -> None:
+def flowplane_register_transports(register: Callable[[str, "TransportType"], None]) -> None:
     """Register transports picked by config (``udp``, ``tcp``, ``file``, bus ...).
 
     Called at start-up.
@@ -99,19 +157,26 @@ def flowplane_register_transports(register: Callable[[str, Any], None]) -> None:
 
 
 @hookspec
-def flowplane_register_actions(register: Callable[[str, Any], None]) -> None:
+def flowplane_register_actions(register: Callable[[str, "TermAction"], None]) -> None:
     """Register firewall term actions this plugin implements (``then { sample; }``).
 
     Called at start-up, before config validation, so filters naming the
     action validate.  The feature's stateful object binds the handler in
-    ``flowplane_configure`` with ``app.bind_action(name, handler)``.
+    ``flowplane_configure`` with ``app.bind_action(name, handler)``; the data
+    path calls ``handler(selections)`` once per batch with the
+    ``list[ActionSelection]`` of the terms that chose the action.  Handlers
+    follow the batch-hook rules and run under the same guard: a failure is
+    counted (``action_errors.NAME``), logged once per burst as
+    ``plugin_failed``, and after 100 consecutive failures the handler is
+    disabled until the next reload (what terms send to it is then counted as
+    dropped, ``disabled:NAME``).
 
     :param register: ``register(name, TermAction(...))``.
     """
 
 
 @hookspec
-def flowplane_register_control_commands(register: Callable[..., None]) -> None:
+def flowplane_register_control_commands(register: RegisterControlCommand) -> None:
     """Register control-socket commands: ``flowplane show|clear|request ...`` served by the running service.
 
     Called at start-up.
@@ -127,7 +192,7 @@ def flowplane_register_control_commands(register: Callable[..., None]) -> None:
 
 
 @hookspec
-def flowplane_register_cli_subcommands(register: Callable[..., None]) -> None:
+def flowplane_register_cli_subcommands(register: RegisterCliSubcommand) -> None:
     """Add ``flowplane NAME`` command-line tools that run on their own, beside the service (one-shot clients).
 
     Called when the CLI is about to parse a command line whose first word is
@@ -141,7 +206,7 @@ def flowplane_register_cli_subcommands(register: Callable[..., None]) -> None:
 
 
 @hookspec
-def flowplane_register_config_sections(register: Callable[..., None]) -> None:
+def flowplane_register_config_sections(register: RegisterConfigSection) -> None:
     """Claim the config sections this plugin validates, so typos are caught.
 
     Called at start-up.  A key under ``forwarding-options`` or ``services``
@@ -193,7 +258,7 @@ def flowplane_configure(app: "App") -> None:
 
 
 @hookspec
-def flowplane_background_tasks(app: "App") -> list[Callable] | None:
+def flowplane_background_tasks(app: "App") -> list[BackgroundTask] | None:
     """Async services this plugin runs in the core nursery (servers, timers).
 
     Called at start-up after ``flowplane_configure``.
@@ -228,15 +293,20 @@ def flowplane_process_batch(batch: "PacketBatch") -> None:
 
 
 @hookspec
-def flowplane_flows_expired(records: Any, reason: str) -> None:
-    """Expired flow records leave a flow cache.
+def flowplane_flows_expired(records: "FlowRecords", reason: str) -> None:
+    """Observe flow records leaving a flow cache of flow monitoring.
 
-    Called by flow caches when flows expire.  Batch hook:
-    must not block or await; no wrappers.  Exporters queue the records for
-    their export task.
+    Called once per cache and expiry reason, after the configured exporters
+    took the records (so an observer never delays export).  Observers only:
+    count, tally or hand the records on through a bounded queue; the records
+    are shared with the exporters and must not be changed.  Batch hook:
+    must not block or await; no wrappers.
 
-    :param records: a columnar batch of flow records.
-    :param reason: ``"idle"``, ``"active"``, ``"tcp"``, ``"full"`` or ``"shutdown"``.
+    :param records: :class:`flowplane.flows.FlowRecords`: ``records.data`` is
+        an array of :data:`flowplane.flows.FLOW_DTYPE`, ``records.instance``
+        the sampling instance, accounting or monitoring group.
+    :param reason: ``"idle"``, ``"active"``, ``"tcp"`` (FIN/RST), ``"full"``
+        (cache full) or ``"shutdown"`` (the cache was flushed).
     """
 
 
@@ -246,19 +316,7 @@ def flowplane_flows_expired(records: Any, reason: str) -> None:
 
 
 @hookspec
-def flowplane_reload(app: "App", old: "Config", new: "Config") -> None:
-    """The config was reloaded (SIGHUP) and the new graph is running.
-
-    Called after the new config validated and was applied.
-
-    :param app: the running application.
-    :param old: the config that was running.
-    :param new: the config now running.
-    """
-
-
-@hookspec
-def flowplane_shutdown(app: "App") -> None:
+def flowplane_shutdown(app: "App") -> Callable[[], Awaitable[None]] | None:
     """The service is stopping: flush what is in flight.
 
     Called once on SIGTERM/SIGINT (or the end of a replay) after sources

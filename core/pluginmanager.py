@@ -64,8 +64,6 @@ def make_plugin_manager(
     """
     pm = pluggy.PluginManager(PROJECT)
     pm.add_hookspecs(hookspecs)
-    # historic: every plugin registered from now on gets to add its own hookspecs
-    pm.hook.flowplane_addhooks.call_historic(kwargs=dict(pluginmanager=pm))
     for name in blocked:
         pm.set_blocked(name)
     if load_entrypoints:
@@ -116,15 +114,19 @@ def plugin_dists(pm: pluggy.PluginManager) -> dict[str, str]:
     return dict(getattr(pm, "flowplane_dists", {}))
 
 
-def call_each(pm: pluggy.PluginManager, hook: str, **kwargs: Any) -> list[tuple[str, Any]]:
+def call_each(pm: pluggy.PluginManager, hook: str, *, before: Callable[[str], None] | None = None,
+              **kwargs: Any) -> list[tuple[str, Any]]:
     """Call a rare hook implementation by implementation, in pluggy's order.
 
     Returns ``(plugin_name, result)`` pairs.  An exception is re-raised as a
     :class:`PluginError` naming the plugin (start-up or reload fails).
+    *before*, if given, is called with each plugin's name before its implementation runs.
     """
     out = []
     for impl in reversed(getattr(pm.hook, hook).get_hookimpls()):
         args = {a: kwargs[a] for a in impl.argnames}
+        if before is not None:
+            before(impl.plugin_name)
         try:
             out.append((impl.plugin_name, impl.function(**args)))
         except PluginError:
@@ -134,14 +136,41 @@ def call_each(pm: pluggy.PluginManager, hook: str, **kwargs: Any) -> list[tuple[
     return out
 
 
+#: Consecutive failures after which a batch hook implementation or a term-action handler is disabled.
+MAX_CONSECUTIVE_FAILURES = 100
+
+
 @dataclass(slots=True)
-class _Impl:
+class Guarded:
+    """One data-path callable of one plugin, with its failure record.
+
+    A failure is counted under *counter* in the owner's :class:`Counters`, logged as ``plugin_failed``
+    for the first failure of a burst (then every 1000th: never a line per batch), and after
+    ``max_consecutive`` failures in a row the callable is disabled (``plugin_disabled``).  A success
+    ends the burst.  A reload compiles fresh, enabled callables.
+    """
+
     plugin: str
     fn: Callable
-    argnames: tuple[str, ...]
+    argnames: tuple[str, ...] = ()
     consecutive: int = 0
     failures: int = 0
     disabled: bool = False
+
+    def failed(self, exc: Exception, *, counters: Counters, counter: str, log: Any, max_consecutive: int,
+               **context: str) -> None:
+        self.failures += 1
+        self.consecutive += 1
+        counters.inc(counter)
+        if self.consecutive == 1 or self.failures % 1000 == 0:
+            log.error("plugin_failed", plugin=self.plugin, **context, error=f"{type(exc).__name__}: {exc}",
+                      failures=self.failures, exc_info=self.consecutive == 1)
+        if self.consecutive >= max_consecutive:
+            self.disabled = True
+            log.error("plugin_disabled", plugin=self.plugin, **context, consecutive_failures=self.consecutive)
+
+    def status(self) -> dict:
+        return {"plugin": self.plugin, "failures": self.failures, "disabled": self.disabled}
 
 
 @dataclass
@@ -149,26 +178,27 @@ class BatchHook:
     """A data-plane hook compiled to a list of guarded calls.
 
     Order is pluggy's call order (``reversed(get_hookimpls())``).  Each
-    implementation runs in its own ``try``: a failure is counted
-    (``plugin_errors`` in *counters*), logged once per failure burst as
-    ``plugin_failed``, and after ``max_consecutive`` failures in a row the
-    implementation is disabled (``plugin_disabled``).
+    implementation runs in its own ``try`` (:class:`Guarded`): a failure is
+    counted (``plugin_errors.PLUGIN`` in *counters*), logged once per failure
+    burst as ``plugin_failed``, and after ``max_consecutive`` failures in a
+    row the implementation is disabled (``plugin_disabled``).
     """
 
     name: str
-    impls: list[_Impl]
+    impls: list[Guarded]
     counters: Counters
-    max_consecutive: int = 100
+    max_consecutive: int = MAX_CONSECUTIVE_FAILURES
     log: Any = field(default=None)
 
     @classmethod
-    def compile(cls, pm: pluggy.PluginManager, name: str, counters: Counters, *, max_consecutive: int = 100) -> "BatchHook":
+    def compile(cls, pm: pluggy.PluginManager, name: str, counters: Counters, *,
+                max_consecutive: int = MAX_CONSECUTIVE_FAILURES) -> "BatchHook":
         caller = getattr(pm.hook, name)
         impls = []
         for impl in reversed(caller.get_hookimpls()):
             if impl.hookwrapper or impl.wrapper:
                 raise PluginError(f"plugin {impl.plugin_name!r}: {name} is a batch hook and cannot be a wrapper")
-            impls.append(_Impl(impl.plugin_name, impl.function, tuple(impl.argnames)))
+            impls.append(Guarded(impl.plugin_name, impl.function, tuple(impl.argnames)))
         return cls(name, impls, counters, max_consecutive, structlog.get_logger("flowplane.plugins"))
 
     @property
@@ -182,24 +212,51 @@ class BatchHook:
             try:
                 impl.fn(*[kwargs[a] for a in impl.argnames])
             except Exception as exc:
-                self._failed(impl, exc)
+                impl.failed(exc, counters=self.counters, counter=f"plugin_errors.{impl.plugin}", log=self.log,
+                            max_consecutive=self.max_consecutive, hook=self.name)
             else:
                 impl.consecutive = 0
 
-    def _failed(self, impl: _Impl, exc: Exception) -> None:
-        impl.failures += 1
-        impl.consecutive += 1
-        self.counters.inc(f"plugin_errors.{impl.plugin}")
-        # one line for the first failure of a burst, then every 1000th: never a line per batch
-        if impl.consecutive == 1 or impl.failures % 1000 == 0:
-            self.log.error("plugin_failed", plugin=impl.plugin, hook=self.name, error=f"{type(exc).__name__}: {exc}",
-                           failures=impl.failures, exc_info=impl.consecutive == 1)
-        if impl.consecutive >= self.max_consecutive:
-            impl.disabled = True
-            self.log.error("plugin_disabled", plugin=impl.plugin, hook=self.name, consecutive_failures=impl.consecutive)
-
     def status(self) -> list[dict]:
-        return [{"plugin": i.plugin, "failures": i.failures, "disabled": i.disabled} for i in self.impls]
+        return [i.status() for i in self.impls]
+
+
+@dataclass
+class ActionHandler:
+    """A term-action handler bound with ``app.bind_action``, guarded like a batch hook implementation.
+
+    A failure is counted (``action_errors.ACTION`` in *counters*), logged once per burst as
+    ``plugin_failed`` with the action and plugin, and after ``max_consecutive`` failures in a row the
+    handler is disabled (``plugin_disabled``); the data path then counts what terms send to the action
+    as dropped (``action`` stage, reason ``disabled:ACTION``).
+    """
+
+    action: str
+    guarded: Guarded
+    counters: Counters
+    max_consecutive: int = MAX_CONSECUTIVE_FAILURES
+    log: Any = field(default_factory=lambda: structlog.get_logger("flowplane.plugins"))
+
+    @property
+    def disabled(self) -> bool:
+        return self.guarded.disabled
+
+    @property
+    def plugin(self) -> str:
+        return self.guarded.plugin
+
+    def __call__(self, selections: list) -> None:
+        g = self.guarded
+        try:
+            g.fn(selections)
+        except Exception as exc:  # one failing handler never stops the pipeline
+            g.failed(exc, counters=self.counters, counter=f"action_errors.{self.action}", log=self.log,
+                     max_consecutive=self.max_consecutive, action=self.action)
+        else:
+            g.consecutive = 0
+
+    def status(self) -> dict:
+        return {"action": self.action, **self.guarded.status()}
 
 
 def monotonic_ns() -> int:

@@ -1,44 +1,101 @@
 """Hardware profiles: what a platform allows, declared by profile plugins.
 
-A profile plugin registers a :class:`HardwareProfile` in
-``flowplane_register_profiles``.  ``system hardware-profile`` picks one
-(default ``generic-linux``); config validation checks every feature against
-its :class:`Limits` and names the limit a value exceeded.
+Limits are open: the core declares the data-path ones (:data:`CORE_LIMITS`) and every feature
+plugin declares its own in ``flowplane_register_limits`` (name, default, help); capabilities are
+declared the same way in ``flowplane_register_capabilities``.  A profile plugin registers a
+:class:`HardwareProfile` in ``flowplane_register_profiles`` that fills limits by name and lists its
+capabilities; a limit it does not fill keeps its declared default.  ``system hardware-profile``
+picks one (default ``generic-linux``); config validation checks every feature against the
+profile's :class:`Limits` and names the limit a value exceeded.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Iterator, Mapping
 
 
 @dataclass(frozen=True)
-class Limits:
-    """Platform limits.  Field names are the names error messages quote."""
+class LimitField:
+    """A declared limit.
 
-    # data path
-    max_batch: int = 8192  # frames per PacketBatch
-    max_queue: int = 1024  # batches in a bounded channel
-    max_flows: int = 1_000_000  # flow cache entries per cache
-    # inline monitoring (IPFIX packet export)
-    inline_monitoring_instances: int = 64
-    collectors_per_instance: int = 4
-    collectors_total: int = 256
-    clip_length_max: int = 9216  # bytes of each frame an inline-monitoring record may carry
-    inline_collector_families: tuple[str, ...] = ("inet", "inet6")
-    # sampling
-    sampling_rate_scope: str = "per-collector"  # or "per-instance"
-    sampling_rate_max: int = 16_000_000
-    # flow export
-    flow_servers_per_family: int = 8
-    export_versions: tuple[int, ...] = (5, 8, 9, 10)
-    # port mirroring
-    port_mirroring_instances: int = 16  # named instances
-    port_mirroring_destinations: int = 64  # outputs per instance (multiple port mirroring)
-    # dynamic flow capture
-    dfc_criteria_max: int = 10_000  # active DTCP criteria (pic-memory-threshold is a percentage of it)
+    :param name: the attribute plugins read (``limits.max_batch``) and error messages quote.
+    :param default: the value on a profile that does not set it.
+    :param help: one line for ``show system profile``.
+    """
+
+    name: str
+    default: Any
+    help: str = ""
+
+
+#: The core's own limits: the data path every feature shares.
+CORE_LIMITS: tuple[LimitField, ...] = (
+    LimitField("max_batch", 8192, "frames per packet batch"),
+    LimitField("max_queue", 1024, "batches in a bounded channel"),
+    LimitField("max_flows", 1_000_000, "flow cache entries per cache"),
+    LimitField("sampling_rate_max", 16_000_000, "largest 1-in-N sampling rate"),
+    LimitField("collectors_total", 256, "flow and packet export destinations in all"),
+)
+
+
+class Limits:
+    """The limits of a hardware profile: every declared field, filled by the profile or defaulted.
+
+    Read a limit as an attribute (``limits.max_batch``); a name nobody declared raises
+    AttributeError naming the declared ones.  ``Limits(max_batch=16)`` holds the core limits with
+    the values given; :meth:`of` adds a plugin's own fields (what a plugin's unit tests use).
+    """
+
+    __slots__ = ("_values", "_fields")
+
+    def __init__(self, values: Mapping[str, Any] | None = None, fields: Iterable[LimitField] = (), **kw: Any) -> None:
+        declared = {f.name: f for f in CORE_LIMITS}
+        declared.update((f.name, f) for f in fields)
+        given = {**(values or {}), **kw}
+        unknown = sorted(set(given) - set(declared))
+        if unknown:
+            raise ValueError(f"unknown limit {unknown[0]!r}; declared limits: {', '.join(sorted(declared))}")
+        object.__setattr__(self, "_fields", declared)
+        object.__setattr__(self, "_values", {n: given.get(n, f.default) for n, f in declared.items()})
+
+    @classmethod
+    def of(cls, fields: Iterable[LimitField], **values: Any) -> "Limits":
+        """The core limits plus *fields*, with *values* set by name (defaults elsewhere)."""
+        return cls(values, fields)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        try:
+            return self._values[name]
+        except KeyError:
+            declared = ", ".join(sorted(self._values))
+            raise AttributeError(f"no limit {name!r} is declared (declared: {declared})") from None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("Limits are read-only")
+
+    def __reduce__(self) -> tuple:
+        return (Limits, (dict(self._values), tuple(self._fields.values())))
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._values
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(sorted(self._values))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Limits) and self._values == other._values
+
+    def __repr__(self) -> str:
+        return f"Limits({', '.join(f'{k}={v!r}' for k, v in sorted(self._values.items()))})"
+
+    def field(self, name: str) -> LimitField:
+        return self._fields[name]
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        return dict(sorted(self._values.items()))
 
 
 @dataclass(frozen=True)
@@ -47,18 +104,37 @@ class HardwareProfile:
 
     :param name: what ``system hardware-profile`` says.
     :param description: one line for ``flowplane plugins`` and ``show system profile``.
-    :param limits: the platform's :class:`Limits`.
-    :param capabilities: feature names the platform has (``inline-monitoring``, ...).
+    :param limits: ``limit name -> value`` for the declared limits this platform sets; the rest
+        keep their declared defaults.  A name no plugin declared fails start-up naming the profile.
+    :param capabilities: declared capability names the platform has (``inline-monitoring``, ...).
     """
 
     name: str
     description: str
-    limits: Limits = field(default_factory=Limits)
+    limits: Mapping[str, Any] = field(default_factory=dict)
     capabilities: frozenset[str] = frozenset()
 
     def as_dict(self) -> dict:
-        return {"name": self.name, "description": self.description, "limits": self.limits.as_dict(),
+        return {"name": self.name, "description": self.description, "limits": dict(self.limits),
                 "capabilities": sorted(self.capabilities)}
+
+
+def check_value(profile: str, f: LimitField, value: Any) -> str | None:
+    """Why *value* cannot fill limit *f* of *profile* (a type unlike the default's), or None."""
+    if f.default is None or value is None:
+        return None
+    want = type(f.default)
+    if want in (list, tuple):
+        ok = isinstance(value, (list, tuple))
+    elif want in (int, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    else:
+        ok = isinstance(value, want)
+    if ok:
+        return None
+    return (f"hardware profile {profile!r} sets limit {f.name!r} to {value!r}; expected "
+            f"{'a list' if want in (list, tuple) else 'a number' if want in (int, float) else want.__name__} "
+            f"like the default {f.default!r}")
 
 
 DEFAULT_PROFILE = "generic-linux"

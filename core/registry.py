@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Generic, Iterator, TypeVar
 
+from .profiles import LimitField
+
 T = TypeVar("T")
 
 
@@ -116,3 +118,25 @@ class RegistryView(Generic[T]):
         if name in self._EXTRA and hasattr(self._r, name):
             return getattr(self._r, name)
         raise AttributeError(name)
+
+
+class LimitRegistry(Registry[LimitField]):
+    """Declared hardware-profile limits: ``register(name, default, help)``."""
+
+    def __init__(self) -> None:
+        super().__init__("limit")
+
+    def __call__(self, name: str, default: object, help: str = "") -> None:  # type: ignore[override]
+        if not (isinstance(name, str) and name.isidentifier() and not name.startswith("_")):
+            raise ValueError(f"limit name {name!r} is not a Python identifier (it is read as limits.NAME)")
+        self.register(name, LimitField(name, default, help))
+
+
+class CapabilityRegistry(Registry[str]):
+    """Declared hardware-profile capabilities: ``register(name, help)``."""
+
+    def __init__(self) -> None:
+        super().__init__("capability")
+
+    def __call__(self, name: str, help: str = "") -> None:  # type: ignore[override]
+        self.register(name, help)

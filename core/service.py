@@ -24,7 +24,6 @@ from .config import Config
 from .control import ControlServer
 from .errors import ConfigError, PluginError
 from .pipeline import Pipeline
-from .pluginmanager import call_each
 from .sdnotify import Notifier
 
 log = structlog.get_logger("flowplane.service")
@@ -133,7 +132,6 @@ class Service:
         await self.pipeline.retire(old_graph)  # old stateful objects flush, their tasks stop
         await self.pipeline.start_graph_tasks()
         await self.pipeline.reload(new)
-        call_each(app.pm, "flowplane_reload", app=app, old=old, new=new)
         self.reloads += 1
         log.info("reload_done", path=new.path, reloads=self.reloads)
         self.notifier.ready(self._status_line())

@@ -16,6 +16,11 @@ from .config import parse
 
 
 @hookimpl
+def flowplane_register_capabilities(register):
+    register("flow-collector", "services flow-collector: NetFlow/IPFIX/sFlow collection")
+
+
+@hookimpl
 def flowplane_register_config_sections(register):
     register("services flow-collector", "receive NetFlow v5/v9 and IPFIX: listeners, outputs, template limits")
 

@@ -17,8 +17,19 @@ from __future__ import annotations
 from flowplane.api import hookimpl
 
 from . import commands
-from .config import parse
+from .config import LIMITS, parse
 from .engine import PLUGIN_OBJECT, FlowCapture
+
+
+@hookimpl
+def flowplane_register_limits(register):
+    for f in LIMITS:
+        register(f.name, f.default, f.help)
+
+
+@hookimpl
+def flowplane_register_capabilities(register):
+    register("dynamic-flow-capture", "services dynamic-flow-capture (DTCP)")
 
 
 @hookimpl

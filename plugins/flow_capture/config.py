@@ -40,7 +40,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from flowplane.api import ConfigIssue, Limits, check_int, check_keys, check_mapping, check_str, suggest
+from flowplane.api import ConfigIssue, LimitField, Limits, check_int, check_keys, check_mapping, check_str, suggest
 
 BASE = ("services", "dynamic-flow-capture")
 TOP_KEYS = ("capture-group", "listen-address")
@@ -51,8 +51,13 @@ SOURCE_KEYS = ("source-addresses", "service-port", "shared-key", "key-file", "al
 DEST_KEYS = ("address", "port", "source-address", "source-port", "ttl", "hard-limit", "soft-limit",
              "soft-limit-clear")
 
+#: The hardware-profile limits this feature declares (flowplane_register_limits).
+LIMITS = (
+    LimitField("dfc_criteria_max", 10_000, "active dynamic flow capture criteria (DTCP)"),
+)
+
 DEFAULT_SERVICE_PORT = 2400
-DEFAULT_CRITERIA_MAX = Limits().dfc_criteria_max
+DEFAULT_CRITERIA_MAX = LIMITS[0].default
 MAX_PRIORITY = 255
 BANDWIDTH_MAX = 400_000_000_000  # bits/s
 _RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgKMG]?)\s*$")

@@ -12,7 +12,7 @@ from __future__ import annotations
 from flowplane.api import DISCARD_ACCOUNTING, TermAction, hookimpl
 
 from . import commands
-from .config import accounting_group_check, parse
+from .config import LIMITS, accounting_group_check, parse
 from .engine import FlowMonitor
 from .routes import parse_routes
 
@@ -30,6 +30,18 @@ def flowplane_register_actions(register):
     register(DISCARD_ACCOUNTING, TermAction(DISCARD_ACCOUNTING, arg="required", terminating=True,
                                             help="'discard accounting NAME': meter discarded packets into "
                                                  "accounting group NAME", validate=accounting_group_check))
+
+
+@hookimpl
+def flowplane_register_limits(register):
+    for f in LIMITS:
+        register(f.name, f.default, f.help)
+
+
+@hookimpl
+def flowplane_register_capabilities(register):
+    register("sampling", "forwarding-options sampling: sampled flow export")
+    register("discard-accounting", "forwarding-options accounting: flows of discarded packets")
 
 
 @hookimpl

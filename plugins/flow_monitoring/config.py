@@ -52,6 +52,7 @@ from flowplane.api import (
     SAMPLING_DETERMINISTIC,
     SAMPLING_RANDOM,
     ConfigIssue,
+    LimitField,
     Limits,
     check_bool,
     check_int,
@@ -79,6 +80,12 @@ OUTPUT_KEYS = (*SERVER_SECTIONS, "flow-active-timeout", "flow-inactive-timeout",
 ACCOUNTING_KEYS = ("output", "flow-table-size")
 SERVER_KEYS = ("port", "version", "version9", "version-ipfix", "transport", "source-address", "aggregation",
                "autonomous-system-type", "dscp", "mtu")
+
+#: The hardware-profile limits this feature declares (flowplane_register_limits).
+LIMITS = (
+    LimitField("flow_servers_per_family", 8, "flow servers per family of a sampling instance or group"),
+    LimitField("export_versions", (5, 8, 9, 10), "flow export versions the platform can send"),
+)
 TEMPLATE_KEYS = ("flow-active-timeout", "flow-inactive-timeout", "template-refresh-rate", "option-refresh-rate",
                  "observation-domain-id", "source-id", "template-id", "options-template-id", "scale-counts",
                  *TEMPLATE_KINDS)

@@ -14,7 +14,7 @@ from __future__ import annotations
 from flowplane.api import TermAction, hookimpl, suggest
 
 from . import commands
-from .config import parse, section
+from .config import LIMITS, parse, section
 from .engine import PLUGIN_OBJECT, InlineMonitor
 from .loop import ACTION, find_loops
 
@@ -29,6 +29,17 @@ def _instance_exists(arg, config: dict) -> str | None:
         return (f"inline-monitoring instance {arg!r} is not defined under 'services inline-monitoring instance'"
                 f"{suggest(arg, known)}" + (f"; configured: {', '.join(map(str, known))}" if known else ""))
     return None
+
+
+@hookimpl
+def flowplane_register_limits(register):
+    for f in LIMITS:
+        register(f.name, f.default, f.help)
+
+
+@hookimpl
+def flowplane_register_capabilities(register):
+    register("inline-monitoring", "services inline-monitoring: IPFIX packet export")
 
 
 @hookimpl

@@ -34,7 +34,7 @@ import ipaddress
 from dataclasses import dataclass, field
 from typing import Any
 
-from flowplane.api import ConfigIssue, Limits, check_int, check_keys, check_mapping, check_str, suggest
+from flowplane.api import ConfigIssue, LimitField, Limits, check_int, check_keys, check_mapping, check_str, suggest
 
 BASE = ("services", "inline-monitoring")
 TOP_KEYS = ("template", "instance")
@@ -43,6 +43,15 @@ TEMPLATE_KEYS = ("template-refresh-rate", "option-template-refresh-rate", "templ
 INSTANCE_KEYS = ("template-name", "collector", "sampling-rate", "clip-length")
 COLLECTOR_KEYS = ("source-address", "destination-address", "destination-port", "sampling-rate", "dscp",
                   "forwarding-class")
+
+#: The hardware-profile limits this feature declares (flowplane_register_limits).
+LIMITS = (
+    LimitField("inline_monitoring_instances", 64, "services inline-monitoring instances"),
+    LimitField("collectors_per_instance", 4, "collectors per inline-monitoring instance"),
+    LimitField("clip_length_max", 9216, "bytes of each frame an inline-monitoring record may carry"),
+    LimitField("inline_collector_families", ("inet", "inet6"), "address families of inline-monitoring collectors"),
+    LimitField("sampling_rate_scope", "per-collector", "where the sampling rate is set: per-collector or per-instance"),
+)
 
 REFRESH_MIN_S, REFRESH_MAX_S, REFRESH_DEFAULT_S = 10, 600, 600
 DEFAULT_TEMPLATE_ID = 1024

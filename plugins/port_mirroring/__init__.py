@@ -14,7 +14,7 @@ from __future__ import annotations
 from flowplane.api import ConfigIssue, TermAction, hookimpl, live_interfaces, suggest
 
 from . import commands
-from .config import BASE, DEFAULT_INSTANCE, instance_names, parse
+from .config import BASE, DEFAULT_INSTANCE, LIMITS, instance_names, parse
 from .engine import PortMirror
 
 
@@ -42,6 +42,17 @@ def flowplane_register_actions(register):
     register("port-mirror-instance", TermAction("port-mirror-instance", arg="required",
                                                 help="copy the packet to a named port-mirroring instance's destinations",
                                                 validate=_instance_exists))
+
+
+@hookimpl
+def flowplane_register_limits(register):
+    for f in LIMITS:
+        register(f.name, f.default, f.help)
+
+
+@hookimpl
+def flowplane_register_capabilities(register):
+    register("port-mirroring", "forwarding-options port-mirroring")
 
 
 @hookimpl

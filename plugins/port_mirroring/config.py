@@ -32,7 +32,13 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from flowplane.api import ConfigIssue, Limits, check_int, check_keys, check_mapping, check_str
+from flowplane.api import ConfigIssue, LimitField, Limits, check_int, check_keys, check_mapping, check_str
+
+#: The hardware-profile limits this feature declares (flowplane_register_limits).
+LIMITS = (
+    LimitField("port_mirroring_instances", 16, "named port-mirroring instances"),
+    LimitField("port_mirroring_destinations", 64, "outputs per port-mirroring instance"),
+)
 
 BASE = ("forwarding-options", "port-mirroring")
 DEFAULT_INSTANCE = "default"
@@ -50,7 +56,7 @@ _IFNAME = re.compile(r"^[^\s/:]{1,15}$")
 
 
 def limit(limits: Limits, name: str) -> int:
-    """A limit of the active hardware profile (core/profiles.py Limits field *name*)."""
+    """The active hardware profile's limit *name* (declared in :data:`LIMITS` or by the core)."""
     return int(getattr(limits, name))
 
 

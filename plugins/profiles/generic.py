@@ -1,13 +1,13 @@
 """``generic-linux``: the default profile for an ordinary Linux box."""
 
-from flowplane.api import HardwareProfile, Limits, hookimpl
+from flowplane.api import HardwareProfile, hookimpl
 
 PROFILE = HardwareProfile(
     name="generic-linux",
     description="Linux server, software data path (default)",
-    limits=Limits(),
+    limits={},  # every limit at its declared default
     capabilities=frozenset({"sampling", "inline-monitoring", "port-mirroring", "flow-collector",
-                            "discard-accounting", "dynamic-flow-capture", "twamp", "rfc2544", "video-monitoring"}),
+                            "discard-accounting", "dynamic-flow-capture", "twamp"}),
 )
 
 

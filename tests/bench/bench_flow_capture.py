@@ -36,7 +36,7 @@ from frames import ETH_IPV4, ETH_IPV6, eth, ipv4, ipv6, tcp, udp  # noqa: E402
 
 from flowplane.batch import PacketBatch  # noqa: E402
 from flowplane.decode import decode  # noqa: E402
-from flowplane.plugins.flow_capture.config import parse  # noqa: E402
+from flowplane.plugins.flow_capture.config import LIMITS, parse  # noqa: E402
 from flowplane.plugins.flow_capture.engine import FlowCapture  # noqa: E402
 from flowplane.profiles import Limits  # noqa: E402
 from flowplane.testing import config_from  # noqa: E402
@@ -56,7 +56,7 @@ services:
         address: 127.0.0.1
         port: {port}
 """
-    cfg, issues = parse(config_from(text).data, Limits())
+    cfg, issues = parse(config_from(text).data, Limits.of(LIMITS))
     assert not issues, issues
     return FlowCapture(cfg)
 

@@ -17,7 +17,7 @@ import pytest
 import trio
 
 from flowplane.plugins.flow_capture import dtcp
-from flowplane.plugins.flow_capture.config import parse
+from flowplane.plugins.flow_capture.config import LIMITS, parse
 from flowplane.plugins.flow_capture.dtcp import DtcpError, SequenceWindow
 from flowplane.plugins.flow_capture.engine import FlowCapture
 from flowplane.plugins.flow_capture.server import run_service
@@ -161,7 +161,7 @@ services:
 
 
 def engine_for(text: str, limits: Limits | None = None, **kw) -> FlowCapture:
-    cfg, issues = parse(config_from(text).data, limits or Limits())
+    cfg, issues = parse(config_from(text).data, limits or Limits.of(LIMITS))
     assert issues == []
     return FlowCapture(cfg, **kw)
 
@@ -352,7 +352,7 @@ async def test_refusals_are_counted():
 
 
 async def test_priority_destinations_and_capacity():
-    engine = engine_for(dfc_yaml(extra_group="      pic-memory-threshold: {percentage: 50}\n"), Limits(dfc_criteria_max=4))
+    engine = engine_for(dfc_yaml(extra_group="      pic-memory-threshold: {percentage: 50}\n"), Limits.of(LIMITS, dfc_criteria_max=4))
     async with serving(engine) as addr, DtcpClient("cs1", KEY, addr) as c:
         r = await c.request("ADD", [("Cdest-ID", "cd1"), ("Priority", "1")])
         assert r.status == 403 and "minimum-priority 2" in r.headers["ERROR"]

@@ -20,7 +20,7 @@ import trio
 from flowplane.batch import PacketBatch
 from flowplane.decode import decode
 from flowplane.errors import ConfigError
-from flowplane.plugins.flow_capture.config import parse, parse_rate
+from flowplane.plugins.flow_capture.config import LIMITS, parse, parse_rate
 from flowplane.plugins.flow_capture.criteria import CriteriaTable, Criterion, Prefix
 from flowplane.plugins.flow_capture.engine import FlowCapture
 from flowplane.profiles import Limits
@@ -92,7 +92,7 @@ def add(engine, headers, *, seq, name="cs1", key=KEY, peer="127.0.0.1"):
 
 
 def _issues(text, limits=None):
-    _, issues = parse(config_from(text).data, limits or Limits())
+    _, issues = parse(config_from(text).data, limits or Limits.of(LIMITS))
     return {" ".join(map(str, i.path)): i.message for i in issues}
 
 
@@ -124,7 +124,7 @@ services:
         soft-limit: 80m
         soft-limit-clear: 60m
 """
-    cfg, issues = parse(config_from(text).data, Limits())
+    cfg, issues = parse(config_from(text).data, Limits.of(LIMITS))
     assert issues == []
     g = cfg.groups["g1"]
     assert g.interfaces == ("eth1",) and g.input_rate_threshold == 90_000 and g.memory_threshold_pct == 80

@@ -5,17 +5,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import trio
+from frames import arp, eth_ipv4_tcp, eth_ipv4_udp
 
 from flowplane import hookimpl
 from flowplane.actions import TermAction
 from flowplane.batch import PacketBatch
 from flowplane.config import Config
 from flowplane.errors import ConfigError, ConfigIssue
-from flowplane.profiles import HardwareProfile, Limits
+from flowplane.profiles import HardwareProfile
 from flowplane.service import Service
 from flowplane.sources import SourceType
 from flowplane.stats import Counters
-from frames import eth_ipv4_tcp, eth_ipv4_udp, arp
 
 
 class ListSource:
@@ -65,6 +65,7 @@ class Feature:
     @hookimpl
     def flowplane_configure(self, app):
         self.configured += 1
+        self.reloads.append(app.config.get("services", "tapper", "v"))  # reload state: app.config, app.previous
         app.bind_action("tap", self.selected.extend)
 
     @hookimpl
@@ -80,10 +81,6 @@ class Feature:
             await trio.sleep_forever()
 
         return [task]
-
-    @hookimpl
-    def flowplane_reload(self, app, old, new):
-        self.reloads.append((old.get("services", "tapper", "v"), new.get("services", "tapper", "v")))
 
     @hookimpl
     def flowplane_shutdown(self, app):
@@ -179,7 +176,7 @@ async def test_hook_background_tasks(make_app, tmp_path):
     assert seen_before_ready["started"] is True
 
 
-async def test_hook_reload(make_app, tmp_path):
+async def test_reload_configures_again(make_app, tmp_path):
     feature = Feature(_frames())
 
     async def body(service, path):
@@ -190,7 +187,7 @@ async def test_hook_reload(make_app, tmp_path):
         assert service.app.config.get("services", "tapper", "v") == 2
 
     await _run_service(make_app, tmp_path, feature, body=body)
-    assert feature.reloads == [(1, 2)]
+    assert feature.reloads == [1, 2]  # the rejected config never reached configure
     assert feature.configured == 2
 
 
@@ -261,8 +258,12 @@ def test_hook_register_config_sections(make_app):
     assert "thing" in errors[0].split("known: ")[1].split(", ")
 
 
-def test_register_config_sections_capability_checked_against_the_profile(make_app):
+def test_hook_register_capabilities(make_app):
     class Claim:
+        @hookimpl
+        def flowplane_register_capabilities(self, register):
+            register("gizmo", "services gizmo")
+
         @hookimpl
         def flowplane_register_config_sections(self, register):
             register("services gizmo", "a gizmo", capability="gizmo")
@@ -274,6 +275,7 @@ def test_register_config_sections_capability_checked_against_the_profile(make_ap
 
     app = make_app({}, plugins=[(Claim(), "claim")])
     assert app.registries.sections.capabilities["services gizmo"] == "gizmo"
+    assert app.registries.capabilities.owner("gizmo") == "claim"
     assert app.validate(Config({"system": {"hardware-profile": "gizmo-box"}, "services": {"gizmo": {}}})) == []
     assert app.validate(Config({"system": {"hardware-profile": "plain-box"}, "services": {"gizmo": {}}})) == [
         "<config>: services gizmo: hardware profile 'plain-box' has no 'gizmo' capability (it has: sampling); "
@@ -298,7 +300,7 @@ def test_hook_register_profiles(make_app):
     class Box:
         @hookimpl
         def flowplane_register_profiles(self, register):
-            register("tiny-box", HardwareProfile("tiny-box", "test", Limits(max_batch=16)))
+            register("tiny-box", HardwareProfile("tiny-box", "test", {"max_batch": 16}))
 
     app = make_app({"system": {"hardware-profile": "tiny-box", "batch-size": 16}}, plugins=[(Box(), "box")])
     assert app.limits.max_batch == 16
@@ -359,31 +361,36 @@ def test_hook_flows_expired(make_app):
     assert app.counters["plugins"]["plugin_errors.broken"] == 1
 
 
-def test_hook_addhooks(make_app):
-    import types
+async def test_flows_expired_observes_flow_monitoring(make_app, tmp_path):
+    """A third-party observer sees every flow the flow cache exports, as FlowRecords with the reason."""
+    import socket
 
-    from flowplane import hookspec
+    from flowplane.flows import FlowRecords
+    from flowplane.testing import write_pcap
 
-    spec_mod = types.ModuleType("widget_specs")
+    seen: list = []
 
-    @hookspec
-    def widget_colour(name):
-        """A sub-hook of a plugin."""
-
-    spec_mod.widget_colour = widget_colour
-
-    class Host:
+    class Observer:
         @hookimpl
-        def flowplane_addhooks(self, pluginmanager):
-            pluginmanager.add_hookspecs(spec_mod)
+        def flowplane_flows_expired(self, records, reason):
+            seen.append((records, reason))
 
-    class Painter:
-        @hookimpl
-        def widget_colour(self, name):
-            return f"{name}:blue"
-
-    app = make_app({}, plugins=[(Host(), "host"), (Painter(), "painter")])
-    assert app.pm.hook.widget_colour(name="w") == ["w:blue"]
+    frames = [eth_ipv4_udp(sport=1000 + i % 30) for i in range(600)]
+    pcap = write_pcap(str(tmp_path / "in.pcap"), frames)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as collector:  # receives the export; never read
+        collector.bind(("127.0.0.1", 0))
+        cfg = {
+            "interfaces": {"replay0": {"source": "pcap", "file": pcap, "family": {"any": {"filter": {"input": "all"}}}}},
+            "firewall": {"family": {"any": {"filter": {"all": {"term": {"t": {"then": {"sample": True, "accept": True}}}}}}}},
+            "forwarding-options": {"sampling": {"input": {"rate": 1}, "family": {"inet": {"output": {
+                "flow-server": {"127.0.0.1": {"port": collector.getsockname()[1], "version": 5}}}}}}},
+        }
+        app = make_app(cfg, plugins=[(Observer(), "observer")])
+        assert await Service(app, exit_on_eof=True, control=False).serve() == 0
+    assert seen and all(isinstance(r, FlowRecords) for r, _ in seen)
+    assert {reason for _, reason in seen} <= {"idle", "active", "tcp", "full", "shutdown"}
+    assert sum(len(r) for r, _ in seen) == 30
+    assert sum(int(r.data["packets"].sum()) for r, _ in seen) == 600
 
 
 def test_hook_register_cli_subcommands(capsys):

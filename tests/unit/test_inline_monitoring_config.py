@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from flowplane.config import Config
-from flowplane.plugins.inline_monitoring.config import parse
+from flowplane.plugins.inline_monitoring.config import LIMITS, parse
 from flowplane.plugins.inline_monitoring.loop import find_loops
 from flowplane.testing import plugin_registries
 from flowplane.profiles import Limits
@@ -90,10 +90,10 @@ def test_full_profiles_fit_and_collectors_total_is_checked():
         "instance": {f"i{i}": {"template-name": "t1", "collector": {
             f"c{j}": {"destination-address": f"10.0.{i}.{j + 1}", "destination-port": 4739} for j in range(4)}}
             for i in range(16)}}}}
-    mx = Limits(inline_monitoring_instances=16, collectors_per_instance=4, collectors_total=64)
+    mx = Limits.of(LIMITS, inline_monitoring_instances=16, collectors_per_instance=4, collectors_total=64)
     inline, issues = parse(cfg, mx)
     assert issues == [] and len(inline.collectors()) == 64
-    _, issues = parse(cfg, Limits(inline_monitoring_instances=16, collectors_per_instance=4, collectors_total=63))
+    _, issues = parse(cfg, Limits.of(LIMITS, inline_monitoring_instances=16, collectors_per_instance=4, collectors_total=63))
     assert [i.message for i in issues] == [
         "64 collectors in all exceed the maximum 63 (hardware profile limit collectors_total)"]
 
@@ -123,7 +123,7 @@ def test_sampling_rate_scope_per_instance_on_ptx(make_app, tmp_path):
                              extra="      sampling-rate: 100\n"), profile="ptx-evo")
     assert _errors(make_app, tmp_path, good) == []
     cfg = Config.from_text(good)
-    inline, _ = parse(cfg.data, Limits(sampling_rate_scope="per-instance", inline_collector_families=("inet",)))
+    inline, _ = parse(cfg.data, Limits.of(LIMITS, sampling_rate_scope="per-instance", inline_collector_families=("inet",)))
     assert [c.sampling_rate for _, c in inline.collectors()] == [100, 100]  # the instance's rate for every collector
     bad = _config(_instance("i0", _collector("c1", extra="        sampling-rate: 10\n")), profile="ptx-evo")
     [e] = _errors(make_app, tmp_path, bad)
@@ -138,7 +138,8 @@ def test_sampling_rate_scope_per_instance_on_ptx(make_app, tmp_path):
                                                       ("generic-linux", 1438, 128)])
 def test_clip_length_against_the_profile(make_app, tmp_path, profile, max_clip, default):
     cfg = Config.from_text(_config(_instance("i0", _collector("c1")), profile=profile))
-    limits = make_app(cfg, configure=False).registries.profiles[profile].limits
+    registries = make_app(cfg, configure=False).registries
+    limits = registries.limits_of(registries.profiles[profile])
     inline, issues = parse(cfg.data, limits)
     assert issues == [] and inline.instances["i0"].clip_length == default
     ok = _config(_instance("i0", _collector("c1"), extra=f"      clip-length: {max_clip}\n"), profile=profile)
@@ -238,7 +239,7 @@ def test_monitoring_the_exports_own_interface_is_a_loop(make_app, tmp_path, dire
 
 def test_loop_needs_the_route_through_the_interface():
     cfg = Config.from_text(LOOP.format(direction="output", guard="").replace("lo:\n", "eth7:\n"))
-    inline, issues = parse(cfg.data, Limits())
+    inline, issues = parse(cfg.data, Limits.of(LIMITS))
     assert issues == []
     assert find_loops(cfg.data, inline, route=lambda dst, src: "eth0") == []  # the export leaves by another interface
     [issue] = find_loops(cfg.data, inline, route=lambda dst, src: "eth7")
@@ -265,6 +266,6 @@ def test_example_config_is_valid(make_app):
     path = Path(__file__).resolve().parents[2] / "etc" / "examples" / "inline-monitoring.yaml"
     cfg = Config.load(str(path))
     assert make_app(cfg, configure=False).validate(cfg) == []
-    inline, _ = parse(cfg.data, Limits(clip_length_max=126, inline_collector_families=("inet",)))
+    inline, _ = parse(cfg.data, Limits.of(LIMITS, clip_length_max=126, inline_collector_families=("inet",)))
     assert {i: [c.sampling_rate for c in inst.collectors.values()] for i, inst in inline.instances.items()} == {
         "instance-1": [10000, 10000], "instance-2": [1, 1]}

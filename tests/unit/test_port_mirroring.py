@@ -15,7 +15,7 @@ import pytest
 
 from flowplane.batch import PacketBatch
 from flowplane.plugins.port_mirroring import commands
-from flowplane.plugins.port_mirroring.config import DEFAULT_INSTANCE, parse
+from flowplane.plugins.port_mirroring.config import DEFAULT_INSTANCE, LIMITS, parse
 from flowplane.plugins.port_mirroring.encap import (GRE_HEADER, erspan_header, erspan_headers)
 from flowplane.plugins.port_mirroring.engine import PortMirror
 from flowplane.plugins.port_mirroring.send import REASONS, BatchSender
@@ -66,7 +66,7 @@ instance pm2:
 
 # -- config -------------------------------------------------------------------------
 def test_good_config_parses_every_destination():
-    cfg, issues = parse(config_from(GOOD).data, Limits())
+    cfg, issues = parse(config_from(GOOD).data, Limits.of(LIMITS))
     assert issues == []
     d = cfg.instances[DEFAULT_INSTANCE]
     assert (d.rate, d.run_length, d.maximum_packet_length) == (10, 2, 128)
@@ -85,7 +85,7 @@ def test_same_interface_under_two_families_is_one_destination():
     cfg, issues = parse(config_from(_pm("""
 family inet: {output: {interface: m0}}
 family inet6: {output: {interface: m0}}
-""")).data, Limits())
+""")).data, Limits.of(LIMITS))
     assert issues == []
     [d] = cfg.instances[DEFAULT_INSTANCE].destinations
     assert d.families == ("inet", "inet6")
