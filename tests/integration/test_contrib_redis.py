@@ -17,7 +17,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -33,7 +32,7 @@ from flowplane.testing import write_pcap
 from frames import eth_ipv4_udp
 from netns import NotifySocket
 from test_collector import T0, sample_records
-from test_contrib_plugin import Venv, _deps_dir, _flowplane_source
+from venvs import Venv, make_venv
 
 redis = pytest.importorskip("redis")
 
@@ -119,18 +118,7 @@ def redis_port(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def venv(tmp_path_factory) -> Venv:
-    import importlib.util
-
-    if importlib.util.find_spec("pip") is None:
-        pytest.skip("pip is not installed in the test environment")
-    tmp = tmp_path_factory.mktemp("contrib-redis")
-    path = tmp / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(path)], check=True, timeout=60)
-    v = Venv(path, tmp)
-    site = subprocess.run([v.python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                          check=True, capture_output=True, text=True, env=v.env).stdout.strip()
-    Path(site, "00-test-deps.pth").write_text(f"{_deps_dir(tmp)}\n")
-    v.pip_install(_flowplane_source(tmp))
+    v = make_venv(tmp_path_factory.mktemp("contrib-redis"))
     assert "redis" not in v.plugins()  # nothing but the install below brings the transport
     v.pip_install(PLUGIN_SRC)
     return v
