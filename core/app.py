@@ -44,6 +44,10 @@ SYSTEM_KEYS = ("hardware-profile", "batch-size", "ingest-queue", "control-socket
                "drain-timeout", "plugins", "log", "watchdog")
 INTERFACE_KEYS = ("source", "description", "family", "monitoring-only")
 FAMILIES = ("inet", "inet6", "any")
+FAMILY_KEYS = ("filter",)
+#: A section claim ``"interfaces family KEY"`` lets a plugin own KEY under ``interfaces IF family FAM``
+#: (``input-flows`` of video monitoring); the plugin validates what is under it.
+FAMILY_CLAIM = ("interfaces", "family")
 
 DEFAULTS = {
     "batch-size": 256,
@@ -216,6 +220,12 @@ class App:
                                                 f"'{words}'"))
         return issues
 
+    def claimed_family_keys(self) -> tuple[str, ...]:
+        """Keys plugins claimed under ``interfaces IF family FAM`` (section claims ``"interfaces family KEY"``)."""
+        n = len(FAMILY_CLAIM)
+        return tuple(sorted(w.split()[n] for w in self.registries.sections
+                            if tuple(w.split()[:n]) == FAMILY_CLAIM and len(w.split()) == n + 1))
+
     def _validate_system(self, cfg: Config, limits: Limits) -> list[ConfigIssue]:
         sysconf = cfg.get("system")
         p = ("system",)
@@ -260,6 +270,7 @@ class App:
         if not isinstance(ifaces, dict):
             return issues
         fw = cfg.section("firewall", "family")
+        family_keys = FAMILY_KEYS + self.claimed_family_keys()
         for name, section in ifaces.items():
             p = ("interfaces", name)
             if section is None:
@@ -293,7 +304,7 @@ class App:
                 if not isinstance(fsec, dict):
                     issues.append(ConfigIssue(fp, f"expected a mapping like {{filter: {{input: NAME}}}}, got {fsec!r}"))
                     continue
-                issues += check_keys(fsec, ("filter",), fp)
+                issues += check_keys(fsec, family_keys, fp)
                 filt = fsec.get("filter")
                 issues += check_mapping(filt, fp + ("filter",), "input / output -> filter name")
                 if not isinstance(filt, dict):
