@@ -233,6 +233,7 @@ class VideoMonitor:
         for key, f in list(self.flows.items()):
             if f.chunks_t and now_ns >= f.interval_end_ns() + grace:
                 rec = f.close()
+                f.interval_no += 1  # a straggler of the closed interval opens the next one, never a second record
                 if rec is not None:
                     self._closed(f, rec)
             if now_ns - f.last_seen_ns >= f.template.inactive_timeout_s * 1_000_000_000:

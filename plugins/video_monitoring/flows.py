@@ -202,6 +202,7 @@ class Flow:
             "packets": self.total_datagrams + self.datagrams, "media_packets": int(tot[C["ts_packets"]]),
             "bytes": int(tot[C["media_bytes"]]), "rtp": bool(tot[C["rtp"]]),
             "alarms": {m: lvl for m, lvl in self.alarm.items()},
+            "created_ns": self.created_ns, "last_seen_ns": self.last_seen_ns,
         }
         if detail:
             out["errors"] = {
