@@ -99,14 +99,15 @@ def _flows(sock: str) -> list[dict]:
 
 
 def _settled(sock: str, timeout: float = 20.0) -> dict:
-    """The flow once every complete interval is closed and no packet arrived between two polls."""
+    """The flow once the interval holding its last packet is closed too (the timer closes it once its end
+    passed) and no packet arrived between two polls."""
     end = time.monotonic() + timeout
     prev = None
     while time.monotonic() < end:
         flows = _flows(sock)
         if len(flows) == 1:
             f = flows[0]
-            done = f["intervals"] == (f["last_seen_ns"] - f["created_ns"]) // NS
+            done = f["intervals"] == (f["last_seen_ns"] - f["created_ns"]) // NS + 1
             if done and prev is not None and prev["packets"] == f["packets"] and f["intervals"] >= SECONDS - 2:
                 return f
             prev = f
@@ -127,7 +128,7 @@ def run_stream(p, tmp: Path, *, rtp: bool, drop_per_mille: int = 0) -> tuple[dic
                  f"  udp dport {PORT} numgen random mod 1000 < {drop_per_mille} counter drop\n }}\n}}\n")
         p.run(p.ns_b, ["nft", "-f", "-"], input=rules)
     pcap = tmp / "rx.pcap"
-    dump = p.popen(p.ns_a, ["tcpdump", "-i", p.veth_a, "-U", "-n", "-s", "0", "--time-stamp-precision", "nano", "-B", "16384",
+    dump = p.popen(p.ns_a, ["tcpdump", "-i", p.veth_a, "-U", "-n", "-s", "0", "--time-stamp-precision", "nano", "--immediate-mode",
                             "-w", str(pcap), f"udp dst port {PORT}"])
     sink = p.popen(p.ns_a, [sys.executable, "-c", SINK, p.addr_a, str(PORT)])
     notify = NotifySocket(tmp / "notify.sock")
@@ -142,6 +143,8 @@ def run_stream(p, tmp: Path, *, rtp: bool, drop_per_mille: int = 0) -> tuple[dic
         ff = p.run(p.ns_b, ffmpeg_argv(p.addr_a, rtp), check=False, timeout=120)
         assert ff.returncode == 0, ff.stderr
         flow = _settled(str(tmp / "control.sock"))
+        flow["interface_stats"] = request(str(tmp / "control.sock"), ["show", "interfaces", "statistics"],
+                                          fmt="json")["data"]
         proc.send_signal(signal.SIGTERM)
         notify.wait("STOPPING=1")
         assert proc.wait(timeout=30) == 0
@@ -153,6 +156,7 @@ def run_stream(p, tmp: Path, *, rtp: bool, drop_per_mille: int = 0) -> tuple[dic
         if dump.poll() is None:
             dump.send_signal(signal.SIGINT)
             dump.wait(timeout=10)
+        (tmp / "tcpdump.err").write_text(dump.stderr.read() if dump.stderr else "")
         log.close()
         notify.close()
     dropped = 0
@@ -243,5 +247,6 @@ def test_udp_loss_from_nft_drops_counted_by_continuity_counter(netns_pair, tmp_p
     flow, pcap, dropped = run_stream(netns_pair, tmp_path, rtp=False, drop_per_mille=20)
     lost, events = cc_lost_reference(pcap)
     assert dropped > 0 and lost > 0
-    assert flow["errors"]["cc_lost"] == lost
+    assert flow["errors"]["cc_lost"] == lost, (flow["packets"], len(_capture(pcap, rtp=False)), dropped,
+                                               (pcap.parent / "tcpdump.err").read_text(), flow["errors"])
     assert events <= lost <= 7 * dropped
