@@ -26,7 +26,8 @@ def show_stats(app, args):
 
 def show_flows(app, args):
     opts = parse_words(args, values=VALUES, flags=("detail",))
-    return {"fpc_slot": 0, "detail": bool(opts.get("detail")), "flows": monitor(app).flow_list(bool(opts.get("detail")))}
+    detail = bool(opts.get("detail"))
+    return {"fpc_slot": 0, "detail": detail, "flows": monitor(app).flow_list(detail)}
 
 
 def clear_stats(app, args):
@@ -86,7 +87,8 @@ def format_flows(d: dict) -> str:
         lines.append(f"  Active alarms: {alarms}")
         last = f["last_interval"]
         if last:
-            lines.append(f"  Last interval: MDI {last['df_ms']:.2f}:{last['mlr']:.2f}, rate {last['rate_bps']:.0f} bps, "
+            lines.append(f"  Last interval: MDI {last['df_ms']:.2f}:{last['mlr']:.2f}, "
+                         f"rate {last['rate_bps']:.0f} bps, "
                          f"lost {last['lost_packets']}, expected {_f(last['expected_packets'], '.0f')}, "
                          f"received {last['media_packets']}")
     return "\n".join(lines) + "\n"

@@ -39,7 +39,16 @@ import ipaddress
 from dataclasses import dataclass, field
 from typing import Any
 
-from flowplane.api import ConfigIssue, check_bool, check_int, check_keys, check_mapping, check_number, check_str, suggest
+from flowplane.api import (
+    ConfigIssue,
+    check_bool,
+    check_int,
+    check_keys,
+    check_mapping,
+    check_number,
+    check_str,
+    suggest,
+)
 
 BASE = ("services", "video-monitoring")
 TOP_KEYS = ("templates", "maximum-flows")
@@ -163,7 +172,8 @@ def _template(name: str, sec: Any, issues: list) -> Template | None:
         return None
     issues += check_keys(sec, TEMPLATE_KEYS, p)
     kw: dict[str, Any] = {"name": name}
-    for key, attr, lo, hi in (("interval-duration", "interval_s", 1, 10), ("inactive-timeout", "inactive_timeout_s", 30, 300),
+    for key, attr, lo, hi in (("interval-duration", "interval_s", 1, 10),
+                              ("inactive-timeout", "inactive_timeout_s", 30, 300),
                               ("media-packets-count-in-layer3", "media_per_l3", 1, 64)):
         if key in sec:
             bad = check_int(sec[key], p + (key,), lo, hi)
@@ -222,7 +232,9 @@ def _template(name: str, sec: Any, issues: list) -> Template | None:
         if isinstance(mrv, dict):
             issues += check_keys(mrv, ("disable", "threshold"), vp)
             disabled = _disable(mrv, vp, issues)
-            levels = _levels(mrv["threshold"], vp + ("threshold",), "percent", 0, 100, issues) if "threshold" in mrv else ()
+            levels: tuple = ()
+            if "threshold" in mrv:
+                levels = _levels(mrv["threshold"], vp + ("threshold",), "percent", 0, 100, issues)
             kw["mrv"] = Thresholds(levels, disabled)
     return Template(**kw)
 

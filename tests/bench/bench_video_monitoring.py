@@ -31,7 +31,6 @@ import sys
 import tempfile
 import time
 
-import numpy as np
 
 from flowplane.batch import PacketBatch
 from flowplane.decode import decode

@@ -95,7 +95,8 @@ def _wait_line(stream, needle: str, timeout: float = 20.0) -> None:
 
 
 def _flows(sock: str) -> list[dict]:
-    return request(sock, ["show", "services", "video-monitoring", "mdi", "flows", "detail"], fmt="json")["data"]["flows"]
+    words = ["show", "services", "video-monitoring", "mdi", "flows", "detail"]
+    return request(sock, words, fmt="json")["data"]["flows"]
 
 
 def _settled(sock: str, timeout: float = 20.0) -> dict:
@@ -128,8 +129,8 @@ def run_stream(p, tmp: Path, *, rtp: bool, drop_per_mille: int = 0) -> tuple[dic
                  f"  udp dport {PORT} numgen random mod 1000 < {drop_per_mille} counter drop\n }}\n}}\n")
         p.run(p.ns_b, ["nft", "-f", "-"], input=rules)
     pcap = tmp / "rx.pcap"
-    dump = p.popen(p.ns_a, ["tcpdump", "-i", p.veth_a, "-U", "-n", "-s", "0", "--time-stamp-precision", "nano", "--immediate-mode",
-                            "-w", str(pcap), f"udp dst port {PORT}"])
+    dump = p.popen(p.ns_a, ["tcpdump", "-i", p.veth_a, "-U", "-n", "-s", "0", "--time-stamp-precision", "nano",
+                            "--immediate-mode", "-w", str(pcap), f"udp dst port {PORT}"])
     sink = p.popen(p.ns_a, [sys.executable, "-c", SINK, p.addr_a, str(PORT)])
     notify = NotifySocket(tmp / "notify.sock")
     log = open(tmp / "out.log", "w")
