@@ -483,3 +483,22 @@ def test_flow_without_template_and_family_any():
     assert any("a flow needs 'template NAME'" in e for e in errors)
     errors = _errors(config(flows="      input-flows a: {template: t1}\n").replace("family inet:", "family any:"))
     assert any("video flows are selected under family inet or inet6" in e for e in errors)
+
+
+def test_reload_keeps_flows_when_nothing_changed_and_counters_always():
+    from flowplane.testing import config_from
+
+    app, mon = make(config())
+    s = Stream()
+    frames, ts = paced(s, 1.5, 2972400.0)
+    feed(app, frames[:200], ts[:200])
+    app.apply(app.build_graph(config_from(config())))
+    same = app.pm.get_plugin(PLUGIN_OBJECT)
+    assert same is not mon and len(same.flows) == 1 and same.stats()["packets"] == 200
+    feed(app, frames[200:], ts[200:])
+    same.tick(ts[-1] + 5 * NS)
+    [f] = same.flow_list(detail=True)
+    assert f["packets"] == len(frames) and f["errors"]["cc_lost"] == 0  # CC state carried over too
+    app.apply(app.build_graph(config_from(config(rate="rate media: 3000000"))))
+    changed = app.pm.get_plugin(PLUGIN_OBJECT)
+    assert changed.flows == {} and changed.stats()["packets"] == len(frames)
