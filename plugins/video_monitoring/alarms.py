@@ -3,8 +3,8 @@
 After each closed interval the flow's level for each metric is the most severe level whose threshold
 the interval's value reached.  A rise is one event, ``raised`` at the new level; a fall is ``cleared`` for the old
 level, followed by ``raised`` at the lower level when that one is still reached.  Each event is a
-structured log record ``video_monitoring_alarm`` at the alarm's level, whose ``message`` is a
-Junos-style line.
+structured log record ``video_monitoring_alarm`` logged at the alarm's level (``severity`` in the
+record: info, warning, critical), whose ``message`` is a Junos-style line.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ class AlarmEvent:
                 f"{NAMES[self.metric]} {v} {verb} {self.level} threshold {th}").rstrip()
 
     def as_dict(self) -> dict:
-        return {"metric": self.metric, "action": self.action, "level": self.level, "value": self.value,
+        return {"metric": self.metric, "action": self.action, "severity": self.level, "value": self.value,
                 "threshold": self.threshold, "flow": self.flow, "interface": self.interface,
                 "direction": self.direction, "template": self.template, "message": self.message()}
 

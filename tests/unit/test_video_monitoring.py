@@ -247,7 +247,7 @@ def test_loss_from_cc_counts_ts_packets_and_raises_and_clears_an_alarm():
     assert first["lost_packets"] == 6 * len(drops) and first["mlr"] == 6 * len(drops)
     assert first["expected_packets"] == pytest.approx(2972400 / 1504)
     events = [e for e in logs if e["event"] == "video_monitoring_alarm"]
-    assert [(e["metric"], e["action"], e["level"]) for e in events] == [("mlr", "raised", "warning"),
+    assert [(e["metric"], e["action"], e["severity"]) for e in events] == [("mlr", "raised", "warning"),
                                                                           ("mlr", "cleared", "warning")]
     assert events[0]["log_level"] == "warning"
     assert "MDI MLR alarm raised (warning)" in events[0]["message"]
@@ -293,7 +293,7 @@ def test_jitter_raises_df_and_the_alarm_follows_levels():
         mon.tick(ts[-1] + 5 * NS)
     hist = mon.flow_list(detail=True)[0]["history"]
     assert hist[0]["df_ms"] < 10 and 40 < hist[1]["df_ms"] < 50 and hist[2]["df_ms"] < 10
-    ev = [(e["action"], e["level"]) for e in logs if e["event"] == "video_monitoring_alarm"]
+    ev = [(e["action"], e["severity"]) for e in logs if e["event"] == "video_monitoring_alarm"]
     assert ev[0] == ("raised", "warning") and ev[-1][0] == "cleared"
 
 
