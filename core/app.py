@@ -29,7 +29,7 @@ from .profiles import HardwareProfile, Limits
 from .registries import Registries
 from .sources import interface_source
 from .stats import Counters
-from .validate import validate_config
+from .validate import claimed_family_keys, validate_config
 
 T = TypeVar("T")
 
@@ -239,6 +239,10 @@ class App:
                     what = f"action {row['action']}" if "action" in row else name
                     out.setdefault(row["plugin"], {})[what] = {"failures": row["failures"], "disabled": row["disabled"]}
         return out
+
+    def claimed_family_keys(self) -> tuple[str, ...]:
+        """Keys plugins claimed under ``interfaces IF family FAM`` (section claims ``"interfaces family KEY"``)."""
+        return claimed_family_keys(self.registries.sections)
 
     @property
     def packet_clock(self) -> bool:

@@ -215,7 +215,9 @@ def flowplane_register_config_sections(register: RegisterConfigSection) -> None:
     without that capability is a config error naming the profile.
 
     :param register: ``register("forwarding-options sampling", "one-line help", capability="sampling")``
-        (``capability`` optional).
+        (``capability`` optional).  ``register("interfaces family KEY", "help")`` adds KEY to the keys
+        allowed under ``interfaces IF family FAM`` (the plugin validates what is under it, e.g.
+        video monitoring's ``input-flows``).
     """
 
 

@@ -40,6 +40,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "port-mirroring",
     "flow-capture",
     "rfc2544",
+    "video-monitoring",
 )
 
 

@@ -29,6 +29,10 @@ SYSTEM_KEYS = ("hardware-profile", "batch-size", "ingest-queue", "control-socket
                "drain-timeout", "plugins", "log", "watchdog")
 INTERFACE_KEYS = ("source", "description", "family", "monitoring-only")
 FAMILIES = ("inet", "inet6", "any")
+FAMILY_KEYS = ("filter",)
+#: A section claim ``"interfaces family KEY"`` lets a plugin own KEY under ``interfaces IF family FAM``
+#: (``input-flows`` of video monitoring); the plugin validates what is under it.
+FAMILY_CLAIM = ("interfaces", "family")
 
 
 def validate_config(cfg: Config, registries: "Registries", pm: pluggy.PluginManager) -> list[str]:
@@ -47,7 +51,7 @@ def validate_config(cfg: Config, registries: "Registries", pm: pluggy.PluginMana
     issues += validate_top(cfg, registries.sections)
     issues += validate_capabilities(cfg, profile, registries.sections)
     issues += validate_system(cfg, limits)
-    issues += validate_interfaces(cfg, registries.sources)
+    issues += validate_interfaces(cfg, registries.sources, claimed_family_keys(registries.sections))
     issues += validate_firewall(cfg.data, registries.actions)
     for plugin, result in call_each(pm, "flowplane_config_validate", config=cfg, limits=limits,
                                     registries=registries.view()):
@@ -127,7 +131,15 @@ def validate_system(cfg: Config, limits: Limits) -> list[ConfigIssue]:
                 issues += check_str(logc["format"], p + ("log", "format"), ("auto", "json", "console"))
     return issues
 
-def validate_interfaces(cfg: Config, sources: Registry[SourceType]) -> list[ConfigIssue]:
+def claimed_family_keys(sections: SectionRegistry) -> tuple[str, ...]:
+    """Keys plugins claimed under ``interfaces IF family FAM`` (section claims ``"interfaces family KEY"``)."""
+    n = len(FAMILY_CLAIM)
+    return tuple(sorted(w.split()[n] for w in sections
+                        if tuple(w.split()[:n]) == FAMILY_CLAIM and len(w.split()) == n + 1))
+
+
+def validate_interfaces(cfg: Config, sources: Registry[SourceType],
+                        family_claims: tuple[str, ...] = ()) -> list[ConfigIssue]:
     ifaces = cfg.get("interfaces")
     issues = check_mapping(ifaces, ("interfaces",), "interface name -> settings")
     if not isinstance(ifaces, dict):
@@ -166,7 +178,7 @@ def validate_interfaces(cfg: Config, sources: Registry[SourceType]) -> list[Conf
             if not isinstance(fsec, dict):
                 issues.append(ConfigIssue(fp, f"expected a mapping like {{filter: {{input: NAME}}}}, got {fsec!r}"))
                 continue
-            issues += check_keys(fsec, ("filter",), fp)
+            issues += check_keys(fsec, FAMILY_KEYS + family_claims, fp)
             filt = fsec.get("filter")
             issues += check_mapping(filt, fp + ("filter",), "input / output -> filter name")
             if not isinstance(filt, dict):

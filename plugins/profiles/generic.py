@@ -7,7 +7,8 @@ PROFILE = HardwareProfile(
     description="Linux server, software data path (default)",
     limits={},  # every limit at its declared default
     capabilities=frozenset({"sampling", "inline-monitoring", "port-mirroring", "flow-collector",
-                            "discard-accounting", "dynamic-flow-capture", "twamp"}),
+                            "discard-accounting", "dynamic-flow-capture", "twamp", "rfc2544",
+                            "video-monitoring"}),
 )
 
 

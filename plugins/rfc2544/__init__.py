@@ -16,8 +16,14 @@ from .service import PLUGIN_OBJECT, Rfc2544Service
 
 
 @hookimpl
+def flowplane_register_capabilities(register):
+    register("rfc2544", "services rpm rfc2544-benchmarking: RFC 2544 initiator and reflector")
+
+
+@hookimpl
 def flowplane_register_config_sections(register):
-    register("services rpm rfc2544-benchmarking", "RFC 2544 benchmarking tests: initiator and reflector")
+    register("services rpm rfc2544-benchmarking", "RFC 2544 benchmarking tests: initiator and reflector",
+             capability="rfc2544")
 
 
 @hookimpl

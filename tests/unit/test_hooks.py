@@ -16,6 +16,8 @@ from flowplane.profiles import HardwareProfile
 from flowplane.service import Service
 from flowplane.sources import SourceType
 from flowplane.stats import Counters
+from flowplane.testing import write_pcap
+from frames import eth_ipv4_tcp, eth_ipv4_udp, arp
 
 
 class ListSource:
@@ -256,6 +258,22 @@ def test_hook_register_config_sections(make_app):
     assert errors[0].startswith("<config>: forwarding-options thin: no enabled plugin handles 'forwarding-options thin' "
                                 "(did you mean 'thing'?); known: ")
     assert "thing" in errors[0].split("known: ")[1].split(", ")
+
+
+def test_register_config_sections_claims_a_key_under_interface_families(make_app, tmp_path):
+    class Claim:
+        @hookimpl
+        def flowplane_register_config_sections(self, register):
+            register("interfaces family watch-flows", "flows to watch")
+
+    pcap = write_pcap(str(tmp_path / "e.pcap"), [])
+    iface = {"cap": {"source": "pcap", "file": pcap, "family": {"inet": {"watch-flows": {"f": {}}}}}}
+    app = make_app({}, plugins=[(Claim(), "claim")])
+    assert "watch-flows" in app.claimed_family_keys() and "filter" not in app.claimed_family_keys()
+    assert app.validate(Config({"interfaces": iface})) == []
+    iface["cap"]["family"]["inet"] = {"watch-flowz": {}}
+    [error] = app.validate(Config({"interfaces": iface}))
+    assert "interfaces cap family inet watch-flowz: unknown key 'watch-flowz' (did you mean 'watch-flows'?)" in error
 
 
 def test_hook_register_capabilities(make_app):
