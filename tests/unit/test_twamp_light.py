@@ -1,5 +1,5 @@
 """TWAMP Light (RFC 5357 appendix I): config, reflection rules, client <-> reflector over IPv4 and IPv6,
-a replay of the twampy sender from ``twl.pcapng`` checked against the twampy responder's replies, garbage."""
+garbage (the twampy capture replayed: tests/interop/test_twamp_captures.py)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""TWAMP config validation, wire round trips, and the tshark dissector check of a real exchange."""
+"""TWAMP config validation, wire round trips, and a recorded exchange re-parsed (tshark's view: tests/interop)."""
 
 from __future__ import annotations
 
