@@ -256,10 +256,6 @@ def test_scale_counts_multiplies_by_the_sampling_interval():
     assert sorted(got["packets"].tolist()) == sorted((recs.data["packets"] * 100).tolist())
 
 
-# ---------------------------------------------------------------------------
-# nfcapd accepts the re-exported stream
-
-
 def test_show_lists_files_and_forwarders(make_app, tmp_path):
     app = make_app({"services": {"flow-collector": {
         "listen": [{"address": "127.0.0.1", "port": 0}],

@@ -22,9 +22,10 @@ from flowplane.plugins.collector.collector import Collector
 from flowplane.plugins.collector.config import CollectorConfig, Listen, parse
 from flowplane.plugins.collector.output import FileWriter, Rotate
 from flowplane.plugins.encoders import ipfix
-from flowplane.testing import free_port, plugin_registries, serve
+from flowplane.testing import free_port, plugin_registries, serve, wait_until
 
 from test_collector import T0, sample_records
+from udpsock import udp_drained
 
 STAMPED = re.compile(r"\.(\d{14})(?:\.(\d+))?$")
 
@@ -326,8 +327,8 @@ def test_collect_cli_msgpack_and_summary(tmp_path):
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
             for d in dgrams:
                 s.sendto(d, ("127.0.0.1", port))
-                time.sleep(0.001)
-        time.sleep(0.3)
+                time.sleep(0.001)  # pacing: stay below the receive buffer
+        wait_until(lambda: udp_drained(port), what="the collector to read every datagram")
     finally:
         p.send_signal(signal.SIGTERM)
         out, err = p.communicate(timeout=30)

@@ -39,7 +39,7 @@ async def test_tcp_idle_timeout_closes_a_silent_exporter(make_app):
         with trio.fail_after(5):
             for _ in range(6):  # the busy one keeps talking more often than the timeout
                 await busy.send_all(msgs[0])
-                await trio.sleep(0.1)
+                await trio.sleep(0.1)  # pacing: well inside the 0.3 s idle timeout
             assert await silent.receive_some(10) == b""  # closed by the collector
         assert lst.idle_closed == 1 and c.counters["tcp-idle-closed"] == 1
         assert len(lst.connections) == 1  # the busy exporter is still connected

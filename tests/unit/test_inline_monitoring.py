@@ -17,7 +17,7 @@ from flowplane.decode import decode
 from flowplane.plugins.inline_monitoring import encoder as enc
 from flowplane.plugins.inline_monitoring.engine import PLUGIN_OBJECT, pick
 from flowplane.sampling import Sampler
-from flowplane.testing import write_pcap
+from flowplane.testing import wait_until_async, write_pcap
 from frames import eth, eth_ipv4_udp, ipv4, udp
 
 # ---------------------------------------------------------------------------
@@ -365,16 +365,16 @@ async def test_reload_sends_templates_at_once_and_keeps_counters(make_app, tmp_p
     service = Service(app, control=False)
     nursery.start_soon(service.serve)
     await service.ready.wait()
-    await trio.sleep(0.1)
-    first = sink.drain()
+    first = await wait_until_async(sink.drain, what="the first templates")
     assert first and first[0]["templates"] and first[0]["options"] == [{144: 5, 34: 1}]
     obj = app.pm.get_plugin(PLUGIN_OBJECT)
+    await wait_until_async(lambda: obj.snapshot()["instances"][0]["collectors"][0]["records_exported"])
+    first += sink.drain()  # the record's datagram, if it came after the templates
     records_before = obj.snapshot()["instances"][0]["collectors"][0]["records_exported"]
     assert records_before == 1  # the pcap's one packet
     path.write_text(text.replace("observation-domain-id: 5", "observation-domain-id: 6"))
     assert await service.reload()
-    await trio.sleep(0.1)
-    after = sink.drain()
+    after = await wait_until_async(sink.drain, what="the new instance's templates")
     assert after[0]["templates"] and after[0]["domain"] == 6 and after[0]["options"] == [{144: 6, 34: 1}]
     new = app.pm.get_plugin(PLUGIN_OBJECT)
     assert new is not obj
