@@ -19,7 +19,7 @@ from flowplane.plugins.twamp import wire
 from flowplane.plugins.twamp.client import run_light
 from flowplane.plugins.twamp.config import LightConfig, parse
 from flowplane.plugins.twamp.light import LightReflector, format_status
-from flowplane.testing import free_port, serve
+from flowplane.testing import free_port, serve, wait_until_async
 
 
 def _have_ipv6() -> bool:
@@ -148,7 +148,7 @@ async def test_light_client_reflector_loopback(host, mode):
         # a second client (new source port): stateless copies its seq, per-sender starts again at 0
         res2 = await run_light(host, r.bound[1], count=5, interval_ms=1, wait=2.0)
         assert [s.reflector_seq for s in res2.samples] == list(range(5))
-        await trio.sleep(0.02)
+        await wait_until_async(lambda: r.counters["reflected"] == 45)  # counted once sendto returned
         st = r.status()
         assert r.counters["received"] == r.counters["reflected"] == 45
         assert sorted((s["received"], s["reflected"]) for s in st["senders"]) == [(5, 5), (40, 40)]
@@ -187,7 +187,7 @@ async def test_malformed_over_the_wire_counted_and_reflector_keeps_going():
             with trio.fail_after(2):
                 data = await sock.recv(2048)
         assert wire.unpack_reflector(data).sender_seq == 1
-        await trio.sleep(0.02)
+        await wait_until_async(lambda: r.counters["reflected"] == 1)  # counted once sendto returned
         assert r.counters["dropped-short"] == 3 and r.counters["reflected"] == 1 and r.counters["received"] == 4
 
     await _with_reflector(LightConfig(port=0, address="127.0.0.1", mode="per-sender"), body)
@@ -203,7 +203,7 @@ async def test_light_reflector_in_the_service_and_show(make_app):
             assert light is not None and light.bound[0] == "127.0.0.1"
             st = (await run_light("127.0.0.1", light.bound[1], count=10, interval_ms=1)).stats()
             assert st["received"] == 10
-            await trio.sleep(0.02)
+            await wait_until_async(lambda: light.counters["reflected"] == 10)  # counted once sendto returned
             cmd, rest = app.registries.commands.resolve(["show", "services", "rpm", "twamp", "server", "light"])
             data = cmd.fn(app, rest)
             assert data["mode"] == "stateless" and data["counters"]["reflected"] == 10
