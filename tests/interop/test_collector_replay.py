@@ -29,8 +29,7 @@ from flowplane.plugins.collector.pcap import udp_payloads
 from flowplane.service import Service
 from flowplane.testing import free_port
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
-from test_collector import EXPECTED, corpus_groups, needs_corpus  # noqa: E402
+from corpus import EXPECTED, corpus_groups, needs_corpus
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE = REPO / "etc" / "samples" / "sample.pcap"

@@ -17,7 +17,7 @@ from flowplane.config import Config
 from flowplane.control import ControlServer
 from flowplane.firewall_config import parse_firewall
 from flowplane.service import Service
-from flowplane.testing import serve, write_pcap
+from flowplane.testing import serve, wait_until_async, write_pcap
 from frames import eth_ipv4_tcp, eth_ipv4_udp, eth_ipv6_tcp
 from test_passive_monitoring import _v5_records
 
@@ -372,8 +372,8 @@ async def test_reload_flushes_the_old_groups_once(make_app, tmp_path):
 
     async with serve(app) as service:
         await service.pipeline.finite_done.wait()
-        await trio.sleep(0.1)
         old = app.pm.get_plugin("flow-monitor")
+        await wait_until_async(lambda: sum(len(c) for c in old.accounting["acc1"].caches.values()) == 8)
         assert sum(len(c) for c in old.accounting["acc1"].caches.values()) == 8
         assert await drain() == []  # 600 s timeouts: nothing exported yet
         text = open(cfg.path).read().replace("flow-active-timeout: 600", "flow-active-timeout: 300")

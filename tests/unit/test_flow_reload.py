@@ -6,7 +6,7 @@ from __future__ import annotations
 import trio
 
 from flowplane.config import Config
-from flowplane.testing import serve, write_pcap
+from flowplane.testing import serve, wait_until_async, write_pcap
 from frames import eth_ipv4_udp
 from test_flow_monitoring import _ipfix_records
 
@@ -55,8 +55,8 @@ async def test_reload_flushes_old_engine_and_starts_new_exporters(make_app, tmp_
     app = make_app(Config.load(str(path)))
     async with serve(app) as service:
         await service.pipeline.finite_done.wait()
-        await trio.sleep(0.1)
         old = app.pm.get_plugin("flow-monitor")
+        await wait_until_async(lambda: sum(len(c) for e in old.engines.values() for c in e.caches.values()) == 40)
         assert sum(len(c) for e in old.engines.values() for c in e.caches.values()) == 40
         before = await _drain(sink)  # the first templates/options only: flows are still cached
         assert _ipfix_records(before)[0] == 0
@@ -69,8 +69,9 @@ async def test_reload_flushes_old_engine_and_starts_new_exporters(make_app, tmp_
         assert _ipfix_records(flushed)[0] == 40  # the old caches were exported, once
         assert old.engines["(default sampling)"].counters["flows_shutdown"] == 40
 
-        await trio.sleep(1.2)  # the new engine's timer ticks: its exporter sends its templates (domain 2)
-        fresh = await _drain(sink)
+        with trio.fail_after(5):  # the new engine's timer ticks: its exporter sends its templates (domain 2)
+            fresh = [await sink.recv(65535)]
+        fresh += await _drain(sink)
         assert fresh and all(int.from_bytes(d[12:16], "big") == 2 for d in fresh)
         await service.stop()
     assert new.engines["(default sampling)"].counters["flows_shutdown"] == 0  # nothing counted twice

@@ -1,13 +1,11 @@
-"""Inline monitoring: record encoding (checked by an independent parser and by tshark), the engine on
+"""Inline monitoring: record encoding (checked by an independent parser; by tshark in tests/interop), the engine on
 real loopback sockets (sampling counts, interfaces, loop guard, sequence numbers), the template /
 options schedule under a virtual clock, reload, and the show / clear commands."""
 
 from __future__ import annotations
 
-import shutil
 import socket
 import struct
-import subprocess
 
 import numpy as np
 import pytest
@@ -19,7 +17,7 @@ from flowplane.decode import decode
 from flowplane.plugins.inline_monitoring import encoder as enc
 from flowplane.plugins.inline_monitoring.engine import PLUGIN_OBJECT, pick
 from flowplane.sampling import Sampler
-from flowplane.testing import write_pcap
+from flowplane.testing import wait_until_async, write_pcap
 from frames import eth, eth_ipv4_udp, ipv4, udp
 
 # ---------------------------------------------------------------------------
@@ -160,32 +158,6 @@ def test_systematic_sampling_is_exact_across_batches():
         base += n
     assert picked == list(range(6, base, 7))
     assert pick(Sampler(1), 5) is None  # 1 in 1: everything, no index work
-
-
-@pytest.mark.peer
-@pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark not installed")
-def test_tshark_decodes_the_records(tmp_path):
-    frames = frames_of([64, 300, 1000])
-    recs = _records(frames, 256, iface=4)
-    s = enc.Session(template_id=1024, option_template_id=1025, observation_domain_id=2, sampling_interval=100)
-    msgs = [s.control_message(templates=True, options=True)] + s.data_messages(enc.pack_sets(recs, 1024, 1472))
-    pcap = write_pcap(str(tmp_path / "ipfix.pcap"), [eth(payload=ipv4(17, udp(40000, 4739, m))) for m in msgs])
-    out = subprocess.run(["tshark", "-r", pcap, "-d", "udp.port==4739,cflow", "-T", "fields", "-E", "separator=|",
-                          "-e", "cflow.template_ipfix_field_type", "-e", "cflow.template_field_length",
-                          "-e", "cflow.flow_exporter", "-e", "cflow.sampling_interval", "-e", "cflow.od_id",
-                          "-e", "cflow.inputint", "-e", "cflow.outputint", "-e", "cflow.direction",
-                          "-e", "cflow.data_link_frame_size", "-e", "cflow.data_link_frame_section"],
-                         capture_output=True, text=True, timeout=60, check=True).stdout.splitlines()
-    rows = [line.split("|") for line in out]
-    types, lengths, exporter, interval, od = rows[0][:5]
-    # data template, then the options template (scope exportingProcessId, then samplingInterval)
-    assert types.split(",") == ["10", "14", "61", "312", "315", "144", "34"]
-    assert lengths.split(",") == ["4", "4", "1", "2", "65535", "4", "4"]
-    assert (exporter, interval, od) == ("2", "100", "2")
-    _, _, _, _, od, ins, outs, dirs, sizes, sections = rows[1]
-    assert od == "2" and ins == "4,4,4" and outs == "0,0,0" and dirs == "0,0,0"
-    assert [int(x) for x in sizes.split(",")] == [64, 300, 1000]
-    assert [bytes.fromhex(x) for x in sections.split(",")] == [f[:256] for f in frames]
 
 
 # ---------------------------------------------------------------------------
@@ -393,16 +365,16 @@ async def test_reload_sends_templates_at_once_and_keeps_counters(make_app, tmp_p
     service = Service(app, control=False)
     nursery.start_soon(service.serve)
     await service.ready.wait()
-    await trio.sleep(0.1)
-    first = sink.drain()
+    first = await wait_until_async(sink.drain, what="the first templates")
     assert first and first[0]["templates"] and first[0]["options"] == [{144: 5, 34: 1}]
     obj = app.pm.get_plugin(PLUGIN_OBJECT)
+    await wait_until_async(lambda: obj.snapshot()["instances"][0]["collectors"][0]["records_exported"])
+    first += sink.drain()  # the record's datagram, if it came after the templates
     records_before = obj.snapshot()["instances"][0]["collectors"][0]["records_exported"]
     assert records_before == 1  # the pcap's one packet
     path.write_text(text.replace("observation-domain-id: 5", "observation-domain-id: 6"))
     assert await service.reload()
-    await trio.sleep(0.1)
-    after = sink.drain()
+    after = await wait_until_async(sink.drain, what="the new instance's templates")
     assert after[0]["templates"] and after[0]["domain"] == 6 and after[0]["options"] == [{144: 6, 34: 1}]
     new = app.pm.get_plugin(PLUGIN_OBJECT)
     assert new is not obj

@@ -1,20 +1,16 @@
 """pcap / pcapng replay source: every byte, length and timestamp, damage, pacing.
 
 Files are written here with :mod:`struct`, so the expected values are known
-exactly.  Corpus files are cross-checked against ``capinfos`` / ``tshark``
-(marked ``peer``; skipped when Wireshark's tools are not installed).
+exactly.  The corpus files are cross-checked against ``capinfos`` / ``tshark`` in
+tests/interop/test_pcapfile_corpus.py.
 """
 
 from __future__ import annotations
 
-import glob
 import importlib
 import importlib.util
 import os
-import shutil
 import struct
-import subprocess
-from decimal import Decimal
 
 import numpy as np
 import pytest
@@ -43,10 +39,6 @@ def _load_source_module(name: str):
 
 pcapfile = _load_source_module("pcapfile")
 PcapSource, validate = pcapfile.PcapSource, pcapfile.validate
-
-from corpus import FLOWS  # noqa: E402  (../shared/corpus beside the repo)
-
-CORPUS = str(FLOWS)
 
 
 # ---------------------------------------------------------------------------
@@ -491,41 +483,3 @@ def test_registered_through_hookimpl():
     assert st.factory is PcapSource and st.validate is validate
     assert set(st.keys) == {"file", "speed", "loop", "batch-size"}
     assert not st.capabilities
-
-
-# ---------------------------------------------------------------------------
-# corpus, cross-checked with Wireshark's tools
-# ---------------------------------------------------------------------------
-CORPUS_FILES = sorted(glob.glob(f"{CORPUS}/*.pcap") + glob.glob(f"{CORPUS}/*.pcapng"))
-
-
-@pytest.mark.peer
-@pytest.mark.skipif(not shutil.which("capinfos"), reason="capinfos (wireshark-common) not installed")
-@pytest.mark.skipif(not CORPUS_FILES, reason="no corpus files")
-@pytest.mark.parametrize("path", CORPUS_FILES, ids=os.path.basename)
-def test_corpus_packet_counts_match_capinfos(path):
-    out = subprocess.run(["capinfos", "-M", "-c", path], capture_output=True, text=True, timeout=60).stdout
-    line = next(l for l in out.splitlines() if "Number of packets" in l)
-    expected = int(line.split(":", 1)[1].strip())
-    src = PcapSource(ctx(path, ctx_batch=256))
-    assert sum(len(b) for b in src.batches()) == expected
-    assert src.counters.drops == {}
-
-
-SMALL_CORPUS = [p for p in CORPUS_FILES if os.path.getsize(p) < 100_000]
-
-
-@pytest.mark.peer
-@pytest.mark.skipif(not shutil.which("tshark"), reason="tshark not installed")
-@pytest.mark.parametrize("path", SMALL_CORPUS, ids=os.path.basename)
-def test_corpus_lengths_and_times_match_tshark(path):
-    out = subprocess.run(
-        ["tshark", "-n", "-r", path, "-T", "fields", "-e", "frame.len", "-e", "frame.cap_len", "-e", "frame.time_epoch"],
-        capture_output=True, text=True, timeout=60,
-    ).stdout
-    rows = [l.split("\t") for l in out.splitlines() if l.strip()]
-    src = PcapSource(ctx(path, ctx_batch=256))
-    _, caps, wls, tss, _, _ = collect(src)
-    assert wls == [int(r[0]) for r in rows]
-    assert caps == [int(r[1]) for r in rows]
-    assert tss == [int(Decimal(r[2]) * 1_000_000_000) for r in rows]

@@ -268,7 +268,7 @@ async def test_collector_restart_mid_stream_resends_templates_and_continues(nurs
         col.stop()
         await wait_until_async(lambda: t.counters["disconnects"] == 1)
         t.send_nowait([msg(b"D", i, 500) for i in range(50, 80)])  # while the collector is away
-        await trio.sleep(0.1)
+        await trio.sleep(0.1)  # the collector stays away a moment: time passing on purpose, nothing to wait for
         col2 = await Collector(port=port).start(nursery)
         assert await col2.wait_messages(0, 32) == T2 + D(range(50, 80))
         t.send_nowait([msg(b"D", i, 500) for i in range(80, 100)])
