@@ -17,6 +17,7 @@ by reason (``rate_limit``, the transports' ``queue_full`` / ``refused`` / ``not_
 from __future__ import annotations
 
 import time
+from collections import Counter
 from typing import Any
 
 import structlog
@@ -25,7 +26,7 @@ import trio
 from flowplane.api import SHUTDOWN_GRACE_S, Counters, Exporter, TransportOptions, flush_exporters, hookimpl
 
 from . import conntrack
-from .config import JflowLogConfig, SyslogHost, TemplateProfile, Collector
+from .config import Collector, JflowLogConfig, SyslogHost, TemplateProfile
 from .encoder import NatEncoder, NatEncoderOptions
 from .events import KINDS, NatEvent, classify
 from .netlink import CtMessage
@@ -292,7 +293,10 @@ class NatLogger:
     # -- show --------------------------------------------------------------------------------------
     def snapshot(self) -> dict:
         c, lc = self.counters, self.listener_counters
-        drops = [{"stage": s, "reason": r, "count": n} for (s, r), n in sorted(c.drops.items())]
+        table = Counter(c.drops)
+        for o in self.outputs:
+            table.update(o.exporter.transport.counters.drops)
+        drops = [{"stage": s, "reason": r, "count": n} for (s, r), n in sorted(table.items())]
         return {
             "events": {k: self.by_kind[k] for k in KINDS},
             "events_total": sum(self.by_kind[k] for k in KINDS),
@@ -306,8 +310,7 @@ class NatLogger:
                           "receive_buffer": self.listener.rcvbuf_effective},
             "resyncs": c["resyncs"], "resync_created": c["resync_created"], "resync_deleted": c["resync_deleted"],
             "resync_failures": c["resync_failures"], "sysctl_failures": c["sysctl_failures"],
-            "dropped": sum(c.drops.values()) + sum(sum(o.exporter.transport.counters.drops.values())
-                                                   for o in self.outputs),
+            "dropped": sum(table.values()),
             "drops": drops,
             "outputs": [o.snapshot() for o in self.outputs],
         }
