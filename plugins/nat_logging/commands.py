@@ -79,8 +79,7 @@ def format_collectors(d) -> str:
 
 def register(register_fn) -> None:
     register_fn("show services nat-logging statistics", show_statistics, formatter=format_statistics,
-                help="NAT events by type, exported, dropped, conntrack overruns and resyncs, per output",
-                report=True)
+                help="NAT events by type, exported, dropped, conntrack overruns and resyncs, per output")
     register_fn("show services nat-logging collectors", show_collectors,
                 formatter=lambda d: format_collectors(d) or "no outputs\n",
                 help="NAT log collectors and syslog hosts: events, messages, drops")
