@@ -57,6 +57,7 @@ def format_statistics(d) -> str:
         f"  {'Resyncs':<34}{d['resyncs']:>12}",
         f"    {'Sessions found created':<32}{d['resync_created']:>12}",
         f"    {'Sessions found deleted':<32}{d['resync_deleted']:>12}",
+        f"    {'Queued events already resynced':<32}{d['duplicates_after_resync']:>12}",
         f"    {'Dump failures':<32}{d['resync_failures']:>12}",
         f"  {'Dropped':<34}{d['dropped']:>12}   ({_drops(d['drops'])})",
     ]

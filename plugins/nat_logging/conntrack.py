@@ -92,6 +92,7 @@ class ConntrackListener:
         self.mask = groups(new=True, update=update, destroy=True)
         self.sock: socket.socket | None = None
         self.rcvbuf_effective = 0
+        self.overrun_pending = False
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         s = open_socket(self.mask, self.rcvbuf)
@@ -116,16 +117,17 @@ class ConntrackListener:
         batch: list[CtMessage] = []
         stats: dict = {}
         n = 0
-        overrun = False
+        empty = False
         while n < BATCH_MAX:
             try:
                 data = s.recv(RECV_SIZE)
             except BlockingIOError:
+                empty = True
                 break
             except OSError as exc:
                 if exc.errno == errno.ENOBUFS:
                     c.inc("overruns")
-                    overrun = True
+                    self.overrun_pending = True
                     continue
                 c.inc("recv_errors")
                 break
@@ -139,6 +141,9 @@ class ConntrackListener:
             c.inc("messages", len(batch))
             c.inc("batches")
             self.on_batch(batch)
-        if overrun:
+        if self.overrun_pending and empty:
+            # the queue is empty now, so the kernel has left its congested state: from here on every lost
+            # event is reported by a new ENOBUFS, and a dump taken now misses nothing unreported
+            self.overrun_pending = False
             self.on_overrun()
         return n

@@ -104,6 +104,7 @@ class NatLogger:
         self.generation = 0
         self.resync_requested = trio.Event()
         self._resync_destroyed: set | None = None
+        self.resync_deleted: set = set()  # keys of sessions the last resync logged as deleted
         self.started_ns = time.time_ns()
         self.listener = conntrack.ConntrackListener(self.handle, self.request_resync, counters=self.listener_counters,
                                                     rcvbuf=cfg.conntrack.receive_buffer,
@@ -165,13 +166,20 @@ class NatLogger:
                 continue
             key = _key(m)
             if ev.create:
+                if key in self.active:  # already logged by a resync that read it before this queued event
+                    c.inc("duplicates_after_resync")
+                    continue
                 self.generation += 1
                 self.active[key] = (ev, self.generation)
             else:
-                if self.active.pop(key, None) is None:
-                    c.inc("delete_without_create")
                 if destroyed is not None:
                     destroyed.add(key)
+                if self.active.pop(key, None) is None:
+                    if key in self.resync_deleted:  # a resync logged this delete already
+                        self.resync_deleted.discard(key)
+                        c.inc("duplicates_after_resync")
+                        continue
+                    c.inc("delete_without_create")
             events.append(ev)
         return self.emit(events)
 
@@ -235,9 +243,11 @@ class NatLogger:
                 ev.time_ms = now // 1_000_000 if not m.start_ns else ev.time_ms
                 created.append(ev)
         deleted: list[NatEvent] = []
+        self.resync_deleted = set()  # the delete events still queued in the socket for these are duplicates
         for key, (ev, gen) in list(self.active.items()):
             if gen <= mark and key not in seen:
                 del self.active[key]
+                self.resync_deleted.add(key)
                 deleted.append(_deleted(ev, now))
         if initial:
             self.counters.inc("sessions_at_start", len(self.active))
@@ -309,7 +319,7 @@ class NatLogger:
                           "overruns": lc["overruns"], "malformed": lc["malformed"], "recv_errors": lc["recv_errors"],
                           "receive_buffer": self.listener.rcvbuf_effective},
             "resyncs": c["resyncs"], "resync_created": c["resync_created"], "resync_deleted": c["resync_deleted"],
-            "resync_failures": c["resync_failures"], "sysctl_failures": c["sysctl_failures"],
+            "resync_failures": c["resync_failures"], "duplicates_after_resync": c["duplicates_after_resync"], "sysctl_failures": c["sysctl_failures"],
             "dropped": sum(table.values()),
             "drops": drops,
             "outputs": [o.snapshot() for o in self.outputs],
