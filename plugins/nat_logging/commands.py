@@ -42,7 +42,8 @@ def format_statistics(d) -> str:
     lines += [f"    {k:<32}{d['events'][k]:>12}" for k in KINDS]
     lines += [
         f"  {'Events exported':<34}{d['exported']:>12}",
-        f"  {'Events rate limited':<34}{d['rate_limited']:>12}" + (f"   (limit {d['rate_limit']}/s)" if d["rate_limit"] else ""),
+        f"  {'Events rate limited':<34}{d['rate_limited']:>12}"
+        + (f"   (limit {d['rate_limit']}/s)" if d["rate_limit"] else ""),
         f"  {'Sessions without NAT ignored':<34}{d['ignored_no_nat']:>12}",
         f"  {'Active translated sessions':<34}{d['active_sessions']:>12}",
         f"  {'Deletes without a create':<34}{d['delete_without_create']:>12}",

@@ -319,7 +319,8 @@ def parse(data: Any, registries: Any = None) -> tuple[JflowLogConfig | None, lis
                 issues.append(ConfigIssue(gp + ("collector",), f"collector {m!r} is not defined under "
                                           f"'services jflow-log collector'{suggest(str(m), list(collectors))}"))
         if len(members) > 8:
-            issues.append(ConfigIssue(gp + ("collector",), f"{len(members)} collectors exceeds the maximum 8 per group"))
+            issues.append(ConfigIssue(gp + ("collector",),
+                                      f"{len(members)} collectors exceeds the maximum 8 per group"))
         groups[name] = [str(m) for m in members]
     for name, body in _named(sec, "template-profile", SECTION, issues).items():
         p = _profile(name, body, SECTION + ("template-profile", name), groups, collectors, transports, issues)

@@ -219,7 +219,8 @@ class NatLogger:
         mark = self.generation
         self._resync_destroyed = set()
         try:
-            entries = await conntrack.dump(self.listener_counters, rcvbuf=max(self.cfg.conntrack.receive_buffer, 1 << 22))
+            entries = await conntrack.dump(self.listener_counters,
+                                           rcvbuf=max(self.cfg.conntrack.receive_buffer, 1 << 22))
         except OSError as exc:
             self.counters.inc("resync_failures")
             log.warning("conntrack_dump_failed", error=str(exc))
@@ -319,7 +320,8 @@ class NatLogger:
                           "overruns": lc["overruns"], "malformed": lc["malformed"], "recv_errors": lc["recv_errors"],
                           "receive_buffer": self.listener.rcvbuf_effective},
             "resyncs": c["resyncs"], "resync_created": c["resync_created"], "resync_deleted": c["resync_deleted"],
-            "resync_failures": c["resync_failures"], "duplicates_after_resync": c["duplicates_after_resync"], "sysctl_failures": c["sysctl_failures"],
+            "resync_failures": c["resync_failures"], "duplicates_after_resync": c["duplicates_after_resync"],
+            "sysctl_failures": c["sysctl_failures"],
             "dropped": sum(table.values()),
             "drops": drops,
             "outputs": [o.snapshot() for o in self.outputs],

@@ -211,10 +211,11 @@ def nla(typ: int, payload: bytes, *, nested: bool = False) -> bytes:
 
 
 def build_tuple(t: Tuple) -> bytes:
+    src, dst = socket.inet_pton(t.family, t.src), socket.inet_pton(t.family, t.dst)
     if t.family == socket.AF_INET:
-        ip = nla(CTA_IP_V4_SRC, socket.inet_pton(t.family, t.src)) + nla(CTA_IP_V4_DST, socket.inet_pton(t.family, t.dst))
+        ip = nla(CTA_IP_V4_SRC, src) + nla(CTA_IP_V4_DST, dst)
     else:
-        ip = nla(CTA_IP_V6_SRC, socket.inet_pton(t.family, t.src)) + nla(CTA_IP_V6_DST, socket.inet_pton(t.family, t.dst))
+        ip = nla(CTA_IP_V6_SRC, src) + nla(CTA_IP_V6_DST, dst)
     proto = nla(CTA_PROTO_NUM, bytes([t.proto]))
     if t.proto in (1, 58):
         proto += nla(CTA_PROTO_ICMP_ID if t.proto == 1 else CTA_PROTO_ICMPV6_ID, _U16.pack(t.sport))

@@ -34,7 +34,8 @@ from nat_netns import CLIENT, SERVER, NatTopology, make_nat_topology  # noqa: E4
 from flowplane.control import request  # noqa: E402
 
 SINK_PORT = 4739
-PLAIN_MASQUERADE = 'flush ruleset\ntable ip fpnat {\n chain post {\n  type nat hook postrouting priority srcnat;\n  oifname "r1" masquerade\n }\n}\n'
+PLAIN_MASQUERADE = ("flush ruleset\ntable ip fpnat {\n chain post {\n  type nat hook postrouting priority srcnat;\n"
+                    '  oifname "r1" masquerade\n }\n}\n')
 
 ULOGD_PLUGINS = "/usr/lib/x86_64-linux-gnu/ulogd"
 
@@ -282,7 +283,8 @@ def _row(r: dict) -> str:
         return "-" if v is None else str(v)
 
     offered = "max" if not r["offered_rate"] else f"{r['offered_rate']:.0f}"
-    return (f"{r['logger']:<10}{offered:>10}{r['created_per_s']:>10.0f}{r['truth']:>9}{r['creates']:>9}{r['deletes']:>9}"
+    return (f"{r['logger']:<10}{offered:>10}{r['created_per_s']:>10.0f}{r['truth']:>9}{r['creates']:>9}"
+            f"{r['deletes']:>9}"
             f"{r['create_eps']:>12.0f}{r['delete_eps']:>12.0f}{r['lost']:>7}{opt(r['overruns']):>9}"
             f"{opt(r['resyncs']):>8}{r['cpu_s']:>7.2f}")
 

@@ -5,7 +5,8 @@ Layout (TEST-NET addresses that exist only inside the namespaces)::
     client: c0 192.0.2.2/24, default via .1  <──veth──>  router: r0 192.0.2.1/24
     router: r1 198.51.100.1/24 (masquerade out of r1)   <──veth──>  server: s0 198.51.100.2/24
 
-The router forwards IPv4 and masquerades what leaves by ``r1`` (TCP and UDP to ports 50000-50999); flowplane runs in the router.
+The router forwards IPv4 and masquerades what leaves by ``r1`` (TCP and UDP to ports 50000-50999);
+flowplane runs in the router.
 All three namespaces (and with them the veth pairs and the nft table) are deleted at exit.
 """
 

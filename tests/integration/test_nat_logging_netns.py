@@ -5,8 +5,9 @@ another, RFC 5424 syslog to a third, all on the router's loopback.  The client o
 and TCP connections of known source ports through the NAT; ``conntrack -L`` (the kernel's own
 view, read independently) gives the translated address and port of each, and ``conntrack -D``
 ends them.  The test checks that every session's create and delete arrived with the right pre-
-and post-NAT addresses and ports, decoded by tshark (IPFIX and v9) and by ``flowplane collect``,
-and in the syslog lines.  A second test forces an ENOBUFS overrun (a tiny receive buffer and a
+and post-NAT addresses and ports, decoded by tshark (IPFIX and v9) by ``flowplane collect``
+and by nfdump ``-o nel`` (a profile with the ``cisco-nel`` numbering), and in the syslog lines.
+A second test forces an ENOBUFS overrun (a tiny receive buffer and a
 burst of flows) and checks that it is counted and followed by a resync that logs every session.
 """
 
@@ -27,7 +28,7 @@ from flowplane.control import request
 from nat_netns import CLIENT, ROUTER_OUT, SERVER, NatTopology, nat_topology  # noqa: F401  (a fixture)
 from netns import NotifySocket
 
-IPFIX_PORT, V9_PORT, SYSLOG_PORT = 4739, 2055, 5514
+IPFIX_PORT, V9_PORT, SYSLOG_PORT, NEL_PORT = 4739, 2055, 5514, 9995
 N_UDP, N_TCP = 5, 5
 
 SERVER_PROG = r"""
@@ -75,8 +76,14 @@ print("done", flush=True)
 """
 
 
-def _config(tmp: Path, *, receive_buffer: int | None = None, syslog: bool = True) -> str:
+def _config(tmp: Path, *, receive_buffer: int | None = None, syslog: bool = True, nel: bool = False) -> str:
     ct = f"\n    conntrack: {{receive-buffer: {receive_buffer}}}" if receive_buffer else ""
+    nl = f"""
+    collector nfcapd: {{destination-address: 127.0.0.1, destination-port: {NEL_PORT}}}
+    collector-group g-nel: {{collector: [nfcapd]}}
+    template-profile t-nel:
+      {{collector-group: g-nel, template-type: nat, version: ipfix, nat-event-numbering: cisco-nel}}""" \
+        if nel else ""
     sl = f"""
     syslog:
       host 127.0.0.1: {{port: {SYSLOG_PORT}, facility-override: local2, log-prefix: natlab}}""" if syslog else ""
@@ -101,7 +108,7 @@ services:
       template-type: nat
       version: v9
       refresh-rate: {{packets: 100, seconds: 60}}
-      observation-domain-id: 12{sl}{ct}
+      observation-domain-id: 12{nl}{sl}{ct}
 """
 
 
@@ -182,7 +189,7 @@ def _expected(table: dict, create: int, delete: int) -> set:
 class Run:
     """flowplane (and its peers) running in the router; stops everything on exit."""
 
-    def __init__(self, t: NatTopology, tmp: Path, config: str, *, capture: bool = True) -> None:
+    def __init__(self, t: NatTopology, tmp: Path, config: str, *, capture: bool = True, nfcapd: bool = False) -> None:
         self.t, self.tmp = t, tmp
         self.cfg = tmp / "flowplane.yaml"
         self.cfg.write_text(config)
@@ -190,6 +197,8 @@ class Run:
         self.jsonl = tmp / "collected.jsonl"
         self.procs: list[subprocess.Popen] = []
         self.capture = capture
+        self.nfcapd = nfcapd
+        self.nfcapd_dir = tmp / "nfcapd"
         self.sock = str(tmp / "control.sock")
 
     def __enter__(self) -> "Run":
@@ -206,6 +215,12 @@ class Run:
                                           "--output", f"jsonl:{self.jsonl}"], stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
         self.procs.append(self.collect)
+        if self.nfcapd:
+            self.nfcapd_dir.mkdir()
+            self.nfc = t.popen(t.router, ["nfcapd", "-w", str(self.nfcapd_dir), "-b", "127.0.0.1", "-p", NEL_PORT,
+                                          "-t", "3600"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            self.procs.append(self.nfc)
+            _wait_port(t, NEL_PORT)
         self.syslog = t.popen(t.router, [sys.executable, "-u", "-c", SYSLOG_SINK, str(SYSLOG_PORT)])
         self.procs.append(self.syslog)
         _wait_line(self.syslog.stdout, "ready")
@@ -229,11 +244,12 @@ class Run:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
-        self.collect.send_signal(signal.SIGTERM)
-        try:
-            self.collect.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            pass
+        for p in [self.collect] + ([self.nfc] if self.nfcapd else []):
+            p.send_signal(signal.SIGTERM)
+            try:
+                p.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                pass
         if self.capture:
             self.tshark.send_signal(signal.SIGINT)
             try:
@@ -252,8 +268,21 @@ class Run:
         out, _ = self.syslog.communicate(timeout=10)
         return [line for line in out.splitlines() if line.startswith("<")]
 
+    def nfdump_nel(self) -> set:
+        """(event, proto, src, sport, dst, dport, x-src, x-sport, x-dst, x-dport) from ``nfdump -o nel``."""
+        out = subprocess.run(["nfdump", "-R", str(self.nfcapd_dir), "-o", "nel", "-q"], capture_output=True,
+                             text=True, timeout=60, check=True).stdout
+        rows = set()
+        for m in re.finditer(r"(ADD|DELETE)\s+(\w+)\s+(\S+):(\d+)\s+->\s+(\S+):(\d+)\s+(\S+):(\d+)\s+->\s+(\S+):(\d+)",
+                             out):
+            ev, pr, s, sp, d, dp, xs, xsp, xd, xdp = m.groups()
+            rows.add((1 if ev == "ADD" else 2, {"TCP": 6, "UDP": 17}[pr], s, int(sp), d, int(dp), xs, int(xsp), xd,
+                      int(xdp)))
+        return rows
+
     def collected(self) -> list[dict]:
-        return [json.loads(line) for p in sorted(self.tmp.glob("collected.jsonl*")) for line in p.read_text().splitlines()]
+        return [json.loads(line) for p in sorted(self.tmp.glob("collected.jsonl*"))
+                for line in p.read_text().splitlines()]
 
 
 @pytest.mark.netns
@@ -262,7 +291,8 @@ class Run:
                     reason="needs tshark and conntrack (Debian tshark, conntrack)")
 def test_nat_sessions_logged_as_ipfix_v9_and_syslog(nat_topology, tmp_path):
     t = nat_topology
-    with Run(t, tmp_path, _config(tmp_path)) as run:
+    with Run(t, tmp_path, _config(tmp_path, nel=shutil.which("nfcapd") is not None),
+             nfcapd=shutil.which("nfcapd") is not None) as run:
         done = t.run(t.client, [sys.executable, "-c", CLIENT_PROG, SERVER, N_UDP, N_TCP])
         assert "done" in done.stdout
         table = _conntrack_nat(t)  # the kernel's view of each translation, read independently
@@ -276,6 +306,7 @@ def test_nat_sessions_logged_as_ipfix_v9_and_syslog(nat_topology, tmp_path):
         lines = run.syslog_lines()
     assert stats["events"]["nat44-session-create"] == n and stats["events"]["nat44-session-delete"] == n, stats
     assert stats["exported"] == 2 * n and stats["dropped"] == 0 and stats["conntrack"]["overruns"] == 0
+    assert len(stats["outputs"]) == (4 if run.nfcapd else 3)
     assert "nat44-session-create" in text and "Overruns (ENOBUFS)" in text and "IPFIX t-ipfix/ipfix-c" in text
 
     # tshark: IPFIX (RFC 8158 numbering 4/5) and v9, the same sessions
@@ -294,6 +325,10 @@ def test_nat_sessions_logged_as_ipfix_v9_and_syslog(nat_topology, tmp_path):
     assert got == _expected(table, 4, 5)
     domains = {r["domain"] for r in run.collected() if "natEvent" in r}
     assert domains == {11, 12}
+
+    # nfdump -o nel (Cisco NEL numbering: 1 ADD, 2 DELETE), when nfdump is installed
+    if run.nfcapd:
+        assert run.nfdump_nel() == _expected(table, 1, 2)
 
     # syslog: one RFC 5424 line per event, facility local2 (18) severity info (6) -> <150>
     assert len(lines) == 2 * n
