@@ -54,6 +54,7 @@ def format_statistics(d) -> str:
         f"    {'Overruns (ENOBUFS)':<32}{ct['overruns']:>12}",
         f"    {'Malformed messages':<32}{ct['malformed']:>12}",
         f"    {'Receive errors':<32}{ct['recv_errors']:>12}",
+        f"    {'Batches failed':<32}{ct['handler_errors']:>12}",
         f"    {'Receive buffer (bytes)':<32}{ct['receive_buffer']:>12}",
         f"  {'Resyncs':<34}{d['resyncs']:>12}",
         f"    {'Sessions found created':<32}{d['resync_created']:>12}",

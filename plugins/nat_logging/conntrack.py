@@ -80,7 +80,8 @@ async def dump(counters: Counters | None = None, *, rcvbuf: int = 1 << 22) -> li
 class ConntrackListener:
     """Conntrack events of this namespace -> ``on_batch(list[CtMessage])``; overruns -> ``on_overrun()``.
 
-    Counters: ``datagrams``, ``messages``, ``batches``, ``overruns``, ``malformed``, ``recv_errors``.
+    Counters: ``datagrams``, ``messages``, ``batches``, ``overruns``, ``malformed``, ``recv_errors``,
+    ``handler_errors`` (a batch ``on_batch`` failed on: counted, logged once, the listener goes on).
     """
 
     def __init__(self, on_batch: Callable[[list[CtMessage]], Any], on_overrun: Callable[[], Any], *,
@@ -140,7 +141,13 @@ class ConntrackListener:
         if batch:
             c.inc("messages", len(batch))
             c.inc("batches")
-            self.on_batch(batch)
+            try:
+                self.on_batch(batch)
+            except Exception as exc:  # a bug on one batch must not stop the listener: counted, logged once
+                c.inc("handler_errors")
+                c.drop("conntrack", "handler_error", len(batch))
+                if c["handler_errors"] == 1:
+                    log.error("nat_batch_failed", error=f"{type(exc).__name__}: {exc}", exc_info=True)
         if self.overrun_pending and empty:
             # the queue is empty now, so the kernel has left its congested state: from here on every lost
             # event is reported by a new ENOBUFS, and a dump taken now misses nothing unreported

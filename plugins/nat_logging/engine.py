@@ -305,6 +305,7 @@ class NatLogger:
     def snapshot(self) -> dict:
         c, lc = self.counters, self.listener_counters
         table = Counter(c.drops)
+        table.update(lc.drops)
         for o in self.outputs:
             table.update(o.exporter.transport.counters.drops)
         drops = [{"stage": s, "reason": r, "count": n} for (s, r), n in sorted(table.items())]
@@ -318,6 +319,7 @@ class NatLogger:
             "sessions_at_start": c["sessions_at_start"],
             "conntrack": {"datagrams": lc["datagrams"], "messages": lc["messages"], "batches": lc["batches"],
                           "overruns": lc["overruns"], "malformed": lc["malformed"], "recv_errors": lc["recv_errors"],
+                          "handler_errors": lc["handler_errors"],
                           "receive_buffer": self.listener.rcvbuf_effective},
             "resyncs": c["resyncs"], "resync_created": c["resync_created"], "resync_deleted": c["resync_deleted"],
             "resync_failures": c["resync_failures"], "duplicates_after_resync": c["duplicates_after_resync"],

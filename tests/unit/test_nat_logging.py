@@ -296,3 +296,39 @@ def test_show_without_the_section_says_so(make_app):
     app = make_app({})
     reply = show(app, "services", "nat-logging", "statistics")
     assert "not configured" in str(reply)
+
+
+def test_a_reload_keeps_counters_and_open_sessions(make_app, make_config):
+    app = make_app(make_config(_cfg()))
+    old = app.pm.get_plugin(PLUGIN_OBJECT)
+    old.handle([snat_msg(ct_id=1), snat_msg(ct_id=2, sport=40001)])
+    app.apply(app.build_graph(make_config(_cfg(version="v9"))))
+    new = app.pm.get_plugin(PLUGIN_OBJECT)
+    assert new is not old and new.outputs[0].kind == "v9"
+    assert new.snapshot()["events"]["nat44-session-create"] == 2 and len(new.active) == 2
+    new.handle([snat_msg(kind="destroy", ct_id=1)])
+    assert len(new.active) == 1 and new.counters["delete_without_create"] == 0
+
+
+def test_a_failing_batch_is_counted_and_the_listener_goes_on():
+    from flowplane.api import Counters
+    from flowplane.plugins.nat_logging.conntrack import ConntrackListener
+
+    got = []
+
+    def on_batch(batch):
+        got.append(len(batch))
+        if len(got) == 1:
+            raise RuntimeError("boom")
+
+    counters = Counters("t")
+    lst = ConntrackListener(on_batch, lambda: None, counters=counters)
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    a.setblocking(False)
+    lst.sock = a
+    b.send(nl.build_ct(snat_msg()))
+    lst.drain()
+    b.send(nl.build_ct(snat_msg()) + b"\x01\x02")
+    lst.drain()
+    assert got == [1, 1] and counters["handler_errors"] == 1 and counters.drops[("conntrack", "handler_error")] == 1
+    assert counters["messages"] == 2
