@@ -332,3 +332,14 @@ def test_a_failing_batch_is_counted_and_the_listener_goes_on():
     lst.drain()
     assert got == [1, 1] and counters["handler_errors"] == 1 and counters.drops[("conntrack", "handler_error")] == 1
     assert counters["messages"] == 2
+
+
+def test_structured_log_has_one_line_per_event(make_app, make_config):
+    from structlog.testing import capture_logs
+
+    app = make_app(make_config(_cfg(extra="    syslog: {structured-log: true}\n")))
+    with capture_logs() as logs:
+        app.pm.get_plugin(PLUGIN_OBJECT).handle([snat_msg(), snat_msg(kind="destroy")])
+    events = [e for e in logs if e["event"].startswith("nat44_session")]
+    assert [e["event"] for e in events] == ["nat44_session_create", "nat44_session_delete"]
+    assert events[0]["nat_source"] == "198.51.100.1:50001" and events[0]["source"] == "192.0.2.2:40000"
