@@ -41,6 +41,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "flow-capture",
     "rfc2544",
     "video-monitoring",
+    "nat-logging",
 )
 
 
