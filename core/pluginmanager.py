@@ -39,6 +39,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "inline-monitoring",
     "port-mirroring",
     "flow-capture",
+    "rpm",
 )
 
 
