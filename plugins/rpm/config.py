@@ -123,6 +123,12 @@ class TestConfig:
         return (self.owner, self.name)
 
     @property
+    def identity(self) -> tuple:
+        """What a probe measures: a reload that keeps it keeps the test's results (thresholds etc. may change)."""
+        return (self.probe_type, self.address, self.url, self.port, self.source_address, self.routing_instance,
+                self.data_size, self.data_fill, self.dscp, self.ttl)
+
+    @property
     def target(self) -> str:
         return self.url if self.url is not None else str(self.address)
 

@@ -3,7 +3,8 @@
 :class:`RpmService` is registered by ``flowplane_configure`` while any of them is configured.  Its background
 task runs one :class:`~.engine.TestRunner` per test (at most ``probe-limit`` tests at a time) and one
 :class:`~.server.ProbeServer` per ``probe-server`` protocol.  On a reload, a test whose configuration is
-unchanged keeps its results, history and threshold state.
+that still measures the same thing (type, target, source, payload, DSCP) keeps its results, history and
+threshold state; thresholds, intervals and sizes may change.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ class RpmService:
     def adopt(self, old: "RpmService") -> None:
         for key, runner in self.runners.items():
             prev = old.runners.get(key)
-            if prev is not None and prev.cfg == runner.cfg:
+            if prev is not None and prev.cfg.identity == runner.cfg.identity:
                 runner.adopt(prev)
 
     @hookimpl
