@@ -67,12 +67,15 @@ def format_collection(title: str, c: dict, extra: list[str] | None = None) -> li
     return lines
 
 
+TIMESTAMP_NOTE = {"kernel-rx": ", user-space send time", "user": ", user-space times"}
+
+
 def _probe_lines(p: dict) -> list[str]:
     status = {"response": "Response received", "timeout": "Request timed out"}.get(p["status"],
                                                                               f"Probe failed: {p['reason']}")
     lines = ["  Probe results:", f"    {status}", f"    Probe sent time: {when(p['sent'])}",
              f"    Probe rcvd/timeout time: {when(p['received'])}, No hardware timestamps"
-             + ("" if p["timestamp"] == "kernel" else ", user-space receive time")]
+             + TIMESTAMP_NOTE.get(p["timestamp"], "")]
     if p["status"] == "response":
         jitter = p["jitter"].get("rtt")
         lines.append(f"    Rtt: {_usec(p['rtt'])}" + (f", Round trip jitter: {jitter} usec" if jitter is not None else ""))

@@ -3,9 +3,12 @@ server, HTTP GET/HEAD.
 
 A :class:`Prober` serves one test: :meth:`Prober.open` makes its socket, :meth:`Prober.receive` (datagram types)
 runs beside the probes and hands every answer to the probe waiting for it, :meth:`Prober.probe` sends probe
-*seq* and returns its :class:`Outcome` within the probe timeout.  Send times are taken just before the send
-call (CLOCK_REALTIME); receive times are the kernel's (``SO_TIMESTAMPNS``), falling back to the clock on
-receipt when a socket gives none (``timestamp`` says which).
+*seq* and returns its :class:`Outcome` within the probe timeout.  Receive times are the kernel's
+(``SO_TIMESTAMPNS``); datagram probes also read the kernel's send time (``SO_TIMESTAMPING`` software transmit
+stamps on the error queue, matched by the OPT_ID send counter).  Where a stamp is missing the clock
+(CLOCK_REALTIME) just before send / on receipt stands in, and ``timestamp`` says so: ``kernel`` (both),
+``kernel-rx`` (receive only), ``user``.  TCP and HTTP probes time the exchange on the socket (kernel receive
+time for tcp-ping, the monotonic clock for HTTP).
 """
 
 from __future__ import annotations
@@ -46,11 +49,12 @@ class Outcome:
 
 
 class _Waiter:
-    __slots__ = ("event", "outcome")
+    __slots__ = ("event", "outcome", "tx")
 
     def __init__(self, outcome: Outcome) -> None:
         self.event = trio.Event()
         self.outcome = outcome
+        self.tx = 0  # the kernel's send time, once the error queue gave it
 
 
 class Prober:
@@ -90,9 +94,13 @@ class DatagramProber(Prober):
 
     datagram = True
 
+    shift_egress = True  # egress is T2 - T1 at full resolution: a kernel send time corrects it too
+
     def __init__(self, cfg: TestConfig, counters: dict) -> None:
         super().__init__(cfg, counters)
         self.waiting: dict[int, _Waiter] = {}
+        self.sends = 0  # the kernel's OPT_ID counter: one per successful send
+        self.tx_keys: dict[int, int] = {}  # send counter -> probe key
 
     def key(self, seq: int) -> int:
         return seq & 0xFFFF
@@ -107,7 +115,7 @@ class DatagramProber(Prober):
         """Match one received datagram to its waiting probe and fill the outcome."""
         raise NotImplementedError
 
-    def error(self, data: bytes, err: tuple[int, int, int, int], t: int) -> None:
+    def error(self, data: bytes, err: tuple, t: int) -> None:
         """An ICMP error from the error queue (IP_RECVERR): *data* is (the start of) what we sent."""
 
     def settle(self, key: int, t4: int, reason: str = "", **values) -> bool:
@@ -148,14 +156,37 @@ class DatagramProber(Prober):
                 self.count("send-errors")
                 o.status, o.reason, o.received = "error", exc.strerror or str(exc), time.time_ns()
                 return o
+            self.tx_keys[self.sends & 0xFFFFFFFF] = key
+            self.sends += 1
             with trio.move_on_after(self.cfg.probe_timeout):
                 await w.event.wait()
             if not w.event.is_set():
                 o.status, o.reason, o.received = "timeout", "timeout", time.time_ns()
+            elif o.ok:
+                self._drain_errors()  # the send time may still be on the error queue
+                self._kernel_send_time(w)
             return o
         finally:
             if self.waiting.get(key) is w:
                 del self.waiting[key]
+            if len(self.tx_keys) > 4096:
+                self.tx_keys.clear()
+
+    def _kernel_send_time(self, w: _Waiter) -> None:
+        """Replace the send time taken in user space by the kernel's, and the figures that depend on it."""
+        o = w.outcome
+        if not w.tx:
+            o.timestamp = "kernel-rx"
+            self.count("user-space-send-times")
+            return
+        shift = w.tx - o.sent
+        if shift < 0 or (o.rtt is not None and shift > o.rtt):
+            return  # not plausible: keep the user-space time
+        o.sent = w.tx
+        if o.rtt is not None:
+            o.rtt -= shift
+        if o.egress is not None and self.shift_egress:
+            o.egress -= shift
 
     async def receive(self) -> None:
         sock = self.sock
@@ -188,7 +219,12 @@ class DatagramProber(Prober):
             except OSError:
                 return
             err = wire.extended_error(anc)
-            if err is not None:
+            if err is not None and err[1] == wire.SO_EE_ORIGIN_TIMESTAMPING:
+                key = self.tx_keys.pop(err[4], None)
+                w = self.waiting.get(key) if key is not None else None
+                if w is not None:
+                    w.tx = wire.tx_time(anc)
+            elif err is not None:
                 self.count("icmp-errors")
                 try:
                     self.error(data, err, time.time_ns())
@@ -250,7 +286,7 @@ class IcmpProber(DatagramProber):
             self.count("late-or-unknown-answers")
 
     def error(self, data: bytes, err, t: int) -> None:
-        _errno, origin, kind, code = err
+        _errno, origin, kind, code, _ = err
         if origin not in (2, 3):  # SO_EE_ORIGIN_ICMP / ICMP6
             return
         if self.raw:  # raw sockets also get the ICMP error itself as a packet; answer() settles it
@@ -267,6 +303,8 @@ class IcmpProber(DatagramProber):
 class IcmpTimestampProber(IcmpProber):
     """icmp-ping-timestamp: ICMP timestamp request (type 13); one-way times in ms from the reply (type 14).
     Ping sockets carry echo only, so this needs a raw socket (CAP_NET_RAW)."""
+
+    shift_egress = False  # millisecond figures
 
     def open(self) -> None:
         c = self.cfg
@@ -329,7 +367,7 @@ class UdpProber(DatagramProber):
         self.settle(self.key(h.seq), t4, **one_way(w.outcome.sent, h, t4))
 
     def error(self, data: bytes, err, t: int) -> None:
-        _errno, origin, kind, code = err
+        _errno, origin, kind, code, _ = err
         h = wire.parse_rpm(data)
         if h is not None and origin in (2, 3):
             self.settle(self.key(h.seq), t, icmp_reason(origin == 3, kind, code))

@@ -58,6 +58,11 @@ def configure(sock: socket.socket, family: int, *, dscp: int = 0, ttl: int = 0, 
               recverr: bool = True) -> None:
     """Kernel receive timestamps, DSCP, TTL/hop limit, ICMP errors on the error queue, source address."""
     sock.setsockopt(socket.SOL_SOCKET, wire.SO_TIMESTAMPNS, 1)
+    if recverr:  # datagram probes: kernel send times too (read from the error queue)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, wire.SO_TIMESTAMPING, wire.TX_TIMESTAMPING)
+        except OSError:
+            pass  # the send time stays the clock just before send()
     if family == socket.AF_INET6:
         if dscp:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_TCLASS, dscp << 2)

@@ -158,6 +158,15 @@ def stamp_reply(data: bytes, t2_ns: int, t3_ns: int | None = None) -> bytes:
 # -- socket options Python 3.11 does not name (values from the Linux headers) ----------------------------------
 SO_TIMESTAMPNS = 35
 SCM_TIMESTAMPNS = SO_TIMESTAMPNS
+SO_TIMESTAMPING = 37
+SCM_TIMESTAMPING = SO_TIMESTAMPING
+SOF_TIMESTAMPING_TX_SOFTWARE = 1 << 1
+SOF_TIMESTAMPING_SOFTWARE = 1 << 4
+SOF_TIMESTAMPING_OPT_ID = 1 << 7
+SOF_TIMESTAMPING_OPT_TSONLY = 1 << 11
+TX_TIMESTAMPING = (SOF_TIMESTAMPING_TX_SOFTWARE | SOF_TIMESTAMPING_SOFTWARE | SOF_TIMESTAMPING_OPT_ID
+                   | SOF_TIMESTAMPING_OPT_TSONLY)  # kernel send times on the error queue, keyed by a send counter
+SO_EE_ORIGIN_TIMESTAMPING = 4
 IP_RECVERR = 11
 IPV6_RECVERR = 25
 TIMESPEC = struct.Struct("qq")
@@ -176,10 +185,20 @@ def kernel_time(ancdata) -> int:
 EXTENDED_ERR = struct.Struct("IBBBBII")  # ee_errno, origin, type, code, pad, info, data
 
 
-def extended_error(ancdata) -> tuple[int, int, int, int] | None:
-    """``(errno, origin, icmp type, icmp code)`` of an IP_RECVERR / IPV6_RECVERR cmsg."""
+def extended_error(ancdata) -> tuple[int, int, int, int, int] | None:
+    """``(errno, origin, icmp type, icmp code, data)`` of an IP_RECVERR / IPV6_RECVERR cmsg (data: the
+    OPT_ID send counter of a transmit timestamp)."""
     for level, kind, data in ancdata:
         if (level, kind) in ((0, IP_RECVERR), (41, IPV6_RECVERR)) and len(data) >= EXTENDED_ERR.size:
-            errno_, origin, etype, ecode, _, _, _ = EXTENDED_ERR.unpack_from(data)
-            return errno_, origin, etype, ecode
+            errno_, origin, etype, ecode, _, _, edata = EXTENDED_ERR.unpack_from(data)
+            return errno_, origin, etype, ecode, edata
     return None
+
+
+def tx_time(ancdata) -> int:
+    """The software transmit time (ns since the epoch) of an SCM_TIMESTAMPING cmsg, 0 when absent."""
+    for level, kind, data in ancdata:
+        if level == 1 and kind == SCM_TIMESTAMPING and len(data) >= TIMESPEC.size:
+            sec, nsec = TIMESPEC.unpack_from(data)
+            return sec * 1_000_000_000 + nsec
+    return 0
