@@ -49,8 +49,10 @@ class TestRunner:
     def count(self, what: str, n: int = 1) -> None:
         self.counters[what] = self.counters.get(what, 0) + n
 
-    async def run(self, limiter: trio.CapacityLimiter | None = None, tests: int = 0) -> None:
-        """Run tests until cancelled (or *tests* of them, when non-zero)."""
+    async def run(self, limiter: trio.CapacityLimiter | None = None, tests: int = 0, delay: float = 0.0) -> None:
+        """Run tests until cancelled (or *tests* of them, when non-zero), the first after *delay* seconds."""
+        if delay:
+            await trio.sleep(delay)
         done = 0
         while True:
             if limiter is not None:

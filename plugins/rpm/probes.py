@@ -260,6 +260,14 @@ class IcmpProber(DatagramProber):
         if not self.raw:  # a ping socket: the kernel puts its port in the identifier and matches replies on it
             self.sock.connect((c.address, 0))
             self.ident = self.sock.getsockname()[1]
+        else:
+            self._filter()
+
+    def _filter(self) -> None:
+        try:
+            sockets.attach_icmp_filter(self.sock, self.ident, self.v6)
+        except OSError:
+            self.count("socket-filter-errors")  # still correct, only slower with many tests
 
     def destination(self):
         return (self.cfg.address, 0) if self.raw else None
@@ -310,6 +318,7 @@ class IcmpTimestampProber(IcmpProber):
         c = self.cfg
         self.sock, self.raw = sockets.open_icmp(False, raw_only=True, dscp=c.dscp, ttl=c.ttl,
                                                 source=c.source_address, netns=c.routing_instance)
+        self._filter()
 
     def request(self, seq: int, now_ns: int) -> bytes:
         return wire.icmp_timestamp(self.ident, seq, wire.ms_since_midnight(now_ns))

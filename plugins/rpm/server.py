@@ -22,6 +22,7 @@ log = structlog.get_logger("flowplane.rpm")
 
 TCP_IDLE_S = 10.0
 MAX_TCP_CONNECTIONS = 256
+RCVBUF = 4 << 20  # asked for; the kernel caps it at net.core.rmem_max
 
 
 def _family(address: str) -> int:
@@ -53,6 +54,8 @@ class ProbeServer:
             if fam == socket.AF_INET6:
                 s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
             s.setsockopt(socket.SOL_SOCKET, wire.SO_TIMESTAMPNS, 1)
+            if kind == socket.SOCK_DGRAM:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)  # bursts of probes from many tests
             s.bind((self.cfg.address, self.cfg.port))
             s.setblocking(False)
         except OSError:

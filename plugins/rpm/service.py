@@ -1,7 +1,8 @@
 """The configured RPM probes and probe servers (``services rpm probe | probe-server | probe-limit``).
 
 :class:`RpmService` is registered by ``flowplane_configure`` while any of them is configured.  Its background
-task runs one :class:`~.engine.TestRunner` per test (at most ``probe-limit`` tests at a time) and one
+task runs one :class:`~.engine.TestRunner` per test (at most ``probe-limit`` tests at a time; the first tests
+start spread over up to a second so that many tests do not send in one burst) and one
 :class:`~.server.ProbeServer` per ``probe-server`` protocol.  On a reload, a test whose configuration is
 that still measures the same thing (type, target, source, payload, DSCP) keeps its results, history and
 threshold state; thresholds, intervals and sizes may change.
@@ -41,8 +42,10 @@ class RpmService:
         self.limiter = trio.CapacityLimiter(self.cfg.probe_limit)
         async with trio.open_nursery() as nursery:
             bound = [await nursery.start(s.run) for s in self.servers]
-            for runner in self.runners.values():
-                nursery.start_soon(runner.run, self.limiter)
+            n = len(self.runners)
+            for i, runner in enumerate(self.runners.values()):  # first tests spread out: no burst at start
+                spread = min(1.0, runner.cfg.probe_interval) * i / n
+                nursery.start_soon(runner.run, self.limiter, 0, spread)
             task_status.started(bound)
 
     # -- show -------------------------------------------------------------------------------------------------

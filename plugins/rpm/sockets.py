@@ -6,6 +6,7 @@ import ctypes
 import errno
 import os
 import socket
+import struct
 import threading
 
 from . import wire
@@ -48,6 +49,39 @@ def in_namespace(name: str | None, fn):
     if "error" in box:
         raise box["error"]
     return box["value"]
+
+
+SO_ATTACH_FILTER = 26
+_BPF = struct.Struct("HBBI")  # struct sock_filter: code, jt, jf, k
+
+
+def _bpf(program: list[tuple[int, int, int, int]]) -> tuple[ctypes.Array, bytes]:
+    buf = ctypes.create_string_buffer(b"".join(_BPF.pack(*ins) for ins in program))
+    return buf, struct.pack("HL", len(program), ctypes.addressof(buf))  # struct sock_fprog
+
+
+def attach_icmp_filter(sock: socket.socket, ident: int, v6: bool) -> None:
+    """A classic BPF filter on a raw ICMP socket: only messages with our identifier, and ICMP errors, are
+    queued to it.  Every raw socket sees every ICMP message; without the filter, N tests cost N x N."""
+    ident &= 0xFFFF
+    if v6:  # the data starts at the ICMPv6 header
+        program = [(0x28, 0, 0, 4),  # ldh [4]            identifier
+                   (0x15, 3, 0, ident),  # jeq ident -> accept
+                   (0x30, 0, 0, 0),  # ldb [0]            type
+                   (0x15, 1, 0, 1),  # destination unreachable -> accept
+                   (0x15, 0, 1, 3),  # time exceeded -> accept, else drop
+                   (0x06, 0, 0, 0xFFFF), (0x06, 0, 0, 0)]
+    else:  # the data starts at the IPv4 header
+        program = [(0xB1, 0, 0, 0),  # ldxb 4*([0]&0xf)   X = IP header length
+                   (0x48, 0, 0, 4),  # ldh [x+4]          identifier
+                   (0x15, 3, 0, ident),  # jeq ident -> accept
+                   (0x50, 0, 0, 0),  # ldb [x+0]          type
+                   (0x15, 1, 0, 3),  # destination unreachable -> accept
+                   (0x15, 0, 1, 11),  # time exceeded -> accept, else drop
+                   (0x06, 0, 0, 0xFFFF), (0x06, 0, 0, 0)]
+    buf, fprog = _bpf(program)
+    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
+    del buf
 
 
 def family_of(address: str) -> int:
