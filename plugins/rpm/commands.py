@@ -126,10 +126,7 @@ def format_probe_results(d: dict) -> str:
 
 
 def format_history(d: dict) -> str:
-    lines = []
-    for t in d["tests"]:
-        lines.append(f"    Owner, Test                 Probe received              Round trip time")
-        break
+    lines = ["    Owner, Test                 Probe received              Round trip time"] if d["tests"] else []
     for t in d["tests"]:
         name = f"{t['owner']}, {t['test']}"
         for p in t["probes"]:

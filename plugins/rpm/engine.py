@@ -13,7 +13,7 @@ import time
 import structlog
 import trio
 
-from .config import TestConfig
+from .config import HTTP_TYPES, PORT_TYPES, TestConfig
 from .events import ThresholdState
 from .probes import Outcome, make_prober
 from .results import Collection, TestResults
@@ -68,7 +68,8 @@ class TestRunner:
     def status(self) -> dict:
         c = self.cfg
         return {"owner": c.owner, "test": c.name, "probe_type": c.probe_type, "target": c.target,
-                "target_address": c.address, "url": c.url, "port": c.port if c.probe_type != "icmp-ping" else None,
+                "target_address": c.address, "url": c.url,
+                "port": c.port if c.probe_type in PORT_TYPES + HTTP_TYPES else None,
                 "source_address": c.source_address, "routing_instance": c.routing_instance,
                 "test_size": c.probe_count, "probe_interval": c.probe_interval, "test_interval": c.test_interval,
                 "probe_timeout": c.probe_timeout, "history_size": c.history_size,

@@ -13,6 +13,7 @@ time for tcp-ping, the monotonic clock for HTTP).
 
 from __future__ import annotations
 
+import ipaddress
 import random
 import socket
 import time
@@ -426,6 +427,7 @@ class TcpProber(Prober):
                             raise ConnectionResetError(0, "closed by the server")
                         if len(got) < wire.RPM_SIZE <= len(got) + len(data):
                             t4 = wire.kernel_time(anc) or 0
+                            o.timestamp = "kernel-rx"  # the send time is the clock just before send()
                             if not t4:
                                 t4, o.timestamp = time.time_ns(), "user"
                         got += data
@@ -473,7 +475,7 @@ class HttpProber(Prober):
 
     async def _address(self) -> str:
         try:
-            return str(__import__("ipaddress").ip_address(self.host))
+            return str(ipaddress.ip_address(self.host))
         except ValueError:
             infos = await trio.socket.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM)
             return infos[0][4][0]

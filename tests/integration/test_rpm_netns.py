@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -68,8 +69,8 @@ def path():
 def rpm(net, kind, target, *extra, ns=True) -> dict:
     argv = [FLOWPLANE, "rpm", kind, target, "--count", "10", "--interval", "0.05", "--timeout", "1", "--json",
             *extra]
-    r = net.run(net.ns_client, argv, check=False) if ns else __import__("subprocess").run(
-        argv, capture_output=True, text=True, timeout=60)
+    r = net.run(net.ns_client, argv, check=False) if ns else subprocess.run(argv, capture_output=True, text=True,
+                                                                             timeout=60)
     assert r.stdout, r.stderr
     return json.loads(r.stdout)
 
