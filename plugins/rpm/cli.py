@@ -28,7 +28,8 @@ def add_parser(subparsers) -> Any:
     sub = p.add_subparsers(dest="rpm_command", metavar="ping|udp|tcp|http|server")
     for kind in KINDS:
         c = sub.add_parser(kind, help=f"run one {kind} RPM test and print its results")
-        c.add_argument("target", metavar="URL" if kind == "http" else ("ADDRESS" if kind == "ping" else "ADDRESS[:PORT]"))
+        metavar = {"http": "URL", "ping": "ADDRESS"}.get(kind, "ADDRESS[:PORT]")
+        c.add_argument("target", metavar=metavar)
         c.add_argument("--count", type=int, default=5, help="probes in the test (1..15, default 5)")
         c.add_argument("--interval", type=float, default=1.0, help="seconds between probes (default 1)")
         c.add_argument("--timeout", type=float, default=3.0, help="seconds a probe waits for its answer (default 3)")

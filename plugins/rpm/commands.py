@@ -78,7 +78,8 @@ def _probe_lines(p: dict) -> list[str]:
              + TIMESTAMP_NOTE.get(p["timestamp"], "")]
     if p["status"] == "response":
         jitter = p["jitter"].get("rtt")
-        lines.append(f"    Rtt: {_usec(p['rtt'])}" + (f", Round trip jitter: {jitter} usec" if jitter is not None else ""))
+        lines.append(f"    Rtt: {_usec(p['rtt'])}"
+                     + (f", Round trip jitter: {jitter} usec" if jitter is not None else ""))
         if p["egress"] is not None:
             lines.append(f"    Egress time: {_usec(p['egress'])}, Ingress time: {_usec(p['ingress'])}")
         if p["interarrival"] is not None:

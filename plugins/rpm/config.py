@@ -309,7 +309,8 @@ def _target(t: TestConfig, sec, path, issues: list) -> None:
         except ValueError:
             parts = None
         if parts is None or parts.scheme != "http" or not parts.hostname:
-            issues.append(ConfigIssue(p + ("url",), f"expected a full http:// URL (https is not supported), got {url!r}"))
+            issues.append(ConfigIssue(p + ("url",),
+                                      f"expected a full http:// URL (https is not supported), got {url!r}"))
             return
         t.url = url
         t.port = port or 80

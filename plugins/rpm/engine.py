@@ -43,7 +43,8 @@ class TestRunner:
         """Keep what an unchanged test measured before a reload."""
         self.results = old.results
         self.results.resize(self.cfg.history_size, self.cfg.moving_average_size)
-        self.state.exceeded, self.state.counts, self.state.recent = old.state.exceeded, old.state.counts, old.state.recent
+        st = self.state
+        st.exceeded, st.counts, st.recent = old.state.exceeded, old.state.counts, old.state.recent
         self.counters, self.seq = old.counters, old.seq
 
     def count(self, what: str, n: int = 1) -> None:

@@ -54,7 +54,8 @@ class RpmService:
         if not out and (owner is not None or test is not None):
             owners = sorted({o for o, _ in self.runners})
             if owner is not None and owner not in owners:
-                raise KeyError(f"no probe owner {owner!r}{suggest(owner, owners)}; configured: {', '.join(owners) or 'none'}")
+                raise KeyError(f"no probe owner {owner!r}{suggest(owner, owners)}; "
+                               f"configured: {', '.join(owners) or 'none'}")
             tests = sorted({t for o, t in self.runners if owner is None or o == owner})
             raise KeyError(f"no test {test!r}{suggest(str(test), tests)}"
                            + (f" of owner {owner}" if owner else "") + f"; configured: {', '.join(tests) or 'none'}")

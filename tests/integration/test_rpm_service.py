@@ -83,7 +83,8 @@ async def test_every_type_in_the_service_and_the_show_commands(make_app, nursery
                 "icmp": fast(**{"probe-type": "icmp-ping", "target": {"address": "127.0.0.1"}}),
                 "udp": fast(**{"probe-type": "udp-ping", "target": {"address": "127.0.0.1"}, "destination-port": uport,
                                "history-size": 4, "moving-average-size": 2}),
-                "tcp": fast(**{"probe-type": "tcp-ping", "target": {"address": "127.0.0.1"}, "destination-port": tport})}},
+                "tcp": fast(**{"probe-type": "tcp-ping", "target": {"address": "127.0.0.1"},
+                               "destination-port": tport})}},
             "web": {"test": {"http": fast(**{"probe-type": "http-get",
                                              "target": {"url": f"http://127.0.0.1:{hport}/"}})}}}}}}
     app = make_app(config, plugins=[(rpm_plugin, "rpm")])

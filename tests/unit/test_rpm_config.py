@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import yaml
 
 from flowplane.cli import main
 from flowplane.plugins.rpm.config import parse

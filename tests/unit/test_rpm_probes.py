@@ -131,7 +131,8 @@ async def http_server(nursery, handler):
 async def ok_handler(req, stream):
     body = b"x" * 5000 if req.startswith(b"GET /") else b""
     status = b"404 Not Found" if b" /missing " in req else b"200 OK"
-    await stream.send_all(b"HTTP/1.1 " + status + b"\r\nContent-Length: 5000\r\nContent-Type: text/plain\r\n\r\n" + body)
+    head = b"HTTP/1.1 " + status + b"\r\nContent-Length: 5000\r\nContent-Type: text/plain\r\n\r\n"
+    await stream.send_all(head + body)
 
 
 async def test_http_get_and_metadata_get(nursery):
