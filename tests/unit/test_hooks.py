@@ -306,7 +306,7 @@ def test_hook_register_profiles(make_app):
     assert errors == ["<config>: system batch-size: 17 exceeds the maximum 16 (hardware profile limit max_batch)"]
 
 
-def test_hook_register_commands(make_app):
+def test_hook_register_control_commands(make_app):
     from flowplane.control import ControlServer
 
     class Cmd:
@@ -386,7 +386,7 @@ def test_hook_addhooks(make_app):
     assert app.pm.hook.widget_colour(name="w") == ["w:blue"]
 
 
-def test_hook_register_cli_commands(capsys):
+def test_hook_register_cli_subcommands(capsys):
     from flowplane.cli import main
 
     class Hello:
