@@ -167,6 +167,32 @@ def test_loss_equals_the_relays_drops(path, kind, match):
                                                    - r["all_tests"]["probes_received"]}) for r in runs)
 
 
+@pytest.mark.skipif(not shutil.which("tc"), reason="tc (iproute2) is not installed")
+def test_tbf_shaped_link_queueing_and_drops(path):
+    """tc tbf at 1 Mbit/s with a 15,000-octet queue on the client's link: a burst of 15 probes of 1,400 octets
+    every 2 ms queues (the RTT grows towards the queue's drain time) and overflows (lost probes equal the
+    qdisc's drop count exactly; the kernel refuses the send at once: ENOBUFS, thanks to IP_RECVERR)."""
+    net, relay = path
+    relay.set("both", delay_ms=0, loss=0, duplicate=0, reorder=0, match="udp")
+    dev = net.veth_c
+    net.run(net.ns_client, ["tc", "qdisc", "add", "dev", dev, "root", "tbf", "rate", "1mbit", "burst", "1600",
+                            "limit", "15000"])
+    try:
+        res = rpm(net, "udp", f"{net.addr_server}:{UDP}", "--count", "15", "--interval", "0.002", "--data-size",
+                  "1400", "--timeout", "1")
+        stats = net.run(net.ns_client, ["tc", "-s", "qdisc", "show", "dev", dev]).stdout
+    finally:
+        net.run(net.ns_client, ["tc", "qdisc", "del", "dev", dev, "root"], check=False)
+    dropped = int(re.search(r"dropped (\d+)", stats).group(1))
+    a = res["all_tests"]
+    assert dropped > 0 and a["probes_sent"] - a["probes_received"] == dropped, (a, stats)
+    rtt = a["measurements"]["rtt"]
+    per_packet_ms = 1442 * 8 / 1e6 * 1000  # 1,400 + 28 (IP, UDP) + 14 (Ethernet) octets at 1 Mbit/s
+    queue_ms = 15000 * 8 / 1e6 * 1000
+    assert rtt["max"] >= 4 * per_packet_ms * 1000  # the queue built up
+    assert rtt["max"] <= (queue_ms + 2 * per_packet_ms + 10) * 1000  # never more than a full queue drains
+
+
 def test_ping_socket_where_the_namespace_allows_it_and_routing_instance(path):
     net, relay = path
     relay.set("both", delay_ms=0, loss=0, duplicate=0, reorder=0, match="udp")
