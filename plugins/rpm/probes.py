@@ -4,8 +4,9 @@ server, HTTP GET/HEAD.
 A :class:`Prober` serves one test: :meth:`Prober.open` makes its socket, :meth:`Prober.receive` (datagram types)
 runs beside the probes and hands every answer to the probe waiting for it, :meth:`Prober.probe` sends probe
 *seq* and returns its :class:`Outcome` within the probe timeout.  Receive times are the kernel's
-(``SO_TIMESTAMPNS``); datagram probes also read the kernel's send time (``SO_TIMESTAMPING`` software transmit
-stamps on the error queue, matched by the OPT_ID send counter).  Where a stamp is missing the clock
+(``SO_TIMESTAMPNS``); datagram probes also read the kernel's send time (``SO_TIMESTAMPING`` TX_SCHED stamps:
+the packet entering the device queue, before any qdisc; read from the error queue, matched by the OPT_ID send
+counter).  Where a stamp is missing the clock
 (CLOCK_REALTIME) just before send / on receipt stands in, and ``timestamp`` says so: ``kernel`` (both),
 ``kernel-rx`` (receive only), ``user``.  TCP and HTTP probes time the exchange on the socket (kernel receive
 time for tcp-ping, the monotonic clock for HTTP).

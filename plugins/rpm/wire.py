@@ -160,12 +160,15 @@ SO_TIMESTAMPNS = 35
 SCM_TIMESTAMPNS = SO_TIMESTAMPNS
 SO_TIMESTAMPING = 37
 SCM_TIMESTAMPING = SO_TIMESTAMPING
-SOF_TIMESTAMPING_TX_SOFTWARE = 1 << 1
 SOF_TIMESTAMPING_SOFTWARE = 1 << 4
 SOF_TIMESTAMPING_OPT_ID = 1 << 7
+SOF_TIMESTAMPING_TX_SCHED = 1 << 8
 SOF_TIMESTAMPING_OPT_TSONLY = 1 << 11
-TX_TIMESTAMPING = (SOF_TIMESTAMPING_TX_SOFTWARE | SOF_TIMESTAMPING_SOFTWARE | SOF_TIMESTAMPING_OPT_ID
-                   | SOF_TIMESTAMPING_OPT_TSONLY)  # kernel send times on the error queue, keyed by a send counter
+# kernel send times on the error queue, keyed by a send counter.  TX_SCHED stamps the packet as it enters the
+# device's queueing layer (before the qdisc): time a shaped egress queue holds it counts, as it does for
+# ping; TX_SOFTWARE (at the driver) would hide it.
+TX_TIMESTAMPING = (SOF_TIMESTAMPING_TX_SCHED | SOF_TIMESTAMPING_SOFTWARE | SOF_TIMESTAMPING_OPT_ID
+                   | SOF_TIMESTAMPING_OPT_TSONLY)
 SO_EE_ORIGIN_TIMESTAMPING = 4
 IP_RECVERR = 11
 IPV6_RECVERR = 25

@@ -189,7 +189,7 @@ def test_tbf_shaped_link_queueing_and_drops(path):
     rtt = a["measurements"]["rtt"]
     per_packet_ms = 1442 * 8 / 1e6 * 1000  # 1,400 + 28 (IP, UDP) + 14 (Ethernet) octets at 1 Mbit/s
     queue_ms = 15000 * 8 / 1e6 * 1000
-    assert rtt["max"] >= 4 * per_packet_ms * 1000  # the queue built up
+    assert rtt["max"] >= 4 * per_packet_ms * 1000, (a, stats)  # the queue built up
     assert rtt["max"] <= (queue_ms + 2 * per_packet_ms + 10) * 1000  # never more than a full queue drains
 
 
