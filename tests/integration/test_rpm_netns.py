@@ -208,6 +208,56 @@ def test_ping_socket_where_the_namespace_allows_it_and_routing_instance(path):
     assert res["routing_instance"] == net.ns_client and res["all_tests"]["probes_received"] == 10
 
 
+def test_two_configured_instances_measure_one_way_times(path, tmp_path):
+    """``flowplane run`` in each namespace: the server's config has only a probe server, the client's the tests;
+    the client's one-way times come from the server's stamps; both read through ``flowplane show``."""
+    net, relay = path
+    relay.set("both", delay_ms=0, loss=0, duplicate=0, reorder=0, match="udp")
+    relay.set("s2c", delay_ms=10)  # on the way back only
+    srv_sock, cli_sock = tmp_path / "srv.sock", tmp_path / "cli.sock"
+    a = net.addr_server
+    server_cfg = {"system": {"control-socket": str(srv_sock)},
+                  "services": {"rpm": {"probe-server": {"udp": {"port": 50010}, "tcp": {"port": 50011}}}}}
+    test = {"probe-count": 5, "probe-interval": 0.02, "test-interval": 0.1, "probe-timeout": 1,
+            "target": {"address": a}}
+    client_cfg = {"system": {"control-socket": str(cli_sock)},
+                  "services": {"rpm": {"probe": {"far": {"test": {
+                      "u": {**test, "probe-type": "udp-ping-timestamp", "destination-port": 50010},
+                      "t": {**test, "probe-type": "tcp-ping", "destination-port": 50011}}}}}}}
+    (tmp_path / "server.yaml").write_text(json.dumps(server_cfg))
+    (tmp_path / "client.yaml").write_text(json.dumps(client_cfg))
+    procs = [net.popen(net.ns_server, [FLOWPLANE, "run", "-c", str(tmp_path / "server.yaml")]),
+             net.popen(net.ns_client, [FLOWPLANE, "run", "-c", str(tmp_path / "client.yaml")])]
+
+    def show(sock, *words):
+        r = subprocess.run([FLOWPLANE, "show", "services", "rpm", *words, "--json", "-s", str(sock)],
+                           capture_output=True, text=True, timeout=30)
+        return json.loads(r.stdout) if r.returncode == 0 else None
+
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            d = show(cli_sock, "probe-results")
+            if d and all(t["tests_completed"] >= 3 for t in d["tests"]):
+                break
+            assert all(p.poll() is None for p in procs), [p.communicate() for p in procs]
+            time.sleep(0.2)
+        else:
+            pytest.fail("the client never completed three tests")
+        for t in d["tests"]:
+            m = t["last_test"]["measurements"]
+            assert t["last_test"]["probes_received"] == 5, t
+            assert m["egress"]["samples"] == 5 and m["egress"]["max"] < 5000, (t["test"], m["egress"])
+            assert 10_000 - 500 <= m["ingress"]["min"] <= 15_000, (t["test"], m["ingress"])
+        servers = {s["protocol"]: s for s in show(srv_sock, "active-servers")["servers"]}
+        assert servers["udp"]["counters"]["rpm-probes"] >= 15 and servers["tcp"]["counters"]["rpm-probes"] >= 15
+    finally:
+        relay.set("s2c", delay_ms=0)
+        for p in procs:
+            p.terminate()
+            p.communicate(timeout=20)
+
+
 def test_unreachable_target_times_out(path):
     net, relay = path
     relay.stop_forwarding("both")
