@@ -143,6 +143,7 @@ class DatagramProber(Prober):
         self.waiting[key] = w
         try:
             o.sent = time.time_ns()
+            mono = time.monotonic_ns()
             data = self.request(seq, o.sent)
             try:
                 dest = self.destination()
@@ -167,6 +168,10 @@ class DatagramProber(Prober):
             elif o.ok:
                 self._drain_errors()  # the send time may still be on the error queue
                 self._kernel_send_time(w)
+                elapsed = time.monotonic_ns() - mono
+                if o.rtt is not None and not 0 <= o.rtt <= elapsed:  # the wall clock stepped meanwhile
+                    self.count("clock-steps")
+                    o.rtt, o.egress, o.ingress, o.timestamp = elapsed, None, None, "user"
             return o
         finally:
             if self.waiting.get(key) is w:

@@ -62,6 +62,7 @@ def assert_all_answered(runner, count):
     assert (last.sent, last.received) == (count, count), last.reasons
     rtt = last.sets["rtt"]
     assert rtt.samples == count and 0 < rtt.lo <= rtt.hi < 1_000_000
+    assert "clock-steps" not in runner.counters and "malformed-answers" not in runner.counters
     return last
 
 
