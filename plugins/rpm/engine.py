@@ -56,15 +56,22 @@ class TestRunner:
             await trio.sleep(delay)
         done = 0
         while True:
-            if limiter is not None:
-                async with limiter:
+            pause = self.cfg.test_interval
+            try:
+                if limiter is not None:
+                    async with limiter:
+                        await run_test(self)
+                else:
                     await run_test(self)
-            else:
-                await run_test(self)
+            except Exception as exc:  # a fault in one test must not stop the others, nor the appliance
+                self.count("test-faults")
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                log.exception("rpm_test_fault", owner=self.cfg.owner, test=self.cfg.name)
+                pause = max(pause, 1.0)
             done += 1
             if tests and done >= tests:
                 return
-            await trio.sleep(self.cfg.test_interval)
+            await trio.sleep(pause)
 
     def status(self) -> dict:
         c = self.cfg
@@ -121,7 +128,13 @@ async def run_test(runner: TestRunner) -> Collection:
 
 
 async def _one(runner: TestRunner, prober, test: int, seq: int) -> None:
-    outcome = await prober.probe(seq)
+    try:
+        outcome = await prober.probe(seq)
+    except Exception as exc:  # counted as a failed probe with the reason, never fatal
+        runner.count("probe-faults")
+        t = time.time_ns()
+        outcome = Outcome(seq, t, t, "error", f"internal error: {type(exc).__name__}: {exc}")
+        log.exception("rpm_probe_fault", owner=runner.cfg.owner, test=runner.cfg.name, probe=seq)
     _finish(runner, test, outcome)
 
 

@@ -225,3 +225,15 @@ async def test_missing_namespace_fails_every_probe_with_the_reason():
     runner = await run(make("udp-ping", port=50000, count=2, routing_instance="no-such-ns-fp"))
     assert runner.results.last.reasons and runner.results.last.received == 0
     assert "no-such-ns-fp" in runner.last_error and runner.counters["socket-errors"] == 1
+
+
+async def test_a_fault_in_a_probe_is_a_counted_failure_not_a_crash(monkeypatch):
+    from flowplane.plugins.rpm import probes
+
+    async def broken(self, seq):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(probes.TcpProber, "probe", broken)
+    runner = await run(make("tcp-ping", port=50000, count=2), tests=2)
+    assert runner.results.all.sent == 4 and runner.counters["probe-faults"] == 4
+    assert runner.results.all.reasons == {"internal error: RuntimeError: boom": 4}
