@@ -29,11 +29,23 @@ def show_probe_results(app, args):
         raise CommandError(exc.args[0]) from None
 
 
-def show_history(app, args):
+def parse_since(text: str) -> int:
+    """Junos ``since yyyy-mm-dd.hh:mm:ss`` (local time) -> ns since the epoch."""
     try:
-        return _service(app).history(*_select(args))
+        return int(time.mktime(time.strptime(text, "%Y-%m-%d.%H:%M:%S")) * 1e9)
+    except ValueError:
+        raise ValueError(f"expected yyyy-mm-dd.hh:mm:ss, got {text!r}") from None
+
+
+def show_history(app, args):
+    """``show services rpm history-results [brief | detail] [owner O] [since yyyy-mm-dd.hh:mm:ss] [test T]``."""
+    opts = parse_words(args, values={"owner": str, "test": str, "since": parse_since}, flags=("brief", "detail"))
+    try:
+        d = _service(app).history(opts.get("owner"), opts.get("test"), since=opts.get("since", 0))
     except KeyError as exc:
         raise CommandError(exc.args[0]) from None
+    d["detail"] = bool(opts.get("detail"))
+    return d
 
 
 def show_active_servers(app, args):
@@ -127,6 +139,8 @@ def format_probe_results(d: dict) -> str:
 
 
 def format_history(d: dict) -> str:
+    if d.get("detail"):
+        return format_history_detail(d)
     lines = ["    Owner, Test                 Probe received              Round trip time"] if d["tests"] else []
     for t in d["tests"]:
         name = f"{t['owner']}, {t['test']}"
@@ -139,6 +153,19 @@ def format_history(d: dict) -> str:
                 value = f"Probe failed: {p['reason']}"
             lines.append(f"    {name:<27} {when(p['received']):<27} {value}")
     return ("\n".join(lines) if lines else "No RPM tests configured") + "\n"
+
+
+def format_history_detail(d: dict) -> str:
+    """``detail``: every kept probe with its probe results."""
+    if not d["tests"]:
+        return "No RPM tests configured\n"
+    lines = []
+    for t in d["tests"]:
+        for p in t["probes"]:
+            lines += [f"    Owner: {t['owner']}, Test: {t['test']}, Probe type: {t['probe_type']}, "
+                      f"Target: {t['target']}, Test: {p['test']}, Probe: {p['seq']}"]
+            lines += ["  " + x for x in _probe_lines(p)]
+    return "\n".join(lines) + "\n"
 
 
 def format_active_servers(d: dict) -> str:
@@ -156,6 +183,6 @@ def register(register):
     register("show services rpm probe-results", show_probe_results, formatter=format_probe_results,
              help="RPM tests: last probe, current / last / moving-average / all-tests results [owner O] [test T]")
     register("show services rpm history-results", show_history, formatter=format_history,
-             help="RPM probe history (history-size probes per test) [owner O] [test T]")
+             help="RPM probe history (history-size probes per test) [brief|detail] [owner O] [since T] [test T]")
     register("show services rpm active-servers", show_active_servers, formatter=format_active_servers,
              help="RPM probe servers (probe-server udp|tcp): protocol, port, counters")

@@ -64,10 +64,12 @@ class RpmService:
     def probe_results(self, owner: str | None = None, test: str | None = None) -> dict:
         return {"probe_limit": self.cfg.probe_limit, "tests": [r.status() for r in self.select(owner, test)]}
 
-    def history(self, owner: str | None = None, test: str | None = None) -> dict:
+    def history(self, owner: str | None = None, test: str | None = None, since: int = 0) -> dict:
+        """The kept probes of the selected tests; *since* (ns since the epoch): those received from then on."""
         return {"tests": [{"owner": r.cfg.owner, "test": r.cfg.name, "target": r.cfg.target,
                            "probe_type": r.cfg.probe_type,
-                           "probes": [e.as_dict() for e in r.results.history]} for r in self.select(owner, test)]}
+                           "probes": [e.as_dict() for e in r.results.history if e.received >= since]}
+                          for r in self.select(owner, test)]}
 
     def active_servers(self) -> dict:
         return {"servers": [s.status() for s in self.servers]}

@@ -111,6 +111,12 @@ async def test_every_type_in_the_service_and_the_show_commands(make_app, nursery
         hist = op.cmd("history-results", "owner", "net", "test", "udp")["tests"][0]["probes"]
         assert len(hist) == 4  # exactly history-size
         assert all(p["status"] == "response" for p in hist)
+        detail = op.cmd("history-results", "detail", "owner", "net", "test", "udp")
+        text = rpm_plugin.commands.format_history(detail)
+        assert text.count("Response received") == 4 and "Owner: net, Test: udp" in text
+        assert op.cmd("history-results", "since", "2999-01-01.00:00:00")["tests"][0]["probes"] == []
+        with pytest.raises(CommandError, match="bad value for 'since'"):
+            op.cmd("history-results", "since", "yesterday")
         servers = {s["protocol"]: s for s in op.cmd("active-servers")["servers"]}
         assert servers["udp"]["port"] == uport and servers["udp"]["counters"]["rpm-probes"] >= 9
         assert servers["tcp"]["listening"] and servers["tcp"]["counters"]["rpm-probes"] >= 9
