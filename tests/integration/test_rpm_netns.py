@@ -6,7 +6,8 @@ namespace (two flowplane processes, one-way times through the probe server), sys
 Tolerances (stated here, checked below):
 
 - 20 ms added client -> server: every probe type's minimum RTT rises by 20 ms within -0.5 / +5 ms (the relay
-  never forwards early), its average within -3 / +5 ms (the relay's scheduling adds a few ms now and then);
+  never forwards early), its average within -3 / +5 ms plus the two runs' own spread (average − minimum: the
+  relay's and a busy machine's scheduling);
   http-get's by twice that (handshake + request, as curl's time_total); udp/tcp minimum egress rises by
   20 ms within -0.5 / +5 ms, average ingress stays below 5 ms.
 - ``ping`` / ``fping`` average on the same delayed path agrees with ours within 2 ms; ``curl``'s
@@ -105,7 +106,8 @@ def test_every_type_measures_the_added_delay(path):
         rise_min = stat(slow[k], "min") - stat(base[k], "min")  # the relay never forwards early
         rise_avg = stat(slow[k], "avg") - stat(base[k], "avg")  # its scheduling adds a little, now and then
         assert added - 500 <= rise_min <= added + 5000, (k, rise_min, base[k]["all_tests"], slow[k]["all_tests"])
-        assert added - 3000 <= rise_avg <= added + 5000, (k, rise_avg, base[k]["all_tests"], slow[k]["all_tests"])
+        noise = sum(stat(r[k], "avg") - stat(r[k], "min") for r in (base, slow))  # a busy machine's spread
+        assert added - 3000 - noise <= rise_avg <= added + 5000 + noise, (k, rise_avg, noise)
     for k in ("udp", "tcp"):  # one-way times from the probe server's stamps: the delay is on the way out
         rise = stat(slow[k], "min", "egress") - stat(base[k], "min", "egress")
         assert DELAY_MS * 1000 - 500 <= rise <= DELAY_MS * 1000 + 5000, (k, rise)
