@@ -42,6 +42,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "rfc2544",
     "video-monitoring",
     "nat-logging",
+    "rpm",
 )
 
 

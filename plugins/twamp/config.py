@@ -41,7 +41,7 @@ from .keepalive import Keepalive
 from .wire import MODE_AUTHENTICATED, MODE_ENCRYPTED, MODE_UNAUTHENTICATED
 
 SECTION = ("services", "rpm")
-RPM_KEYS = ("twamp", "rfc2544-benchmarking")  # the rfc2544 plugin validates rfc2544-benchmarking
+RPM_KEYS = ("twamp", "probe", "probe-server", "probe-limit", "rfc2544-benchmarking")  # other plugins validate the others
 TWAMP_KEYS = ("server", "client")
 SERVER_KEYS = ("port", "listen-address", "authentication-mode", "authentication-key-chain", "client-list",
                "maximum-connections", "maximum-connections-per-client", "maximum-sessions-per-connection",

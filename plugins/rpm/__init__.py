@@ -1,0 +1,47 @@
+"""RPM probes (Junos real-time performance monitoring): ``services rpm probe | probe-server | probe-limit``.
+
+Hook implementations only.  Configuration is :mod:`.config`; packet formats :mod:`.wire`; one probe of each
+type :mod:`.probes`; tests :mod:`.engine`; results :mod:`.results`; thresholds and events :mod:`.events`; the
+probe server :mod:`.server`; the stateful :class:`.service.RpmService` (registered by ``flowplane_configure``
+while probes or probe servers are configured); ``show services rpm ...`` :mod:`.commands`;
+``flowplane rpm ping|udp|tcp|http|server`` :mod:`.cli`.  ``services rpm`` itself is claimed by the twamp
+plugin, which shares the section.
+"""
+
+from __future__ import annotations
+
+from flowplane.api import hookimpl
+
+from . import commands
+from .config import parse
+from .service import PLUGIN_OBJECT, RpmService
+
+
+@hookimpl
+def flowplane_config_validate(config, limits):
+    _, issues = parse(config.data)
+    return issues
+
+
+@hookimpl
+def flowplane_configure(app):
+    cfg, issues = parse(app.config.data)
+    if issues or cfg is None or not (cfg.tests or cfg.servers):
+        return
+    service = RpmService(cfg)
+    old = app.previous(RpmService)
+    if old is not None:
+        service.adopt(old)
+    app.pm.register(service, name=PLUGIN_OBJECT)
+
+
+@hookimpl
+def flowplane_register_control_commands(register):
+    commands.register(register)
+
+
+@hookimpl
+def flowplane_register_cli_subcommands(register):
+    from . import cli
+
+    register("rpm", cli.add_parser, cli.run)
