@@ -64,22 +64,36 @@ def validate_config(cfg: Config, registries: "Registries", pm: pluggy.PluginMana
 
 
 def validate_top(cfg: Config, sections: SectionRegistry) -> list[ConfigIssue]:
+    """Top-level sections known, and every key under a claimable section owned by a plugin's claim.
+
+    Claims form a tree: ``services rpm twamp``, ``services rpm probe`` and ``services rpm
+    rfc2544-benchmarking`` may come from three plugins; ``services rpm`` itself is then checked here
+    (its keys must each be claimed) and each claimed subsection is left to its plugin.
+    """
     issues = check_keys(cfg.data, TOP_LEVEL, (), "section")
-    claimed: dict[str, list[str]] = {}
-    for words in sections:
-        parts = words.split()
-        claimed.setdefault(parts[0], []).append(parts[1] if len(parts) > 1 else "")
+    claims = {tuple(words.split()) for words in sections}
+
+    def walk(path: tuple[str, ...], value: object) -> None:
+        if path in claims:
+            return  # the claiming plugin validates what is under it
+        nonlocal issues
+        where = " ".join(path)
+        issues += check_mapping(value, path, f"{where} subsections")
+        if not isinstance(value, dict):
+            return
+        known = sorted({c[len(path)] for c in claims if len(c) > len(path) and c[:len(path)] == path})
+        for key, sub in value.items():
+            if key in known:
+                walk(path + (key,), sub)
+            else:
+                issues.append(ConfigIssue(path + (key,), f"no enabled plugin handles '{where} {key}'"
+                                          f"{suggest(str(key), known)}"
+                                          + (f"; known: {', '.join(known)}" if known else "")))
+
     for top in CLAIMABLE:
-        section = cfg.get(top)
-        issues += check_mapping(section, (top,), f"{top} subsections")
-        if isinstance(section, dict):
-            known = [k for k in claimed.get(top, []) if k]
-            for key in section:
-                if key not in known:
-                    hint = suggest(key, known)
-                    issues.append(ConfigIssue((top, key), f"no enabled plugin handles '{top} {key}'{hint}"
-                                              + (f"; known: {', '.join(sorted(known))}" if known else "")))
+        walk((top,), cfg.get(top))
     return issues
+
 
 def validate_capabilities(cfg: Config, profile: HardwareProfile, sections: SectionRegistry) -> list[ConfigIssue]:
     """A configured section whose claim names a capability the hardware profile lacks is an error."""

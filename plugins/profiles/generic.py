@@ -7,7 +7,7 @@ PROFILE = HardwareProfile(
     description="Linux server, software data path (default)",
     limits={},  # every limit at its declared default
     capabilities=frozenset({"sampling", "inline-monitoring", "port-mirroring", "flow-collector",
-                            "discard-accounting", "dynamic-flow-capture", "twamp", "rfc2544",
+                            "discard-accounting", "dynamic-flow-capture", "twamp", "rpm", "rfc2544",
                             "video-monitoring"}),
 )
 

@@ -19,7 +19,7 @@ PROFILE = HardwareProfile(
         "export_versions": (9, 10),
     },
     capabilities=frozenset({"sampling", "inline-monitoring", "port-mirroring", "discard-accounting",
-                            "dynamic-flow-capture", "twamp", "rfc2544", "video-monitoring"}),
+                            "dynamic-flow-capture", "twamp", "rpm", "rfc2544", "video-monitoring"}),
 )
 
 

@@ -18,7 +18,7 @@ PROFILE = HardwareProfile(
         "flow_servers_per_family": 4,
         "export_versions": (10,),
     },
-    capabilities=frozenset({"sampling", "inline-monitoring", "port-mirroring", "twamp"}),
+    capabilities=frozenset({"sampling", "inline-monitoring", "port-mirroring", "twamp", "rpm"}),
 )
 
 

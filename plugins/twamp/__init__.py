@@ -28,8 +28,7 @@ def flowplane_register_capabilities(register):
 
 @hookimpl
 def flowplane_register_config_sections(register):
-    register("services rpm", "real-time performance monitoring: twamp server and client (RFC 5357)",
-             capability="twamp")
+    register("services rpm twamp", "TWAMP server and client (RFC 5357)", capability="twamp")
 
 
 @hookimpl

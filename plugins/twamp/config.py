@@ -41,7 +41,6 @@ from .keepalive import Keepalive
 from .wire import MODE_AUTHENTICATED, MODE_ENCRYPTED, MODE_UNAUTHENTICATED
 
 SECTION = ("services", "rpm")
-RPM_KEYS = ("twamp", "probe", "probe-server", "probe-limit", "rfc2544-benchmarking")  # other plugins validate the others
 TWAMP_KEYS = ("server", "client")
 SERVER_KEYS = ("port", "listen-address", "authentication-mode", "authentication-key-chain", "client-list",
                "maximum-connections", "maximum-connections-per-client", "maximum-sessions-per-connection",
@@ -164,7 +163,6 @@ def parse(data: dict) -> tuple[TwampConfig | None, list[ConfigIssue]]:
     issues = check_mapping(rpm, SECTION, "rpm settings")
     if issues:
         return None, issues
-    issues += check_keys(rpm, RPM_KEYS, SECTION)
     tw = rpm.get("twamp")
     if tw is None:
         return None, issues
