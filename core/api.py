@@ -12,7 +12,7 @@ fails on any other ``flowplane.*`` import from ``plugins/`` or ``contrib/``.
 Groups:
 
 * **hooks**: :data:`hookimpl` (decorate implementations of the hooks in
-  :mod:`flowplane.hookspecs`), :data:`hookspec` (a plugin's own hookspecs).
+  :mod:`flowplane.hookspecs`).
 * **packets**: :class:`PacketBatch`, :class:`ActionSelection`, link types,
   directions, :func:`decode`, decode :class:`Reason` codes.
 * **flows**: :class:`FlowRecords`, :data:`FLOW_DTYPE`, end reasons, sampling
@@ -42,7 +42,7 @@ Groups:
 
 from __future__ import annotations
 
-from . import __version__, hookimpl, hookspec
+from . import __version__, hookimpl
 from .actions import DISCARD_ACCOUNTING, TermAction
 from .batch import (
     DECODED_COLUMNS,
@@ -98,7 +98,7 @@ from .sources import DEFAULT_SOURCE, SourceContext, SourceType, interface_source
 from .stats import Counters
 
 __all__ = [
-    "__version__", "hookimpl", "hookspec",
+    "__version__", "hookimpl",
     # packets
     "PacketBatch", "ActionSelection", "DECODED_COLUMNS", "DIR_INPUT", "DIR_OUTPUT", "LINKTYPE_ETHERNET",
     "LINKTYPE_LINUX_SLL", "LINKTYPE_RAW", "V4_MAPPED", "decode", "Reason", "REASON_TEXT",

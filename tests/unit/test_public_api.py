@@ -47,3 +47,9 @@ def test_api_names_all_resolve():
     missing = [n for n in api.__all__ if not hasattr(api, n)]
     assert not missing
     assert len(set(api.__all__)) == len(api.__all__)
+
+
+def test_every_public_name_is_listed_in_the_hooks_page():
+    page = (ROOT / "docs" / "hooks.md").read_text()
+    missing = [n for n in api.__all__ if f"`{n}`" not in page]
+    assert not missing, f"docs/hooks.md 'The public API' lacks: {missing}"
