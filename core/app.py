@@ -89,9 +89,9 @@ class App:
             ("flowplane_register_transports", self.registries.transports),
             ("flowplane_register_actions", self.registries.actions),
             ("flowplane_register_control_commands", self.registries.commands),
-            ("flowplane_register_config_sections", self.registries.sections),
             ("flowplane_register_limits", self.registries.limits),
             ("flowplane_register_capabilities", self.registries.capabilities),
+            ("flowplane_register_config_sections", self.registries.sections),  # a claim may declare both
         ):
             for impl in reversed(getattr(self.pm.hook, hook).get_hookimpls()):
                 reg.current_plugin = impl.plugin_name

@@ -22,20 +22,10 @@ from .engine import PLUGIN_OBJECT, FlowCapture
 
 
 @hookimpl
-def flowplane_register_limits(register):
-    for f in LIMITS:
-        register(f.name, f.default, f.help)
-
-
-@hookimpl
-def flowplane_register_capabilities(register):
-    register("dynamic-flow-capture", "services dynamic-flow-capture (DTCP)")
-
-
-@hookimpl
 def flowplane_register_config_sections(register):
     register("services dynamic-flow-capture", "DTCP control sources, content destinations and capture groups",
-             capability="dynamic-flow-capture")
+             capability="dynamic-flow-capture", capability_help="services dynamic-flow-capture (DTCP)",
+             limits=LIMITS)
 
 
 @hookimpl

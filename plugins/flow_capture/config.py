@@ -51,7 +51,7 @@ SOURCE_KEYS = ("source-addresses", "service-port", "shared-key", "key-file", "al
 DEST_KEYS = ("address", "port", "source-address", "source-port", "ttl", "hard-limit", "soft-limit",
              "soft-limit-clear")
 
-#: The hardware-profile limits this feature declares (flowplane_register_limits).
+#: The hardware-profile limits this feature declares (with its config section claim).
 LIMITS = (
     LimitField("dfc_criteria_max", 10_000, "active dynamic flow capture criteria (DTCP)"),
 )

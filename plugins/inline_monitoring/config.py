@@ -44,7 +44,7 @@ INSTANCE_KEYS = ("template-name", "collector", "sampling-rate", "clip-length")
 COLLECTOR_KEYS = ("source-address", "destination-address", "destination-port", "sampling-rate", "dscp",
                   "forwarding-class")
 
-#: The hardware-profile limits this feature declares (flowplane_register_limits).
+#: The hardware-profile limits this feature declares (with its config section claim).
 LIMITS = (
     LimitField("inline_monitoring_instances", 64, "services inline-monitoring instances"),
     LimitField("collectors_per_instance", 4, "collectors per inline-monitoring instance"),

@@ -22,14 +22,9 @@ from .service import TwampClientService
 
 
 @hookimpl
-def flowplane_register_capabilities(register):
-    register("twamp", "services rpm twamp: TWAMP server and client")
-
-
-@hookimpl
 def flowplane_register_config_sections(register):
     register("services rpm", "real-time performance monitoring: twamp server and client (RFC 5357)",
-             capability="twamp")
+             capability="twamp", capability_help="services rpm twamp: TWAMP server and client")
 
 
 @hookimpl
