@@ -197,6 +197,14 @@ class App:
             return None
         return next((o for o in self.previous_graph.configured if isinstance(o, cls)), None)
 
+    def register_configured(self, obj: object, name: str) -> None:
+        """Register a feature's stateful object from ``flowplane_configure``; during a reload it first
+        takes over the state of the object of its class it replaces (``obj.adopt(previous)``)."""
+        old = self.previous(type(obj))
+        if old is not None:
+            obj.adopt(old)  # type: ignore[attr-defined]
+        self.pm.register(obj, name=name)
+
     # -- the per-batch data path ---------------------------------------------
     def process(self, batch: PacketBatch) -> None:
         """Decode, filter, route actions and run feature plugins on one batch (sync)."""

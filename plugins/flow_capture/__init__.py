@@ -39,11 +39,7 @@ def flowplane_configure(app):
     cfg, issues = parse(app.config.data, app.limits, app.config.base_dir)
     if issues or not cfg.enabled:
         return
-    engine = FlowCapture(cfg, interfaces=app.interfaces)
-    old = app.previous(FlowCapture)
-    if old is not None:
-        engine.adopt(old)
-    app.pm.register(engine, name=PLUGIN_OBJECT)
+    app.register_configured(FlowCapture(cfg, interfaces=app.interfaces), PLUGIN_OBJECT)
 
 
 @hookimpl

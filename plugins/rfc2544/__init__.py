@@ -31,11 +31,7 @@ def flowplane_configure(app):
     cfg, issues = parse(app.config.data)
     if issues or cfg is None:
         return
-    svc = Rfc2544Service(cfg)
-    old = app.previous(Rfc2544Service)
-    if old is not None:  # a reload: results and test ids carry over
-        svc.adopt(old)
-    app.pm.register(svc, name=PLUGIN_OBJECT)
+    app.register_configured(Rfc2544Service(cfg), PLUGIN_OBJECT)  # a reload: results and test ids carry over
 
 
 @hookimpl

@@ -223,6 +223,31 @@ async def test_hook_configure(make_app):
     assert app.graph.process_batch.order == []
 
 
+def test_register_configured_takes_over_the_replaced_objects_state(make_app):
+    class Counter:
+        def __init__(self, n):
+            self.n = n
+
+        def adopt(self, old):
+            self.n += old.n
+
+    class Enabler:
+        @hookimpl
+        def flowplane_register_config_sections(self, register):
+            register("services counter", "")
+
+        @hookimpl
+        def flowplane_configure(self, app):
+            app.register_configured(Counter(app.config.get("services", "counter", "n")), "counter")
+
+    app = make_app({"services": {"counter": {"n": 1}}}, plugins=[(Enabler(), "enabler")])
+    first = app.pm.get_plugin("counter")
+    assert first.n == 1  # nothing to take over at start-up
+    app.apply(app.build_graph(Config({"services": {"counter": {"n": 10}}})))
+    second = app.pm.get_plugin("counter")
+    assert second is not first and second.n == 11 and not app.pm.is_registered(first)
+
+
 def test_hook_config_validate(make_app, tmp_path):
     class V:
         @hookimpl
