@@ -31,6 +31,9 @@ Groups:
   config's filters at validation time (:class:`FilterProbe`, :class:`ProbeHit`).
 * **commands**: :class:`CommandError`, :func:`parse_words`.
 * **counters**: :class:`Counters`.
+* **wire layouts**: NetFlow v5 header and record (:data:`NETFLOW_V5_HEADER`,
+  :data:`NETFLOW_V5_RECORD`), the NetFlow v9 and IPFIX message headers (:func:`netflow_v9_header`,
+  :func:`ipfix_header`), shared by encoders and the collector.
 * **low level**: :class:`InterfaceTable`; ctypes ``recvmmsg``/``sendmmsg``
   layouts (:class:`IoVec`, :class:`MMsgHdr`, :func:`libc_function`,
   :func:`lp64_layout`).
@@ -96,6 +99,16 @@ from .registry import DuplicateName, Registry
 from .sampling import Sampler
 from .sources import DEFAULT_SOURCE, SourceContext, SourceType, interface_source, live_interfaces
 from .stats import Counters
+from .wire import (
+    IPFIX_HEADER,
+    IPFIX_VERSION,
+    NETFLOW_V5_HEADER,
+    NETFLOW_V5_MAX_RECORDS,
+    NETFLOW_V5_RECORD,
+    NETFLOW_V9_HEADER,
+    ipfix_header,
+    netflow_v9_header,
+)
 
 __all__ = [
     "__version__", "hookimpl", "hookspec",
@@ -121,4 +134,7 @@ __all__ = [
     "CommandError", "parse_words", "Counters", "InterfaceTable", "IoVec", "MMsgHdr", "libc_function", "lp64_layout",
     # command-line tools
     "run_oneshot", "control_request", "resolve_socket",
+    # flow export wire layouts
+    "NETFLOW_V5_HEADER", "NETFLOW_V5_RECORD", "NETFLOW_V5_MAX_RECORDS", "NETFLOW_V9_HEADER", "IPFIX_HEADER",
+    "IPFIX_VERSION", "ipfix_header", "netflow_v9_header",
 ]

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from flowplane.api import FLOW_DTYPE
+from flowplane.api import FLOW_DTYPE, NETFLOW_V5_HEADER, NETFLOW_V5_MAX_RECORDS, NETFLOW_V5_RECORD
 
 from .decode_v9ipfix import _sequence
 from .templates import MAPPED, NS, Ctx
@@ -27,14 +27,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from .decoder import Decoder
 
 _HDR = struct.Struct(">HHIIIIBBH")
-V5_RECORD = np.dtype([
-    ("srcaddr", ">u4"), ("dstaddr", ">u4"), ("nexthop", ">u4"), ("input", ">u2"), ("output", ">u2"),
-    ("dPkts", ">u4"), ("dOctets", ">u4"), ("First", ">u4"), ("Last", ">u4"),
-    ("srcport", ">u2"), ("dstport", ">u2"), ("pad1", "u1"), ("tcp_flags", "u1"), ("prot", "u1"),
-    ("tos", "u1"), ("src_as", ">u2"), ("dst_as", ">u2"), ("src_mask", "u1"), ("dst_mask", "u1"),
-    ("pad2", ">u2"),
-])
-MAX_RECORDS = 30
+assert _HDR.size == NETFLOW_V5_HEADER.itemsize
+V5_RECORD = NETFLOW_V5_RECORD
+MAX_RECORDS = NETFLOW_V5_MAX_RECORDS
 
 
 class V5Layout:
