@@ -202,6 +202,17 @@ class HeaderRecordsEncoder:
         self.counters.inc("datagrams", len(out))
         return out
 
+    def base_header(self, dtype: np.dtype, records: FlowRecords, now_ns: int) -> np.ndarray:
+        """A one-element header of *dtype* with the fields v5 and v8 share (version, clocks, engine)."""
+        h = np.zeros(1, dtype=dtype)
+        h["version"] = self.version
+        h["sys_uptime"] = uptime_ms(now_ns, records.boot_ns)
+        h["unix_secs"] = (now_ns // 1_000_000_000) & 0xFFFF_FFFF
+        h["unix_nsecs"] = now_ns % 1_000_000_000
+        h["engine_type"] = self.options.engine_type
+        h["engine_id"] = self.options.engine_id
+        return h
+
     def templates(self, now_ns: int) -> list[bytes]:
         return []
 
@@ -268,13 +279,7 @@ class NetFlowV5Encoder(HeaderRecordsEncoder):
         return out
 
     def header(self, records: FlowRecords, now_ns: int) -> np.ndarray:
-        h = np.zeros(1, dtype=V5_HEADER)
-        h["version"] = VERSION
-        h["sys_uptime"] = uptime_ms(now_ns, records.boot_ns)
-        h["unix_secs"] = (now_ns // 1_000_000_000) & 0xFFFF_FFFF
-        h["unix_nsecs"] = now_ns % 1_000_000_000
-        h["engine_type"] = self.options.engine_type
-        h["engine_id"] = self.options.engine_id
+        h = self.base_header(V5_HEADER, records, now_ns)
         h["sampling_interval"] = self.sampling_field(records)
         return h
 
