@@ -34,7 +34,8 @@ Groups:
 * **wire layouts**: NetFlow v5 header and record (:data:`NETFLOW_V5_HEADER`,
   :data:`NETFLOW_V5_RECORD`), the NetFlow v9 and IPFIX message headers (:func:`netflow_v9_header`,
   :func:`ipfix_header`), shared by encoders and the collector.
-* **low level**: :class:`InterfaceTable`; ctypes ``recvmmsg``/``sendmmsg``
+* **low level**: :class:`InterfaceTable`; socket options (:func:`set_ip_options` for TTL and TOS,
+  :func:`dscp_tos`, :func:`grow_sndbuf`); ctypes ``recvmmsg``/``sendmmsg``
   layouts (:class:`IoVec`, :class:`MMsgHdr`, :func:`libc_function`,
   :func:`lp64_layout`).
 * **command-line tools** (``flowplane_register_cli_subcommands``):
@@ -98,6 +99,7 @@ from .profiles import DEFAULT_PROFILE, HardwareProfile, LimitField, Limits
 from .registry import DuplicateName, Registry
 from .sampling import Sampler
 from .sources import DEFAULT_SOURCE, SourceContext, SourceType, interface_source, live_interfaces
+from .sockopts import dscp_tos, grow_sndbuf, set_ip_options
 from .stats import Counters
 from .wire import (
     IPFIX_HEADER,
@@ -132,6 +134,7 @@ __all__ = [
     "ConfigIssue", "ConfigError", "PluginError",
     # commands, counters, low level
     "CommandError", "parse_words", "Counters", "InterfaceTable", "IoVec", "MMsgHdr", "libc_function", "lp64_layout",
+    "set_ip_options", "dscp_tos", "grow_sndbuf",
     # command-line tools
     "run_oneshot", "control_request", "resolve_socket",
     # flow export wire layouts
