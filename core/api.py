@@ -29,7 +29,8 @@ Groups:
   :class:`ConfigIssue`, :class:`ConfigError`, :class:`PluginError`.
 * **firewall probes**: :func:`probe_filters` tries a made-up frame against the
   config's filters at validation time (:class:`FilterProbe`, :class:`ProbeHit`).
-* **commands**: :class:`CommandError`, :func:`parse_words`.
+* **commands**: :class:`CommandError`, :func:`parse_words`, :func:`configured_object` (the feature's
+  object or "not configured"), :func:`known_instance`, :class:`Table` (fixed-width text tables).
 * **counters**: :class:`Counters`.
 * **wire layouts**: NetFlow v5 header and record (:data:`NETFLOW_V5_HEADER`,
   :data:`NETFLOW_V5_RECORD`), the NetFlow v9 and IPFIX message headers (:func:`netflow_v9_header`,
@@ -59,7 +60,7 @@ from .batch import (
     ActionSelection,
     PacketBatch,
 )
-from .commands import CommandError, parse_words
+from .commands import CommandError, configured_object, known_instance, parse_words
 from .control import request as control_request
 from .control import resolve_socket
 from .config import Config, check_bool, check_int, check_keys, check_mapping, check_number, check_str, suggest
@@ -101,6 +102,7 @@ from .sampling import Sampler
 from .sources import DEFAULT_SOURCE, SourceContext, SourceType, interface_source, live_interfaces
 from .sockopts import dscp_tos, grow_sndbuf, set_ip_options
 from .stats import Counters
+from .tables import Table
 from .wire import (
     IPFIX_HEADER,
     IPFIX_VERSION,
@@ -133,7 +135,8 @@ __all__ = [
     "Config", "check_bool", "check_int", "check_keys", "check_mapping", "check_number", "check_str", "suggest",
     "ConfigIssue", "ConfigError", "PluginError",
     # commands, counters, low level
-    "CommandError", "parse_words", "Counters", "InterfaceTable", "IoVec", "MMsgHdr", "libc_function", "lp64_layout",
+    "CommandError", "parse_words", "configured_object", "known_instance", "Table",
+    "Counters", "InterfaceTable", "IoVec", "MMsgHdr", "libc_function", "lp64_layout",
     "set_ip_options", "dscp_tos", "grow_sndbuf",
     # command-line tools
     "run_oneshot", "control_request", "resolve_socket",
