@@ -25,7 +25,8 @@ Groups:
   :class:`ReexportRecords`, :class:`EncoderRegistry` (``for_version``),
   :func:`check_transport` / :func:`transport_options` (a configured transport
   and its own keys).
-* **config**: :class:`Config`, ``check_*`` helpers, :func:`suggest`,
+* **config**: :class:`Config`, ``check_*`` helpers (:func:`check_int_fields` checks and stores several),
+  :func:`suggest`,
   :class:`ConfigIssue`, :class:`ConfigError`, :class:`PluginError`.
 * **firewall probes**: :func:`probe_filters` tries a made-up frame against the
   config's filters at validation time (:class:`FilterProbe`, :class:`ProbeHit`).
@@ -61,9 +62,19 @@ from .batch import (
     PacketBatch,
 )
 from .commands import CommandError, configured_object, known_instance, parse_words
+from .config import (
+    Config,
+    check_bool,
+    check_int,
+    check_int_fields,
+    check_keys,
+    check_mapping,
+    check_number,
+    check_str,
+    suggest,
+)
 from .control import request as control_request
 from .control import resolve_socket
-from .config import Config, check_bool, check_int, check_keys, check_mapping, check_number, check_str, suggest
 from .decode import REASON_TEXT, Reason, decode
 from .errors import ConfigError, ConfigIssue, PluginError
 from .export import (
@@ -99,8 +110,8 @@ from .oneshot import run_oneshot
 from .profiles import DEFAULT_PROFILE, HardwareProfile, LimitField, Limits
 from .registry import DuplicateName, Registry
 from .sampling import Sampler
-from .sources import DEFAULT_SOURCE, SourceContext, SourceType, interface_source, live_interfaces
 from .sockopts import dscp_tos, grow_sndbuf, set_ip_options
+from .sources import DEFAULT_SOURCE, SourceContext, SourceType, interface_source, live_interfaces
 from .stats import Counters
 from .tables import Table
 from .wire import (
@@ -132,7 +143,8 @@ __all__ = [
     # config-time firewall probes
     "probe_filters", "FilterProbe", "ProbeHit",
     # config and errors
-    "Config", "check_bool", "check_int", "check_keys", "check_mapping", "check_number", "check_str", "suggest",
+    "Config", "check_bool", "check_int", "check_int_fields", "check_keys", "check_mapping", "check_number", "check_str",
+    "suggest",
     "ConfigIssue", "ConfigError", "PluginError",
     # commands, counters, low level
     "CommandError", "parse_words", "configured_object", "known_instance", "Table",

@@ -223,6 +223,24 @@ def check_int(value: Any, path: Path, lo: int | None = None, hi: int | None = No
     return []
 
 
+def check_int_fields(section: dict, path: Path, fields: Iterable[tuple[str, str, int | None, int | None]],
+                     into: Any) -> list[ConfigIssue]:
+    """:func:`check_int` each ``(key, attr, lo, hi)`` of *fields* that *section* has; a valid value is
+    stored as attribute *attr* of *into* (as item *attr* when *into* is a dict)."""
+    issues: list[ConfigIssue] = []
+    for key, attr, lo, hi in fields:
+        if key in section:
+            bad = check_int(section[key], path + (key,), lo, hi)
+            issues += bad
+            if bad:
+                continue
+            if isinstance(into, dict):
+                into[attr] = section[key]
+            else:
+                setattr(into, attr, section[key])
+    return issues
+
+
 def check_number(value: Any, path: Path, lo: float | None = None, hi: float | None = None) -> list[ConfigIssue]:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return [ConfigIssue(path, f"expected a number, got {value!r}")]

@@ -34,7 +34,17 @@ import ipaddress
 from dataclasses import dataclass, field
 from typing import Any
 
-from flowplane.api import ConfigIssue, LimitField, Limits, check_int, check_keys, check_mapping, check_str, suggest
+from flowplane.api import (
+    ConfigIssue,
+    LimitField,
+    Limits,
+    check_int,
+    check_int_fields,
+    check_keys,
+    check_mapping,
+    check_str,
+    suggest,
+)
 
 BASE = ("services", "inline-monitoring")
 TOP_KEYS = ("template", "instance")
@@ -176,16 +186,11 @@ def _parse_template(name: str, t: Any, p: tuple, issues: list[ConfigIssue]) -> T
         return None
     issues += check_keys(t, TEMPLATE_KEYS, p)
     tmpl = Template(name)
-    for key, attr, lo, hi in (("template-refresh-rate", "template_refresh_s", REFRESH_MIN_S, REFRESH_MAX_S),
-                              ("option-template-refresh-rate", "option_refresh_s", REFRESH_MIN_S, REFRESH_MAX_S),
-                              ("template-id", "template_id", 256, 65535),
-                              ("option-template-id", "option_template_id", 256, 65535),
-                              ("observation-domain-id", "observation_domain_id", 0, 255)):
-        if key in t:
-            bad = check_int(t[key], p + (key,), lo, hi)
-            issues += bad
-            if not bad:
-                setattr(tmpl, attr, t[key])
+    issues += check_int_fields(t, p, (("template-refresh-rate", "template_refresh_s", REFRESH_MIN_S, REFRESH_MAX_S),
+                                      ("option-template-refresh-rate", "option_refresh_s", REFRESH_MIN_S, REFRESH_MAX_S),
+                                      ("template-id", "template_id", 256, 65535),
+                                      ("option-template-id", "option_template_id", 256, 65535),
+                                      ("observation-domain-id", "observation_domain_id", 0, 255)), tmpl)
     if tmpl.template_id == tmpl.option_template_id:
         key = "option-template-id" if "option-template-id" in t else "template-id"
         issues.append(ConfigIssue(p + (key,), f"template-id and option-template-id must differ (both {tmpl.template_id})"))

@@ -35,7 +35,16 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 
-from flowplane.api import ConfigIssue, check_bool, check_int, check_keys, check_mapping, check_number, check_str
+from flowplane.api import (
+    ConfigIssue,
+    check_bool,
+    check_int,
+    check_int_fields,
+    check_keys,
+    check_mapping,
+    check_number,
+    check_str,
+)
 
 from .keepalive import Keepalive
 from .wire import MODE_AUTHENTICATED, MODE_ENCRYPTED, MODE_UNAUTHENTICATED
@@ -274,12 +283,7 @@ KEEPALIVE_LIMITS = (("tcp-keepidle", "idle", 1, 600), ("tcp-keepintvl", "interva
 def parse_keepalive(sec: dict, path) -> tuple[Keepalive, list[ConfigIssue]]:
     """``tcp-keepidle``/``tcp-keepintvl``/``tcp-keepcnt`` of a server or client control connection."""
     values, issues = {}, []
-    for key, attr, lo, hi in KEEPALIVE_LIMITS:
-        if key in sec:
-            bad = check_int(sec[key], path + (key,), lo, hi)
-            issues += bad
-            if not bad:
-                values[attr] = sec[key]
+    issues += check_int_fields(sec, path, KEEPALIVE_LIMITS, values)
     return Keepalive(**values), issues
 
 
