@@ -31,7 +31,8 @@ Groups:
 * **firewall probes**: :func:`probe_filters` tries a made-up frame against the
   config's filters at validation time (:class:`FilterProbe`, :class:`ProbeHit`).
 * **commands**: :class:`CommandError`, :func:`parse_words`, :func:`configured_object` (the feature's
-  object or "not configured"), :func:`known_instance`, :class:`Table` (fixed-width text tables).
+  object or "not configured"), :func:`known_instance`, :class:`Table` (fixed-width text tables),
+  :func:`host_port` (``[v6]:port``).
 * **counters**: :class:`Counters`.
 * **wire layouts**: NetFlow v5 header and record (:data:`NETFLOW_V5_HEADER`,
   :data:`NETFLOW_V5_RECORD`), the NetFlow v9 and IPFIX message headers (:func:`netflow_v9_header`,
@@ -113,7 +114,7 @@ from .sampling import Sampler
 from .sockopts import dscp_tos, grow_sndbuf, set_ip_options
 from .sources import DEFAULT_SOURCE, SourceContext, SourceType, interface_source, live_interfaces
 from .stats import Counters
-from .tables import Table
+from .tables import Table, host_port
 from .wire import (
     IPFIX_HEADER,
     IPFIX_VERSION,
@@ -147,7 +148,7 @@ __all__ = [
     "suggest",
     "ConfigIssue", "ConfigError", "PluginError",
     # commands, counters, low level
-    "CommandError", "parse_words", "configured_object", "known_instance", "Table",
+    "CommandError", "parse_words", "configured_object", "known_instance", "Table", "host_port",
     "Counters", "InterfaceTable", "IoVec", "MMsgHdr", "libc_function", "lp64_layout",
     "set_ip_options", "dscp_tos", "grow_sndbuf",
     # command-line tools

@@ -1,10 +1,18 @@
-"""Fixed-width text tables for command formatters: one row template gives the header and the rows."""
+"""Text for command formatters and labels: fixed-width tables (one row template gives the header and
+the rows) and ``host:port`` endpoints."""
 
 from __future__ import annotations
 
 import re
 import string
 from typing import Any, Iterable, Mapping
+
+
+
+def host_port(host: str, port: int | str) -> str:
+    """``host:port``, an IPv6 address in brackets (``[2001:db8::1]:4739``)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
 
 #: the start of a format spec: fill and alignment, sign, ``z``, ``#``, ``0``, width
 _SPEC_HEAD = re.compile(r"(?P<align>.?[<>^=])?[+\- ]?z?#?0?(?P<width>\d*)")

@@ -34,6 +34,7 @@ from flowplane.api import (
     check_mapping,
     check_number,
     check_str,
+    host_port,
 )
 
 from .output import OutputConfig, parse_output  # noqa: F401
@@ -53,8 +54,7 @@ class Listen:
 
     @property
     def label(self) -> str:
-        host = f"[{self.address}]" if ":" in self.address else self.address
-        return f"{self.protocol}:{host}:{self.port}"
+        return f"{self.protocol}:{host_port(self.address, self.port)}"
 
 
 #: ``(key, attribute, lo, hi)`` of the integer settings.

@@ -65,6 +65,7 @@ from flowplane.api import (
     check_int,
     check_keys,
     check_transport,
+    host_port,
     transport_options,
 )
 
@@ -95,8 +96,7 @@ class Forward:
 
     @property
     def label(self) -> str:
-        host = f"[{self.address}]" if ":" in self.address else self.address
-        return f"{'ipfix' if self.version == 10 else 'v9'}+{self.transport}:{host}:{self.port}"
+        return f"{'ipfix' if self.version == 10 else 'v9'}+{self.transport}:{host_port(self.address, self.port)}"
 
 
 def parse_forward(items, path: tuple, registries: Any = None) -> tuple[list[Forward], list[ConfigIssue]]:

@@ -61,6 +61,7 @@ from flowplane.api import (
     check_number,
     check_str,
     check_transport,
+    host_port,
     suggest,
     transport_options,
 )
@@ -122,8 +123,7 @@ class FlowServer:
 
     @property
     def label(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{host}:{self.port}"
+        return host_port(self.host, self.port)
 
 
 @dataclass

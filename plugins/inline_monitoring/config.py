@@ -43,6 +43,7 @@ from flowplane.api import (
     check_keys,
     check_mapping,
     check_str,
+    host_port,
     suggest,
 )
 
@@ -109,8 +110,7 @@ class Collector:
 
     @property
     def label(self) -> str:
-        host = f"[{self.destination}]" if ":" in self.destination else self.destination
-        return f"{host}:{self.port}"
+        return host_port(self.destination, self.port)
 
 
 @dataclass

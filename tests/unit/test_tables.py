@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from flowplane.api import CommandError, Table, configured_object, known_instance
+from flowplane.api import CommandError, Table, configured_object, host_port, known_instance
 
 
 def test_table_header_takes_the_alignment_and_width_of_each_field():
