@@ -8,7 +8,6 @@ import string
 from typing import Any, Iterable, Mapping
 
 
-
 def host_port(host: str, port: int | str) -> str:
     """``host:port``, an IPv6 address in brackets (``[2001:db8::1]:4739``)."""
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
