@@ -65,6 +65,7 @@ from .batch import (
 from .commands import CommandError, configured_object, known_instance, parse_words
 from .config import (
     Config,
+    check_address,
     check_bool,
     check_int,
     check_int_fields,
@@ -144,7 +145,7 @@ __all__ = [
     # config-time firewall probes
     "probe_filters", "FilterProbe", "ProbeHit",
     # config and errors
-    "Config", "check_bool", "check_int", "check_int_fields", "check_keys", "check_mapping", "check_number", "check_str",
+    "Config", "check_address", "check_bool", "check_int", "check_int_fields", "check_keys", "check_mapping", "check_number", "check_str",
     "suggest",
     "ConfigIssue", "ConfigError", "PluginError",
     # commands, counters, low level

@@ -12,6 +12,7 @@ the same as ``family: {inet: {...}}`` and ``filter input: F1`` the same as
 from __future__ import annotations
 
 import difflib
+import ipaddress
 from typing import Any, Iterable
 
 import yaml
@@ -239,6 +240,14 @@ def check_int_fields(section: dict, path: Path, fields: Iterable[tuple[str, str,
             else:
                 setattr(into, attr, section[key])
     return issues
+
+
+def check_address(value: Any, path: Path) -> tuple[str | None, list[ConfigIssue]]:
+    """An IPv4 or IPv6 address: ``(its normal text, [])``, else ``(None, [the issue])``."""
+    try:
+        return str(ipaddress.ip_address(str(value))), []
+    except ValueError:
+        return None, [ConfigIssue(path, f"expected an IPv4 or IPv6 address, got {value!r}")]
 
 
 def check_number(value: Any, path: Path, lo: float | None = None, hi: float | None = None) -> list[ConfigIssue]:

@@ -21,12 +21,12 @@ YAML::
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass, field
 from typing import Any
 
 from flowplane.api import (
     ConfigIssue,
+    check_address,
     check_bool,
     check_int,
     check_int_fields,
@@ -106,11 +106,9 @@ def parse(data: dict, registries: Any = None) -> tuple[CollectorConfig | None, l
                 issues.append(ConfigIssue(p, f"expected a mapping {{address, port, protocol}}, got {item!r}"))
                 continue
             issues += check_keys(item, LISTEN_KEYS, p)
-            addr = item.get("address", "0.0.0.0")
-            try:
-                addr = str(ipaddress.ip_address(str(addr)))
-            except ValueError:
-                issues.append(ConfigIssue(p + ("address",), f"expected an IPv4 or IPv6 address, got {addr!r}"))
+            addr, bad = check_address(item.get("address", "0.0.0.0"), p + ("address",))
+            if bad:
+                issues += bad
                 continue
             if "port" not in item:
                 issues.append(ConfigIssue(p, "missing 'port' (1..65535)"))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from flowplane.api import check_int_fields
+from flowplane.api import check_address, check_int_fields
 
 FIELDS = (("port", "port", 1, 65535), ("ttl", "ttl", 1, 255), ("absent", "absent", 0, 1))
 
@@ -21,3 +21,10 @@ def test_check_int_fields_into_a_dict():
     issues = check_int_fields({"port": "x", "ttl": 9}, ("s",), FIELDS, values)
     assert values == {"ttl": 9}
     assert [str(i.message) for i in issues] == ["expected an integer, got 'x'"]
+
+
+def test_check_address_normalises_or_reports():
+    assert check_address("2001:DB8::1", ("a",)) == ("2001:db8::1", [])
+    addr, issues = check_address("nope", ("s", "address"))
+    assert addr is None
+    assert [(i.path, i.message) for i in issues] == [(("s", "address"), "expected an IPv4 or IPv6 address, got 'nope'")]
