@@ -32,6 +32,12 @@ V5_RECORD = NETFLOW_V5_RECORD
 MAX_RECORDS = NETFLOW_V5_MAX_RECORDS
 
 
+#: flow record column <- v5 record field, copied as they are
+_COPIED = (("in_if", "input"), ("out_if", "output"), ("packets", "dPkts"), ("bytes", "dOctets"),
+           ("sport", "srcport"), ("dport", "dstport"), ("tcp_flags", "tcp_flags"), ("proto", "prot"), ("tos", "tos"),
+           ("src_as", "src_as"), ("dst_as", "dst_as"), ("src_mask", "src_mask"), ("dst_mask", "dst_mask"))
+
+
 class V5Layout:
     """The fixed v5 'template': what the decoder groups v5 records by."""
 
@@ -49,19 +55,8 @@ class V5Layout:
         out["dst_lo"] = MAPPED | arr["dstaddr"].astype(np.uint64)
         nh = arr["nexthop"].astype(np.uint64)
         out["nexthop_lo"] = np.where(nh != 0, MAPPED | nh, 0)
-        out["in_if"] = arr["input"]
-        out["out_if"] = arr["output"]
-        out["packets"] = arr["dPkts"]
-        out["bytes"] = arr["dOctets"]
-        out["sport"] = arr["srcport"]
-        out["dport"] = arr["dstport"]
-        out["tcp_flags"] = arr["tcp_flags"]
-        out["proto"] = arr["prot"]
-        out["tos"] = arr["tos"]
-        out["src_as"] = arr["src_as"]
-        out["dst_as"] = arr["dst_as"]
-        out["src_mask"] = arr["src_mask"]
-        out["dst_mask"] = arr["dst_mask"]
+        for dst, src in _COPIED:
+            out[dst] = arr[src]
         icmp = out["proto"] == 1
         if icmp.any():
             out["icmp_type"] = np.where(icmp, out["dport"] >> 8, 0)
