@@ -256,7 +256,8 @@ def flowplane_configure(app: "App") -> None:
     enabled (``app.pm.register(obj, name=...)``), and bind term actions with
     ``app.bind_action``.  On a reload the previous objects are already
     unregistered; ``app.previous(MyFeature)`` returns the replaced object so
-    the new one can take over its state (counters, flow tables).
+    the new one can take over its state (counters, flow tables);
+    ``app.register_configured(obj, name)`` does both (``obj.adopt(previous)``, then registers).
 
     :param app: the application being built (config, profile, registries, counters).
     """
