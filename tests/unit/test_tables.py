@@ -37,3 +37,8 @@ def test_known_instance():
         known_instance("c", {"a": 1, "b": 2}, "thing instance")
     with pytest.raises(CommandError, match=r"configured: none$"):
         known_instance("c", [], "thing instance")
+
+
+def test_host_port_brackets_ipv6():
+    assert host_port("192.0.2.1", 4739) == "192.0.2.1:4739"
+    assert host_port("2001:db8::1", 4739) == "[2001:db8::1]:4739"
