@@ -25,13 +25,20 @@ Groups:
   :class:`ReexportRecords`, :class:`EncoderRegistry` (``for_version``),
   :func:`check_transport` / :func:`transport_options` (a configured transport
   and its own keys).
-* **config**: :class:`Config`, ``check_*`` helpers, :func:`suggest`,
+* **config**: :class:`Config`, ``check_*`` helpers (:func:`check_int_fields` checks and stores several),
+  :func:`suggest`,
   :class:`ConfigIssue`, :class:`ConfigError`, :class:`PluginError`.
 * **firewall probes**: :func:`probe_filters` tries a made-up frame against the
   config's filters at validation time (:class:`FilterProbe`, :class:`ProbeHit`).
-* **commands**: :class:`CommandError`, :func:`parse_words`.
+* **commands**: :class:`CommandError`, :func:`parse_words`, :func:`configured_object` (the feature's
+  object or "not configured"), :func:`known_instance`, :class:`Table` (fixed-width text tables),
+  :func:`host_port` (``[v6]:port``).
 * **counters**: :class:`Counters`.
-* **low level**: :class:`InterfaceTable`; ctypes ``recvmmsg``/``sendmmsg``
+* **wire layouts**: NetFlow v5 header and record (:data:`NETFLOW_V5_HEADER`,
+  :data:`NETFLOW_V5_RECORD`), the NetFlow v9 and IPFIX message headers (:func:`netflow_v9_header`,
+  :func:`ipfix_header`), shared by encoders and the collector.
+* **low level**: :class:`InterfaceTable`; socket options (:func:`set_ip_options` for TTL and TOS,
+  :func:`dscp_tos`, :func:`grow_sndbuf`); ctypes ``recvmmsg``/``sendmmsg``
   layouts (:class:`IoVec`, :class:`MMsgHdr`, :func:`libc_function`,
   :func:`lp64_layout`).
 * **command-line tools** (``flowplane_register_cli_subcommands``):
@@ -55,10 +62,21 @@ from .batch import (
     ActionSelection,
     PacketBatch,
 )
-from .commands import CommandError, parse_words
+from .commands import CommandError, configured_object, known_instance, parse_words
+from .config import (
+    Config,
+    check_address,
+    check_bool,
+    check_int,
+    check_int_fields,
+    check_keys,
+    check_mapping,
+    check_number,
+    check_str,
+    suggest,
+)
 from .control import request as control_request
 from .control import resolve_socket
-from .config import Config, check_bool, check_int, check_keys, check_mapping, check_number, check_str, suggest
 from .decode import REASON_TEXT, Reason, decode
 from .errors import ConfigError, ConfigIssue, PluginError
 from .export import (
@@ -94,8 +112,20 @@ from .oneshot import run_oneshot
 from .profiles import DEFAULT_PROFILE, HardwareProfile, LimitField, Limits
 from .registry import DuplicateName, Registry
 from .sampling import Sampler
+from .sockopts import dscp_tos, grow_sndbuf, set_ip_options
 from .sources import DEFAULT_SOURCE, SourceContext, SourceType, interface_source, live_interfaces
 from .stats import Counters
+from .tables import Table, host_port
+from .wire import (
+    IPFIX_HEADER,
+    IPFIX_VERSION,
+    NETFLOW_V5_HEADER,
+    NETFLOW_V5_MAX_RECORDS,
+    NETFLOW_V5_RECORD,
+    NETFLOW_V9_HEADER,
+    ipfix_header,
+    netflow_v9_header,
+)
 
 __all__ = [
     "__version__", "hookimpl",
@@ -115,10 +145,16 @@ __all__ = [
     # config-time firewall probes
     "probe_filters", "FilterProbe", "ProbeHit",
     # config and errors
-    "Config", "check_bool", "check_int", "check_keys", "check_mapping", "check_number", "check_str", "suggest",
+    "Config", "check_address", "check_bool", "check_int", "check_int_fields", "check_keys", "check_mapping", "check_number", "check_str",
+    "suggest",
     "ConfigIssue", "ConfigError", "PluginError",
     # commands, counters, low level
-    "CommandError", "parse_words", "Counters", "InterfaceTable", "IoVec", "MMsgHdr", "libc_function", "lp64_layout",
+    "CommandError", "parse_words", "configured_object", "known_instance", "Table", "host_port",
+    "Counters", "InterfaceTable", "IoVec", "MMsgHdr", "libc_function", "lp64_layout",
+    "set_ip_options", "dscp_tos", "grow_sndbuf",
     # command-line tools
     "run_oneshot", "control_request", "resolve_socket",
+    # flow export wire layouts
+    "NETFLOW_V5_HEADER", "NETFLOW_V5_RECORD", "NETFLOW_V5_MAX_RECORDS", "NETFLOW_V9_HEADER", "IPFIX_HEADER",
+    "IPFIX_VERSION", "ipfix_header", "netflow_v9_header",
 ]

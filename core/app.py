@@ -89,9 +89,9 @@ class App:
             ("flowplane_register_transports", self.registries.transports),
             ("flowplane_register_actions", self.registries.actions),
             ("flowplane_register_control_commands", self.registries.commands),
-            ("flowplane_register_config_sections", self.registries.sections),
             ("flowplane_register_limits", self.registries.limits),
             ("flowplane_register_capabilities", self.registries.capabilities),
+            ("flowplane_register_config_sections", self.registries.sections),  # a claim may declare both
         ):
             for impl in reversed(getattr(self.pm.hook, hook).get_hookimpls()):
                 reg.current_plugin = impl.plugin_name
@@ -196,6 +196,14 @@ class App:
         if self.previous_graph is None:
             return None
         return next((o for o in self.previous_graph.configured if isinstance(o, cls)), None)
+
+    def register_configured(self, obj: object, name: str) -> None:
+        """Register a feature's stateful object from ``flowplane_configure``; during a reload it first
+        takes over the state of the object of its class it replaces (``obj.adopt(previous)``)."""
+        old = self.previous(type(obj))
+        if old is not None:
+            obj.adopt(old)  # type: ignore[attr-defined]
+        self.pm.register(obj, name=name)
 
     # -- the per-batch data path ---------------------------------------------
     def process(self, batch: PacketBatch) -> None:

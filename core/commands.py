@@ -18,13 +18,31 @@ the daemon and renders text with ``formatter`` unless ``--json`` was asked.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from .registry import Registry
 
 
 class CommandError(Exception):
     """Bad arguments or an unknown command; the message goes back to the CLI user."""
+
+
+def configured_object(app: Any, name: str, missing: str) -> Any:
+    """The feature object registered as *name* (``app.pm.register(obj, name=...)``); a CommandError
+    with the text *missing* when the feature is not configured."""
+    obj = app.pm.get_plugin(name)
+    if obj is None:
+        raise CommandError(missing)
+    return obj
+
+
+def known_instance(name: str | None, known: Iterable[str], what: str) -> str | None:
+    """*name* (None: every instance) when it is one of *known*; else a CommandError naming the configured
+    ones (``no port-mirroring instance 'x'; configured: a, b``, *what* being ``port-mirroring instance``)."""
+    names = list(known)
+    if name is not None and name not in names:
+        raise CommandError(f"no {what} {name!r}; configured: {', '.join(names) or 'none'}")
+    return name
 
 
 @dataclass(frozen=True)

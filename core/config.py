@@ -12,6 +12,7 @@ the same as ``family: {inet: {...}}`` and ``filter input: F1`` the same as
 from __future__ import annotations
 
 import difflib
+import ipaddress
 from typing import Any, Iterable
 
 import yaml
@@ -221,6 +222,32 @@ def check_int(value: Any, path: Path, lo: int | None = None, hi: int | None = No
         why = f" (hardware profile limit {limit})" if limit else ""
         return [ConfigIssue(path, f"{value} exceeds the maximum {hi}{why}")]
     return []
+
+
+def check_int_fields(section: dict, path: Path, fields: Iterable[tuple[str, str, int | None, int | None]],
+                     into: Any) -> list[ConfigIssue]:
+    """:func:`check_int` each ``(key, attr, lo, hi)`` of *fields* that *section* has; a valid value is
+    stored as attribute *attr* of *into* (as item *attr* when *into* is a dict)."""
+    issues: list[ConfigIssue] = []
+    for key, attr, lo, hi in fields:
+        if key in section:
+            bad = check_int(section[key], path + (key,), lo, hi)
+            issues += bad
+            if bad:
+                continue
+            if isinstance(into, dict):
+                into[attr] = section[key]
+            else:
+                setattr(into, attr, section[key])
+    return issues
+
+
+def check_address(value: Any, path: Path) -> tuple[str | None, list[ConfigIssue]]:
+    """An IPv4 or IPv6 address: ``(its normal text, [])``, else ``(None, [the issue])``."""
+    try:
+        return str(ipaddress.ip_address(str(value))), []
+    except ValueError:
+        return None, [ConfigIssue(path, f"expected an IPv4 or IPv6 address, got {value!r}")]
 
 
 def check_number(value: Any, path: Path, lo: float | None = None, hi: float | None = None) -> list[ConfigIssue]:

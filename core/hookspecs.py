@@ -28,7 +28,7 @@ arguments").
 from __future__ import annotations
 
 import argparse
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable, Protocol
 
 from . import hookspec
 
@@ -41,7 +41,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .errors import ConfigIssue
     from .export import EncoderType, TransportType
     from .flows import FlowRecords
-    from .profiles import HardwareProfile, Limits
+    from .profiles import HardwareProfile, LimitField, Limits
     from .sources import SourceType
 
 
@@ -55,7 +55,8 @@ class RegisterControlCommand(Protocol):
 class RegisterConfigSection(Protocol):
     """The ``register`` of ``flowplane_register_config_sections``."""
 
-    def __call__(self, name: str, item: str, capability: str | None = None) -> None: ...
+    def __call__(self, name: str, item: str, capability: str | None = None, *,
+                 capability_help: str | None = None, limits: Iterable["LimitField"] = ()) -> None: ...
 
 
 class RegisterLimit(Protocol):
@@ -212,12 +213,17 @@ def flowplane_register_config_sections(register: RegisterConfigSection) -> None:
     Called at start-up.  A key under ``forwarding-options`` or ``services``
     that no plugin claimed is a config error with a "did you mean" hint.
     With ``capability=``, configuring the section on a hardware profile
-    without that capability is a config error naming the profile.
+    without that capability is a config error naming the profile.  The claim
+    can declare what the feature brings in the same call: ``capability_help=``
+    declares the capability (as ``flowplane_register_capabilities`` does) and
+    ``limits=`` declares :class:`LimitField` s (as ``flowplane_register_limits``
+    does), owned by the claiming plugin.
 
-    :param register: ``register("forwarding-options sampling", "one-line help", capability="sampling")``
-        (``capability`` optional).  ``register("interfaces family KEY", "help")`` adds KEY to the keys
-        allowed under ``interfaces IF family FAM`` (the plugin validates what is under it, e.g.
-        video monitoring's ``input-flows``).
+    :param register: ``register("forwarding-options sampling", "one-line help", capability="sampling",
+        capability_help="one line", limits=(LimitField(...), ...))`` (all but the first two optional).  ``register("interfaces family KEY", "help")`` adds KEY
+        to the keys allowed under ``interfaces IF family FAM`` (the plugin validates what is under it, e.g.
+        video monitoring's ``input-flows``).  Claims form a tree: ``services rpm twamp`` and ``services rpm
+        probe`` may come from two plugins.
     """
 
 
@@ -253,7 +259,8 @@ def flowplane_configure(app: "App") -> None:
     enabled (``app.pm.register(obj, name=...)``), and bind term actions with
     ``app.bind_action``.  On a reload the previous objects are already
     unregistered; ``app.previous(MyFeature)`` returns the replaced object so
-    the new one can take over its state (counters, flow tables).
+    the new one can take over its state (counters, flow tables);
+    ``app.register_configured(obj, name)`` does both (``obj.adopt(previous)``, then registers).
 
     :param app: the application being built (config, profile, registries, counters).
     """

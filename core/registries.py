@@ -33,9 +33,9 @@ class Registries:
         self.transports: Registry[TransportType] = Registry("transport")
         self.actions: Registry[TermAction] = Registry("term action")
         self.commands = CommandRegistry()
-        self.sections: SectionRegistry = SectionRegistry()
         self.limits = LimitRegistry()
         self.capabilities = CapabilityRegistry()
+        self.sections: SectionRegistry = SectionRegistry(self.limits, self.capabilities)
         self.limits.current_plugin = "flowplane"
         for f in CORE_LIMITS:
             self.limits.register(f.name, f)

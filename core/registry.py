@@ -7,7 +7,7 @@ plugins, so two plugins can never silently fight over ``sample``.
 
 from __future__ import annotations
 
-from typing import Generic, Iterator, TypeVar
+from typing import Generic, Iterable, Iterator, TypeVar
 
 from .profiles import LimitField
 
@@ -66,19 +66,44 @@ class Registry(Generic[T]):
 
 class SectionRegistry(Registry[str]):
     """Config section claims: ``path -> one-line help``, plus the hardware-profile capability a
-    section needs (``register("services inline-monitoring", "help", capability="inline-monitoring")``)."""
+    section needs (``register("services inline-monitoring", "help", capability="inline-monitoring")``).
 
-    def __init__(self) -> None:
+    A claim may also declare what its feature brings, in the same call: ``capability_help=`` declares
+    ``capability`` (as ``flowplane_register_capabilities`` does) and ``limits=`` declares limit fields
+    (as ``flowplane_register_limits`` does), both owned by the claiming plugin.
+    """
+
+    def __init__(self, limits: "LimitRegistry | None" = None, capabilities: "CapabilityRegistry | None" = None) -> None:
         super().__init__("config section")
         self.capabilities: dict[str, str] = {}
+        self._limit_registry = limits
+        self._capability_registry = capabilities
 
-    def register(self, name: str, item: str, capability: str | None = None) -> None:
+    def register(self, name: str, item: str, capability: str | None = None, *,
+                 capability_help: str | None = None, limits: Iterable[LimitField] = ()) -> None:
         super().register(name, item)
         if capability:
             self.capabilities[name] = capability
+        if capability_help is not None:
+            if not capability:
+                raise ValueError(f"config section {name!r}: capability_help without a capability")
+            self._declare(self._capability_registry, "capabilities", lambda reg: reg(capability, capability_help))
+        fields = tuple(limits)
+        if fields:
+            self._declare(self._limit_registry, "limits", lambda reg: [reg.declare(f) for f in fields])
 
-    def __call__(self, name: str, item: str, capability: str | None = None) -> None:
-        self.register(name, item, capability)
+    def _declare(self, registry: "Registry | None", what: str, declare) -> None:
+        if registry is None:
+            raise ValueError(f"this section registry takes no {what}")
+        registry.current_plugin, before = self.current_plugin, registry.current_plugin
+        try:
+            declare(registry)
+        finally:
+            registry.current_plugin = before
+
+    def __call__(self, name: str, item: str, capability: str | None = None, *,
+                 capability_help: str | None = None, limits: Iterable[LimitField] = ()) -> None:
+        self.register(name, item, capability, capability_help=capability_help, limits=limits)
 
 
 class RegistryView(Generic[T]):
@@ -127,9 +152,14 @@ class LimitRegistry(Registry[LimitField]):
         super().__init__("limit")
 
     def __call__(self, name: str, default: object, help: str = "") -> None:  # type: ignore[override]
+        self.declare(LimitField(name, default, help))
+
+    def declare(self, field: LimitField) -> None:
+        """Declare one limit field (its name must be a Python identifier: it is read as ``limits.NAME``)."""
+        name = field.name
         if not (isinstance(name, str) and name.isidentifier() and not name.startswith("_")):
             raise ValueError(f"limit name {name!r} is not a Python identifier (it is read as limits.NAME)")
-        self.register(name, LimitField(name, default, help))
+        self.register(name, field)
 
 
 class CapabilityRegistry(Registry[str]):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import time
 
-from flowplane.api import CommandError, parse_words
+from flowplane.api import CommandError, configured_object, parse_words
 
 from .collector import PLUGIN_OBJECT
 from .fields import VARLEN, ie_name
@@ -15,10 +15,7 @@ PROTO_NAMES = {1: "icmp", 6: "tcp", 17: "udp", 47: "gre", 50: "esp", 58: "icmp6"
 
 
 def collector(app):
-    c = app.pm.get_plugin(PLUGIN_OBJECT)
-    if c is None:
-        raise CommandError("the flow collector is not configured (services flow-collector)")
-    return c
+    return configured_object(app, PLUGIN_OBJECT, "the flow collector is not configured (services flow-collector)")
 
 
 def _iso(ns: int) -> str:

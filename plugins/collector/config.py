@@ -21,11 +21,21 @@ YAML::
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass, field
 from typing import Any
 
-from flowplane.api import ConfigIssue, check_bool, check_int, check_keys, check_mapping, check_number, check_str
+from flowplane.api import (
+    ConfigIssue,
+    check_address,
+    check_bool,
+    check_int,
+    check_int_fields,
+    check_keys,
+    check_mapping,
+    check_number,
+    check_str,
+    host_port,
+)
 
 from .output import OutputConfig, parse_output  # noqa: F401
 
@@ -44,8 +54,14 @@ class Listen:
 
     @property
     def label(self) -> str:
-        host = f"[{self.address}]" if ":" in self.address else self.address
-        return f"{self.protocol}:{host}:{self.port}"
+        return f"{self.protocol}:{host_port(self.address, self.port)}"
+
+
+#: ``(key, attribute, lo, hi)`` of the integer settings.
+INT_FIELDS = (("max-templates-per-exporter", "max_templates", 1, 65536),
+              ("receive-buffer", "receive_buffer", 65536, 1 << 30),
+              ("flow-ring", "flow_ring", 0, 10_000_000),
+              ("max-connections", "max_connections", 1, 65536))
 
 
 @dataclass
@@ -90,11 +106,9 @@ def parse(data: dict, registries: Any = None) -> tuple[CollectorConfig | None, l
                 issues.append(ConfigIssue(p, f"expected a mapping {{address, port, protocol}}, got {item!r}"))
                 continue
             issues += check_keys(item, LISTEN_KEYS, p)
-            addr = item.get("address", "0.0.0.0")
-            try:
-                addr = str(ipaddress.ip_address(str(addr)))
-            except ValueError:
-                issues.append(ConfigIssue(p + ("address",), f"expected an IPv4 or IPv6 address, got {addr!r}"))
+            addr, bad = check_address(item.get("address", "0.0.0.0"), p + ("address",))
+            if bad:
+                issues += bad
                 continue
             if "port" not in item:
                 issues.append(ConfigIssue(p, "missing 'port' (1..65535)"))
@@ -115,15 +129,7 @@ def parse(data: dict, registries: Any = None) -> tuple[CollectorConfig | None, l
         cfg.output, bad = parse_output(out, path + ("output",), registries)
         issues += bad
         cfg.jsonl = cfg.output.jsonl
-    for key, attr, lo, hi in (("max-templates-per-exporter", "max_templates", 1, 65536),
-                              ("receive-buffer", "receive_buffer", 65536, 1 << 30),
-                              ("flow-ring", "flow_ring", 0, 10_000_000),
-                              ("max-connections", "max_connections", 1, 65536)):
-        if key in sec:
-            bad = check_int(sec[key], path + (key,), lo, hi)
-            issues += bad
-            if not bad:
-                setattr(cfg, attr, sec[key])
+    issues += check_int_fields(sec, path, INT_FIELDS, cfg)
     if "pending-timeout" in sec:
         bad = check_number(sec["pending-timeout"], path + ("pending-timeout",), 0, 3600)
         issues += bad

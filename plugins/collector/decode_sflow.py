@@ -215,27 +215,34 @@ def decode_sflow(dec: "Decoder", exp: Exporter, mv: memoryview) -> None:
     rows: list[bytes] = []
     headers: list[bytes] = []
     counters = dec.counters
-    for _ in range(nsamples):
-        if o + 8 > end:
-            dec.error(exp, "sflow-count-mismatch")
-            break
-        fmt, slen = _REC.unpack_from(mv, o)
-        body, o = o + 8, o + 8 + slen
-        if o > end:
-            dec.error(exp, "sflow-bad-sample-length")
-            break
+    for fmt, body, body_end in _tlvs(dec, exp, mv, o, end, nsamples, "sflow-bad-sample-length"):
         enterprise, fmt = fmt >> 12, fmt & 0xFFF
         if enterprise != 0:
             counters.inc("sflow-samples-skipped")
         elif fmt in (1, 3):
             counters.inc("sflow-flow-samples")
-            _flow_sample(dec, exp, mv, body, o, fmt == 3, rows, headers)
+            _flow_sample(dec, exp, mv, body, body_end, fmt == 3, rows, headers)
         elif fmt in (2, 4):
             counters.inc("sflow-counter-samples")
         else:
             counters.inc("sflow-samples-skipped")
     if rows:
         dec.group(dom, SFLOW, b"".join(rows), len(rows), dec.now_ns, uptime, {0: headers})
+
+
+def _tlvs(dec, exp, mv, o: int, end: int, count: int, bad_length: str):
+    """``(format, body start, body end)`` of *count* format/length-prefixed structures from *o*; a
+    structure past *end* is counted as ``sflow-count-mismatch`` or *bad_length* and ends the walk."""
+    for _ in range(count):
+        if o + 8 > end:
+            dec.error(exp, "sflow-count-mismatch")
+            return
+        fmt, length = _REC.unpack_from(mv, o)
+        body, o = o + 8, o + 8 + length
+        if o > end:
+            dec.error(exp, bad_length)
+            return
+        yield fmt, body, o
 
 
 def _flow_sample(dec, exp, mv, o: int, end: int, expanded: bool, rows: list, headers: list) -> None:
@@ -261,15 +268,8 @@ def _flow_sample(dec, exp, mv, o: int, end: int, expanded: bool, rows: list, hea
     hdr_fields = (0, 0, 0)
     sampled = None
     src_vlan = dst_vlan = 0
-    for _ in range(nrec):
-        if o + 8 > end:
-            dec.error(exp, "sflow-count-mismatch")
-            break
-        fmt, rlen = _REC.unpack_from(mv, o)
-        body, o = o + 8, o + 8 + rlen
-        if o > end:
-            dec.error(exp, "sflow-bad-record-length")
-            break
+    for fmt, body, body_end in _tlvs(dec, exp, mv, o, end, nrec, "sflow-bad-record-length"):
+        rlen = body_end - body
         if fmt == 1:
             if rlen < _RAW.size:
                 dec.error(exp, "sflow-bad-record")

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from flowplane.api import FLOW_DTYPE
+from flowplane.api import FLOW_DTYPE, NETFLOW_V5_HEADER, NETFLOW_V5_MAX_RECORDS, NETFLOW_V5_RECORD
 
 from .decode_v9ipfix import _sequence
 from .templates import MAPPED, NS, Ctx
@@ -27,14 +27,15 @@ if TYPE_CHECKING:  # pragma: no cover
     from .decoder import Decoder
 
 _HDR = struct.Struct(">HHIIIIBBH")
-V5_RECORD = np.dtype([
-    ("srcaddr", ">u4"), ("dstaddr", ">u4"), ("nexthop", ">u4"), ("input", ">u2"), ("output", ">u2"),
-    ("dPkts", ">u4"), ("dOctets", ">u4"), ("First", ">u4"), ("Last", ">u4"),
-    ("srcport", ">u2"), ("dstport", ">u2"), ("pad1", "u1"), ("tcp_flags", "u1"), ("prot", "u1"),
-    ("tos", "u1"), ("src_as", ">u2"), ("dst_as", ">u2"), ("src_mask", "u1"), ("dst_mask", "u1"),
-    ("pad2", ">u2"),
-])
-MAX_RECORDS = 30
+assert _HDR.size == NETFLOW_V5_HEADER.itemsize
+V5_RECORD = NETFLOW_V5_RECORD
+MAX_RECORDS = NETFLOW_V5_MAX_RECORDS
+
+
+#: flow record column <- v5 record field, copied as they are
+_COPIED = (("in_if", "input"), ("out_if", "output"), ("packets", "dPkts"), ("bytes", "dOctets"),
+           ("sport", "srcport"), ("dport", "dstport"), ("tcp_flags", "tcp_flags"), ("proto", "prot"), ("tos", "tos"),
+           ("src_as", "src_as"), ("dst_as", "dst_as"), ("src_mask", "src_mask"), ("dst_mask", "dst_mask"))
 
 
 class V5Layout:
@@ -54,19 +55,8 @@ class V5Layout:
         out["dst_lo"] = MAPPED | arr["dstaddr"].astype(np.uint64)
         nh = arr["nexthop"].astype(np.uint64)
         out["nexthop_lo"] = np.where(nh != 0, MAPPED | nh, 0)
-        out["in_if"] = arr["input"]
-        out["out_if"] = arr["output"]
-        out["packets"] = arr["dPkts"]
-        out["bytes"] = arr["dOctets"]
-        out["sport"] = arr["srcport"]
-        out["dport"] = arr["dstport"]
-        out["tcp_flags"] = arr["tcp_flags"]
-        out["proto"] = arr["prot"]
-        out["tos"] = arr["tos"]
-        out["src_as"] = arr["src_as"]
-        out["dst_as"] = arr["dst_as"]
-        out["src_mask"] = arr["src_mask"]
-        out["dst_mask"] = arr["dst_mask"]
+        for dst, src in _COPIED:
+            out[dst] = arr[src]
         icmp = out["proto"] == 1
         if icmp.any():
             out["icmp_type"] = np.where(icmp, out["dport"] >> 8, 0)

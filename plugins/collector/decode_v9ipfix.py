@@ -29,6 +29,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from flowplane.api import IPFIX_HEADER, NETFLOW_V9_HEADER
+
 from .fields import IPFIX_OPTIONS_TEMPLATE, IPFIX_TEMPLATE, V9_OPTIONS_TEMPLATE, V9_TEMPLATE
 from .templates import Template, int_column
 
@@ -40,8 +42,8 @@ MAX_DOMAINS_PER_EXPORTER = 256
 MAX_INTERFACES_PER_EXPORTER = 65536  # interface-table entries learnt from options data
 IF_NAME, IF_DESCRIPTION = 82, 83
 V9_SCOPE_INTERFACE = 0x10000 | 2  # v9 options scope type 2 (interface), as the template parser marks it
-_HDR9 = struct.Struct(">HHIIII")
-_HDR10 = struct.Struct(">HHIII")
+_HDR9 = NETFLOW_V9_HEADER
+_HDR10 = IPFIX_HEADER
 _SET = struct.Struct(">HH")
 
 

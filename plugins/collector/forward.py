@@ -46,7 +46,6 @@ against the registry at validation.  Decisions:
 
 from __future__ import annotations
 
-import ipaddress
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -62,9 +61,11 @@ from flowplane.api import (
     Exporter,
     ReexportRecords,
     TransportOptions,
+    check_address,
     check_int,
     check_keys,
     check_transport,
+    host_port,
     transport_options,
 )
 
@@ -95,8 +96,7 @@ class Forward:
 
     @property
     def label(self) -> str:
-        host = f"[{self.address}]" if ":" in self.address else self.address
-        return f"{'ipfix' if self.version == 10 else 'v9'}+{self.transport}:{host}:{self.port}"
+        return f"{'ipfix' if self.version == 10 else 'v9'}+{self.transport}:{host_port(self.address, self.port)}"
 
 
 def parse_forward(items, path: tuple, registries: Any = None) -> tuple[list[Forward], list[ConfigIssue]]:
@@ -117,11 +117,8 @@ def parse_forward(items, path: tuple, registries: Any = None) -> tuple[list[Forw
         transports = registries.transports if registries is not None else None
         tt = transports.get(transport) if transports is not None and isinstance(transport, str) else None
         bad = check_keys(item, FORWARD_KEYS + (tt.keys if tt is not None else ()), p)
-        addr = item.get("address")
-        try:
-            addr = str(ipaddress.ip_address(str(addr)))
-        except ValueError:
-            bad.append(ConfigIssue(p + ("address",), f"expected an IPv4 or IPv6 address, got {addr!r}"))
+        addr, found = check_address(item.get("address"), p + ("address",))
+        bad += found
         if "port" not in item:
             bad.append(ConfigIssue(p, "missing 'port' (1..65535)"))
         else:
@@ -133,10 +130,8 @@ def parse_forward(items, path: tuple, registries: Any = None) -> tuple[list[Forw
         bad += check_transport(transport, item, p, transports, encoder=encoder, version=version)
         src = item.get("source-address")
         if src is not None:
-            try:
-                src = str(ipaddress.ip_address(str(src)))
-            except ValueError:
-                bad.append(ConfigIssue(p + ("source-address",), f"expected an IPv4 or IPv6 address, got {src!r}"))
+            src, found = check_address(src, p + ("source-address",))
+            bad += found
         if "observation-domain" in item:
             bad += check_int(item["observation-domain"], p + ("observation-domain",), 0, 0xFFFF_FFFF)
         if "mtu" in item:

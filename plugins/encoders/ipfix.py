@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import struct
 
-from flowplane.api import EncoderOptions, EncoderType, hookimpl
+from flowplane.api import EncoderOptions, EncoderType, hookimpl, ipfix_header
 
 from .template import TemplateEncoder, selector_algorithm
 
@@ -47,8 +47,7 @@ class IpfixEncoder(TemplateEncoder):
     name = "ipfix"
 
     def header(self, count: int, length: int, now_ns: int, data_records: int) -> bytes:
-        return struct.pack(">HHIII", 10, length, (now_ns // 1_000_000_000) & 0xFFFF_FFFF,
-                           self.data_records_sent & 0xFFFF_FFFF, self.options.observation_domain_id & 0xFFFF_FFFF)
+        return ipfix_header(length, now_ns // 1_000_000_000, self.data_records_sent, self.options.observation_domain_id)
 
     def options_values(self) -> list[tuple[int, int, int]]:
         o = self.options

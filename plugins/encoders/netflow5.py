@@ -50,26 +50,25 @@ from __future__ import annotations
 
 import numpy as np
 
-from flowplane.api import SAMPLING_RANDOM, Counters, EncoderOptions, EncoderType, FlowRecords, hookimpl
+from flowplane.api import (
+    NETFLOW_V5_HEADER,
+    NETFLOW_V5_MAX_RECORDS,
+    NETFLOW_V5_RECORD,
+    SAMPLING_RANDOM,
+    Counters,
+    EncoderOptions,
+    EncoderType,
+    FlowRecords,
+    hookimpl,
+)
 
 VERSION = 5
-MAX_RECORDS = 30
+MAX_RECORDS = NETFLOW_V5_MAX_RECORDS
 U32_MAX = 0xFFFF_FFFF
 AS_TRANS = 23456
 
-V5_HEADER = np.dtype([
-    ("version", ">u2"), ("count", ">u2"), ("sys_uptime", ">u4"), ("unix_secs", ">u4"),
-    ("unix_nsecs", ">u4"), ("flow_sequence", ">u4"), ("engine_type", "u1"), ("engine_id", "u1"),
-    ("sampling_interval", ">u2"),
-])
-V5_RECORD = np.dtype([
-    ("srcaddr", ">u4"), ("dstaddr", ">u4"), ("nexthop", ">u4"), ("input", ">u2"), ("output", ">u2"),
-    ("dPkts", ">u4"), ("dOctets", ">u4"), ("First", ">u4"), ("Last", ">u4"),
-    ("srcport", ">u2"), ("dstport", ">u2"), ("pad1", "u1"), ("tcp_flags", "u1"), ("prot", "u1"),
-    ("tos", "u1"), ("src_as", ">u2"), ("dst_as", ">u2"), ("src_mask", "u1"), ("dst_mask", "u1"),
-    ("pad2", ">u2"),
-])
-assert V5_HEADER.itemsize == 24 and V5_RECORD.itemsize == 48
+V5_HEADER = NETFLOW_V5_HEADER
+V5_RECORD = NETFLOW_V5_RECORD
 
 _MAPPED = np.uint64(0xFFFF_0000_0000)
 _LOW32 = np.uint64(0xFFFF_FFFF)
@@ -203,6 +202,17 @@ class HeaderRecordsEncoder:
         self.counters.inc("datagrams", len(out))
         return out
 
+    def base_header(self, dtype: np.dtype, records: FlowRecords, now_ns: int) -> np.ndarray:
+        """A one-element header of *dtype* with the fields v5 and v8 share (version, clocks, engine)."""
+        h = np.zeros(1, dtype=dtype)
+        h["version"] = self.version
+        h["sys_uptime"] = uptime_ms(now_ns, records.boot_ns)
+        h["unix_secs"] = (now_ns // 1_000_000_000) & 0xFFFF_FFFF
+        h["unix_nsecs"] = now_ns % 1_000_000_000
+        h["engine_type"] = self.options.engine_type
+        h["engine_id"] = self.options.engine_id
+        return h
+
     def templates(self, now_ns: int) -> list[bytes]:
         return []
 
@@ -269,13 +279,7 @@ class NetFlowV5Encoder(HeaderRecordsEncoder):
         return out
 
     def header(self, records: FlowRecords, now_ns: int) -> np.ndarray:
-        h = np.zeros(1, dtype=V5_HEADER)
-        h["version"] = VERSION
-        h["sys_uptime"] = uptime_ms(now_ns, records.boot_ns)
-        h["unix_secs"] = (now_ns // 1_000_000_000) & 0xFFFF_FFFF
-        h["unix_nsecs"] = now_ns % 1_000_000_000
-        h["engine_type"] = self.options.engine_type
-        h["engine_id"] = self.options.engine_id
+        h = self.base_header(V5_HEADER, records, now_ns)
         h["sampling_interval"] = self.sampling_field(records)
         return h
 

@@ -229,13 +229,7 @@ class NetFlowV8Encoder(HeaderRecordsEncoder):
         return out
 
     def header(self, records: FlowRecords, now_ns: int) -> np.ndarray:
-        h = np.zeros(1, dtype=V8_HEADER)
-        h["version"] = VERSION
-        h["sys_uptime"] = uptime_ms(now_ns, records.boot_ns)
-        h["unix_secs"] = (now_ns // 1_000_000_000) & 0xFFFF_FFFF
-        h["unix_nsecs"] = now_ns % 1_000_000_000
-        h["engine_type"] = self.options.engine_type
-        h["engine_id"] = self.options.engine_id
+        h = self.base_header(V8_HEADER, records, now_ns)
         h["aggregation"] = self.scheme.number
         h["agg_version"] = AGG_VERSION
         return h

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import struct
 
-from flowplane.api import EncoderOptions, EncoderType, hookimpl
+from flowplane.api import EncoderOptions, EncoderType, hookimpl, netflow_v9_header
 
 from .template import TemplateEncoder
 
@@ -45,8 +45,7 @@ class NetFlowV9Encoder(TemplateEncoder):
     def header(self, count: int, length: int, now_ns: int, data_records: int) -> bytes:
         secs = now_ns // 1_000_000_000
         uptime = max(0, secs * 1000 - self.boot_ns // 1_000_000) & 0xFFFF_FFFF
-        return struct.pack(">HHIIII", 9, count, uptime, secs & 0xFFFF_FFFF, self.packets_sent & 0xFFFF_FFFF,
-                           self.options.observation_domain_id & 0xFFFF_FFFF)
+        return netflow_v9_header(count, uptime, secs, self.packets_sent, self.options.observation_domain_id)
 
     def options_values(self) -> list[tuple[int, int, int]]:
         o = self.options

@@ -22,20 +22,10 @@ from .engine import PLUGIN_OBJECT, FlowCapture
 
 
 @hookimpl
-def flowplane_register_limits(register):
-    for f in LIMITS:
-        register(f.name, f.default, f.help)
-
-
-@hookimpl
-def flowplane_register_capabilities(register):
-    register("dynamic-flow-capture", "services dynamic-flow-capture (DTCP)")
-
-
-@hookimpl
 def flowplane_register_config_sections(register):
     register("services dynamic-flow-capture", "DTCP control sources, content destinations and capture groups",
-             capability="dynamic-flow-capture")
+             capability="dynamic-flow-capture", capability_help="services dynamic-flow-capture (DTCP)",
+             limits=LIMITS)
 
 
 @hookimpl
@@ -49,11 +39,7 @@ def flowplane_configure(app):
     cfg, issues = parse(app.config.data, app.limits, app.config.base_dir)
     if issues or not cfg.enabled:
         return
-    engine = FlowCapture(cfg, interfaces=app.interfaces)
-    old = app.previous(FlowCapture)
-    if old is not None:
-        engine.adopt(old)
-    app.pm.register(engine, name=PLUGIN_OBJECT)
+    app.register_configured(FlowCapture(cfg, interfaces=app.interfaces), PLUGIN_OBJECT)
 
 
 @hookimpl

@@ -8,16 +8,14 @@ Each command takes ``capture-group NAME``; ``content-destination`` also takes
 
 from __future__ import annotations
 
-from flowplane.api import CommandError, parse_words
+from flowplane.api import CommandError, configured_object, parse_words
 
 from .engine import PLUGIN_OBJECT
 
 
 def _engine(app):
-    e = app.pm.get_plugin(PLUGIN_OBJECT)
-    if e is None:
-        raise CommandError("dynamic flow capture is not configured (services dynamic-flow-capture)")
-    return e
+    return configured_object(app, PLUGIN_OBJECT,
+                             "dynamic flow capture is not configured (services dynamic-flow-capture)")
 
 
 def _filter(rows, key, value, what, e):

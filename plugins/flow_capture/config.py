@@ -40,7 +40,17 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from flowplane.api import ConfigIssue, LimitField, Limits, check_int, check_keys, check_mapping, check_str, suggest
+from flowplane.api import (
+    ConfigIssue,
+    LimitField,
+    Limits,
+    check_int,
+    check_int_fields,
+    check_keys,
+    check_mapping,
+    check_str,
+    suggest,
+)
 
 BASE = ("services", "dynamic-flow-capture")
 TOP_KEYS = ("capture-group", "listen-address")
@@ -51,7 +61,7 @@ SOURCE_KEYS = ("source-addresses", "service-port", "shared-key", "key-file", "al
 DEST_KEYS = ("address", "port", "source-address", "source-port", "ttl", "hard-limit", "soft-limit",
              "soft-limit-clear")
 
-#: The hardware-profile limits this feature declares (flowplane_register_limits).
+#: The hardware-profile limits this feature declares (with its config section claim).
 LIMITS = (
     LimitField("dfc_criteria_max", 10_000, "active dynamic flow capture criteria (DTCP)"),
 )
@@ -278,13 +288,8 @@ def _parse_destination(name: str, group: str, sec: dict, p: tuple, issues: list[
     if "address" not in sec:
         issues.append(ConfigIssue(p, "a content destination needs an address"))
     cd = ContentDestination(name, group, addr or "0.0.0.0")
-    for key, attr, lo, hi in (("port", "port", 1, 65535), ("source-port", "source_port", 1, 65535),
-                              ("ttl", "ttl", 1, 255)):
-        if key in sec:
-            found = check_int(sec[key], p + (key,), lo, hi)
-            issues += found
-            if not found:
-                setattr(cd, attr, sec[key])
+    issues += check_int_fields(sec, p, (("port", "port", 1, 65535), ("source-port", "source_port", 1, 65535),
+                                        ("ttl", "ttl", 1, 255)), cd)
     if "source-address" in sec:
         src = _address(sec["source-address"], p + ("source-address",), issues)
         if src and addr and (":" in src) != (":" in addr):
@@ -348,13 +353,8 @@ def _parse_group(name: str, sec: dict, p: tuple, config: dict, base_dir: str | N
                 issues += found
                 if not found:
                     g.memory_threshold_pct = pmt["percentage"]
-    for key, attr, lo, hi in (("max-duplicates", "max_duplicates", 1, 64),
-                              ("duplicates-dropped-periodicity", "duplicates_periodicity", 1, 86400)):
-        if key in sec:
-            found = check_int(sec[key], p + (key,), lo, hi)
-            issues += found
-            if not found:
-                setattr(g, attr, sec[key])
+    issues += check_int_fields(sec, p, (("max-duplicates", "max_duplicates", 1, 64),
+                                        ("duplicates-dropped-periodicity", "duplicates_periodicity", 1, 86400)), g)
     for dname, dsec, dp in _named(sec, "content-destination", p, "content destination", issues):
         g.destinations[dname] = _parse_destination(dname, name, dsec, dp, issues)
     for sname, ssec, sp in _named(sec, "control-source", p, "control source", issues):

@@ -26,6 +26,8 @@ from collections import Counter
 
 import numpy as np
 
+from flowplane.api import set_ip_options
+
 from .config import ContentDestination
 
 SNDBUF = 4 * 1024 * 1024
@@ -60,10 +62,7 @@ class Copier:
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SNDBUF)
             except OSError:  # pragma: no cover - capped by wmem_max
                 pass
-            if fam == socket.AF_INET:
-                s.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, cd.ttl)
-            else:
-                s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, cd.ttl)
+            set_ip_options(s, ttl=cd.ttl)
             if cd.source_address or cd.source_port:
                 s.bind((cd.source_address or ("::" if fam == socket.AF_INET6 else "0.0.0.0"), cd.source_port))
         except OSError as exc:

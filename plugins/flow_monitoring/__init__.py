@@ -33,23 +33,13 @@ def flowplane_register_actions(register):
 
 
 @hookimpl
-def flowplane_register_limits(register):
-    for f in LIMITS:
-        register(f.name, f.default, f.help)
-
-
-@hookimpl
-def flowplane_register_capabilities(register):
-    register("sampling", "forwarding-options sampling: sampled flow export")
-    register("discard-accounting", "forwarding-options accounting: flows of discarded packets")
-
-
-@hookimpl
 def flowplane_register_config_sections(register):
     register("forwarding-options sampling", "sampling instances: input rate, flow servers, timeouts",
-             capability="sampling")
+             capability="sampling", capability_help="forwarding-options sampling: sampled flow export",
+             limits=LIMITS)
     register("forwarding-options accounting", "discard accounting groups: flow servers, timeouts",
-             capability="discard-accounting")
+             capability="discard-accounting",
+             capability_help="forwarding-options accounting: flows of discarded packets")
     register("services flow-monitoring", "version9 / version-ipfix templates")
     register("chassis fpc", "bind an interface to a sampling instance (fpc IFNAME sampling-instance NAME)")
     register("forwarding-options monitoring", "passive monitoring groups fed by monitoring-only interfaces")

@@ -8,17 +8,14 @@ import os
 import resource
 import time
 
-from flowplane.api import CommandError, parse_words
+from flowplane.api import CommandError, configured_object, parse_words
 
 PLUGIN_OBJECT = "flow-monitor"
 PROTO_NAMES = {1: "icmp", 6: "tcp", 17: "udp", 47: "gre", 50: "esp", 58: "icmp6", 132: "sctp", 0: "ip"}
 
 
 def monitor(app):
-    fm = app.pm.get_plugin(PLUGIN_OBJECT)
-    if fm is None:
-        raise CommandError("sampling is not configured (forwarding-options sampling|accounting)")
-    return fm
+    return configured_object(app, PLUGIN_OBJECT, "sampling is not configured (forwarding-options sampling|accounting)")
 
 
 def _engines(app, args, values=None, flags=(), passive=False):

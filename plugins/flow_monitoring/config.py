@@ -61,6 +61,7 @@ from flowplane.api import (
     check_number,
     check_str,
     check_transport,
+    host_port,
     suggest,
     transport_options,
 )
@@ -81,7 +82,7 @@ ACCOUNTING_KEYS = ("output", "flow-table-size")
 SERVER_KEYS = ("port", "version", "version9", "version-ipfix", "transport", "source-address", "aggregation",
                "autonomous-system-type", "dscp", "mtu")
 
-#: The hardware-profile limits this feature declares (flowplane_register_limits).
+#: The hardware-profile limits this feature declares (with its config section claim).
 LIMITS = (
     LimitField("flow_servers_per_family", 8, "flow servers per family of a sampling instance or group"),
     LimitField("export_versions", (5, 8, 9, 10), "flow export versions the platform can send"),
@@ -122,8 +123,7 @@ class FlowServer:
 
     @property
     def label(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{host}:{self.port}"
+        return host_port(self.host, self.port)
 
 
 @dataclass

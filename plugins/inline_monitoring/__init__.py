@@ -32,20 +32,10 @@ def _instance_exists(arg, config: dict) -> str | None:
 
 
 @hookimpl
-def flowplane_register_limits(register):
-    for f in LIMITS:
-        register(f.name, f.default, f.help)
-
-
-@hookimpl
-def flowplane_register_capabilities(register):
-    register("inline-monitoring", "services inline-monitoring: IPFIX packet export")
-
-
-@hookimpl
 def flowplane_register_config_sections(register):
     register("services inline-monitoring", "IPFIX packet export: templates and instances with collectors",
-             capability="inline-monitoring")
+             capability="inline-monitoring", capability_help="services inline-monitoring: IPFIX packet export",
+             limits=LIMITS)
 
 
 @hookimpl

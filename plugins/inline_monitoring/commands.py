@@ -2,26 +2,21 @@
 
 from __future__ import annotations
 
-from flowplane.api import CommandError, parse_words
+from flowplane.api import configured_object, known_instance, parse_words
 
 from .engine import PLUGIN_OBJECT
 
 
 def monitor(app):
-    obj = app.pm.get_plugin(PLUGIN_OBJECT)
-    if obj is None:
-        raise CommandError("inline monitoring is not configured (services inline-monitoring instance ...)")
-    return obj
+    return configured_object(app, PLUGIN_OBJECT,
+                             "inline monitoring is not configured (services inline-monitoring instance ...)")
 
 
 def _instance(app, args) -> tuple[object, str | None]:
     # 'fpc-slot N' is accepted for Junos muscle memory: flowplane is one "FPC"
     opts = parse_words(args, values={"instance": str, "fpc-slot": int})
     obj = monitor(app)
-    name = opts.get("instance")
-    if name is not None and name not in obj.engines:
-        raise CommandError(f"no inline-monitoring instance {name!r}; configured: {', '.join(obj.engines) or 'none'}")
-    return obj, name
+    return obj, known_instance(opts.get("instance"), obj.engines, "inline-monitoring instance")
 
 
 def show_statistics(app, args):

@@ -34,7 +34,18 @@ import ipaddress
 from dataclasses import dataclass, field
 from typing import Any
 
-from flowplane.api import ConfigIssue, LimitField, Limits, check_int, check_keys, check_mapping, check_str, suggest
+from flowplane.api import (
+    ConfigIssue,
+    LimitField,
+    Limits,
+    check_int,
+    check_int_fields,
+    check_keys,
+    check_mapping,
+    check_str,
+    host_port,
+    suggest,
+)
 
 BASE = ("services", "inline-monitoring")
 TOP_KEYS = ("template", "instance")
@@ -44,7 +55,7 @@ INSTANCE_KEYS = ("template-name", "collector", "sampling-rate", "clip-length")
 COLLECTOR_KEYS = ("source-address", "destination-address", "destination-port", "sampling-rate", "dscp",
                   "forwarding-class")
 
-#: The hardware-profile limits this feature declares (flowplane_register_limits).
+#: The hardware-profile limits this feature declares (with its config section claim).
 LIMITS = (
     LimitField("inline_monitoring_instances", 64, "services inline-monitoring instances"),
     LimitField("collectors_per_instance", 4, "collectors per inline-monitoring instance"),
@@ -99,8 +110,7 @@ class Collector:
 
     @property
     def label(self) -> str:
-        host = f"[{self.destination}]" if ":" in self.destination else self.destination
-        return f"{host}:{self.port}"
+        return host_port(self.destination, self.port)
 
 
 @dataclass
@@ -176,16 +186,11 @@ def _parse_template(name: str, t: Any, p: tuple, issues: list[ConfigIssue]) -> T
         return None
     issues += check_keys(t, TEMPLATE_KEYS, p)
     tmpl = Template(name)
-    for key, attr, lo, hi in (("template-refresh-rate", "template_refresh_s", REFRESH_MIN_S, REFRESH_MAX_S),
-                              ("option-template-refresh-rate", "option_refresh_s", REFRESH_MIN_S, REFRESH_MAX_S),
-                              ("template-id", "template_id", 256, 65535),
-                              ("option-template-id", "option_template_id", 256, 65535),
-                              ("observation-domain-id", "observation_domain_id", 0, 255)):
-        if key in t:
-            bad = check_int(t[key], p + (key,), lo, hi)
-            issues += bad
-            if not bad:
-                setattr(tmpl, attr, t[key])
+    issues += check_int_fields(t, p, (("template-refresh-rate", "template_refresh_s", REFRESH_MIN_S, REFRESH_MAX_S),
+                                      ("option-template-refresh-rate", "option_refresh_s", REFRESH_MIN_S, REFRESH_MAX_S),
+                                      ("template-id", "template_id", 256, 65535),
+                                      ("option-template-id", "option_template_id", 256, 65535),
+                                      ("observation-domain-id", "observation_domain_id", 0, 255)), tmpl)
     if tmpl.template_id == tmpl.option_template_id:
         key = "option-template-id" if "option-template-id" in t else "template-id"
         issues.append(ConfigIssue(p + (key,), f"template-id and option-template-id must differ (both {tmpl.template_id})"))

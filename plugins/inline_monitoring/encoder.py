@@ -34,8 +34,10 @@ from bisect import bisect_right
 
 import numpy as np
 
-VERSION = 10
-HEADER = struct.Struct(">HHIII")
+from flowplane.api import IPFIX_HEADER, IPFIX_VERSION, ipfix_header
+
+VERSION = IPFIX_VERSION
+HEADER = IPFIX_HEADER
 SET_HEADER = struct.Struct(">HH")
 TEMPLATE_SET_ID = 2
 OPTIONS_TEMPLATE_SET_ID = 3
@@ -228,8 +230,7 @@ class Session:
     def message(self, sets: list[bytes], data_records: int) -> bytes:
         """One message of *sets* carrying *data_records* (options data included); advances the sequence."""
         length = HEADER.size + sum(len(s) for s in sets)
-        head = HEADER.pack(VERSION, length, int(self.clock()) & 0xFFFF_FFFF, self.sequence & 0xFFFF_FFFF,
-                           self.observation_domain_id)
+        head = ipfix_header(length, int(self.clock()), self.sequence, self.observation_domain_id)
         self.sequence += data_records
         return head + b"".join(sets)
 

@@ -45,20 +45,9 @@ def flowplane_register_actions(register):
 
 
 @hookimpl
-def flowplane_register_limits(register):
-    for f in LIMITS:
-        register(f.name, f.default, f.help)
-
-
-@hookimpl
-def flowplane_register_capabilities(register):
-    register("port-mirroring", "forwarding-options port-mirroring")
-
-
-@hookimpl
 def flowplane_register_config_sections(register):
     register("forwarding-options port-mirroring", "copy matching packets to local interfaces or remote analyzers",
-             capability="port-mirroring")
+             capability="port-mirroring", capability_help="forwarding-options port-mirroring", limits=LIMITS)
 
 
 def _loops(config: dict, cfg, sources=None) -> list[ConfigIssue]:

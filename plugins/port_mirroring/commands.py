@@ -2,25 +2,21 @@
 
 from __future__ import annotations
 
-from flowplane.api import CommandError, parse_words
+from flowplane.api import Table, configured_object, known_instance, parse_words
 
 PLUGIN_OBJECT = "port-mirroring-state"
+_DESTINATIONS = Table("    {families:<12}{state:<8}{dest:<28}{packets:>12}{bytes:>16}  {drops}", families="Family",
+                      state="State", dest="Destination", packets="Packets", bytes="Bytes", drops="Drops")
 
 
 def mirror(app):
-    pm = app.pm.get_plugin(PLUGIN_OBJECT)
-    if pm is None:
-        raise CommandError("port mirroring is not configured (forwarding-options port-mirroring)")
-    return pm
+    return configured_object(app, PLUGIN_OBJECT, "port mirroring is not configured (forwarding-options port-mirroring)")
 
 
 def _instance(app, args) -> tuple[object, str | None]:
     opts = parse_words(args, values={"instance": str})
     pm = mirror(app)
-    name = opts.get("instance")
-    if name is not None and name not in pm.engines:
-        raise CommandError(f"no port-mirroring instance {name!r}; configured: {', '.join(pm.engines) or 'none'}")
-    return pm, name
+    return pm, known_instance(opts.get("instance"), pm.engines, "port-mirroring instance")
 
 
 def show(app, args):
@@ -54,12 +50,11 @@ def format_show(data) -> str:
         lines.append(f"    Sampled               : {inst['sampled']}")
         lines.append(f"    Truncated             : {inst['truncated']}")
         lines.append("  Output parameters:")
-        lines.append(f"    {'Family':<12}{'State':<8}{'Destination':<28}{'Packets':>12}{'Bytes':>16}  Drops")
+        lines.append(_DESTINATIONS.header)
         for d in inst["destinations"]:
             dest = d["target"] if d["kind"] == "interface" else f"{d['target']} ({d['kind']})"
             drops = ", ".join(f"{r} {n}" for r, n in d["drops"].items()) or "0"
-            lines.append(f"    {','.join(d['families']):<12}{d['state']:<8}{dest:<28}{d['packets']:>12}"
-                         f"{d['bytes']:>16}  {drops}")
+            lines.append(_DESTINATIONS.row(d, families=",".join(d["families"]), dest=dest, drops=drops))
             if d["last_error"]:
                 lines.append(f"      Last error: {d['last_error']}")
         lines.append("")

@@ -34,7 +34,7 @@ from typing import Any
 
 from flowplane.api import ConfigIssue, LimitField, Limits, check_int, check_keys, check_mapping, check_str
 
-#: The hardware-profile limits this feature declares (flowplane_register_limits).
+#: The hardware-profile limits this feature declares (with its config section claim).
 LIMITS = (
     LimitField("port_mirroring_instances", 16, "named port-mirroring instances"),
     LimitField("port_mirroring_destinations", 64, "outputs per port-mirroring instance"),

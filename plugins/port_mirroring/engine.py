@@ -14,6 +14,7 @@ The original frame is never touched: copies are read from the batch buffer
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import socket
@@ -25,7 +26,16 @@ import numpy as np
 import structlog
 import trio
 
-from flowplane.api import LINKTYPE_ETHERNET, Counters, PacketBatch, Sampler, hookimpl
+from flowplane.api import (
+    LINKTYPE_ETHERNET,
+    Counters,
+    PacketBatch,
+    Sampler,
+    dscp_tos,
+    grow_sndbuf,
+    hookimpl,
+    set_ip_options,
+)
 
 from .config import DEFAULT_INSTANCE, Destination, Instance, MirrorConfig
 from .encap import OVERHEAD, erspan_headers, gre_header
@@ -33,7 +43,6 @@ from .send import IFACE_DOWN, REASONS, SEND_ERROR, UNREACHABLE, BatchSender, rea
 
 log = structlog.get_logger("flowplane.port_mirroring")
 
-SOL_SOCKET_SNDBUFFORCE = 32  # SO_SNDBUFFORCE (root may exceed wmem_max)
 SO_ATTACH_FILTER = 26
 SNDBUF = 4 << 20
 REOPEN_INTERVAL = 1.0
@@ -51,48 +60,37 @@ def _drop_all_filter(sock: socket.socket) -> None:
     sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, prog)
 
 
-def _grow_sndbuf(sock: socket.socket) -> None:
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, SOL_SOCKET_SNDBUFFORCE, SNDBUF)
-    except OSError:
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SNDBUF)
-        except OSError:
-            pass
-
-
 def open_socket(dest: Destination) -> socket.socket:
     """The send socket of *dest*: AF_PACKET bound to the interface, or raw IPPROTO_GRE (unconnected:
     ICMP errors from the analyzer must not turn into send errors)."""
     if dest.kind == "interface":
         sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)  # protocol 0: receives nothing
-        try:
-            sock.bind((dest.target, 0))
-            _grow_sndbuf(sock)
-            sock.setblocking(False)
-        except BaseException:
-            sock.close()
-            raise
-        return sock
-    fam = socket.AF_INET6 if dest.remote_family == 6 else socket.AF_INET
-    sock = socket.socket(fam, socket.SOCK_RAW, socket.IPPROTO_GRE)
+    else:
+        fam = socket.AF_INET6 if dest.remote_family == 6 else socket.AF_INET
+        sock = socket.socket(fam, socket.SOCK_RAW, socket.IPPROTO_GRE)
     try:
-        _drop_all_filter(sock)
-        if fam == socket.AF_INET:
-            sock.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, dest.ttl)
-            sock.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, dest.dscp << 2)
-            sock.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_DONT)  # fragment big copies
-        else:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, dest.ttl)
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_TCLASS, dest.dscp << 2)
-        if dest.source_address:
-            sock.bind((dest.source_address, 0))
-        _grow_sndbuf(sock)
-        sock.setblocking(False)
+        _set_up(sock, dest)
     except BaseException:
         sock.close()
         raise
     return sock
+
+
+def _set_up(sock: socket.socket, dest: Destination) -> None:
+    """Bind an interface socket; give a GRE socket its drop-all filter, TTL, DSCP and source; then a
+    larger send buffer where the kernel grants it, non-blocking."""
+    if dest.kind == "interface":
+        sock.bind((dest.target, 0))
+    else:
+        _drop_all_filter(sock)
+        set_ip_options(sock, ttl=dest.ttl, tos=dscp_tos(dest.dscp))
+        if sock.family == socket.AF_INET:
+            sock.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_DONT)  # fragment big copies
+        if dest.source_address:
+            sock.bind((dest.source_address, 0))
+    with contextlib.suppress(OSError):
+        grow_sndbuf(sock, SNDBUF)
+    sock.setblocking(False)
 
 
 class DestinationState:

@@ -46,6 +46,16 @@ def reason_of(err: int) -> int:
     return _ERRNO_REASON.get(err, SEND_ERROR)
 
 
+def _failed(status: np.ndarray, i: int, code: int) -> int:
+    """Record the failure *code* of message *i*: that message alone when the next may go out, else
+    it and every later one.  Returns the index to go on from (``len(status)``: stop)."""
+    if code in _PER_MESSAGE:
+        status[i] = code
+        return i + 1
+    status[i:] = code
+    return len(status)
+
+
 def sockaddr(family: int, ip: str) -> bytes:
     """``struct sockaddr_in`` / ``sockaddr_in6`` for *ip*, port 0 (raw sockets)."""
     if family == socket.AF_INET6:
@@ -136,13 +146,7 @@ class BatchSender:
             err = ctypes.get_errno()
             if err == errno.EINTR:
                 continue
-            code = reason_of(err)
-            if code in _PER_MESSAGE:
-                status[i] = code
-                i += 1
-                continue
-            status[i:] = code
-            break
+            i = _failed(status, i, reason_of(err))
         # keep the buffers alive until here (their addresses are in msgs / iov)
         del data, iov, msgs, headers, address
         return status
@@ -173,12 +177,7 @@ class BatchSender:
             except InterruptedError:
                 continue
             except OSError as exc:
-                code = reason_of(exc.errno or 0)
-                if code in _PER_MESSAGE:
-                    status[i] = code
-                    i += 1
-                    continue
-                status[i:] = code
-                break
+                i = _failed(status, i, reason_of(exc.errno or 0))
+                continue
             i += 1
         return status

@@ -16,14 +16,9 @@ from .service import PLUGIN_OBJECT, Rfc2544Service
 
 
 @hookimpl
-def flowplane_register_capabilities(register):
-    register("rfc2544", "services rpm rfc2544-benchmarking: RFC 2544 initiator and reflector")
-
-
-@hookimpl
 def flowplane_register_config_sections(register):
     register("services rpm rfc2544-benchmarking", "RFC 2544 benchmarking tests: initiator and reflector",
-             capability="rfc2544")
+             capability="rfc2544", capability_help="services rpm rfc2544-benchmarking: RFC 2544 initiator and reflector")
 
 
 @hookimpl
@@ -37,11 +32,7 @@ def flowplane_configure(app):
     cfg, issues = parse(app.config.data)
     if issues or cfg is None:
         return
-    svc = Rfc2544Service(cfg)
-    old = app.previous(Rfc2544Service)
-    if old is not None:  # a reload: results and test ids carry over
-        svc.adopt(old)
-    app.pm.register(svc, name=PLUGIN_OBJECT)
+    app.register_configured(Rfc2544Service(cfg), PLUGIN_OBJECT)  # a reload: results and test ids carry over
 
 
 @hookimpl

@@ -9,20 +9,25 @@ from __future__ import annotations
 
 import time
 
-from flowplane.api import CommandError
+from flowplane.api import CommandError, Table, configured_object
 
 from .frames import L1_OVERHEAD
 
 BASE = "services rpm rfc2544-benchmarking"
+_ITERATIONS = Table("  {iteration:>4} {kind:<8}{offered_kbps:>14,.1f}{sent:>11}{received:>11}{loss_percent:>9.3f}"
+                    "{min:>10}{avg:>10}{max:>10}{out_of_order:>6}{duplicates:>6}  {result}",
+                    iteration="Iter", kind="Kind", offered_kbps="Offered kbps", sent="Tx frames", received="Rx frames",
+                    loss_percent="Loss %", min="Min us", avg="Avg us", max="Max us", out_of_order="OOO",
+                    duplicates="Dup", result="Result")
+_RUNS = Table("{test_id:>7}  {test_name:<20}{mode:<24}{test_type:<18}{state:<10}{status}", test_id="Test id",
+              test_name="Test name", mode="Mode", test_type="Type", state="State", status="Status")
 
 
 def _service(app):
     from .service import PLUGIN_OBJECT
 
-    svc = app.pm.get_plugin(PLUGIN_OBJECT)
-    if svc is None:
-        raise CommandError("rfc2544-benchmarking is not configured (services rpm rfc2544-benchmarking)")
-    return svc
+    return configured_object(app, PLUGIN_OBJECT,
+                             "rfc2544-benchmarking is not configured (services rpm rfc2544-benchmarking)")
 
 
 def test_request(app, args) -> dict:
@@ -100,13 +105,9 @@ def format_run(d: dict) -> str:
         if s.get("ceiling_fps"):
             lines.append(f"  Host ceiling (self-calibration): {s['ceiling_fps']:,.1f} fps")
         if d.get("view") == "detail" or d.get("view") is None:
-            lines.append(f"  {'Iter':>4} {'Kind':<8}{'Offered kbps':>14}{'Tx frames':>11}{'Rx frames':>11}"
-                         f"{'Loss %':>9}{'Min us':>10}{'Avg us':>10}{'Max us':>10}{'OOO':>6}{'Dup':>6}  Result")
-            for it in s["iterations"]:
-                lines.append(f"  {it['iteration']:>4} {it['kind']:<8}{it['offered_kbps']:>14,.1f}{it['sent']:>11}"
-                             f"{it['received']:>11}{it['loss_percent']:>9.3f}{_v(it['latency_min_us']):>10}"
-                             f"{_v(it['latency_avg_us']):>10}{_v(it['latency_max_us']):>10}{it['out_of_order']:>6}"
-                             f"{it['duplicates']:>6}  {'pass' if it['passed'] else 'fail'}")
+            lines += _ITERATIONS.lines(
+                dict(it, min=_v(it["latency_min_us"]), avg=_v(it["latency_avg_us"]), max=_v(it["latency_max_us"]),
+                     result="pass" if it["passed"] else "fail") for it in s["iterations"])
         if "throughput" in s:
             t = s["throughput"]
             lines.append(f"  Throughput: {t['kbps']:,.1f} kbps ({t['fps']:,.1f} fps; {t['frame_kbps']:,.1f} kbps "
@@ -124,11 +125,9 @@ def format_run(d: dict) -> str:
 
 
 def format_all(d: dict) -> str:
-    lines = [f"Configured tests: {', '.join(d['tests']) or 'none'}",
-             f"{'Test id':>7}  {'Test name':<20}{'Mode':<24}{'Type':<18}{'State':<10}Status"]
-    for r in d["runs"]:
-        lines.append(f"{r['test_id']:>7}  {r['test_name']:<20}{r['mode']:<24}{(r['test_type'] or '-'):<18}"
-                     f"{r['state']:<10}{r['reason'] or r.get('warning') or ''}")
+    lines = [f"Configured tests: {', '.join(d['tests']) or 'none'}"]
+    lines += _RUNS.lines(dict(r, test_type=r["test_type"] or "-", status=r["reason"] or r.get("warning") or "")
+                         for r in d["runs"])
     return "\n".join(lines) + "\n"
 
 

@@ -18,13 +18,9 @@ from .service import PLUGIN_OBJECT, RpmService
 
 
 @hookimpl
-def flowplane_register_capabilities(register):
-    register("rpm", "services rpm probe / probe-server: RPM probes and probe servers")
-
-
-@hookimpl
 def flowplane_register_config_sections(register):
-    register("services rpm probe", "RPM probes: tests per probe owner (ICMP, UDP, TCP, HTTP)", capability="rpm")
+    register("services rpm probe", "RPM probes: tests per probe owner (ICMP, UDP, TCP, HTTP)", capability="rpm",
+             capability_help="services rpm probe / probe-server: RPM probes and probe servers")
     register("services rpm probe-server", "RPM probe servers (UDP, TCP)", capability="rpm")
     register("services rpm probe-limit", "concurrent RPM probes at most", capability="rpm")
 

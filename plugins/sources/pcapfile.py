@@ -419,40 +419,34 @@ class PcapngReader(_ReaderBase):
                 off += bl
             if offs:
                 res = self._epb_chunk(offs, off, hold_ns)
-                if res is None:
+            else:
+                # slow path: one non-EPB block (or a run of SPB/OPB)
+                if off + 12 > end:
+                    break
+                bt, bl = hdr(mm, off)
+                if bt == PCAPNG_SHB:
+                    try:
+                        self._shb(off)
+                    except PcapFormatError as e:
+                        self._damaged("bad_record", str(e).split(": ", 1)[-1])
+                        return
+                    off = self._next_after_shb
+                    continue
+                if not self._check_block(off, bt, bl):
                     return
-                chunk, off = res
-                if chunk is not None:
-                    last_ts = int(chunk[5][-1])
-                    yield chunk
-                continue
-            # slow path: one non-EPB block (or a run of SPB/OPB)
-            if off + 12 > end:
-                break
-            bt, bl = hdr(mm, off)
-            if bt == PCAPNG_SHB:
-                try:
-                    self._shb(off)
-                except PcapFormatError as e:
-                    self._damaged("bad_record", str(e).split(": ", 1)[-1])
+                if bt == BT_EPB:  # shorter than an EPB header
+                    self._damaged("bad_record", f"enhanced packet block at byte {off} too short ({bl} bytes)")
                     return
-                off = self._next_after_shb
-                continue
-            if not self._check_block(off, bt, bl):
-                return
-            if bt == BT_EPB:  # shorter than an EPB header
-                self._damaged("bad_record", f"enhanced packet block at byte {off} too short ({bl} bytes)")
-                return
-            if bt in (BT_SPB, BT_OPB):
+                if bt not in (BT_SPB, BT_OPB):
+                    off += bl  # IDB (already parsed by _check_block), ISB, NRB, DSB, custom, unknown
+                    continue
                 res = self._slow_chunk(off, max_n, last_ts)
-                if res is None:
-                    return
-                chunk, off = res
-                if chunk is not None:
-                    last_ts = int(chunk[5][-1])
-                    yield chunk
-                continue
-            off += bl  # IDB (already parsed by _check_block), ISB, NRB, DSB, custom, unknown
+            if res is None:
+                return
+            chunk, off = res
+            if chunk is not None:
+                last_ts = int(chunk[5][-1])
+                yield chunk
         if off < end:
             self._damaged("truncated_record", f"partial block header at byte {off}")
 

@@ -8,6 +8,8 @@ import socket
 
 import trio
 
+from flowplane.api import dscp_tos, grow_sndbuf, set_ip_options
+
 #: Requested send buffer.  ``SO_SNDBUFFORCE`` (CAP_NET_ADMIN, which the unit
 #: grants) goes past ``net.core.wmem_max``; without it the kernel caps
 #: ``SO_SNDBUF`` at ``wmem_max``.
@@ -46,15 +48,6 @@ async def resolve(host: str, port: int, socktype: int, source_address: str | Non
 
 def prepare(sock, family: int, *, dscp: int, sndbuf: int | None) -> None:
     """DSCP (``IP_TOS`` / ``IPV6_TCLASS``) and the send buffer (the caller binds)."""
-    if dscp:
-        tos = (dscp & 0x3F) << 2
-        if family == socket.AF_INET6:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_TCLASS, tos)
-        else:
-            sock.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, tos)
+    set_ip_options(sock, tos=dscp_tos(dscp), family=family)
     if sndbuf:
-        force = getattr(socket, "SO_SNDBUFFORCE", 32)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, force, sndbuf)
-        except OSError:  # no CAP_NET_ADMIN: capped at net.core.wmem_max
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
+        grow_sndbuf(sock, sndbuf)

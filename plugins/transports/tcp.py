@@ -62,7 +62,7 @@ from typing import Any, Callable
 import structlog
 import trio
 
-from flowplane.api import Counters, TransportOptions, TransportType, hookimpl
+from flowplane.api import Counters, TransportOptions, TransportType, hookimpl, host_port
 
 from ._sockopts import errname, prepare, resolve
 
@@ -311,8 +311,7 @@ class TcpTransport:
 def _fmt(addr: Any) -> str:
     if not isinstance(addr, tuple):
         return str(addr)
-    host, port = addr[0], addr[1]
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return host_port(addr[0], addr[1])
 
 
 TRANSPORT_TYPE = TransportType(

@@ -50,7 +50,7 @@ from typing import Any, Callable
 import structlog
 import trio
 
-from flowplane.api import Counters, TransportOptions, TransportType, hookimpl
+from flowplane.api import Counters, TransportOptions, TransportType, hookimpl, host_port
 
 from ._sockopts import DEFAULT_SNDBUF, errname, prepare, resolve
 
@@ -208,8 +208,7 @@ class UdpTransport:
 def _fmt(addr: tuple | None) -> str:
     if not addr:
         return ""
-    host, port = addr[0], addr[1]
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return host_port(addr[0], addr[1])
 
 
 TRANSPORT_TYPE = TransportType(

@@ -22,13 +22,9 @@ from .service import TwampClientService
 
 
 @hookimpl
-def flowplane_register_capabilities(register):
-    register("twamp", "services rpm twamp: TWAMP server and client")
-
-
-@hookimpl
 def flowplane_register_config_sections(register):
-    register("services rpm twamp", "TWAMP server and client (RFC 5357)", capability="twamp")
+    register("services rpm twamp", "TWAMP server and client (RFC 5357)", capability="twamp",
+             capability_help="services rpm twamp: TWAMP server and client")
 
 
 @hookimpl
@@ -43,11 +39,8 @@ def flowplane_configure(app):
     if issues or cfg is None:
         return
     if cfg.client is not None and cfg.client.connections:
-        client = TwampClientService(cfg.client)
-        old = app.previous(TwampClientService)
-        if old is not None:  # a config change: persistent-results carry over
-            client.adopt(old)
-        app.pm.register(client, name=CLIENT_OBJECT)
+        # a config change: persistent-results carry over
+        app.register_configured(TwampClientService(cfg.client), CLIENT_OBJECT)
     if cfg.server is None:
         return
     app.pm.register(TwampServer(cfg.server), name=PLUGIN_OBJECT)

@@ -2,16 +2,28 @@
 
 from __future__ import annotations
 
-from flowplane.api import CommandError, parse_words
+from flowplane.api import CommandError, Table, configured_object, parse_words
 
 from .server import PLUGIN_OBJECT
 
+_SESSIONS = Table("{sid:<34}{sender:<24}{port:>6}{mode:>16}{received:>10}{reflected:>10}", sid="Session ID",
+                  sender="Sender", port="Port", mode="Mode", received="Received", reflected="Reflected")
+_CONNECTIONS = Table("{client:<40}{port:>6}{mode:>16}{state:>9}{sessions:>9}{seconds:>9}", client="Client",
+                     port="Port", mode="Mode", state="State", sessions="Sessions", seconds="Seconds")
+_CLIENT_SESSIONS = Table("  {name:<20}{target:<28}{reflector_port:>7}{current_test:>8}{probes_sent:>8}{tests:>8}"
+                         "  {thresholds_exceeded}", name="Test session", target="Target", reflector_port="Port",
+                         current_test="Test", probes_sent="Sent", tests="Tests",
+                         thresholds_exceeded="Thresholds exceeded")
+_STATISTICS = ("min", "max", "avg", "peak_to_peak", "stddev", "p50", "p95", "p99")
+_MEASUREMENTS = Table("    {label:<28}{samples:>8}" + "".join(f"{{{k}:>11}}" for k in _STATISTICS),
+                      label="Measurement (us)", samples="Samples", min="Min", max="Max", avg="Avg",
+                      peak_to_peak="Peak-peak", stddev="Stddev", p50="P50", p95="P95", p99="P99")
+_HISTORY = Table("    {test:>6}{seq:>8}  {status:<7}{rtt_us:>12}{egress_us:>12}{ingress_us:>12}", test="Test",
+                 seq="Seq", status="Status", rtt_us="RTT us", egress_us="Egress us", ingress_us="Ingress us")
+
 
 def _server(app):
-    s = app.pm.get_plugin(PLUGIN_OBJECT)
-    if s is None:
-        raise CommandError("the TWAMP server is not configured (services rpm twamp server)")
-    return s
+    return configured_object(app, PLUGIN_OBJECT, "the TWAMP server is not configured (services rpm twamp server)")
 
 
 def show_server(app, args):
@@ -30,21 +42,16 @@ def show_connections(app, args):
 
 
 def format_sessions(d) -> str:
-    lines = [f"{'Session ID':<34}{'Sender':<24}{'Port':>6}{'Mode':>16}{'Received':>10}{'Reflected':>10}"]
+    lines = [_SESSIONS.header]
     for s in d["sessions"]:
-        lines.append(f"{s['sid']:<34}{s['sender']:<24}{s['port']:>6}{s['mode']:>16}{s['received']:>10}"
-                     f"{s['reflected']:>10}")
+        lines.append(_SESSIONS.row(s))
         for reason, n in s["dropped"].items():
             lines.append(f"    dropped {reason}: {n}")
     return "\n".join(lines) + "\n"
 
 
 def format_connections(d) -> str:
-    lines = [f"{'Client':<40}{'Port':>6}{'Mode':>16}{'State':>9}{'Sessions':>9}{'Seconds':>9}"]
-    for c in d["connections"]:
-        lines.append(f"{c['client']:<40}{c['port']:>6}{c['mode']:>16}{c['state']:>9}{c['sessions']:>9}"
-                     f"{c['seconds']:>9}")
-    return "\n".join(lines) + "\n"
+    return "\n".join(_CONNECTIONS.lines(d["connections"])) + "\n"
 
 
 def format_server(d) -> str:
@@ -70,10 +77,7 @@ def register(register):
 def _client(app):
     from .service import PLUGIN_OBJECT as CLIENT_OBJECT
 
-    c = app.pm.get_plugin(CLIENT_OBJECT)
-    if c is None:
-        raise CommandError("the TWAMP client is not configured (services rpm twamp client)")
-    return c
+    return configured_object(app, CLIENT_OBJECT, "the TWAMP client is not configured (services rpm twamp client)")
 
 
 def show_client_session(app, args):
@@ -141,11 +145,9 @@ def format_client_session(d) -> str:
                   f"{c['keepalive']['idle']} s, interval {c['keepalive']['interval']} s, count {c['keepalive']['count']}"]
         if c["last_error"]:
             lines.append(f"  Last error: {c['last_error']}")
-        lines.append(f"  {'Test session':<20}{'Target':<28}{'Port':>7}{'Test':>8}{'Sent':>8}{'Tests':>8}  Thresholds exceeded")
-        for s in c["sessions"]:
-            cur = s["current_test"] if s["current_test"] is not None else "-"
-            lines.append(f"  {s['name']:<20}{s['target']:<28}{s['reflector_port']:>7}{cur:>8}{s['probes_sent']:>8}"
-                         f"{s['tests']:>8}  {', '.join(s['thresholds_exceeded']) or '-'}")
+        lines += _CLIENT_SESSIONS.lines(
+            dict(s, current_test="-" if s["current_test"] is None else s["current_test"],
+                 thresholds_exceeded=", ".join(s["thresholds_exceeded"]) or "-") for s in c["sessions"])
         lines.append("")
     return "\n".join(lines) + ("\n" if not lines else "")
 
@@ -165,14 +167,12 @@ def format_test(label: str, t: dict | None) -> list[str]:
              f"(egress {t['forward_lost']}, ingress {t['backward_lost']}, unknown {t['unknown_direction_lost']}); "
              f"successive loss {t['successive_loss']}",
              f"    Duplicates: {t['duplicates']}, reordered: {t['reordered']}",
-             f"    {'Measurement (us)':<28}{'Samples':>8}{'Min':>11}{'Max':>11}{'Avg':>11}{'Peak-peak':>11}"
-             f"{'Stddev':>11}{'P50':>11}{'P95':>11}{'P99':>11}"]
+             _MEASUREMENTS.header]
     from .results import LABELS, ONE_WAY
 
     for name, s in t["measurements_us"].items():
         label_m = LABELS[name] + ("*" if name in ONE_WAY and not sync else "")
-        lines.append(f"    {label_m:<28}{s['samples']:>8}" + "".join(
-            f"{_fmt(s[k]):>11}" for k in ("min", "max", "avg", "peak_to_peak", "stddev", "p50", "p95", "p99")))
+        lines.append(_MEASUREMENTS.row({k: _fmt(s[k]) for k in _STATISTICS}, label=label_m, samples=s["samples"]))
     j = t["rfc3550_jitter_us"]
     lines.append(f"    RFC 3550 jitter (us): round trip {j['rtt']:.1f}, egress {j['egress']:.1f}, ingress {j['ingress']:.1f}")
     if not sync:
@@ -201,10 +201,8 @@ def format_probe_results(d) -> str:
                          + f"; exceeded now: {', '.join(r['thresholds_exceeded']) or 'none'}")
         if "history" in r:
             lines.append(f"  History (last {r['history_size']}):")
-            lines.append(f"    {'Test':>6}{'Seq':>8}  {'Status':<7}{'RTT us':>12}{'Egress us':>12}{'Ingress us':>12}")
-            for h in r["history"]:
-                lines.append(f"    {h['test']:>6}{h['seq']:>8}  {h['status']:<7}{_fmt(h['rtt_us']):>12}"
-                             f"{_fmt(h['egress_us']):>12}{_fmt(h['ingress_us']):>12}")
+            lines += _HISTORY.lines(dict(h, rtt_us=_fmt(h["rtt_us"]), egress_us=_fmt(h["egress_us"]),
+                                         ingress_us=_fmt(h["ingress_us"])) for h in r["history"])
         lines.append("")
     return "\n".join(lines) + "\n"
 

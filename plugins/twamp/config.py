@@ -35,7 +35,17 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 
-from flowplane.api import ConfigIssue, check_bool, check_int, check_keys, check_mapping, check_number, check_str
+from flowplane.api import (
+    ConfigIssue,
+    check_address,
+    check_bool,
+    check_int,
+    check_int_fields,
+    check_keys,
+    check_mapping,
+    check_number,
+    check_str,
+)
 
 from .keepalive import Keepalive
 from .wire import MODE_AUTHENTICATED, MODE_ENCRYPTED, MODE_UNAUTHENTICATED
@@ -189,17 +199,8 @@ def _server(sec, path) -> tuple[ServerConfig, list[ConfigIssue]]:
     if issues:
         return cfg, issues
     issues += check_keys(sec, SERVER_KEYS, path)
-    if "port" in sec:
-        bad = check_int(sec["port"], path + ("port",), 0, 65535)
-        issues += bad
-        if not bad:
-            cfg.port = sec["port"]
-    if "listen-address" in sec:
-        try:
-            cfg.address = str(ipaddress.ip_address(str(sec["listen-address"])))
-        except ValueError:
-            issues.append(ConfigIssue(path + ("listen-address",),
-                                      f"expected an IPv4 or IPv6 address, got {sec['listen-address']!r}"))
+    issues += check_int_fields(sec, path, (("port", "port", 0, 65535),), cfg)
+    cfg.address = _address(sec, "listen-address", path, issues) or cfg.address
     modes = sec.get("authentication-mode", "none")
     names = modes if isinstance(modes, list) else [modes]
     cfg.modes = 0
@@ -272,12 +273,7 @@ KEEPALIVE_LIMITS = (("tcp-keepidle", "idle", 1, 600), ("tcp-keepintvl", "interva
 def parse_keepalive(sec: dict, path) -> tuple[Keepalive, list[ConfigIssue]]:
     """``tcp-keepidle``/``tcp-keepintvl``/``tcp-keepcnt`` of a server or client control connection."""
     values, issues = {}, []
-    for key, attr, lo, hi in KEEPALIVE_LIMITS:
-        if key in sec:
-            bad = check_int(sec[key], path + (key,), lo, hi)
-            issues += bad
-            if not bad:
-                values[attr] = sec[key]
+    issues += check_int_fields(sec, path, KEEPALIVE_LIMITS, values)
     return Keepalive(**values), issues
 
 
@@ -287,16 +283,8 @@ def _light(sec, path, default_address: str) -> tuple[LightConfig, list[ConfigIss
     if issues:
         return cfg, issues
     issues += check_keys(sec, LIGHT_KEYS, path)
-    if "port" in sec:
-        bad = check_int(sec["port"], path + ("port",), 0, 65535)
-        issues += bad
-        if not bad:
-            cfg.port = sec["port"]
-    if "address" in sec:
-        try:
-            cfg.address = str(ipaddress.ip_address(str(sec["address"])))
-        except ValueError:
-            issues.append(ConfigIssue(path + ("address",), f"expected an IPv4 or IPv6 address, got {sec['address']!r}"))
+    issues += check_int_fields(sec, path, (("port", "port", 0, 65535),), cfg)
+    cfg.address = _address(sec, "address", path, issues) or cfg.address
     if "mode" in sec:
         bad = check_str(sec["mode"], path + ("mode",), LIGHT_MODES)
         issues += bad
@@ -346,11 +334,9 @@ def parse_dscp(value) -> int | None:
 def _address(sec: dict, key: str, path, issues: list) -> str | None:
     if key not in sec:
         return None
-    try:
-        return str(ipaddress.ip_address(str(sec[key])))
-    except ValueError:
-        issues.append(ConfigIssue(path + (key,), f"expected an IPv4 or IPv6 address, got {sec[key]!r}"))
-        return None
+    addr, bad = check_address(sec[key], path + (key,))
+    issues += bad
+    return addr
 
 
 def _seconds(sec: dict, key: str, path, issues: list, lo: float, hi: float, default: float) -> float:

@@ -207,13 +207,11 @@ def format_status(d: dict) -> str:
 
 
 def show_light(app, args):
-    from flowplane.api import CommandError, parse_words
+    from flowplane.api import configured_object, parse_words
 
     parse_words(args)
-    r = app.pm.get_plugin(PLUGIN_OBJECT)
-    if r is None:
-        raise CommandError("the TWAMP Light reflector is not configured (services rpm twamp server light)")
-    return r.status()
+    return configured_object(app, PLUGIN_OBJECT,
+                             "the TWAMP Light reflector is not configured (services rpm twamp server light)").status()
 
 
 def register_commands(register) -> None:

@@ -24,6 +24,8 @@ import time
 
 import trio
 
+from flowplane.api import set_ip_options
+
 from . import wire
 
 SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
@@ -58,16 +60,9 @@ def open_udp_raw(address: str, port: int, *, ttl: int | None = None, tos: int = 
         sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
         if family == socket.AF_INET:
             sock.setsockopt(socket.IPPROTO_IP, IP_RECVTTL, 1)
-            if ttl is not None:
-                sock.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, ttl)
-            if tos:
-                sock.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, tos)
         else:
             sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVHOPLIMIT, 1)
-            if ttl is not None:
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, ttl)
-            if tos:
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_TCLASS, tos)
+        set_ip_options(sock, ttl=ttl, tos=tos)
     except OSError:  # pragma: no cover - options missing on an exotic kernel: user-space stamps
         pass
     return sock

@@ -16,14 +16,10 @@ from .engine import PLUGIN_OBJECT, VideoMonitor
 
 
 @hookimpl
-def flowplane_register_capabilities(register):
-    register("video-monitoring", "services video-monitoring: Media Delivery Index on MPEG-TS flows")
-
-
-@hookimpl
 def flowplane_register_config_sections(register):
     register("services video-monitoring", "inline video monitoring: MDI templates (RFC 4445)",
-             capability="video-monitoring")
+             capability="video-monitoring",
+             capability_help="services video-monitoring: Media Delivery Index on MPEG-TS flows")
     for kind in FLOW_KINDS:
         register(f"interfaces family {kind}", "video flows to monitor with an MDI template")
 

@@ -11,8 +11,8 @@ from flowplane import hookimpl
 from flowplane.actions import TermAction
 from flowplane.batch import PacketBatch
 from flowplane.config import Config
-from flowplane.errors import ConfigError, ConfigIssue
-from flowplane.profiles import HardwareProfile
+from flowplane.errors import ConfigError, ConfigIssue, PluginError
+from flowplane.profiles import HardwareProfile, LimitField
 from flowplane.service import Service
 from flowplane.sources import SourceType
 from flowplane.stats import Counters
@@ -225,6 +225,31 @@ async def test_hook_configure(make_app):
     assert app.graph.process_batch.order == []
 
 
+def test_register_configured_takes_over_the_replaced_objects_state(make_app):
+    class Counter:
+        def __init__(self, n):
+            self.n = n
+
+        def adopt(self, old):
+            self.n += old.n
+
+    class Enabler:
+        @hookimpl
+        def flowplane_register_config_sections(self, register):
+            register("services counter", "")
+
+        @hookimpl
+        def flowplane_configure(self, app):
+            app.register_configured(Counter(app.config.get("services", "counter", "n")), "counter")
+
+    app = make_app({"services": {"counter": {"n": 1}}}, plugins=[(Enabler(), "enabler")])
+    first = app.pm.get_plugin("counter")
+    assert first.n == 1  # nothing to take over at start-up
+    app.apply(app.build_graph(Config({"services": {"counter": {"n": 10}}})))
+    second = app.pm.get_plugin("counter")
+    assert second is not first and second.n == 11 and not app.pm.is_registered(first)
+
+
 def test_hook_config_validate(make_app, tmp_path):
     class V:
         @hookimpl
@@ -299,6 +324,35 @@ def test_hook_register_capabilities(make_app):
         "<config>: services gizmo: hardware profile 'plain-box' has no 'gizmo' capability (it has: sampling); "
         "pick another system hardware-profile or remove 'services gizmo'"]
     assert app.validate(Config({"system": {"hardware-profile": "plain-box"}})) == []  # not configured: no error
+
+
+def test_a_section_claim_declares_its_capability_and_limits(make_app):
+    class Claim:
+        @hookimpl
+        def flowplane_register_config_sections(self, register):
+            register("services gizmo", "a gizmo", capability="gizmo", capability_help="services gizmo",
+                     limits=(LimitField("gizmo_instances", 2, "gizmo instances"),))
+
+    app = make_app({}, plugins=[(Claim(), "claim")])
+    assert app.registries.sections.capabilities["services gizmo"] == "gizmo"
+    assert app.registries.capabilities["gizmo"] == "services gizmo"
+    assert app.registries.capabilities.owner("gizmo") == "claim"
+    assert app.registries.limits.owner("gizmo_instances") == "claim"
+    assert app.limits.gizmo_instances == 2
+    # the built-in features declare theirs with their claims
+    assert app.registries.capabilities.owner("inline-monitoring") == "inline-monitoring"
+    assert app.registries.limits.owner("clip_length_max") == "inline-monitoring"
+
+
+def test_a_section_claim_with_capability_help_needs_a_capability(make_app):
+    class Claim:
+        @hookimpl
+        def flowplane_register_config_sections(self, register):
+            register("services gizmo", "a gizmo", capability_help="services gizmo")
+
+    with pytest.raises(PluginError, match=r"plugin 'claim' failed in flowplane_register_config_sections: "
+                                          r"config section 'services gizmo': capability_help without a capability"):
+        make_app({}, plugins=[(Claim(), "claim")])
 
 
 def test_builtin_features_refused_on_a_profile_without_them(make_app, tmp_path):

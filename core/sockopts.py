@@ -1,0 +1,35 @@
+"""Socket options every sender sets the same way: TTL / hop limit, DSCP, a larger send buffer."""
+
+from __future__ import annotations
+
+import socket
+
+#: ``SO_SNDBUFFORCE`` (CAP_NET_ADMIN may go past ``net.core.wmem_max``).
+SO_SNDBUFFORCE = getattr(socket, "SO_SNDBUFFORCE", 32)
+
+
+def dscp_tos(dscp: int) -> int:
+    """The TOS / traffic-class byte carrying DSCP *dscp* (ECN bits zero)."""
+    return (dscp & 0x3F) << 2
+
+
+def set_ip_options(sock: socket.socket, *, ttl: int | None = None, tos: int = 0, family: int | None = None) -> None:
+    """Set the TTL (IPv6: unicast hop limit) when *ttl* is given and the TOS byte (IPv6: traffic
+    class) when *tos* is non-zero, at the level of *family* (default: the socket's); raises OSError."""
+    if (family or sock.family) == socket.AF_INET6:
+        level, ttl_opt, tos_opt = socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, socket.IPV6_TCLASS
+    else:
+        level, ttl_opt, tos_opt = socket.IPPROTO_IP, socket.IP_TTL, socket.IP_TOS
+    if ttl is not None:
+        sock.setsockopt(level, ttl_opt, ttl)
+    if tos:
+        sock.setsockopt(level, tos_opt, tos)
+
+
+def grow_sndbuf(sock: socket.socket, size: int) -> None:
+    """Ask for a *size*-byte send buffer: ``SO_SNDBUFFORCE`` where allowed, else ``SO_SNDBUF`` (which
+    the kernel caps at ``net.core.wmem_max``); raises OSError when neither is accepted."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, SO_SNDBUFFORCE, size)
+    except OSError:  # no CAP_NET_ADMIN
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
