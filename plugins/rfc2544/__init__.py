@@ -18,7 +18,8 @@ from .service import PLUGIN_OBJECT, Rfc2544Service
 @hookimpl
 def flowplane_register_config_sections(register):
     register("services rpm rfc2544-benchmarking", "RFC 2544 benchmarking tests: initiator and reflector",
-             capability="rfc2544", capability_help="services rpm rfc2544-benchmarking: RFC 2544 initiator and reflector")
+             capability="rfc2544",
+             capability_help="services rpm rfc2544-benchmarking: RFC 2544 initiator and reflector")
 
 
 @hookimpl
