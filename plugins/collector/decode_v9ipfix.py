@@ -17,7 +17,8 @@ and never raises.  Reasons used here:
 ``short-set``/``set-length`` (a set length that lies), ``reserved-set-id``,
 ``template-truncated``, ``zero-length-template``, ``bad-template-id``
 (< 256), ``bad-options-template``, ``template-limit``, ``domain-limit``,
-``bad-varlen`` (a variable-length field past the set), ``no-template``
+``bad-varlen`` (a variable-length field past the set), ``bad-sampling-rate``
+(an options record's interval beyond 2^32 - 1: that record is ignored), ``no-template``
 (held data whose template never came), ``pending-overflow``.
 """
 
@@ -30,12 +31,14 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .fields import IPFIX_OPTIONS_TEMPLATE, IPFIX_TEMPLATE, V9_OPTIONS_TEMPLATE, V9_TEMPLATE
+from .sequence import account
 from .templates import Template, int_column
 
 if TYPE_CHECKING:  # pragma: no cover
     from .decoder import Decoder
 
 MAX_PENDING_SETS = 256
+MAX_RATE = 0xFFFF_FFFF  # a sampling interval is a 32-bit 1-in-N
 MAX_DOMAINS_PER_EXPORTER = 256
 MAX_INTERFACES_PER_EXPORTER = 65536  # interface-table entries learnt from options data
 IF_NAME, IF_DESCRIPTION = 82, 83
@@ -49,7 +52,7 @@ class Domain:
     """Per (exporter address, domain id) state."""
 
     __slots__ = ("exporter", "domain_id", "version", "templates", "sampler_rates", "default_rate",
-                 "sysinit_ms", "pending", "next_seq", "lost", "records", "options_records")
+                 "sysinit_ms", "pending", "next_seq", "alt_seq", "lost", "records", "options_records")
 
     def __init__(self, exporter: "Exporter", domain_id: int, version: int) -> None:
         self.exporter = exporter
@@ -61,6 +64,7 @@ class Domain:
         self.sysinit_ms: int | None = None
         self.pending: deque = deque()  # (template id, body bytes, export_ns, uptime_ms, arrival_ns)
         self.next_seq: int | None = None
+        self.alt_seq: int | None = None  # where a message that came behind the sequence would continue
         self.lost = 0
         self.records = 0
         self.options_records = 0
@@ -86,7 +90,8 @@ class Exporter:
         self.session = session  # a TCP connection ("tcp:[addr]:port"): its own templates, no expiry by age
         self.domains: dict[tuple[int, int], Domain] = {}  # (version family, domain id)
         self.template_count = 0
-        self.counters = {"datagrams": 0, "bytes": 0, "records": 0, "errors": 0, "lost": 0, "pending": 0}
+        self.counters = {"datagrams": 0, "bytes": 0, "records": 0, "errors": 0, "lost": 0, "pending": 0,
+                         "sequence_failures": 0}
         self.versions: set[int] = set()
         self.first_seen_ns = now_ns
         self.last_seen_ns = now_ns
@@ -146,7 +151,10 @@ def _resolve_pending(dec: "Decoder", dom: Domain, t: Template) -> None:
         if item[0] == t.template_id:
             dec.counters.inc("pending-resolved")
             dom.exporter.counters["pending"] -= 1
-            _data_set(dec, dom, t, item[1], item[2], item[3])
+            uptime = item[3]
+            if dom.version == 10 and uptime < 0 and dom.sysinit_ms is not None:
+                uptime = dom.sysinit_ms  # no init time known when it came: the one learnt since
+            _data_set(dec, dom, t, item[1], item[2], uptime)
         else:
             keep.append(item)
     dom.pending = keep
@@ -329,6 +337,9 @@ def _options_data(dec: "Decoder", dom: Domain, t: Template, body) -> None:
         elif get(309) and get(310):  # samplingSize n out of samplingPopulation N (Cisco)
             rate = max(1, get(310) // get(309))
         sampler = get(48) if get(48) is not None else get(302)
+        if rate is not None and not 0 < rate <= MAX_RATE:
+            dec.error(dom.exporter, "bad-sampling-rate")  # this options record's rate only; the domain goes on
+            rate = None
         if rate:
             if sampler is not None:
                 if sampler in dom.sampler_rates or len(dom.sampler_rates) < 1024:
@@ -388,6 +399,8 @@ def _sets(dec: "Decoder", dom: Domain, mv: memoryview, o: int, end: int, export_
         if set_id in tmpl_ids:
             _parse_templates(dec, dom, body, set_id, ipfix)
         elif set_id >= 256:
+            if ipfix:  # IPFIX has no header uptime: carry the domain's systemInitTimeMilliseconds as it is now
+                uptime = -1 if dom.sysinit_ms is None else dom.sysinit_ms
             t = dom.templates.get(set_id)
             if t is None:
                 _hold(dec, dom, set_id, bytes(body), export_ns, uptime)
@@ -405,15 +418,7 @@ def _sets(dec: "Decoder", dom: Domain, mv: memoryview, o: int, end: int, export_
 
 
 def _sequence(dec: "Decoder", dom: Domain, seq: int, advance: int) -> None:
-    if dom.next_seq is not None and seq != dom.next_seq:
-        gap = (seq - dom.next_seq) & 0xFFFF_FFFF
-        if gap < 0x8000_0000:
-            dom.lost += gap
-            dom.exporter.counters["lost"] += gap
-            dec.counters.drop("exporter", "sequence-gap", gap)
-        else:
-            dec.counters.inc("sequence-resets")
-    dom.next_seq = (seq + advance) & 0xFFFF_FFFF
+    account(dec, dom, seq, advance)
 
 
 def decode_v9(dec: "Decoder", exp, mv: memoryview) -> None:
