@@ -30,7 +30,7 @@ from flowplane.api import Counters
 from .decode_sflow import SFLOW_VERSION, decode_sflow
 from .decode_v5 import MAX_RECORDS as V5_MAX
 from .decode_v5 import V5, decode_v5
-from .decode_v9ipfix import Exporter, decode_ipfix, decode_v9, expire_pending
+from .decode_v9ipfix import DOMAIN_IDLE_S, Exporter, decode_ipfix, decode_v9, expire_pending
 from .records import CollectedFlows
 from .sequence import restarted
 from .templates import NS, Ctx, expire_templates
@@ -225,6 +225,11 @@ class Decoder:
             uptimes = u32(4).tolist()
             dom.default_rate = ((int(a[-1, 22]) << 8 | int(a[-1, 23])) & 0x3FFF) or 1
         body = a[:, hdr:hdr + n * rl].tobytes()
+        if version != 5:
+            exp.touch(dom, t.template_id, self.now_ns)
+        else:
+            dom.last_ns = self.now_ns
+            exp.domains.move_to_end(dom.key)
         key = (id(dom), id(t))
         g = self._groups.get(key)
         if g is None:
@@ -306,6 +311,7 @@ class Decoder:
         else:
             feed(data, address, now_ns)
             return
+        exp.touch(dom, t.template_id, now_ns)  # v5: no template store, the domain's recency only
         key = (id(dom), id(t))
         g = self._groups.get(key)
         if g is None:
@@ -434,8 +440,11 @@ class Decoder:
                 for dom in exp.domains.values():
                     expire_pending(self, dom, now, self.pending_timeout_ns)
         timeout = self.template_timeout_ns
-        if timeout > 0 and now >= self.next_template_scan_ns:
-            self.next_template_scan_ns = now + min(TEMPLATE_SCAN_MAX_NS, timeout // 8)
+        if now < self.next_template_scan_ns:
+            return
+        self.next_template_scan_ns = now + min(TEMPLATE_SCAN_MAX_NS, timeout // 8 if timeout > 0 else NS * 60)
+        self._expire_domains(now)
+        if timeout > 0:
             gone = 0
             for exp in self.exporters.values():
                 if exp.session is None and exp.template_count:
@@ -444,6 +453,22 @@ class Decoder:
                             gone += expire_templates(dom, now, timeout)
             if gone:
                 self.counters.inc("templates-expired", gone)
+
+    def _expire_domains(self, now: int) -> None:
+        """Forget the domains of UDP exporters that sent nothing for DOMAIN_IDLE_S and hold no template."""
+        idle = DOMAIN_IDLE_S * NS
+        gone = 0
+        for exp in self.exporters.values():
+            if exp.session is not None:
+                continue
+            for key, dom in list(exp.domains.items()):  # least recently used first
+                if now - dom.last_ns < idle:
+                    break
+                if not dom.templates:  # templates age out by template-timeout (or never), then their domain
+                    exp.evict_domain(self, key)
+                    gone += 1
+        if gone:
+            self.counters.inc("domains-expired", gone)
 
     def close_session(self, session: str) -> None:
         """A TCP connection ended: forget its templates; data still held for one is ``no-template``."""

@@ -398,5 +398,6 @@ def expire_templates(dom, now_ns: int, timeout_ns: int) -> int:
     doomed = [tid for tid, t in dom.templates.items() if now_ns - t.seen_ns >= timeout_ns]
     for tid in doomed:
         del dom.templates[tid]
+        dom.exporter.template_lru.pop((dom.key, tid), None)
     dom.exporter.template_count -= len(doomed)
     return len(doomed)
