@@ -443,7 +443,6 @@ class Decoder:
         if now < self.next_template_scan_ns:
             return
         self.next_template_scan_ns = now + min(TEMPLATE_SCAN_MAX_NS, timeout // 8 if timeout > 0 else NS * 60)
-        self._expire_domains(now)
         if timeout > 0:
             gone = 0
             for exp in self.exporters.values():
@@ -453,6 +452,7 @@ class Decoder:
                             gone += expire_templates(dom, now, timeout)
             if gone:
                 self.counters.inc("templates-expired", gone)
+        self._expire_domains(now)
 
     def _expire_domains(self, now: int) -> None:
         """Forget the domains of UDP exporters that sent nothing for DOMAIN_IDLE_S and hold no template."""
