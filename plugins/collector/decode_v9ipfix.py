@@ -19,7 +19,7 @@ and never raises.  Reasons used here:
 ``short-header``, ``length-mismatch`` (IPFIX length beyond the datagram),
 ``short-set``/``set-length`` (a set length that lies), ``reserved-set-id``,
 ``template-truncated``, ``zero-length-template``, ``bad-template-id``
-(< 256), ``bad-options-template``, ``template-limit``, ``domain-limit``,
+(< 256), ``bad-options-template``,
 ``bad-varlen`` (a variable-length field past the set), ``bad-sampling-rate``
 (an options record's interval beyond 2^32 - 1: that record is ignored), ``no-template``
 (held data whose template never came), ``pending-overflow``.
