@@ -43,7 +43,7 @@ import numpy as np
 from flowplane.api import FLOW_DTYPE, PacketBatch
 from flowplane.api import decode as decode_packets
 
-from .decode_v9ipfix import MAX_DOMAINS_PER_EXPORTER, Domain, Exporter, _sequence
+from .decode_v9ipfix import Exporter, _sequence
 from .templates import MAPPED, Ctx
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -204,13 +204,7 @@ def decode_sflow(dec: "Decoder", exp: Exporter, mv: memoryview) -> None:
     aexp = _agent_exporter(dec, exp, agent)
     if aexp is None:
         return
-    key = (SFLOW_VERSION, sub_agent)
-    dom = aexp.domains.get(key)
-    if dom is None:
-        if len(aexp.domains) >= MAX_DOMAINS_PER_EXPORTER:
-            dec.error(exp, "domain-limit")
-            return
-        dom = aexp.domains[key] = Domain(aexp, sub_agent, SFLOW_VERSION)
+    dom = aexp.domain(dec, SFLOW_VERSION, sub_agent)
     _sequence(dec, dom, seq, 1)
     rows: list[bytes] = []
     headers: list[bytes] = []

@@ -5,10 +5,13 @@ IPFIX observation domain id): templates and options templates, sampling
 rates learnt from options data, systemInitTimeMilliseconds, data sets held
 until their template arrives, and the export sequence.
 
-Bounds (a hostile exporter cannot exhaust memory): at most
-``max_templates`` templates per exporter address (over all its domains),
-``MAX_DOMAINS_PER_EXPORTER`` domains, ``MAX_PENDING_SETS`` sets held per
-domain for at most ``pending_timeout`` seconds.
+Bounds (a hostile exporter cannot exhaust memory, nor lock its own real
+domains out): at most ``max_templates`` templates per exporter address (over
+all its domains) and ``MAX_DOMAINS_PER_EXPORTER`` domains, each table
+evicting its least recently used entry (counted ``templates-evicted`` /
+``domains-evicted``) for a new one; domains idle for ``DOMAIN_IDLE_S`` with
+no template left (templates age out by ``template-timeout``) are forgotten; ``MAX_PENDING_SETS`` sets held per domain for at most
+``pending_timeout`` seconds.
 
 Every problem is counted by reason (``Decoder.counters.drops[("decode", reason)]``)
 and never raises.  Reasons used here:
@@ -16,15 +19,16 @@ and never raises.  Reasons used here:
 ``short-header``, ``length-mismatch`` (IPFIX length beyond the datagram),
 ``short-set``/``set-length`` (a set length that lies), ``reserved-set-id``,
 ``template-truncated``, ``zero-length-template``, ``bad-template-id``
-(< 256), ``bad-options-template``, ``template-limit``, ``domain-limit``,
-``bad-varlen`` (a variable-length field past the set), ``no-template``
+(< 256), ``bad-options-template``,
+``bad-varlen`` (a variable-length field past the set), ``bad-sampling-rate``
+(an options record's interval beyond 2^32 - 1: that record is ignored), ``no-template``
 (held data whose template never came), ``pending-overflow``.
 """
 
 from __future__ import annotations
 
 import struct
-from collections import deque
+from collections import OrderedDict, deque
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -32,13 +36,16 @@ import numpy as np
 from flowplane.api import IPFIX_HEADER, NETFLOW_V9_HEADER
 
 from .fields import IPFIX_OPTIONS_TEMPLATE, IPFIX_TEMPLATE, V9_OPTIONS_TEMPLATE, V9_TEMPLATE
+from .sequence import account
 from .templates import Template, int_column
 
 if TYPE_CHECKING:  # pragma: no cover
     from .decoder import Decoder
 
 MAX_PENDING_SETS = 256
+MAX_RATE = 0xFFFF_FFFF  # a sampling interval is a 32-bit 1-in-N
 MAX_DOMAINS_PER_EXPORTER = 256
+DOMAIN_IDLE_S = 3600  # a domain that sent nothing this long is forgotten (templates, rates, sequence)
 MAX_INTERFACES_PER_EXPORTER = 65536  # interface-table entries learnt from options data
 IF_NAME, IF_DESCRIPTION = 82, 83
 V9_SCOPE_INTERFACE = 0x10000 | 2  # v9 options scope type 2 (interface), as the template parser marks it
@@ -50,11 +57,13 @@ _SET = struct.Struct(">HH")
 class Domain:
     """Per (exporter address, domain id) state."""
 
-    __slots__ = ("exporter", "domain_id", "version", "templates", "sampler_rates", "default_rate",
-                 "sysinit_ms", "pending", "next_seq", "lost", "records", "options_records")
+    __slots__ = ("exporter", "key", "last_ns", "domain_id", "version", "templates", "sampler_rates", "default_rate",
+                 "sysinit_ms", "pending", "next_seq", "alt_seq", "lost", "records", "options_records")
 
     def __init__(self, exporter: "Exporter", domain_id: int, version: int) -> None:
         self.exporter = exporter
+        self.key = (5 if version == 5 else 9 if version == 9 else 10 if version == 10 else version, domain_id)
+        self.last_ns = exporter.last_seen_ns
         self.domain_id = domain_id
         self.version = version
         self.templates: dict[int, Template] = {}
@@ -63,6 +72,7 @@ class Domain:
         self.sysinit_ms: int | None = None
         self.pending: deque = deque()  # (template id, body bytes, export_ns, uptime_ms, arrival_ns)
         self.next_seq: int | None = None
+        self.alt_seq: int | None = None  # where a message that came behind the sequence would continue
         self.lost = 0
         self.records = 0
         self.options_records = 0
@@ -80,29 +90,52 @@ class Domain:
 class Exporter:
     """Per exporter address: domains, counters, the template budget."""
 
-    __slots__ = ("address", "domains", "template_count", "counters", "versions", "first_seen_ns", "last_seen_ns",
-                 "session", "interfaces")
+    __slots__ = ("address", "domains", "template_count", "template_lru", "counters", "versions", "first_seen_ns",
+                 "last_seen_ns", "session", "interfaces")
 
     def __init__(self, address: str, now_ns: int, session: str | None = None) -> None:
         self.address = address
         self.session = session  # a TCP connection ("tcp:[addr]:port"): its own templates, no expiry by age
-        self.domains: dict[tuple[int, int], Domain] = {}  # (version family, domain id)
+        self.domains: OrderedDict[tuple[int, int], Domain] = OrderedDict()  # (version family, id); LRU first
         self.template_count = 0
-        self.counters = {"datagrams": 0, "bytes": 0, "records": 0, "errors": 0, "lost": 0, "pending": 0}
+        self.template_lru: OrderedDict[tuple, None] = OrderedDict()  # (domain key, template id); LRU first
+        self.counters = {"datagrams": 0, "bytes": 0, "records": 0, "errors": 0, "lost": 0, "pending": 0,
+                         "sequence_failures": 0}
         self.versions: set[int] = set()
         self.first_seen_ns = now_ns
         self.last_seen_ns = now_ns
         self.interfaces: dict[int, tuple[str | None, str | None]] = {}  # ifindex -> (name, description)
 
     def domain(self, dec: "Decoder", version: int, domain_id: int) -> Domain | None:
-        key = (5 if version == 5 else 9 if version == 9 else 10, domain_id)
+        key = (5 if version == 5 else 9 if version == 9 else 10 if version == 10 else version, domain_id)
         d = self.domains.get(key)
         if d is None:
             if len(self.domains) >= MAX_DOMAINS_PER_EXPORTER:
-                dec.error(self, "domain-limit")
-                return None
+                self.evict_domain(dec, next(iter(self.domains)))
+                dec.counters.inc("domains-evicted")
             d = self.domains[key] = Domain(self, domain_id, version)
+        else:
+            self.domains.move_to_end(key)
+        d.last_ns = dec.now_ns
         return d
+
+    def evict_domain(self, dec: "Decoder", key: tuple) -> None:
+        """Forget domain *key*: its templates give their budget back, data held for them is ``no-template``."""
+        d = self.domains.pop(key)
+        for tid in d.templates:
+            self.template_lru.pop((key, tid), None)
+        self.template_count -= len(d.templates)
+        if d.pending:
+            self.counters["pending"] -= len(d.pending)
+            dec.counters.drop("decode", "no-template", len(d.pending))
+
+    def touch(self, dom: Domain, tid: int, now_ns: int) -> None:
+        """*dom* and its template *tid* were just used (the recency the limits evict by)."""
+        dom.last_ns = now_ns
+        self.domains.move_to_end(dom.key)
+        k = (dom.key, tid)
+        if k in self.template_lru:
+            self.template_lru.move_to_end(k)
 
 
 # ---------------------------------------------------------------------------------------
@@ -112,22 +145,34 @@ class Exporter:
 def _add_template(dec: "Decoder", dom: Domain, t: Template) -> None:
     exp = dom.exporter
     old = dom.templates.get(t.template_id)
+    lru_key = (dom.key, t.template_id)
     if old is not None and old.signature == t.signature:
         old.seen_ns = dec.now_ns
+        exp.template_lru.move_to_end(lru_key)
         dec.counters.inc("template-refreshes")
         return  # unchanged: keep the compiled object
     if old is None:
-        if exp.template_count >= dec.max_templates:
-            dec.error(exp, "template-limit")
-            return
+        while exp.template_count >= dec.max_templates and exp.template_lru:
+            _evict_template(dec, exp)
         exp.template_count += 1
+        exp.template_lru[lru_key] = None
     else:
+        exp.template_lru.move_to_end(lru_key)
         dec.counters.inc("template-changes")
     t.seen_ns = dec.now_ns
     dom.templates[t.template_id] = t
     dec.counters.inc("options-templates" if t.options else "templates")
     if dom.pending:
         _resolve_pending(dec, dom, t)
+
+
+def _evict_template(dec: "Decoder", exp: Exporter) -> None:
+    """The exporter's template store is full: its least recently defined, refreshed or used template goes."""
+    (dkey, tid), _ = exp.template_lru.popitem(last=False)
+    d = exp.domains.get(dkey)
+    if d is not None and d.templates.pop(tid, None) is not None:
+        exp.template_count -= 1
+    dec.counters.inc("templates-evicted")
 
 
 def _withdraw(dec: "Decoder", dom: Domain, tid: int, set_id: int) -> None:
@@ -138,6 +183,7 @@ def _withdraw(dec: "Decoder", dom: Domain, tid: int, set_id: int) -> None:
         doomed = [tid] if tid in dom.templates else []
     for k in doomed:
         del dom.templates[k]
+        exp.template_lru.pop((dom.key, k), None)
         exp.template_count -= 1
     dec.counters.inc("template-withdrawals", max(1, len(doomed)))
 
@@ -148,7 +194,10 @@ def _resolve_pending(dec: "Decoder", dom: Domain, t: Template) -> None:
         if item[0] == t.template_id:
             dec.counters.inc("pending-resolved")
             dom.exporter.counters["pending"] -= 1
-            _data_set(dec, dom, t, item[1], item[2], item[3])
+            uptime = item[3]
+            if dom.version == 10 and uptime < 0 and dom.sysinit_ms is not None:
+                uptime = dom.sysinit_ms  # no init time known when it came: the one learnt since
+            _data_set(dec, dom, t, item[1], item[2], uptime)
         else:
             keep.append(item)
     dom.pending = keep
@@ -331,6 +380,9 @@ def _options_data(dec: "Decoder", dom: Domain, t: Template, body) -> None:
         elif get(309) and get(310):  # samplingSize n out of samplingPopulation N (Cisco)
             rate = max(1, get(310) // get(309))
         sampler = get(48) if get(48) is not None else get(302)
+        if rate is not None and not 0 < rate <= MAX_RATE:
+            dec.error(dom.exporter, "bad-sampling-rate")  # this options record's rate only; the domain goes on
+            rate = None
         if rate:
             if sampler is not None:
                 if sampler in dom.sampler_rates or len(dom.sampler_rates) < 1024:
@@ -390,12 +442,15 @@ def _sets(dec: "Decoder", dom: Domain, mv: memoryview, o: int, end: int, export_
         if set_id in tmpl_ids:
             _parse_templates(dec, dom, body, set_id, ipfix)
         elif set_id >= 256:
+            if ipfix:  # IPFIX has no header uptime: carry the domain's systemInitTimeMilliseconds as it is now
+                uptime = -1 if dom.sysinit_ms is None else dom.sysinit_ms
             t = dom.templates.get(set_id)
             if t is None:
                 _hold(dec, dom, set_id, bytes(body), export_ns, uptime)
                 records = -1 if ipfix else records  # unknown record count: skip the next sequence check
             else:
                 before = dec.seq_records
+                exp.touch(dom, set_id, dec.now_ns)
                 _data_set(dec, dom, t, body, export_ns, uptime)
                 if records >= 0:
                     records += dec.seq_records - before
@@ -407,15 +462,7 @@ def _sets(dec: "Decoder", dom: Domain, mv: memoryview, o: int, end: int, export_
 
 
 def _sequence(dec: "Decoder", dom: Domain, seq: int, advance: int) -> None:
-    if dom.next_seq is not None and seq != dom.next_seq:
-        gap = (seq - dom.next_seq) & 0xFFFF_FFFF
-        if gap < 0x8000_0000:
-            dom.lost += gap
-            dom.exporter.counters["lost"] += gap
-            dec.counters.drop("exporter", "sequence-gap", gap)
-        else:
-            dec.counters.inc("sequence-resets")
-    dom.next_seq = (seq + advance) & 0xFFFF_FFFF
+    account(dec, dom, seq, advance)
 
 
 def decode_v9(dec: "Decoder", exp, mv: memoryview) -> None:

@@ -20,19 +20,25 @@ one template are gathered over the whole batch and decoded together at
 from __future__ import annotations
 
 import time
+import traceback
 
 import numpy as np
+import structlog
 
 from flowplane.api import Counters
 
 from .decode_sflow import SFLOW_VERSION, decode_sflow
 from .decode_v5 import MAX_RECORDS as V5_MAX
 from .decode_v5 import V5, decode_v5
-from .decode_v9ipfix import Exporter, decode_ipfix, decode_v9, expire_pending
+from .decode_v9ipfix import DOMAIN_IDLE_S, Exporter, decode_ipfix, decode_v9, expire_pending
 from .records import CollectedFlows
+from .sequence import restarted
 from .templates import NS, Ctx, expire_templates
 
+log = structlog.get_logger("flowplane.collector")
+
 MAX_EXPORTERS = 65536
+INTERNAL_LOG_BURST_S = 60.0  # one log line per kind of internal error per burst (repeats counted in the next)
 VECTOR_MIN = 8  # datagrams of one length from one exporter decoded as one block (Decoder._run)
 RUN_RETRIES = 4  # sequence breaks in one run of datagrams decoded around (each costs a scalar decode)
 TEMPLATE_SCAN_MAX_NS = 60 * NS  # template expiry is checked at least this often (timeout/8 when shorter)
@@ -52,6 +58,7 @@ class Decoder:
         self.records_in_batch = 0
         self.seq_records = 0
         self._groups: dict[tuple[int, int], list] = {}
+        self._internal_logged: dict[tuple, list] = {}  # (stage, cause, place) -> [last log time, repeats since]
 
     # -- input ------------------------------------------------------------------------
 
@@ -92,8 +99,8 @@ class Decoder:
             else:
                 self.error(exp, "bad-version")
                 return
-        except Exception:  # a decoder bug must not take the listener down: count it
-            self.error(exp, "internal-error")
+        except Exception as exc:  # a decoder bug must not take the listener down: count and log it
+            self.internal_error(exp, "datagram", exc)
             return
         exp.versions.add(version)
 
@@ -197,7 +204,7 @@ class Decoder:
                 return 0
         seq = np.ascontiguousarray(a[:, seq_at:seq_at + 4]).view(">u4").ravel().astype(np.int64)
         step = 1 if version == 9 else n
-        if int(seq[0]) != dom.next_seq:
+        if int(seq[0]) != dom.next_seq and not restarted(self, dom, int(seq[0])):
             return -1
         if k > 1:
             chained = (np.diff(seq) & 0xFFFF_FFFF) == step
@@ -210,7 +217,7 @@ class Decoder:
             return np.ascontiguousarray(a[:, at:at + 4]).view(">u4").ravel().astype(np.int64)
 
         if version == 10:
-            exports, uptimes = (u32(4) * NS).tolist(), [-1] * k
+            exports, uptimes = (u32(4) * NS).tolist(), [-1 if dom.sysinit_ms is None else dom.sysinit_ms] * k
         elif version == 9:
             exports, uptimes = (u32(8) * NS).tolist(), u32(4).tolist()
         else:
@@ -218,6 +225,11 @@ class Decoder:
             uptimes = u32(4).tolist()
             dom.default_rate = ((int(a[-1, 22]) << 8 | int(a[-1, 23])) & 0x3FFF) or 1
         body = a[:, hdr:hdr + n * rl].tobytes()
+        if version != 5:
+            exp.touch(dom, t.template_id, self.now_ns)
+        else:
+            dom.last_ns = self.now_ns
+            exp.domains.move_to_end(dom.key)
         key = (id(dom), id(t))
         g = self._groups.get(key)
         if g is None:
@@ -262,7 +274,8 @@ class Decoder:
                 feed(data, address, now_ns)
                 return
             dom.next_seq = (seq + n) & 0xFFFF_FFFF
-            export_ns, uptime = int.from_bytes(data[4:8], "big") * NS, -1
+            export_ns = int.from_bytes(data[4:8], "big") * NS
+            uptime = -1 if dom.sysinit_ms is None else dom.sysinit_ms  # IPFIX: the init time as it arrived
             body = memoryview(data)[20:20 + n * rl]
         elif version == 9:
             if (data[20] << 8 | data[21]) < 256 or (data[22] << 8 | data[23]) != ln - 20:
@@ -298,6 +311,7 @@ class Decoder:
         else:
             feed(data, address, now_ns)
             return
+        exp.touch(dom, t.template_id, now_ns)  # v5: no template store, the domain's recency only
         key = (id(dom), id(t))
         g = self._groups.get(key)
         if g is None:
@@ -320,6 +334,26 @@ class Decoder:
         self.counters.drop("decode", reason)
         if exp is not None:
             exp.counters["errors"] += 1
+
+    def internal_error(self, exp: Exporter | None, stage: str, exc: BaseException, **ctx) -> None:
+        """A decoder bug met on some input: counted ``internal-error`` and logged with its cause, once per
+        burst of the same cause (the repeats are counted and reported with the next line)."""
+        self.error(exp, "internal-error")
+        tb = traceback.extract_tb(exc.__traceback__)
+        place = f"{tb[-1].filename.rsplit('/', 1)[-1]}:{tb[-1].lineno}" if tb else "?"
+        key = (stage, type(exc).__name__, place)
+        now = time.monotonic()
+        seen = self._internal_logged.get(key)
+        if seen is not None and now - seen[0] < INTERNAL_LOG_BURST_S:
+            seen[1] += 1
+            return
+        if len(self._internal_logged) > 1024:
+            self._internal_logged.clear()
+        repeats = seen[1] if seen is not None else 0
+        self._internal_logged[key] = [now, 0]
+        log.error("collector_decode_internal_error", stage=stage, error=f"{type(exc).__name__}: {exc}", at=place,
+                  exporter=exp.session or exp.address if exp is not None else None, repeats_since_last=repeats,
+                  **ctx)
 
     def group(self, dom, t, buf, n: int, export_ns: int, uptime: int, var: dict | None) -> None:
         key = (id(dom), id(t))
@@ -362,8 +396,8 @@ class Decoder:
         for dom, t, bufs, counts, exports, uptimes, var, _first, _n in groups.values():
             try:
                 out.append(self._decode_group(dom, t, bufs, counts, exports, uptimes, var))
-            except Exception:
-                self.error(dom.exporter, "internal-error")
+            except Exception as exc:
+                self.internal_error(dom.exporter, "conversion", exc, template=t.template_id)
         return out
 
     def _decode_group(self, dom, t, bufs, counts, exports, uptimes, var) -> CollectedFlows:
@@ -373,14 +407,15 @@ class Decoder:
             arr = np.frombuffer(buf, dtype=t.dtype, count=n)
         else:
             arr = np.zeros(n, dtype=t.dtype)
+        # per datagram: export time and v9 sysUptime, or (IPFIX) the systemInitTimeMilliseconds known on arrival
         if len(counts) == 1:
             export_ns = np.full(n, exports[0], dtype=np.int64)
-            uptime = np.full(n, uptimes[0], dtype=np.int64) if dom.version != 10 else None
+            per = np.full(n, uptimes[0], dtype=np.int64)
         else:
             c = np.asarray(counts)
             export_ns = np.repeat(np.asarray(exports, dtype=np.int64), c)
-            uptime = np.repeat(np.asarray(uptimes, dtype=np.int64), c) if dom.version != 10 else None
-        ctx = Ctx(export_ns, uptime, dom.sysinit_ms)
+            per = np.repeat(np.asarray(uptimes, dtype=np.int64), c)
+        ctx = Ctx(export_ns, None, per) if dom.version == 10 else Ctx(export_ns, per, None)
         data, rate, extra, kinds = t.convert(arr, ctx, var, lambda ids: dom.sampling(ids, n))
         dom.records += n
         dom.exporter.counters["records"] += n
@@ -405,8 +440,10 @@ class Decoder:
                 for dom in exp.domains.values():
                     expire_pending(self, dom, now, self.pending_timeout_ns)
         timeout = self.template_timeout_ns
-        if timeout > 0 and now >= self.next_template_scan_ns:
-            self.next_template_scan_ns = now + min(TEMPLATE_SCAN_MAX_NS, timeout // 8)
+        if now < self.next_template_scan_ns:
+            return
+        self.next_template_scan_ns = now + min(TEMPLATE_SCAN_MAX_NS, timeout // 8 if timeout > 0 else NS * 60)
+        if timeout > 0:
             gone = 0
             for exp in self.exporters.values():
                 if exp.session is None and exp.template_count:
@@ -415,6 +452,23 @@ class Decoder:
                             gone += expire_templates(dom, now, timeout)
             if gone:
                 self.counters.inc("templates-expired", gone)
+        self._expire_domains(now)
+
+    def _expire_domains(self, now: int) -> None:
+        """Forget the domains of UDP exporters that sent nothing for DOMAIN_IDLE_S and hold no template."""
+        idle = DOMAIN_IDLE_S * NS
+        gone = 0
+        for exp in self.exporters.values():
+            if exp.session is not None:
+                continue
+            for key, dom in list(exp.domains.items()):  # least recently used first
+                if now - dom.last_ns < idle:
+                    break
+                if not dom.templates:  # templates age out by template-timeout (or never), then their domain
+                    exp.evict_domain(self, key)
+                    gone += 1
+        if gone:
+            self.counters.inc("domains-expired", gone)
 
     def close_session(self, session: str) -> None:
         """A TCP connection ended: forget its templates; data still held for one is ``no-template``."""

@@ -63,13 +63,13 @@ class CollectedFlows:
         out = []
         src = addresses(d["src_hi"], d["src_lo"], d["af"])
         dst = addresses(d["dst_hi"], d["dst_lo"], d["af"])
-        nh = addresses(d["nexthop_hi"], d["nexthop_lo"], d["af"])
+        nh = addresses(d["nexthop_hi"], d["nexthop_lo"], mapped_family(d["nexthop_hi"], d["nexthop_lo"]))
         first = iso_times(d["first_ns"])
         last = iso_times(d["last_ns"])
         cols = {k: d[k].tolist() for k in ("sport", "dport", "proto", "packets", "bytes", "tos", "tcp_flags",
                                             "in_if", "out_if", "src_as", "dst_as", "src_mask", "dst_mask", "vlan",
                                             "direction", "icmp_type", "icmp_code", "mpls1", "mpls2", "mpls3",
-                                            "end_reason")}
+                                            "end_reason", "src_mac", "dst_mac")}
         si = self.sampling_interval.tolist()
         extras = {k: render_extra(v, self.extra_kinds.get(k, "b")) for k, v in self.extra.items()}
         for i in range(len(d)):
@@ -85,12 +85,24 @@ class CollectedFlows:
             for k in ("vlan", "direction", "end_reason", "mpls1", "mpls2", "mpls3"):
                 if cols[k][i]:
                     row[k] = cols[k][i]
+            for k in ("src_mac", "dst_mac"):
+                if cols[k][i]:
+                    row[k] = mac(cols[k][i])
             if cols["proto"][i] in (1, 58):
                 row["icmp_type"], row["icmp_code"] = cols["icmp_type"][i], cols["icmp_code"][i]
             for k, vals in extras.items():
                 row[k] = vals[i]
             out.append(row)
         return out
+
+
+def mac(v: int) -> str:
+    return ":".join(f"{b:02x}" for b in v.to_bytes(6, "big"))
+
+
+def mapped_family(hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
+    """4 where an address is IPv4-mapped (how IPv4 is held), else 6 (0 when unset)."""
+    return np.where((hi == 0) & ((lo >> np.uint64(32)) == np.uint64(0xFFFF)), 4, np.where((hi | lo) != 0, 6, 0))
 
 
 def addresses(hi: np.ndarray, lo: np.ndarray, af: np.ndarray) -> list[str | None]:
@@ -108,6 +120,9 @@ def addresses(hi: np.ndarray, lo: np.ndarray, af: np.ndarray) -> list[str | None
 def iso_times(ns: np.ndarray) -> list[str]:
     out = []
     for t in ns.tolist():
+        if t == 0:  # not known (no time in the record, or uptime-relative with no init time)
+            out.append(None)
+            continue
         try:
             out.append(dt.datetime.fromtimestamp(t / 1e9, dt.timezone.utc).isoformat(timespec="milliseconds")
                        .replace("+00:00", "Z"))

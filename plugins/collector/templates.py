@@ -46,8 +46,10 @@ INT_COLUMNS: dict[int, tuple[str, int]] = {
     176: ("icmp_type", 0), 178: ("icmp_type", 1), 177: ("icmp_code", 0), 179: ("icmp_code", 1),
 }
 MAC_COLUMNS = {56: "src_mac", 80: "dst_mac"}
-ADDR4 = {8: ("src", 0), 12: ("dst", 0), 15: ("nexthop", 0), 18: ("nexthop", 2)}
-ADDR6 = {27: ("src", 0), 28: ("dst", 0), 62: ("nexthop", 1), 63: ("nexthop", 3)}
+# IP next hop only: the BGP next hop (18 / 63) is another thing (RFC 7012) and stays apart, by its own name
+ADDR4 = {8: ("src", 0), 12: ("dst", 0), 15: ("nexthop", 0)}
+ADDR6 = {27: ("src", 0), 28: ("dst", 0), 62: ("nexthop", 0)}
+SYSINIT_MS = 160  # systemInitTimeMilliseconds inside a data record: its sysUpTime times are relative to it
 ICMP_TYPECODE = {32: 0, 139: 1}
 FIRST = {156: 0, 154: 1, 152: 2, 150: 3, 158: 4, 22: 5}  # finer resolution first
 LAST = {157: 0, 155: 1, 153: 2, 151: 3, 159: 4, 21: 5}
@@ -57,11 +59,13 @@ SAMPLER_ID = (48, 302)
 
 
 class Ctx:
-    """Per-record header context of a group of data sets: export time and (v9) sysUptime."""
+    """Per-record context of a group of data sets: export time, (v9) header sysUptime, (IPFIX) the
+    systemInitTimeMilliseconds the domain had when the record's message arrived (-1: none known)."""
 
     __slots__ = ("export_ns", "uptime_ms", "sysinit_ms")
 
-    def __init__(self, export_ns: np.ndarray, uptime_ms: np.ndarray | None, sysinit_ms: int | None) -> None:
+    def __init__(self, export_ns: np.ndarray, uptime_ms: np.ndarray | None,
+                 sysinit_ms: np.ndarray | int | None) -> None:
         self.export_ns = export_ns
         self.uptime_ms = uptime_ms
         self.sysinit_ms = sysinit_ms
@@ -144,10 +148,10 @@ class Template:
                     mapped = want("i:" + col, prio, i)
                 elif ie in ADDR4 and length == 4:
                     col, prio = ADDR4[ie]
-                    mapped = want("a:" + col, prio, i)
+                    mapped = want("a4:" + col, prio, i)
                 elif ie in ADDR6 and length == 16:
                     col, prio = ADDR6[ie]
-                    mapped = want("a:" + col, prio, i)
+                    mapped = want("a6:" + col, prio, i)
                 elif ie in MAC_COLUMNS and length == 6:
                     mapped = want("m:" + MAC_COLUMNS[ie], 0, i)
                 elif ie in ICMP_TYPECODE and length == 2:
@@ -162,6 +166,8 @@ class Template:
                     mapped = want("ipver", 0, i)
                 if ie in SAMPLER_ID and length <= 8 and "sampler" not in best:
                     best["sampler"] = (0, i)  # also kept as an extra column
+                if ie == SYSINIT_MS and length <= 8 and "sysinit" not in best:
+                    best["sysinit"] = (0, i)  # also kept as an extra column
             if not mapped:
                 extras.append(self._extra(i, seen))
         if "first" not in best and "last" not in best:
@@ -170,6 +176,17 @@ class Template:
                         if ie == OBSERVATION_MS and pen == 0 and length == 8), None)
             if obs is not None:
                 best["first"] = best["last"] = (9, obs)  # also kept as an extra column
+        has4 = any(k in best for k in ("a4:src", "a4:dst"))
+        has6 = any(k in best for k in ("a6:src", "a6:dst"))
+        if has4 and has6:
+            # both families in one template: the record's own family fills src/dst (per record), and both
+            # pairs are kept by name besides, so nothing the exporter sent is lost
+            for k in ("a4:src", "a4:dst", "a6:src", "a6:dst"):
+                if k in best:
+                    extras.append(self._extra(best[k][1], seen))
+            first4 = min(best[k][1] for k in ("a4:src", "a4:dst") if k in best)
+            first6 = min(best[k][1] for k in ("a6:src", "a6:dst") if k in best)
+            best["af_default"] = (0, 4 if first4 < first6 else 6)
         self._extras = extras
         return {k: v[1] for k, v in best.items()}
 
@@ -194,32 +211,23 @@ class Template:
         def col(i):
             return int_column(arr, f"f{i}", ln[i])
 
-        af = None
+        fam: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # "4src" -> (hi, lo)
         for target, i in plan.items():
             kind, _, name = target.partition(":")
             if kind == "i":
                 # straight from the big-endian field (one pass, the same modular cast as via U64)
                 out[name] = arr[f"f{i}"] if ln[i] in (1, 2, 4, 8) else col(i)
-            elif kind == "a":
-                if ln[i] == 4:
-                    v4 = arr[f"f{i}"].astype(U64)
-                    # an unset next hop (0.0.0.0) stays unset, not ::ffff:0.0.0.0 (as v5 does)
-                    out[name + "_lo"] = MAPPED | v4 if name != "nexthop" else np.where(v4 != 0, MAPPED | v4, U64(0))
-                    if name != "nexthop" and af is None:
-                        af = 4
-                else:
-                    v = arr[f"f{i}"].view(np.uint8).reshape(n, 16)
-                    both = v.view(">u8").reshape(n, 2)
-                    out[name + "_hi"] = both[:, 0]
-                    out[name + "_lo"] = both[:, 1]
-                    if name != "nexthop" and af is None:
-                        af = 6
+            elif kind == "a4":
+                v4 = arr[f"f{i}"].astype(U64)
+                # an unset address (0.0.0.0) stays unset, not ::ffff:0.0.0.0 (as v5 does for the next hop)
+                fam["4" + name] = (np.zeros(n, U64), np.where(v4 != 0, MAPPED | v4, U64(0)) if name == "nexthop"
+                                   else MAPPED | v4)
+            elif kind == "a6":
+                both = arr[f"f{i}"].view(np.uint8).reshape(n, 16).view(">u8").reshape(n, 2)
+                fam["6" + name] = (both[:, 0].astype(U64), both[:, 1].astype(U64))
             elif kind == "m":
                 out[name] = int_column(arr, f"f{i}", 6)
-        if "ipver" in plan:
-            out["af"] = col(plan["ipver"])
-        elif af is not None:
-            out["af"] = af
+        self._addresses(out, fam, col(plan["ipver"]) if "ipver" in plan else None, plan.get("af_default"))
         if "icmp" in plan:
             tc = col(plan["icmp"])
             out["icmp_type"] = tc >> U64(8)
@@ -231,11 +239,20 @@ class Template:
         elif "i:icmp_type" in plan:
             icmp = ((out["proto"] == 1) | (out["proto"] == 58)) & (out["dport"] == 0)
             out["dport"] = np.where(icmp, (out["icmp_type"].astype(np.uint16) << 8) | out["icmp_code"], out["dport"])
+        else:  # no ICMP element: type << 8 | code rides in the destination port (the NetFlow convention)
+            icmp = (out["proto"] == 1) | (out["proto"] == 58)
+            if icmp.any():
+                out["icmp_type"] = np.where(icmp, out["dport"] >> 8, 0)
+                out["icmp_code"] = np.where(icmp, out["dport"] & 0xFF, 0)
         if "i:mpls1" in plan or "i:mpls2" in plan or "i:mpls3" in plan:
             out["mpls_depth"] = (out["mpls1"] != 0).astype(np.uint8) + (out["mpls2"] != 0) + (out["mpls3"] != 0)
         out["tcp_flags"] = out["tcp_flags"]  # tcpControlBits may be 2 bytes: the cast kept the low 8 bits
-        out["first_ns"] = self._time(arr, plan.get("first"), ctx)
-        out["last_ns"] = self._time(arr, plan.get("last"), ctx)
+        init = self._sysinit(arr, plan.get("sysinit"), ctx, n)
+        first = self._time(arr, plan.get("first"), ctx, init)
+        last = self._time(arr, plan.get("last"), ctx, init)
+        # one end only: the flow is that instant; none (or relative times with no init time): unknown, 0
+        out["first_ns"] = first if first is not None else (last if last is not None else 0)
+        out["last_ns"] = last if last is not None else out["first_ns"]
         rate = sampling(col(plan["sampler"]) if "sampler" in plan else None) if sampling else np.ones(n, np.uint32)
         if "rate" in plan:
             inline = col(plan["rate"])
@@ -254,9 +271,55 @@ class Template:
             kinds[name] = kind
         return out, rate, extra, kinds
 
-    def _time(self, arr: np.ndarray, i: int | None, ctx: Ctx) -> np.ndarray:
+    def _addresses(self, out: np.ndarray, fam: dict, ipver: np.ndarray | None, default: int | None) -> None:
+        """src / dst / next hop and ``af``, the family chosen per record: ipVersion (4 or 6) when the record
+        has it, else the family whose addresses are not all zero, else the template's first family."""
+        n = len(out)
+        has4, has6 = "4src" in fam or "4dst" in fam, "6src" in fam or "6dst" in fam
+        if has4 and has6:
+            zero = (np.zeros(n, U64), np.zeros(n, U64))
+            s4, d4 = fam.get("4src", zero), fam.get("4dst", zero)
+            s6, d6 = fam.get("6src", zero), fam.get("6dst", zero)
+            nz4 = ((s4[1] & U64(0xFFFF_FFFF)) | (d4[1] & U64(0xFFFF_FFFF))) != 0
+            nz6 = (s6[0] | s6[1] | d6[0] | d6[1]) != 0
+            af = np.where(nz6 & ~nz4, 6, np.where(nz4 & ~nz6, 4, default or 4)).astype(np.uint8)
+            if ipver is not None:
+                af = np.where((ipver == 4) | (ipver == 6), ipver, af).astype(np.uint8)
+        elif has4 or has6:
+            af = np.full(n, 4 if has4 else 6, np.uint8)  # the addresses say what they are
+        else:
+            af = ipver.astype(np.uint8) if ipver is not None else np.zeros(n, np.uint8)
+        out["af"] = af
+        is6 = af == 6
+        for name in ("src", "dst", "nexthop"):
+            a4, a6 = fam.get("4" + name), fam.get("6" + name)
+            if a4 is None and a6 is None:
+                continue
+            if a4 is None or a6 is None:
+                hi, lo = a4 if a6 is None else a6
+            else:
+                pick6 = is6
+                if name == "nexthop":  # the record's family, else whichever next hop is set
+                    set4, set6 = a4[1] != 0, (a6[0] | a6[1]) != 0
+                    pick6 = np.where(set4 & ~set6, False, np.where(set6 & ~set4, True, is6))
+                hi, lo = np.where(pick6, a6[0], a4[0]), np.where(pick6, a6[1], a4[1])
+            out[name + "_hi"] = hi
+            out[name + "_lo"] = lo
+
+    def _sysinit(self, arr: np.ndarray, i: int | None, ctx: Ctx, n: int) -> np.ndarray | None:
+        """systemInitTimeMilliseconds per record (-1: unknown): the record's own, else the domain's when its
+        message arrived."""
+        dom = ctx.sysinit_ms
+        if dom is not None and not isinstance(dom, np.ndarray):
+            dom = np.full(n, dom, np.int64)
         if i is None:
-            return ctx.export_ns
+            return dom
+        own = int_column(arr, f"f{i}", self.fields[i][1]).astype(np.int64)
+        return np.where(own > 0, own, dom if dom is not None else -1)
+
+    def _time(self, arr: np.ndarray, i: int | None, ctx: Ctx, init: np.ndarray | None = None) -> np.ndarray | None:
+        if i is None:
+            return None
         ie, length, _ = self.fields[i]
         v = int_column(arr, f"f{i}", length)
         if ie in (152, 153, OBSERVATION_MS):
@@ -273,9 +336,10 @@ class Template:
         if ctx.uptime_ms is not None:  # v9: relative to the header's sysUptime at unix_secs
             diff = ((ctx.uptime_ms - v.astype(np.int64)) & 0xFFFF_FFFF).astype(np.uint32).view(np.int32)
             return (ctx.export_ns // NS) * NS - diff.astype(np.int64) * 1_000_000
-        if ctx.sysinit_ms is not None:  # IPFIX: relative to systemInitTimeMilliseconds (options data)
-            return (np.int64(ctx.sysinit_ms) + v.astype(np.int64)) * 1_000_000
-        return ctx.export_ns
+        # IPFIX: relative to systemInitTimeMilliseconds (the record's own, or options data); none: unknown (0)
+        if init is None:
+            return np.zeros(len(v), np.int64)
+        return np.where(init > 0, (init + v.astype(np.int64)) * 1_000_000, 0)
 
 
 def split_varlen(t: Template, body: memoryview, limit: int = 1 << 20) -> tuple[bytes, int, dict[int, list], bool]:
@@ -334,5 +398,6 @@ def expire_templates(dom, now_ns: int, timeout_ns: int) -> int:
     doomed = [tid for tid, t in dom.templates.items() if now_ns - t.seen_ns >= timeout_ns]
     for tid in doomed:
         del dom.templates[tid]
+        dom.exporter.template_lru.pop((dom.key, tid), None)
     dom.exporter.template_count -= len(doomed)
     return len(doomed)
