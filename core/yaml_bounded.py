@@ -38,7 +38,8 @@ def read_text(path: str) -> str:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         line, col = _line_col(raw, exc.start)
-        raise ConfigError([f"{path}:{line}:{col}: not UTF-8 text: byte 0x{raw[exc.start]:02x} ({exc.reason})"]) from None
+        bad = raw[exc.start]
+        raise ConfigError([f"{path}:{line}:{col}: not UTF-8 text: byte 0x{bad:02x} ({exc.reason})"]) from None
 
 
 def _line_col(data: bytes | str, offset: int) -> tuple[int, int]:
