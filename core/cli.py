@@ -113,7 +113,7 @@ def cmd_run(args) -> int:
     from . import logging as fplog
     from .errors import ConfigError, PluginError
     from .sdnotify import Notifier
-    from .service import run_service
+    from .service import StartFailed, run_service
 
     notifier = Notifier.from_env()
     try:
@@ -136,10 +136,10 @@ def cmd_run(args) -> int:
 
     try:
         return run_service(app, notifier=notifier, speed=args.speed, exit_on_eof=args.exit_on_eof, after=print_reports)
-    except (OSError, PluginError, ValueError) as exc:  # e.g. a source that cannot open its interface or file
+    except StartFailed as exc:  # e.g. a listener that cannot bind, a source that cannot open its interface
         import structlog
 
-        structlog.get_logger("flowplane").error("start_failed", error=f"{type(exc).__name__}: {exc}")
+        structlog.get_logger("flowplane").error("start_failed", error=str(exc))
         print(f"flowplane: cannot start: {exc}", file=sys.stderr)
         return 1
 

@@ -69,6 +69,8 @@ class CommandRegistry(Registry[Command]):
 
     def __init__(self) -> None:
         super().__init__("command")
+        self._longest = 0  # words in the longest registered command: resolve never looks further
+
 
     def register(  # type: ignore[override]
         self, words: str, fn: Any = None, help: str = "", formatter: Callable | None = None,
@@ -77,6 +79,7 @@ class CommandRegistry(Registry[Command]):
         key = " ".join(words.split())
         cmd = fn if isinstance(fn, Command) else Command(key, fn, help, formatter, _report_line(key, report))
         super().register(key, cmd)
+        self._longest = max(self._longest, len(key.split()))
 
     def __call__(  # type: ignore[override]
         self, words: str, fn: Any = None, help: str = "", formatter: Callable | None = None,
@@ -89,12 +92,15 @@ class CommandRegistry(Registry[Command]):
         return sorted(cmd.report for _, cmd in self.items() if cmd.report)
 
     def resolve(self, words: list[str]) -> tuple[Command, list[str]]:
-        """The command whose words are the longest prefix of *words*, and the rest."""
-        for cut in range(len(words), 0, -1):
+        """The command whose words are the longest prefix of *words*, and the rest.
+
+        Linear in the request: only prefixes as long as the longest registered command are tried.
+        """
+        for cut in range(min(len(words), self._longest), 0, -1):
             key = " ".join(words[:cut])
             if key in self:
                 return self[key], list(words[cut:])
-        prefix = " ".join(words)
+        prefix = " ".join(words[: self._longest + 1])
         near = [k for k in self if k.startswith(prefix)] or [k for k in self if words and k.split()[0] == words[0]]
         hint = f"; possible completions: {', '.join(near)}" if near else ""
         raise CommandError(f"unknown command {prefix!r}{hint}")

@@ -18,6 +18,7 @@ from typing import Any, Iterable
 import yaml
 
 from .errors import ConfigError, ConfigIssue
+from .yaml_bounded import compose, read_text
 
 #: The config file ``flowplane run`` reads, and clients read the control socket path from, by default.
 DEFAULT_CONFIG = "/etc/flowplane/flowplane.yaml"
@@ -36,23 +37,11 @@ class Config:
     # -- loading ----------------------------------------------------------
     @classmethod
     def load(cls, path: str) -> "Config":
-        try:
-            with open(path, encoding="utf-8") as fh:
-                text = fh.read()
-        except OSError as exc:
-            raise ConfigError([f"{path}: cannot read config: {exc.strerror or exc}"]) from exc
-        return cls.from_text(text, path=path)
+        return cls.from_text(read_text(path), path=path)
 
     @classmethod
     def from_text(cls, text: str, *, path: str = "<config>") -> "Config":
-        try:
-            node = yaml.compose(text, Loader=yaml.SafeLoader)
-        except yaml.MarkedYAMLError as exc:
-            m = exc.problem_mark
-            where = f"{path}:{m.line + 1}:{m.column + 1}" if m else path
-            raise ConfigError([f"{where}: YAML syntax error: {exc.problem} {exc.context or ''}".rstrip()]) from exc
-        except yaml.YAMLError as exc:
-            raise ConfigError([f"{path}: YAML error: {exc}"]) from exc
+        node = compose(text, path)
         builder = _Builder(path)
         data = builder.build(node, ()) if node is not None else {}
         if builder.issues:
@@ -122,12 +111,18 @@ class _Builder:
     def build(self, node: yaml.Node, path: Path) -> Any:
         if isinstance(node, yaml.MappingNode):
             out: dict = {}
+            seen: dict[tuple, tuple[int, int]] = {}  # the keys of this mapping, as written
             for knode, vnode in node.value:
                 key = self._scalar(knode)
                 if key == "<<":
                     self.issues.append(f"{self.path}:{self._pos(knode)[0]}:{self._pos(knode)[1]}: YAML merge keys are not supported")
                     continue
                 words = str(key).split() if isinstance(key, str) and " " in str(key).strip() else [key]
+                spelled = tuple(words)
+                if spelled in seen:  # the same key twice in one mapping: the second would silently win
+                    self._dup(knode, path + spelled, seen[spelled])
+                    continue
+                seen[spelled] = self._pos(knode)
                 target = out
                 sub = path
                 for w in words[:-1]:
@@ -170,9 +165,11 @@ class _Builder:
         self.issues.append(f"{self.path}:{line}:{col}: a key must be a plain word, not a {node.id}")
         return f"<{node.id}>"
 
-    def _dup(self, knode: yaml.Node, path: Path) -> None:
+    def _dup(self, knode: yaml.Node, path: Path, first: tuple[int, int] | None = None) -> None:
         line, col = self._pos(knode)
-        self.issues.append(f"{self.path}:{line}:{col}: {' '.join(map(str, path))}: duplicate key")
+        first = first or self.marks.get(path)
+        where = f" (first at {self.path}:{first[0]}:{first[1]})" if first else ""
+        self.issues.append(f"{self.path}:{line}:{col}: {' '.join(map(str, path))}: duplicate key{where}")
 
 
 def _merge(into: dict, other: dict) -> None:

@@ -6,9 +6,12 @@ Frame: a 4-byte big-endian length, then a msgpack map.
 * response ``{"ok": true, "data": <plain data>, "text": "<Junos-style text>"}``
   or ``{"ok": false, "error": "<message>"}``
 
-Hostile input never takes the daemon down: a frame over ``MAX_FRAME`` bytes,
-garbage msgpack, a wrong shape, a client that stalls or half-closes each
-gets an error reply or a close, and a counter.
+Hostile input never takes the daemon down, nor the data plane's time: a frame over ``MAX_FRAME`` bytes,
+a request of more than ``MAX_WORDS`` words or a word over ``MAX_WORD_LEN`` characters, garbage msgpack,
+a wrong shape, a client that stalls or half-closes each gets an error reply or a close, and a counter.
+A client has ``READ_TIMEOUT`` seconds for each request.  At most ``MAX_CLIENTS`` connections are served;
+when all are taken, the one that has waited longest for its next request (an idle client) gives way to
+the newcomer, so idle connections never lock the CLI out.
 """
 
 from __future__ import annotations
@@ -29,7 +32,9 @@ from .stats import Counters
 
 log = structlog.get_logger("flowplane.control")
 
-MAX_FRAME = 1 << 20  # requests; responses may be larger
+MAX_FRAME = 64 << 10  # requests; responses may be larger
+MAX_WORDS = 64  # words in one request
+MAX_WORD_LEN = 256  # characters in one word
 MAX_RESPONSE = 64 << 20
 READ_TIMEOUT = 10.0
 MAX_CLIENTS = 32
@@ -44,7 +49,8 @@ class ControlServer:
         self.path = path
         self.mode = mode
         self.counters = Counters("control")
-        self._limiter = trio.CapacityLimiter(MAX_CLIENTS)
+        self._clients = 0
+        self._waiting: dict[int, trio.CancelScope] = {}  # connections waiting for a request, oldest first
 
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         sock = await self._bind()
@@ -54,10 +60,11 @@ class ControlServer:
             async with trio.open_nursery() as nursery:
                 while True:
                     conn, _ = await sock.accept()
-                    if self._limiter.borrowed_tokens >= MAX_CLIENTS:
+                    if self._clients >= MAX_CLIENTS and not self._evict_oldest_idle():
                         self.counters.drop("control", "too_many_clients")
                         conn.close()
                         continue
+                    self._clients += 1
                     nursery.start_soon(self._serve_client, conn)
         finally:
             sock.close()
@@ -101,15 +108,29 @@ class ControlServer:
         os.rename(tmp, self.path)
         return sock
 
+    def _evict_oldest_idle(self) -> bool:
+        """Close the connection that has waited longest for a request; False if every one is busy."""
+        for key, scope in self._waiting.items():
+            del self._waiting[key]
+            scope.cancel()  # its task ends at once and gives its place back
+            self.counters.drop("control", "idle_evicted")
+            return True
+        return False
+
     async def _serve_client(self, conn: trio.socket.SocketType) -> None:
-        async with self._limiter:
+        waiting: trio.CancelScope | None = None
+        try:
             with conn:
                 stream = trio.SocketStream(conn)
                 self.counters.inc("connections")
                 while True:
                     try:
-                        with trio.fail_after(READ_TIMEOUT):
-                            req = await _read_frame(stream, MAX_FRAME)
+                        with trio.CancelScope() as waiting:
+                            self._waiting[id(waiting)] = waiting
+                            with trio.fail_after(READ_TIMEOUT):
+                                req = await _read_frame(stream, MAX_FRAME)
+                        if self._waiting.pop(id(waiting), None) is None:  # evicted for a newer client
+                            return
                     except trio.TooSlowError:
                         self.counters.drop("control", "timeout")
                         return
@@ -125,6 +146,10 @@ class ControlServer:
                     reply = self.handle(req)
                     if not await self._reply(stream, reply):
                         return
+        finally:
+            if waiting is not None:
+                self._waiting.pop(id(waiting), None)
+            self._clients -= 1
 
     async def _reply(self, stream: trio.SocketStream, reply: dict) -> bool:
         try:
@@ -144,6 +169,10 @@ class ControlServer:
         if not isinstance(req, dict) or not isinstance(req.get("cmd"), list) or not all(isinstance(w, str) for w in req["cmd"]):
             self.counters.drop("control", "bad_request")
             return {"ok": False, "error": "bad request: expected {'cmd': [words...], 'format': 'text'|'json'}"}
+        if len(req["cmd"]) > MAX_WORDS or any(len(w) > MAX_WORD_LEN for w in req["cmd"]):
+            self.counters.drop("control", "too_long")
+            return {"ok": False, "error": f"request too long: at most {MAX_WORDS} words of at most "
+                                          f"{MAX_WORD_LEN} characters"}
         words = [w for w in req["cmd"] if w]
         fmt = req.get("format", "text")
         self.counters.inc("requests")

@@ -30,7 +30,7 @@ def run_oneshot(name: str, build: Callable[[str], dict], *, print_config: bool =
     from .config import Config
     from .errors import ConfigError, PluginError
     from .sdnotify import Notifier
-    from .service import run_service
+    from .service import StartFailed, run_service
 
     with tempfile.TemporaryDirectory(prefix=f"flowplane-{name}-") as tmp:
         cfg = build(os.path.join(tmp, "control.sock"))
@@ -53,6 +53,6 @@ def run_oneshot(name: str, build: Callable[[str], dict], *, print_config: bool =
             return 1
         try:
             return run_service(app, notifier=Notifier(None), speed=speed, exit_on_eof=exit_on_eof, after=after)
-        except (OSError, ValueError, PluginError) as exc:
+        except (StartFailed, OSError, ValueError, PluginError) as exc:
             print(f"flowplane {name}: {exc}", file=sys.stderr)
             return 1

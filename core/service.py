@@ -129,13 +129,36 @@ class Service:
             log.error("reload_rejected", path=old.path, errors=lines)
             self.notifier.ready(self._status_line("reload rejected; running the previous config"))
             return False
-        await self.pipeline.retire(old_graph)  # old stateful objects flush, their tasks stop
-        await self.pipeline.start_graph_tasks()
-        await self.pipeline.reload(new)
+        try:  # binding listeners and opening sources is part of applying a config
+            await self.pipeline.retire(old_graph)  # old stateful objects flush, their tasks stop
+            await self.pipeline.start_graph_tasks()
+            await self.pipeline.reload(new)
+        except Exception as exc:
+            reason = describe_failure(exc)
+            if reason is None:
+                raise
+            self.reloads_rejected += 1
+            log.error("reload_rejected", path=old.path, errors=[f"cannot apply: {reason}"])
+            await self._restore(old)
+            self.notifier.ready(self._status_line(f"reload rejected ({reason}); running the previous config"))
+            return False
         self.reloads += 1
         log.info("reload_done", path=new.path, reloads=self.reloads)
         self.notifier.ready(self._status_line())
         return True
+
+    async def _restore(self, config: Config) -> None:
+        """After a reload that validated but could not apply: run *config* again (its listeners rebind)."""
+        assert self.pipeline is not None
+        app = self.app
+        failed = app.graph
+        graph = app.build_graph(config)
+        app.apply(graph)
+        if failed is not None and failed is not graph:
+            await self.pipeline.retire(failed)
+        await self.pipeline.start_graph_tasks()
+        await self.pipeline.reload(config)
+        log.info("reload_restored", path=config.path)
 
     async def drain(self) -> int:
         assert self.pipeline is not None
@@ -163,11 +186,48 @@ class Service:
         return f"{base}; {extra}" if extra else base
 
 
+#: What a start or reload meets when the box cannot do what the config asks (bind, open an interface or file).
+APPLY_ERRORS = (OSError, PluginError, ValueError)
+
+
+def describe_failure(exc: BaseException) -> str | None:
+    """One line for a failure to apply a config (an exception group is searched for its first cause);
+    None when *exc* is not such a failure (a bug, which should keep its traceback)."""
+    if isinstance(exc, BaseExceptionGroup):
+        leaves = list(_leaves(exc))
+        if not leaves or not all(isinstance(e, APPLY_ERRORS) for e in leaves):
+            return None
+        exc = leaves[0]
+    if not isinstance(exc, APPLY_ERRORS):
+        return None
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
+    return str(exc) or type(exc).__name__
+
+
+def _leaves(group: BaseExceptionGroup):
+    for e in group.exceptions:
+        if isinstance(e, BaseExceptionGroup):
+            yield from _leaves(e)
+        else:
+            yield e
+
+
+class StartFailed(Exception):
+    """The service could not start (a listener could not bind, a source could not open); one line."""
+
+
 def run_service(app: App, *, notifier: Notifier, speed: float = 0.0, exit_on_eof: bool = False,
                 after: Callable[[App], None] | None = None) -> int:
-    """Blocking entry point for the CLI."""
+    """Blocking entry point for the CLI; :class:`StartFailed` when the config cannot be applied."""
     service = Service(app, notifier=notifier, speed=speed, exit_on_eof=exit_on_eof)
-    code = trio.run(service.serve)
+    try:
+        code = trio.run(service.serve)
+    except BaseException as exc:
+        reason = describe_failure(exc)
+        if reason is None or service.ready.is_set():
+            raise
+        raise StartFailed(reason) from None
     if after is not None:
         after(app)
     return code

@@ -12,7 +12,6 @@ import pluggy
 
 from .config import Config, check_bool, check_int, check_keys, check_mapping, check_number, check_str, suggest
 from .errors import ConfigIssue
-from .pluginmanager import call_each
 from .profiles import DEFAULT_PROFILE, HardwareProfile, Limits
 from .registry import Registry, SectionRegistry
 from .sources import SourceType
@@ -53,14 +52,43 @@ def validate_config(cfg: Config, registries: "Registries", pm: pluggy.PluginMana
     issues += validate_system(cfg, limits)
     issues += validate_interfaces(cfg, registries.sources, claimed_family_keys(registries.sections))
     issues += validate_firewall(cfg.data, registries.actions)
-    for plugin, result in call_each(pm, "flowplane_config_validate", config=cfg, limits=limits,
-                                    registries=registries.view()):
+    for plugin, result in _plugin_validators(cfg, pm, limits, registries):
         for item in result or []:
             if isinstance(item, ConfigIssue):
                 issues.append(item)
             else:
                 issues.append(ConfigIssue((), f"{item} (from plugin {plugin})"))
     return cfg.format_issues(issues)
+
+
+def _plugin_validators(cfg: Config, pm: pluggy.PluginManager, limits: Limits,
+                       registries: "Registries") -> list[tuple[str, list]]:
+    """Each plugin's ``flowplane_config_validate`` result; a validator that raises (a value of a type it did
+    not expect) becomes an issue at the plugin's section naming the plugin, and the others still run."""
+    out: list[tuple[str, list]] = []
+    view = registries.view()
+    for impl in reversed(pm.hook.flowplane_config_validate.get_hookimpls()):
+        args = {"config": cfg, "limits": limits, "registries": view}
+        try:
+            out.append((impl.plugin_name, impl.function(**{a: args[a] for a in impl.argnames})))
+        except Exception as exc:
+            present = _sections_in(cfg, [tuple(w.split()) for w in registries.sections.by_owner(impl.plugin_name)])
+            why = f"{type(exc).__name__}: {exc}"
+            out.append((impl.plugin_name, [ConfigIssue(p, f"plugin {impl.plugin_name!r} could not check this "
+                                                          f"section ({why}); is a value of the wrong type "
+                                                          "(a word where a mapping or list belongs)?")
+                                           for p in present]))
+    return out
+
+
+def _sections_in(cfg: Config, claimed: list[tuple]) -> list[tuple]:
+    """The claimed section paths that reach deepest into *cfg* (the top level if none does)."""
+    def depth(path: tuple) -> int:
+        return max((n for n in range(1, len(path) + 1) if cfg.get(*path[:n]) is not None), default=0)
+    best = max((depth(p) for p in claimed), default=0)
+    if not best:
+        return [()]
+    return sorted({p[:best] for p in claimed if depth(p) == best})
 
 
 def validate_top(cfg: Config, sections: SectionRegistry) -> list[ConfigIssue]:
@@ -198,7 +226,9 @@ def validate_interfaces(cfg: Config, sources: Registry[SourceType],
             if not isinstance(filt, dict):
                 continue
             issues += check_keys(filt, ("input", "output"), fp + ("filter",), "direction")
-            defined = dict((fw.get(family) or {}).get("filter") or {}) if isinstance(fw.get(family), dict) else {}
+            fam_fw = fw.get(family)
+            filters = fam_fw.get("filter") if isinstance(fam_fw, dict) else None
+            defined = dict(filters) if isinstance(filters, dict) else {}
             if family == "inet":  # Junos shorthand: 'firewall filter X' is family inet
                 top = cfg.get("firewall", "filter")
                 if isinstance(top, dict):

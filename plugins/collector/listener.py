@@ -63,6 +63,16 @@ def shared_socket(address: str, kind: int) -> socket.socket:
     return s
 
 
+def _bind(s: socket.socket, address: str, port: int, proto: str) -> None:
+    """Bind *s*; an OSError names the collector's address, port and protocol."""
+    try:
+        s.bind((address, port))
+    except OSError as exc:
+        where = f"[{address}]" if ":" in address else address
+        raise OSError(exc.errno, f"flow collector cannot listen on {where}:{port}/{proto}: "
+                                 f"{exc.strerror or exc}") from None
+
+
 async def _take_over(lst) -> None:
     """Wait until the task of a replaced graph that served *lst* has left it, then own it."""
     prev = lst._done
@@ -124,7 +134,7 @@ class UdpListener:
                 self.rxq = True
             except OSError:
                 self.rxq = False
-            s.bind((self.listen.address, self.listen.port))
+            _bind(s, self.listen.address, self.listen.port, "udp")
             s.setblocking(False)
         except BaseException:
             s.close()

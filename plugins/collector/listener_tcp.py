@@ -40,7 +40,7 @@ import structlog
 import trio
 
 from .config import Listen
-from .listener import _take_over, shared_socket
+from .listener import _bind, _take_over, shared_socket
 
 log = structlog.get_logger("flowplane.collector")
 
@@ -130,7 +130,7 @@ class TcpListener:
                 except OSError:
                     pass
             self.rcvbuf = s.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
-            s.bind((self.listen.address, self.listen.port))
+            _bind(s, self.listen.address, self.listen.port, "tcp")
             s.listen(LISTEN_BACKLOG)
             s.setblocking(False)
         except BaseException:

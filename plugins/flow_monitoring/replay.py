@@ -145,6 +145,12 @@ def run_replay(args) -> int:
     except ValueError as exc:
         print(f"flowplane replay: bad --export: {exc}", file=sys.stderr)
         return 2
+    try:
+        with open(args.pcap, "rb"):
+            pass
+    except OSError as exc:
+        print(f"flowplane replay: cannot read {args.pcap}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
     progress = Progress(args.pcap)
 
     def summary(app) -> None:

@@ -280,7 +280,13 @@ class TwampServer:
         family = socket.AF_INET6 if ":" in self.cfg.address else socket.AF_INET
         listener = trio.socket.socket(family, socket.SOCK_STREAM)
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        await listener.bind((self.cfg.address, self.cfg.port))
+        try:
+            await listener.bind((self.cfg.address, self.cfg.port))
+        except OSError as exc:
+            listener.close()
+            where = f"[{self.cfg.address}]" if ":" in self.cfg.address else self.cfg.address
+            raise OSError(exc.errno, f"TWAMP server cannot listen on {where}:{self.cfg.port}: "
+                                     f"{exc.strerror or exc}") from None
         listener.listen(128)
         self.bound = listener.getsockname()[:2]
         log.info("twamp_server_listening", address=self.bound[0], port=self.bound[1],

@@ -50,9 +50,10 @@ def open_udp_raw(address: str, port: int, *, ttl: int | None = None, tos: int = 
     sock = socket.socket(family, socket.SOCK_DGRAM)
     try:
         sock.bind((address, port))
-    except OSError:
+    except OSError as exc:
         sock.close()
-        raise
+        where = f"[{address}]" if ":" in address else address
+        raise OSError(exc.errno, f"cannot bind UDP {where}:{port}: {exc.strerror or exc}") from None
     sock.setblocking(False)
     try:
         if rcvbuf:

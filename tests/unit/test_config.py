@@ -31,7 +31,7 @@ def test_positions_and_shorthand():
 def test_duplicate_keys_and_yaml_syntax_errors_have_positions():
     with pytest.raises(ConfigError) as e:
         Config.from_text("system:\n  batch-size: 1\n  batch-size: 2\n", path="d.yaml")
-    assert e.value.lines == ["d.yaml:3:3: system batch-size: duplicate key"]
+    assert e.value.lines == ["d.yaml:3:3: system batch-size: duplicate key (first at d.yaml:2:3)"]
     with pytest.raises(ConfigError) as e:
         Config.from_text("system:\n  batch-size: [1, 2\n", path="s.yaml")
     assert e.value.lines[0].startswith("s.yaml:3:1: YAML syntax error")
