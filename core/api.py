@@ -31,6 +31,8 @@ Groups:
   config's filters at validation time (:class:`FilterProbe`, :class:`ProbeHit`).
 * **commands**: :class:`CommandError`, :func:`parse_words`.
 * **counters**: :class:`Counters`.
+* **metrics** (``flowplane_metrics``): :class:`MetricFamilies` builds Prometheus metric families sample by
+  sample; prometheus-client's :class:`CounterMetricFamily` and :class:`GaugeMetricFamily` for hand-made ones.
 * **low level**: :class:`InterfaceTable`; ctypes ``recvmmsg``/``sendmmsg``
   layouts (:class:`IoVec`, :class:`MMsgHdr`, :func:`libc_function`,
   :func:`lp64_layout`).
@@ -89,6 +91,7 @@ from .flows import (
     FlowRecords,
 )
 from .interfaces import InterfaceTable
+from .metricfamilies import CounterMetricFamily, GaugeMetricFamily, MetricFamilies
 from .mmsg import IoVec, MMsgHdr, libc_function, lp64_layout
 from .oneshot import run_oneshot
 from .profiles import DEFAULT_PROFILE, HardwareProfile, LimitField, Limits
@@ -118,7 +121,10 @@ __all__ = [
     "Config", "check_bool", "check_int", "check_keys", "check_mapping", "check_number", "check_str", "suggest",
     "ConfigIssue", "ConfigError", "PluginError",
     # commands, counters, low level
-    "CommandError", "parse_words", "Counters", "InterfaceTable", "IoVec", "MMsgHdr", "libc_function", "lp64_layout",
+    "CommandError", "parse_words", "Counters", "InterfaceTable",
+    # metrics
+    "MetricFamilies", "CounterMetricFamily", "GaugeMetricFamily",
+    "IoVec", "MMsgHdr", "libc_function", "lp64_layout",
     # command-line tools
     "run_oneshot", "control_request", "resolve_socket",
 ]
