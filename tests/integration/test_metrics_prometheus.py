@@ -53,7 +53,7 @@ interfaces:
   replay0:
     source: pcap
     file: {SAMPLE}
-    speed: 40
+    speed: 10
     family: {{inet: {{filter: {{input: all}}}}}}
 firewall:
   family inet:
@@ -84,17 +84,17 @@ scrape_configs:
     static_configs:
       - targets: ["127.0.0.1:{mport}"]
 """)
-    with ServiceProcess(cfg, sock) as svc:
-        svc.wait_ready()
-        prom = subprocess.Popen(
-            ["prometheus", f"--config.file={tmp_path / 'prometheus.yml'}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-             f"--web.listen-address=127.0.0.1:{pport}", "--web.enable-lifecycle"],
-            stdout=subprocess.DEVNULL, stderr=open(tmp_path / "prometheus.log", "w"))
-        try:
-            # Prometheus sees the service up while the replay is still running
-            wait_until(lambda: _one(pport, 'up{job="flowplane"}') == 1, 60, 0.2, what="prometheus to scrape flowplane",
-                       ignore=(OSError,))
-            first = _one(pport, "flowplane_pipeline_packets_total")
+    # Prometheus first, so that it scrapes from the service's first second on, all through the replay
+    prom = subprocess.Popen(
+        ["prometheus", f"--config.file={tmp_path / 'prometheus.yml'}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+         f"--web.listen-address=127.0.0.1:{pport}"],
+        stdout=subprocess.DEVNULL, stderr=open(tmp_path / "prometheus.log", "w"))
+    try:
+        wait_until(lambda: _query(pport, "vector(1)") is not None, 60, 0.2, what="prometheus to answer",
+                   ignore=(OSError,))
+        with ServiceProcess(cfg, sock) as svc:
+            svc.wait_ready()
+            wait_until(lambda: _one(pport, 'up{job="flowplane"}') == 1, 60, 0.2, what="prometheus to scrape flowplane")
 
             def settled():
                 src = svc.show("system", "statistics")["data"]["queue"]["sources"]["replay0"]
@@ -124,7 +124,9 @@ scrape_configs:
                 f'flowplane_collector_exporter_records_total{{exporter="{exp["address"]}"}}': exp["records"],
                 f'flowplane_collector_exporter_datagrams_total{{exporter="{exp["address"]}"}}': exp["datagrams"],
             }
-            assert stats["packets"] == 20020 and first is not None
+            assert stats["packets"] == 20020
+            # Prometheus saw the counters move while the pcap replayed
+            assert 0 <= _one(pport, "min_over_time(flowplane_pipeline_packets_total[5m])") < 20020
             # the counters no longer move: Prometheus' latest scrape must say exactly what show says
             wait_until(lambda: all(_one(pport, q) == v for q, v in expected.items()), 30, 0.25,
                        what="prometheus to hold the counters show prints")
@@ -132,7 +134,15 @@ scrape_configs:
             assert got == {q: float(v) for q, v in expected.items()}
             # a rate over the replay, as a dashboard asks for it
             assert _one(pport, "max_over_time(flowplane_pipeline_packets_total[5m])") == 20020
-        finally:
-            prom.terminate()
-            prom.wait(timeout=30)
-        assert svc.stop() == 0
+            # every query of the Grafana dashboard parses and runs on this Prometheus
+            dashboard = json.loads((ROOT / "contrib" / "grafana" / "flowplane-dashboard.json").read_text())
+            for panel in dashboard["panels"]:
+                for target in panel["targets"]:
+                    expr = (target["expr"].replace("$__rate_interval", "1m").replace("$job", ".*")
+                            .replace("$instance", ".*"))
+                    _query(pport, expr)  # raises on a query Prometheus rejects
+            assert _query(pport, 'rate(flowplane_interface_packets_total{job=~".*"}[1m])')
+            assert svc.stop() == 0
+    finally:
+        prom.terminate()
+        prom.wait(timeout=30)

@@ -3,6 +3,8 @@ flowplane_metrics hook, a failing plugin, and reload."""
 
 from __future__ import annotations
 
+import json
+import re
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -17,6 +19,7 @@ from flowplane.testing import config_from, free_port, serve, wait_until_async
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "etc" / "samples" / "sample.pcap"
+DASHBOARD = ROOT / "contrib" / "grafana" / "flowplane-dashboard.json"
 
 
 # -- config -------------------------------------------------------------------------------------------
@@ -60,6 +63,16 @@ def test_metric_families_builder():
         m.counter("x_packets", "packets", 1, port="c")
     with pytest.raises(ValueError, match="already a counter"):
         m.gauge("x_packets_total", "packets", 1, interface="c")
+
+
+def test_grafana_dashboard_is_importable():
+    d = json.loads(DASHBOARD.read_text())
+    assert d["title"] and d["uid"] and d["__inputs"][0]["pluginId"] == "prometheus"
+    ids = [p["id"] for p in d["panels"]]
+    assert len(ids) == len(set(ids))
+    for panel in d["panels"]:
+        assert panel["targets"] and all(t["expr"] and t["refId"] for t in panel["targets"]), panel["title"]
+        assert panel["datasource"]["uid"] == "${DS_PROMETHEUS}"
 
 
 # -- a running service ---------------------------------------------------------------------------------
@@ -146,6 +159,9 @@ async def test_metrics_equal_show(make_app, tmp_path):
         assert m[key("flowplane_collector_exporter_datagrams_total", exporter=exp["address"])] == exp["datagrams"]
         assert key("flowplane_build_info", profile="generic-linux", version=app_version()) in m
         assert any(name == "process_cpu_seconds_total" for name, _ in m)
+        served = {name for name, _ in m} | {"flowplane_pipeline_drops_total", "flowplane_interface_drops_total"}
+        wanted = set(re.findall(r"\b(?:flowplane|process)_[a-z_]+", DASHBOARD.read_text()))
+        assert wanted and wanted <= served, f"the dashboard asks for what is not served: {wanted - served}"
         shown = svc.show("system", "metrics", fmt="json")["data"]
         assert shown["bound"] == f"127.0.0.1:{mport}"
         assert f"http://127.0.0.1:{mport}/metrics" in svc.show("system", "metrics")["text"]
