@@ -58,7 +58,8 @@ def _files(root: Path) -> list[Path]:
     for top in SOURCES:
         for p in sorted((root / top).rglob("*.py")):
             parts = set(p.relative_to(root).parts)
-            if not parts & {"tests", ".venv", "build", "__pycache__"} and not any(x.endswith(".egg-info") for x in parts):
+            skip = parts & {"tests", ".venv", "build", "__pycache__"} or any(x.endswith(".egg-info") for x in parts)
+            if not skip:
                 out.append(p)
     return out
 
