@@ -37,6 +37,8 @@ Groups:
 * **wire layouts**: NetFlow v5 header and record (:data:`NETFLOW_V5_HEADER`,
   :data:`NETFLOW_V5_RECORD`), the NetFlow v9 and IPFIX message headers (:func:`netflow_v9_header`,
   :func:`ipfix_header`), shared by encoders and the collector.
+* **metrics** (``flowplane_metrics``): :class:`MetricFamilies` builds Prometheus metric families sample by
+  sample; prometheus-client's :class:`CounterMetricFamily` and :class:`GaugeMetricFamily` for hand-made ones.
 * **low level**: :class:`InterfaceTable`; socket options (:func:`set_ip_options` for TTL and TOS,
   :func:`dscp_tos`, :func:`grow_sndbuf`); ctypes ``recvmmsg``/``sendmmsg``
   layouts (:class:`IoVec`, :class:`MMsgHdr`, :func:`libc_function`,
@@ -107,6 +109,7 @@ from .flows import (
     FlowRecords,
 )
 from .interfaces import InterfaceTable
+from .metricfamilies import CounterMetricFamily, GaugeMetricFamily, MetricFamilies
 from .mmsg import IoVec, MMsgHdr, libc_function, lp64_layout
 from .oneshot import run_oneshot
 from .profiles import DEFAULT_PROFILE, HardwareProfile, LimitField, Limits
@@ -152,6 +155,8 @@ __all__ = [
     "CommandError", "parse_words", "configured_object", "known_instance", "Table", "host_port",
     "Counters", "InterfaceTable", "IoVec", "MMsgHdr", "libc_function", "lp64_layout",
     "set_ip_options", "dscp_tos", "grow_sndbuf",
+    # metrics
+    "MetricFamilies", "CounterMetricFamily", "GaugeMetricFamily",
     # command-line tools
     "run_oneshot", "control_request", "resolve_socket",
     # flow export wire layouts

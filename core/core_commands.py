@@ -3,7 +3,7 @@
 ``show firewall [filter NAME]``, ``clear firewall [filter NAME]``,
 ``show services accounting errors [interface NAME]``,
 ``clear services accounting errors``, ``show interfaces statistics``,
-``show system statistics``, ``show system plugins``, ``show system profile``,
+``show system statistics``, ``show system metrics``, ``show system plugins``, ``show system profile``,
 ``show version``.
 """
 
@@ -150,6 +150,26 @@ def format_system_statistics(data) -> str:
     return "\n".join(out) + "\n"
 
 
+def show_metrics(app, args):
+    parse_words(args)
+    endpoint = getattr(app, "metrics", None)
+    if endpoint is None:
+        return {"listen": None, "bound": None, "plugin_failures": {}, "duplicate_families": 0}
+    return endpoint.status()
+
+
+def format_metrics(data) -> str:
+    if not data["listen"]:
+        return "Metrics endpoint: off (system metrics listen ADDRESS:PORT)\n"
+    out = [f"Metrics endpoint: http://{data['bound'] or data['listen']}/metrics"
+           + ("" if data["bound"] else " (not bound)")]
+    for plugin, n in sorted(data["plugin_failures"].items()):
+        out.append(f"  flowplane_metrics failures of {plugin}: {n}")
+    if data["duplicate_families"]:
+        out.append(f"  families left out (name given twice): {data['duplicate_families']}")
+    return "\n".join(out) + "\n"
+
+
 def show_plugins(app, args):
     parse_words(args)
     return {"plugins": app.plugin_table()}
@@ -219,6 +239,7 @@ def flowplane_register_control_commands(register):
              formatter=format_interfaces)
     register("show system statistics", show_system_statistics, help="pipeline counters, drops, plugin errors",
              formatter=format_system_statistics)
+    register("show system metrics", show_metrics, help="the Prometheus metrics endpoint", formatter=format_metrics)
     register("show system plugins", show_plugins, help="loaded plugins and what they registered", formatter=format_plugins)
     register("show system profile", show_profile, help="active hardware profile and its limits", formatter=format_profile)
     register("show version", show_version, help="flowplane version",

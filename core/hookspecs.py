@@ -41,6 +41,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .errors import ConfigIssue
     from .export import EncoderType, TransportType
     from .flows import FlowRecords
+    from .metricfamilies import Metric
     from .profiles import HardwareProfile, LimitField, Limits
     from .sources import SourceType
 
@@ -316,6 +317,30 @@ def flowplane_flows_expired(records: "FlowRecords", reason: str) -> None:
         the sampling instance, accounting or monitoring group.
     :param reason: ``"idle"``, ``"active"``, ``"tcp"`` (FIN/RST), ``"full"``
         (cache full) or ``"shutdown"`` (the cache was flushed).
+    """
+
+
+# ---------------------------------------------------------------------------
+# Operations
+# ---------------------------------------------------------------------------
+
+
+@hookspec
+def flowplane_metrics(app: "App") -> Iterable["Metric"] | None:
+    """Prometheus metric families of this plugin's feature, read from its live objects.
+
+    Called at every scrape of the metrics endpoint (``system metrics listen``), on the service's trio
+    loop between two batches, so the counters read are consistent with what ``show`` prints; never on
+    the packet path, and nothing is counted twice for it.  Read counters, do not compute much, do not
+    block.  Stateful objects registered by ``flowplane_configure`` implement it to report only while
+    their feature is configured.  A failure (or a result that is not metric families) is counted
+    (``flowplane_metrics_plugin_failures_total``) and logged as ``metrics_failed``; the scrape goes on
+    without this plugin's families.  A family whose name an earlier plugin or the core gave is left out.
+
+    :param app: the running application.
+    :return: an iterable of metric families (``flowplane.api.MetricFamilies``, or prometheus-client's
+        ``CounterMetricFamily`` / ``GaugeMetricFamily`` as exported by ``flowplane.api``), named
+        ``flowplane_FEATURE_...``; or None.
     """
 
 

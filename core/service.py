@@ -23,6 +23,7 @@ from .app import App
 from .config import Config
 from .control import ControlServer
 from .errors import ConfigError, PluginError
+from .metrics import MetricsEndpoint
 from .pipeline import Pipeline
 from .sdnotify import Notifier
 
@@ -40,6 +41,7 @@ class Service:
         self.exit_on_eof = exit_on_eof
         self.control = control
         self.pipeline: Pipeline | None = None
+        self.metrics = MetricsEndpoint(app, self)
         self.reloads = 0
         self.reloads_rejected = 0
         self.ready = trio.Event()
@@ -58,6 +60,8 @@ class Service:
                     path = str(app.setting("control-socket"))
                     mode = int(str(app.setting("control-socket-mode")), 8)
                     await nursery.start(ControlServer(app, path, mode).run)
+                app.metrics = self.metrics  # for 'show system metrics'
+                await nursery.start(self.metrics.run)
                 self.pipeline = Pipeline(app, speed=self.speed)
                 app.pipeline = self.pipeline  # for status commands
                 await self.pipeline.start(nursery)
@@ -133,6 +137,7 @@ class Service:
             await self.pipeline.retire(old_graph)  # old stateful objects flush, their tasks stop
             await self.pipeline.start_graph_tasks()
             await self.pipeline.reload(new)
+            await self.metrics.reload(new)
         except Exception as exc:
             reason = describe_failure(exc)
             if reason is None:

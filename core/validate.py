@@ -12,6 +12,7 @@ import pluggy
 
 from .config import Config, check_bool, check_int, check_keys, check_mapping, check_number, check_str, suggest
 from .errors import ConfigIssue
+from .metrics import validate_metrics
 from .profiles import DEFAULT_PROFILE, HardwareProfile, Limits
 from .registry import Registry, SectionRegistry
 from .sources import SourceType
@@ -25,7 +26,7 @@ TOP_LEVEL = ("system", "interfaces", "firewall", "policy-options", "forwarding-o
 CLAIMABLE = ("forwarding-options", "services", "chassis", "routing-options")
 
 SYSTEM_KEYS = ("hardware-profile", "batch-size", "ingest-queue", "control-socket", "control-socket-mode",
-               "drain-timeout", "plugins", "log", "watchdog")
+               "drain-timeout", "plugins", "log", "watchdog", "metrics")
 INTERFACE_KEYS = ("source", "description", "family", "monitoring-only")
 FAMILIES = ("inet", "inet6", "any")
 FAMILY_KEYS = ("filter",)
@@ -162,6 +163,8 @@ def validate_system(cfg: Config, limits: Limits) -> list[ConfigIssue]:
             dis = plugins.get("disable", [])
             if not isinstance(dis, list) or not all(isinstance(x, str) for x in dis):
                 issues.append(ConfigIssue(p + ("plugins", "disable"), f"expected a list of plugin names, got {dis!r}"))
+    if "metrics" in sysconf:
+        issues += validate_metrics(sysconf["metrics"], p + ("metrics",))
     logc = sysconf.get("log")
     if logc is not None:
         issues += check_mapping(logc, p + ("log",), "log settings")

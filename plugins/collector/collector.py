@@ -27,6 +27,7 @@ from .config import CollectorConfig
 from .decoder import Decoder
 from .listener import UdpListener
 from .listener_tcp import TcpListener
+from .metrics import families as metric_families
 from .output import FlowRing, Outputs
 from .rates import RateWindow
 from .records import CollectedFlows
@@ -150,6 +151,10 @@ class Collector:
             self.emit(flows)
 
     # -- hooks ----------------------------------------------------------------------
+
+    @hookimpl
+    def flowplane_metrics(self, app):
+        return metric_families(self)
 
     @hookimpl
     def flowplane_background_tasks(self, app):

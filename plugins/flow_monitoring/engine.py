@@ -37,6 +37,7 @@ from flowplane.api import (
 )
 
 from .config import FamilyOutput, FlowServer, Instance
+from .metrics import families as metric_families
 
 log = structlog.get_logger("flowplane.flow_monitoring")
 
@@ -369,6 +370,10 @@ class FlowMonitor:
 
     def all_engines(self) -> list[InstanceEngine]:
         return [*self.engines.values(), *self.groups.values(), *self.accounting.values()]
+
+    @hookimpl
+    def flowplane_metrics(self, app):
+        return metric_families(self)
 
     @hookimpl
     def flowplane_background_tasks(self, app):

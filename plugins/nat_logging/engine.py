@@ -201,6 +201,7 @@ class NatLogger:
             o.exporter.export(events, now)
         if self.cfg.structured_log:
             for ev in events:
+                # log-events: nat44_session_create nat44_session_delete nat64_session_create nat64_session_delete
                 log.info(ev.kind.replace("-", "_"), protocol=ev.proto, source=f"{ev.src}:{ev.sport}",
                          destination=f"{ev.dst}:{ev.dport}", nat_source=f"{ev.post_src}:{ev.post_sport}",
                          nat_destination=f"{ev.post_dst}:{ev.post_dport}", zone=ev.zone, resync=ev.resync)
