@@ -56,9 +56,9 @@ from .batch import (
     PacketBatch,
 )
 from .commands import CommandError, parse_words
+from .config import Config, check_bool, check_int, check_keys, check_mapping, check_number, check_str, suggest
 from .control import request as control_request
 from .control import resolve_socket
-from .config import Config, check_bool, check_int, check_keys, check_mapping, check_number, check_str, suggest
 from .decode import REASON_TEXT, Reason, decode
 from .errors import ConfigError, ConfigIssue, PluginError
 from .export import (

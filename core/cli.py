@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from .config import DEFAULT_CONFIG
 from .subcommands import CORE_COMMANDS, Subcommand, missing_message, plugin_subcommands

@@ -17,8 +17,9 @@ the daemon and renders text with ``formatter`` unless ``--json`` was asked.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from .registry import Registry
 

@@ -12,7 +12,8 @@ the same as ``family: {inet: {...}}`` and ``filter input: F1`` the same as
 from __future__ import annotations
 
 import difflib
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import yaml
 
@@ -34,7 +35,7 @@ class Config:
 
     # -- loading ----------------------------------------------------------
     @classmethod
-    def load(cls, path: str) -> "Config":
+    def load(cls, path: str) -> Config:
         try:
             with open(path, encoding="utf-8") as fh:
                 text = fh.read()
@@ -43,7 +44,7 @@ class Config:
         return cls.from_text(text, path=path)
 
     @classmethod
-    def from_text(cls, text: str, *, path: str = "<config>") -> "Config":
+    def from_text(cls, text: str, *, path: str = "<config>") -> Config:
         try:
             node = yaml.compose(text, Loader=yaml.SafeLoader)
         except yaml.MarkedYAMLError as exc:

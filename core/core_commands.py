@@ -15,7 +15,6 @@ from .decode import REASON_TEXT, Reason
 from .firewall import format_show_firewall
 from .graph import hook_status
 
-
 # -- firewall -------------------------------------------------------------------------
 
 

@@ -20,9 +20,25 @@ import numpy as np
 from flowplane.actions import CORE_ACTIONS, DISCARD_ACCOUNTING, TermAction
 from flowplane.errors import ConfigIssue
 from flowplane.firewall_values import (
-    DSCPS, FRAG_OFFSETS, HOP_LIMITS, ICMP4_CODE, ICMP4_TYPE, ICMP6_CODE, ICMP6_TYPE,
-    LENGTHS, PORTS, PRECEDENCES, PROTOCOLS, REJECT_REASONS, TTLS,
-    ValueProblem, Vocabulary, parse_prefix_entry, prefix_range, suggest, tcp_flags_table,
+    DSCPS,
+    FRAG_OFFSETS,
+    HOP_LIMITS,
+    ICMP4_CODE,
+    ICMP4_TYPE,
+    ICMP6_CODE,
+    ICMP6_TYPE,
+    LENGTHS,
+    PORTS,
+    PRECEDENCES,
+    PROTOCOLS,
+    REJECT_REASONS,
+    TTLS,
+    ValueProblem,
+    Vocabulary,
+    parse_prefix_entry,
+    prefix_range,
+    suggest,
+    tcp_flags_table,
 )
 from flowplane.registry import Registry
 

@@ -84,9 +84,9 @@ class FlowRecords:
         return len(self.data)
 
     @classmethod
-    def empty(cls, n: int = 0, **kw) -> "FlowRecords":
+    def empty(cls, n: int = 0, **kw) -> FlowRecords:
         return cls(np.zeros(n, dtype=FLOW_DTYPE), **kw)
 
-    def select(self, sel) -> "FlowRecords":
+    def select(self, sel) -> FlowRecords:
         return FlowRecords(self.data[sel], self.instance, self.sampling_interval, self.sampling_algorithm,
                            self.scaled, self.boot_ns)

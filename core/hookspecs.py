@@ -28,27 +28,28 @@ arguments").
 from __future__ import annotations
 
 import argparse
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Protocol
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Protocol
 
 from . import hookspec
 
 if TYPE_CHECKING:  # pragma: no cover
     from .actions import TermAction
     from .app import App
-    from .registries import RegistriesView
     from .batch import PacketBatch
     from .config import Config
     from .errors import ConfigIssue
     from .export import EncoderType, TransportType
     from .flows import FlowRecords
     from .profiles import HardwareProfile, Limits
+    from .registries import RegistriesView
     from .sources import SourceType
 
 
 class RegisterControlCommand(Protocol):
     """The ``register`` of ``flowplane_register_control_commands``."""
 
-    def __call__(self, words: str, fn: Callable[["App", list[str]], Any], help: str = "",
+    def __call__(self, words: str, fn: Callable[[App, list[str]], Any], help: str = "",
                  formatter: Callable[[Any], str] | None = None) -> None: ...
 
 
@@ -82,7 +83,7 @@ BackgroundTask = Callable[..., Awaitable[None]]
 
 
 @hookspec
-def flowplane_register_profiles(register: Callable[[str, "HardwareProfile"], None]) -> None:
+def flowplane_register_profiles(register: Callable[[str, HardwareProfile], None]) -> None:
     """Register hardware profiles: what a platform allows.
 
     Called once at start-up (a reload keeps the registered profiles).
@@ -123,7 +124,7 @@ def flowplane_register_capabilities(register: RegisterCapability) -> None:
 
 
 @hookspec
-def flowplane_register_sources(register: Callable[[str, "SourceType"], None]) -> None:
+def flowplane_register_sources(register: Callable[[str, SourceType], None]) -> None:
     """Register packet source drivers picked by ``interfaces NAME source``.
 
     Called at start-up.  See :mod:`flowplane.sources` for the contract.
@@ -133,7 +134,7 @@ def flowplane_register_sources(register: Callable[[str, "SourceType"], None]) ->
 
 
 @hookspec
-def flowplane_register_encoders(register: Callable[[str, "EncoderType"], None]) -> None:
+def flowplane_register_encoders(register: Callable[[str, EncoderType], None]) -> None:
     """Register flow record encoders picked by config (``v5``, ``v9``, ``ipfix`` ...).
 
     Called at start-up.
@@ -145,7 +146,7 @@ def flowplane_register_encoders(register: Callable[[str, "EncoderType"], None]) 
 
 
 @hookspec
-def flowplane_register_transports(register: Callable[[str, "TransportType"], None]) -> None:
+def flowplane_register_transports(register: Callable[[str, TransportType], None]) -> None:
     """Register transports picked by config (``udp``, ``tcp``, ``file``, bus ...).
 
     Called at start-up.
@@ -157,7 +158,7 @@ def flowplane_register_transports(register: Callable[[str, "TransportType"], Non
 
 
 @hookspec
-def flowplane_register_actions(register: Callable[[str, "TermAction"], None]) -> None:
+def flowplane_register_actions(register: Callable[[str, TermAction], None]) -> None:
     """Register firewall term actions this plugin implements (``then { sample; }``).
 
     Called at start-up, before config validation, so filters naming the
@@ -227,8 +228,8 @@ def flowplane_register_config_sections(register: RegisterConfigSection) -> None:
 
 
 @hookspec
-def flowplane_config_validate(config: "Config", limits: "Limits",
-                              registries: "RegistriesView") -> list["ConfigIssue"] | None:
+def flowplane_config_validate(config: Config, limits: Limits,
+                              registries: RegistriesView) -> list[ConfigIssue] | None:
     """Check the plugin's own config section against itself and the active profile.
 
     Called at start-up, on reload (before anything changes) and by
@@ -245,7 +246,7 @@ def flowplane_config_validate(config: "Config", limits: "Limits",
 
 
 @hookspec
-def flowplane_configure(app: "App") -> None:
+def flowplane_configure(app: App) -> None:
     """Set the feature up for a validated config.
 
     Called after validation at start-up and for the new config on reload.
@@ -260,7 +261,7 @@ def flowplane_configure(app: "App") -> None:
 
 
 @hookspec
-def flowplane_background_tasks(app: "App") -> list[BackgroundTask] | None:
+def flowplane_background_tasks(app: App) -> list[BackgroundTask] | None:
     """Async services this plugin runs in the core nursery (servers, timers).
 
     Called at start-up after ``flowplane_configure``.
@@ -281,7 +282,7 @@ def flowplane_background_tasks(app: "App") -> list[BackgroundTask] | None:
 
 
 @hookspec
-def flowplane_process_batch(batch: "PacketBatch") -> None:
+def flowplane_process_batch(batch: PacketBatch) -> None:
     """Feature work on a decoded batch that the firewall filters accepted.
 
     Called for every batch.  Batch hook: must not block or await;
@@ -295,7 +296,7 @@ def flowplane_process_batch(batch: "PacketBatch") -> None:
 
 
 @hookspec
-def flowplane_flows_expired(records: "FlowRecords", reason: str) -> None:
+def flowplane_flows_expired(records: FlowRecords, reason: str) -> None:
     """Observe flow records leaving a flow cache of flow monitoring.
 
     Called once per cache and expiry reason, after the configured exporters
@@ -318,7 +319,7 @@ def flowplane_flows_expired(records: "FlowRecords", reason: str) -> None:
 
 
 @hookspec
-def flowplane_shutdown(app: "App") -> Callable[[], Awaitable[None]] | None:
+def flowplane_shutdown(app: App) -> Callable[[], Awaitable[None]] | None:
     """The service is stopping: flush what is in flight.
 
     Called once on SIGTERM/SIGINT (or the end of a replay) after sources

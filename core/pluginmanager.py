@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from importlib import metadata
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import pluggy
 import structlog
@@ -195,7 +196,7 @@ class BatchHook:
 
     @classmethod
     def compile(cls, pm: pluggy.PluginManager, name: str, counters: Counters, *,
-                max_consecutive: int = MAX_CONSECUTIVE_FAILURES) -> "BatchHook":
+                max_consecutive: int = MAX_CONSECUTIVE_FAILURES) -> BatchHook:
         caller = getattr(pm.hook, name)
         impls = []
         for impl in reversed(caller.get_hookimpls()):

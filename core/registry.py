@@ -7,7 +7,8 @@ plugins, so two plugins can never silently fight over ``sample``.
 
 from __future__ import annotations
 
-from typing import Generic, Iterator, TypeVar
+from collections.abc import Iterator
+from typing import Generic, TypeVar
 
 from .profiles import LimitField
 

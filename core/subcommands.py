@@ -9,8 +9,9 @@ someone invokes it.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from . import ENTRYPOINT_GROUP
 from .errors import PluginError

@@ -35,7 +35,7 @@ FAMILY_KEYS = ("filter",)
 FAMILY_CLAIM = ("interfaces", "family")
 
 
-def validate_config(cfg: Config, registries: "Registries", pm: pluggy.PluginManager) -> list[str]:
+def validate_config(cfg: Config, registries: Registries, pm: pluggy.PluginManager) -> list[str]:
     """Every problem in *cfg*, formatted with file:line:col."""
     from .firewall import validate_firewall
 

@@ -14,7 +14,8 @@ import ipaddress
 import os
 import sys
 import time
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import trio
 

@@ -50,8 +50,9 @@ import os
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import msgpack
 import structlog
@@ -182,7 +183,7 @@ ENCODERS = {"jsonl": encode_jsonl, "msgpack": encode_msgpack, "flows": None}  # 
 
 
 def stamp(t: float) -> str:
-    return dt.datetime.fromtimestamp(t, dt.timezone.utc).strftime("%Y%m%d%H%M%S")
+    return dt.datetime.fromtimestamp(t, dt.UTC).strftime("%Y%m%d%H%M%S")
 
 
 class FileWriter:

@@ -122,7 +122,7 @@ class CollectorExport:
         c.inc("bytes", len(msg))
         self.exporter.send([msg])
 
-    def adopt(self, old: "CollectorExport") -> None:
+    def adopt(self, old: CollectorExport) -> None:
         """Keep the counters of the same collector across a reload (the export starts afresh: new templates and sequence numbers)."""
         self.counters = old.counters
         self.transport.counters = old.transport.counters
@@ -247,7 +247,7 @@ class InlineMonitor:
         if old is not None:
             self._adopt(old)
 
-    def _adopt(self, old: "InlineMonitor") -> None:
+    def _adopt(self, old: InlineMonitor) -> None:
         self.counters = old.counters
         for name, e in self.engines.items():
             o = old.engines.get(name)

@@ -48,7 +48,7 @@ import math
 import mmap
 import os
 import struct
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import trio
@@ -93,7 +93,7 @@ def _open_map(path: str) -> mmap.mmap | None:
     return mm
 
 
-def open_capture(path: str, drop=None) -> "PcapReader | PcapngReader":
+def open_capture(path: str, drop=None) -> PcapReader | PcapngReader:
     """Open *path* and parse its header; raises :class:`PcapFormatError`.
 
     *drop(reason, n)* is called for damaged records found while reading.

@@ -56,7 +56,7 @@ class SessionState:
         self.results = SessionResults(*self.sizes)
         self.threshold_events = 0
 
-    def adopt(self, old: "SessionState") -> None:
+    def adopt(self, old: SessionState) -> None:
         """Carry results over from the object a config change replaced (persistent-results)."""
         self.results = old.results
         self.results.history_size, self.results.moving_average_size = self.sizes
@@ -371,7 +371,7 @@ class TwampClientService:
         self.runners = {c.name: ControlConnectionRunner(c) for c in cfg.connections}
         self._nursery: trio.Nursery | None = None
 
-    def adopt(self, old: "TwampClientService") -> None:
+    def adopt(self, old: TwampClientService) -> None:
         """A config change replaced *old*: keep the results of connections that ask for persistent-results."""
         for name, runner in self.runners.items():
             prev = old.runners.get(name)

@@ -20,9 +20,9 @@ control source would.
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import hashlib
 import hmac
+import ipaddress
 import socket
 import sys
 import time
@@ -32,14 +32,14 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
 
-from frames import ETH_IPV4, ETH_IPV6, eth, ipv4, ipv6, tcp, udp  # noqa: E402
-
 from flowplane.batch import PacketBatch  # noqa: E402
 from flowplane.decode import decode  # noqa: E402
 from flowplane.plugins.flow_capture.config import LIMITS, parse  # noqa: E402
 from flowplane.plugins.flow_capture.engine import FlowCapture  # noqa: E402
 from flowplane.profiles import Limits  # noqa: E402
 from flowplane.testing import config_from  # noqa: E402
+
+from frames import ETH_IPV4, ETH_IPV6, eth, ipv4, ipv6, tcp, udp  # noqa: E402
 
 KEY = b"bench-key"
 

@@ -116,7 +116,7 @@ class UdpSink:
         while not self._stop:
             try:
                 n = sock.recv_into(buf)
-            except (socket.timeout, BlockingIOError):
+            except (TimeoutError, BlockingIOError):
                 continue
             except OSError:
                 return

@@ -41,11 +41,11 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from bench_pipeline import ensure_pcap, warm  # noqa: E402
-
 from flowplane.batch import PacketBatch  # noqa: E402
 from flowplane.decode import decode  # noqa: E402
 from flowplane.flowcache import FlowCache  # noqa: E402
+
+from bench_pipeline import ensure_pcap, warm  # noqa: E402
 
 S = 1_000_000_000
 PROTO = {"TCP": 6, "UDP": 17, "ICMP": 1, "ICMPv6": 58, "GRE": 47}

@@ -236,6 +236,7 @@ def run_stage(stage: str, pcap: Path, batch_size: int, workdir: Path, *, profile
 def check_counts(stage: str, res: RunResult, app, plugin: SamplePlugin, truth: dict) -> dict:
     """Counting checks against the truth; returns {name: (got, want)} (all must be equal)."""
     import numpy as np
+
     from flowplane.decode import Reason
 
     checks: dict[str, tuple[int, int]] = {"frames read": (res.packets, truth["frames"])}

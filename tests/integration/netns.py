@@ -36,9 +36,9 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator, Sequence
 
 import pytest
 
@@ -103,7 +103,7 @@ class NotifySocket:
             try:
                 if needle in self.sock.recv(4096).decode().split("\n"):
                     return
-            except socket.timeout:
+            except TimeoutError:
                 continue
         raise AssertionError(f"no {needle} on {self.path} within {timeout:g} s")
 

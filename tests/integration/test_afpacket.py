@@ -19,6 +19,7 @@ import pytest
 
 from flowplane.interfaces import InterfaceTable
 from flowplane.sources import SourceContext
+
 try:  # tests/integration as a package or as a rootdir-inserted directory
     from .netns import make_netns_pair, netns_pair, skip_reason  # noqa: F401  (netns_pair is a fixture)
 except ImportError:

@@ -30,7 +30,8 @@ from pathlib import Path
 import pytest
 
 from flowplane.control import request
-from netns import netns_pair, NotifySocket  # noqa: F401,F811  (a fixture)
+
+from netns import NotifySocket, netns_pair  # noqa: F401,F811  (a fixture)
 
 N_FRAMES = 700
 RATES = (1, 10, 7)

@@ -30,7 +30,8 @@ from pathlib import Path
 import pytest
 
 from flowplane.control import request
-from netns import IP, make_netns_pair, skip_reason, NotifySocket
+
+from netns import IP, NotifySocket, make_netns_pair, skip_reason
 
 N = 600  # frames per stream
 K = 50  # frames sent while m_a is down, and again after it is up

@@ -26,6 +26,7 @@ from pathlib import Path
 import pytest
 
 from flowplane.control import request
+
 from netns import NotifySocket, netns_pair  # noqa: F401,F811  (a fixture)
 
 PORT = 5000

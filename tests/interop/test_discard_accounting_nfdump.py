@@ -13,7 +13,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from test_replay_nfdump import SAMPLE, Nfcapd
 
 pytestmark = pytest.mark.peer

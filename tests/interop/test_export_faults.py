@@ -10,7 +10,6 @@ import sys
 import time
 
 import pytest
-
 from test_replay_nfdump import SAMPLE, Nfcapd, needs_nfdump
 
 from flowplane.testing import free_port

@@ -17,12 +17,12 @@ import time
 
 import numpy as np
 import pytest
+from test_encoder_v9 import T0, Collector
 
 from flowplane.export import EncoderOptions
 from flowplane.flows import FLOW_DTYPE, FlowRecords
 from flowplane.plugins.encoders import ipfix, netflow9
 from flowplane.testing import free_port, write_pcap
-from test_encoder_v9 import T0, Collector
 
 pytestmark = pytest.mark.peer
 
@@ -84,7 +84,7 @@ def ip_of(r, p: str) -> str:
 
 
 def iso_ms(ns: int) -> str:
-    t = dt.datetime.fromtimestamp(ns // 10**6 / 1000, tz=dt.timezone.utc)
+    t = dt.datetime.fromtimestamp(ns // 10**6 / 1000, tz=dt.UTC)
     return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ns // 10**6 % 1000:03d}"
 
 
@@ -254,7 +254,7 @@ def test_tshark_decodes_without_warnings(tmp_path, version):
         if version == 10:
             tree = f["cflow.timedelta_tree"]
             assert tree["cflow.abstimestart"].startswith(
-                dt.datetime.fromtimestamp(int(r["first_ns"]) // 10**6 / 1000, tz=dt.timezone.utc)
+                dt.datetime.fromtimestamp(int(r["first_ns"]) // 10**6 / 1000, tz=dt.UTC)
                 .strftime("%b %d, %Y %H:%M:%S.") + f"{int(r['first_ns']) // 10**6 % 1000:03d}")
             assert int(f["cflow.flow_end_reason"]) == r["end_reason"]
 

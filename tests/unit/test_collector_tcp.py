@@ -8,10 +8,11 @@ import struct
 import numpy as np
 import pytest
 import trio
+from test_collector import COMPARED, T0, _key, ipfix_msg, iset, sample_records, tmpl
 
 import flowplane.plugins.collector as collector_plugin
-from flowplane.plugins.collector.cli import build_config, parse_listen
 from flowplane.export import EncoderOptions, TransportOptions
+from flowplane.plugins.collector.cli import build_config, parse_listen
 from flowplane.plugins.collector.collector import Collector
 from flowplane.plugins.collector.config import CollectorConfig, Listen, parse
 from flowplane.plugins.collector.decoder import Decoder
@@ -21,8 +22,6 @@ from flowplane.plugins.encoders import ipfix
 from flowplane.plugins.transports.tcp import TcpTransport
 from flowplane.service import Service
 from flowplane.testing import wait_until_async
-
-from test_collector import COMPARED, T0, _key, ipfix_msg, iset, sample_records, tmpl
 
 
 def _has_ipv6_loopback() -> bool:

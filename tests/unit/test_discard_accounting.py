@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pytest
 import trio
+from test_passive_monitoring import _v5_records
 
 from flowplane.actions import DISCARD_ACCOUNTING
 from flowplane.commands import CommandError
@@ -18,8 +19,8 @@ from flowplane.control import ControlServer
 from flowplane.firewall_config import parse_firewall
 from flowplane.service import Service
 from flowplane.testing import serve, wait_until_async, write_pcap
+
 from frames import eth_ipv4_tcp, eth_ipv4_udp, eth_ipv6_tcp
-from test_passive_monitoring import _v5_records
 
 GROUPS = """\
 forwarding-options:

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import structlog
 import trio
+from test_dtcp import KEY, KEY2, DtcpClient, build, dfc_yaml, engine_for, serving
 
 from flowplane.batch import PacketBatch
 from flowplane.decode import decode
@@ -25,8 +26,8 @@ from flowplane.plugins.flow_capture.criteria import CriteriaTable, Criterion, Pr
 from flowplane.plugins.flow_capture.engine import FlowCapture
 from flowplane.profiles import Limits
 from flowplane.testing import config_from
+
 from frames import ETH_IPV4, ETH_IPV6, UDP, eth, ipv4, ipv6, tcp, udp
-from test_dtcp import KEY, KEY2, DtcpClient, build, dfc_yaml, engine_for, serving
 
 IP_RECVTTL, IP_TTL_CMSG = 12, 2
 IPV6_RECVHOPLIMIT, IPV6_HOPLIMIT = 51, 52
@@ -60,7 +61,7 @@ def drain(s, n_max=10000, timeout=0.3):
     while len(out) < n_max:
         try:
             data, anc, _, _ = s.recvmsg(65535, 256)
-        except (socket.timeout, BlockingIOError):
+        except (TimeoutError, BlockingIOError):
             break
         ttl = None
         for level, kind, value in anc:

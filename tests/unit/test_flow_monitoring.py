@@ -10,6 +10,7 @@ import trio
 from flowplane.config import Config
 from flowplane.service import Service
 from flowplane.testing import write_pcap
+
 from frames import eth_ipv4_tcp, eth_ipv4_udp, eth_ipv6_tcp
 
 BASE = """\

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import trio
-from frames import arp, eth_ipv4_tcp, eth_ipv4_udp
 
 from flowplane import hookimpl
 from flowplane.actions import TermAction
@@ -17,7 +16,8 @@ from flowplane.service import Service
 from flowplane.sources import SourceType
 from flowplane.stats import Counters
 from flowplane.testing import write_pcap
-from frames import eth_ipv4_tcp, eth_ipv4_udp, arp
+
+from frames import arp, eth_ipv4_tcp, eth_ipv4_udp
 
 
 class ListSource:

@@ -7,9 +7,9 @@ import pytest
 from flowplane.config import Config
 from flowplane.plugins.inline_monitoring.config import LIMITS, parse
 from flowplane.plugins.inline_monitoring.loop import find_loops
-from flowplane.testing import plugin_registries
 from flowplane.profiles import Limits
-from flowplane.testing import write_pcap
+from flowplane.testing import plugin_registries, write_pcap
+
 from frames import eth_ipv4_udp
 
 FILTER = """\

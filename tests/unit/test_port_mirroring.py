@@ -13,12 +13,13 @@ import pytest
 from flowplane.batch import PacketBatch
 from flowplane.plugins.port_mirroring import commands
 from flowplane.plugins.port_mirroring.config import DEFAULT_INSTANCE, LIMITS, parse
-from flowplane.plugins.port_mirroring.encap import (GRE_HEADER, erspan_header, erspan_headers)
+from flowplane.plugins.port_mirroring.encap import GRE_HEADER, erspan_header, erspan_headers
 from flowplane.plugins.port_mirroring.engine import PortMirror
 from flowplane.plugins.port_mirroring.send import REASONS, BatchSender
 from flowplane.profiles import Limits
 from flowplane.sampling import Sampler
 from flowplane.testing import build_app, config_from
+
 from frames import UDP, eth, eth_vlan, ipv4, udp
 
 BASE_FW = """

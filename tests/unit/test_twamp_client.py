@@ -8,8 +8,14 @@ import socket
 import pytest
 import trio
 
-from flowplane.plugins.twamp.client import (ConnectionLost, ControlClient, SessionSpec, TwampError, run_sessions,
-                                            run_test)
+from flowplane.plugins.twamp.client import (
+    ConnectionLost,
+    ControlClient,
+    SessionSpec,
+    TwampError,
+    run_sessions,
+    run_test,
+)
 from flowplane.plugins.twamp.config import ServerConfig
 from flowplane.plugins.twamp.keepalive import Keepalive
 from flowplane.plugins.twamp.server import TwampServer
