@@ -7,7 +7,7 @@ when the context ends, whether the test passed, failed or was interrupted.
 
 Use as a fixture::
 
-    from netns import netns_pair  # noqa: F401  (the fixture; `from .netns` if tests/ is a package)
+    # the fixture netns_pair comes from tests/integration/conftest.py
 
     @pytest.mark.netns
     def test_something(netns_pair):

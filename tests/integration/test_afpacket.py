@@ -21,9 +21,9 @@ from flowplane.interfaces import InterfaceTable
 from flowplane.sources import SourceContext
 
 try:  # tests/integration as a package or as a rootdir-inserted directory
-    from .netns import make_netns_pair, netns_pair, skip_reason  # noqa: F401  (netns_pair is a fixture)
+    from .netns import make_netns_pair, skip_reason
 except ImportError:
-    from netns import make_netns_pair, netns_pair, skip_reason  # noqa: F401
+    from netns import make_netns_pair, skip_reason
 
 pytestmark = pytest.mark.netns
 

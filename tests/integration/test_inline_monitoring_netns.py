@@ -31,7 +31,7 @@ import pytest
 
 from flowplane.control import request
 
-from netns import NotifySocket, netns_pair  # noqa: F401,F811  (a fixture)
+from netns import NotifySocket
 
 N_FRAMES = 700
 RATES = (1, 10, 7)

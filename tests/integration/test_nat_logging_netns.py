@@ -26,7 +26,7 @@ import pytest
 
 from flowplane.control import request
 
-from nat_netns import CLIENT, ROUTER_OUT, SERVER, NatTopology, nat_topology  # noqa: F401  (a fixture)
+from nat_netns import CLIENT, ROUTER_OUT, SERVER, NatTopology
 from netns import NotifySocket
 
 IPFIX_PORT, V9_PORT, SYSLOG_PORT, NEL_PORT = 4739, 2055, 5514, 9995

@@ -13,7 +13,7 @@ import pytest
 
 from flowplane.control import request
 
-from netns import NotifySocket, netns_pair  # noqa: F401,F811  (a fixture)
+from netns import NotifySocket
 
 N_UDP, N_SYN, N_PING = 3000, 200, 300
 

@@ -20,8 +20,6 @@ import pytest
 from flowplane.control import request
 from flowplane.testing import wait_until
 
-from netns import netns_pair  # noqa: F401  (fixture)
-
 PORT = 8620
 KEEPALIVE = {"tcp-keepidle": 1, "tcp-keepintvl": 1, "tcp-keepcnt": 2}
 BUDGET_S = 1 + 1 * 2
