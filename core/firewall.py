@@ -314,7 +314,7 @@ class _PrefixMasks:
 
     def _one(self, hi, lo) -> np.ndarray:
         m = None
-        for mh, bh, ml, bl, no_hi, no_lo in self.blocks:
+        for mh, bh, ml, bl, _no_hi, no_lo in self.blocks:
             if self.v4:  # IPv4 rows: hi == 0, only lo carries the address
                 x = (lo & ml) == bl
             elif no_lo:

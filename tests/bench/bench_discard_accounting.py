@@ -133,7 +133,8 @@ def measure(pcap: Path, batch_sizes: list[int], repeat: int, limit: int | None =
                 arg = "acc" if action != "sample" else None
                 name = "discard-accounting" if action != "sample" else "sample"
                 row[action] = {
-                    "handler_pps": _best_rate(lambda b: h([ActionSelection("f", "t", name, arg, b)]), batches[action], repeat),
+                    "handler_pps": _best_rate(lambda b, h=h, name=name, arg=arg: h([ActionSelection("f", "t", name, arg, b)]),
+                                              batches[action], repeat),
                     "pipeline_pps": _best_rate(app.process, batches[action], repeat),
                 }
             # what each path metered (the smoke test checks these): every pass saw every packet

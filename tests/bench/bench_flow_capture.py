@@ -164,10 +164,10 @@ def run(batch_size: int, criteria: list[int], seconds: float) -> list[dict]:
                 all_rows = np.arange(len(batch))
                 cand = table.candidates(batch, all_rows)
                 matched = int(table.match(batch, cand).any(axis=1).sum())
-                it, el = timed(lambda: table.match(batch, table.candidates(batch, all_rows)), seconds)
+                it, el = timed(lambda t=table, r=all_rows: t.match(batch, t.candidates(batch, r)), seconds)
                 rows.append({"what": f"match/{kind}", "criteria": n, "batch": batch_size, "matched": matched,
                              "pps": it * batch_size / el})
-                it, el = timed(lambda: (engine.process(batch), drain(rx)), seconds)
+                it, el = timed(lambda e=engine: (e.process(batch), drain(rx)), seconds)
                 rows.append({"what": f"process/{kind}", "criteria": n, "batch": batch_size, "matched": matched,
                              "pps": it * batch_size / el})
             finally:

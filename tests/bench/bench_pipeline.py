@@ -390,7 +390,7 @@ def profile_groups(stats: pstats.Stats) -> tuple[dict[str, float], list[tuple[fl
 
     groups: dict[str, float] = {}
     rows = []
-    for func, (cc, nc, tt, ct, callers) in raw.items():
+    for func, (_cc, nc, tt, _ct, callers) in raw.items():
         # builtins/library calls: split by caller edge directly (more exact than the average)
         g = group_of_file(func[0], func[2])
         if g is None and callers:

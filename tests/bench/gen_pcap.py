@@ -557,7 +557,7 @@ def generate(
     buf[:24] = np.frombuffer(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1), np.uint8)
 
     def scatter(offs: np.ndarray, rows: np.ndarray) -> None:
-        buf[offs[:, None] + np.arange(rows.shape[1])] = rows
+        buf[offs[:, None] + np.arange(rows.shape[1])] = rows  # noqa: F821  (`del buf` comes after the last call)
 
     # pcap record headers
     for s in range(0, F, CHUNK):

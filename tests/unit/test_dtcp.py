@@ -219,7 +219,7 @@ def test_malformed_messages_are_refused_with_a_reason(raw, kind):
 def test_seq_must_be_64_bit():
     for bad in ("-1", str(2**64), "x"):
         with pytest.raises(DtcpError):
-            dtcp.parse(build("ADD", [("Seq", bad)], None)).seq
+            _ = dtcp.parse(build("ADD", [("Seq", bad)], None)).seq
 
 
 def test_tcp_stream_split():
@@ -407,7 +407,7 @@ def test_mutated_requests_never_crash_the_handler():
              build("LIST", [("Csource-ID", "cs1"), ("Flags", "Criteria"), ("Seq", 2)], KEY),
              build("DELETE", [("Csource-ID", "cs2"), ("Criteria-ID", "*"), ("Seq", 3)], KEY2)]
     replies = 0
-    for i in range(3000):
+    for _round in range(3000):
         raw = bytearray(rng.choice(seeds))
         for _ in range(rng.randint(1, 4)):
             op, pos = rng.random(), rng.randrange(len(raw))
