@@ -60,7 +60,8 @@ class Config:
         if data is None:
             data = {}
         if not isinstance(data, dict):
-            raise ConfigError([f"{path}:1:1: the config must be a mapping of sections (system, interfaces, firewall, ...)"])
+            raise ConfigError([f"{path}:1:1: the config must be a mapping of sections (system, interfaces, firewall, "
+                               "...)"])
         return cls(data, path=path, marks=builder.marks)
 
     @property
@@ -125,7 +126,8 @@ class _Builder:
             for knode, vnode in node.value:
                 key = self._scalar(knode)
                 if key == "<<":
-                    self.issues.append(f"{self.path}:{self._pos(knode)[0]}:{self._pos(knode)[1]}: YAML merge keys are not supported")
+                    self.issues.append(f"{self.path}:{self._pos(knode)[0]}:{self._pos(knode)[1]}: YAML merge keys are "
+                                       "not supported")
                     continue
                 words = str(key).split() if isinstance(key, str) and " " in str(key).strip() else [key]
                 target = out
@@ -202,7 +204,8 @@ def check_keys(section: Any, allowed: Iterable[str], path: Path, what: str = "ke
     out = []
     for k in section:
         if k not in allowed:
-            out.append(ConfigIssue(path + (k,), f"unknown {what} {k!r}{suggest(k, allowed)}; expected one of: {', '.join(sorted(allowed))}"))
+            out.append(ConfigIssue(path + (k,), f"unknown {what} {k!r}{suggest(k, allowed)}; expected one of: "
+                                                f"{', '.join(sorted(allowed))}"))
     return out
 
 
@@ -246,5 +249,6 @@ def check_str(value: Any, path: Path, choices: Iterable[str] | None = None) -> l
     if choices is not None:
         choices = list(choices)
         if value not in choices:
-            return [ConfigIssue(path, f"unknown value {value!r}{suggest(value, choices)}; expected one of: {', '.join(choices)}")]
+            return [ConfigIssue(path, f"unknown value {value!r}{suggest(value, choices)}; expected one of: "
+                                      f"{', '.join(choices)}")]
     return []

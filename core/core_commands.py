@@ -110,7 +110,8 @@ def format_interfaces(data) -> str:
     for row in data["interfaces"]:
         out.append(f"Interface: {row['name']}, Index: {row['index']}, Source: {row['source']}")
         c = row["counters"]
-        out.append(f"  Input packets: {c.get('packets', 0)}, Input bytes: {c.get('bytes', 0)}, Batches: {c.get('batches', 0)}")
+        out.append(f"  Input packets: {c.get('packets', 0)}, Input bytes: {c.get('bytes', 0)}, Batches: "
+                   f"{c.get('batches', 0)}")
         if "kernel_packets" in c or "kernel_drops" in c:
             out.append(f"  Kernel packets: {c.get('kernel_packets', 0)}, Kernel drops: {c.get('kernel_drops', 0)}")
         for d in row["drops"]:

@@ -197,7 +197,8 @@ def parse_firewall(config: dict, actions: Registry[TermAction] | None) -> tuple[
             # Junos: 'firewall filter X' is shorthand for family inet
             filters += _parse_family(ctx, "inet", {"filter": val}, ("firewall",))
         elif key in ("policer", "hierarchical-policer", "three-color-policer", "interface-set"):
-            ctx.issue(("firewall", key), f"'firewall {key}' is not supported by flowplane (a monitoring box does not police)")
+            ctx.issue(("firewall", key), f"'firewall {key}' is not supported by flowplane (a monitoring box does not "
+                                         "police)")
         else:
             ctx.issue(("firewall", key), f"unknown key {key!r} under 'firewall'; expected 'family'" + suggest(key, ("family", "filter")))
     seen: dict[tuple[str, str], tuple] = {}
@@ -332,7 +333,8 @@ def _parse_cond(ctx: _Ctx, fam: str, cname, raw, path: tuple, used_plists: set) 
                 hint = "; use 'hop-limit'"
             elif cname == "traffic-class":
                 hint = "; use 'dscp'"
-            ctx.issue(path, f"match condition {cname!r} is not valid in family {fam} (only in {', '.join(others)}){hint}")
+            ctx.issue(path, f"match condition {cname!r} is not valid in family {fam} (only in "
+                            f"{', '.join(others)}){hint}")
         else:
             ctx.issue(path, f"unknown match condition {cname!r}" + suggest(str(cname), table)
                       + ("" if suggest(str(cname), table) else f"; expected one of: {', '.join(sorted(table))}"))
@@ -390,13 +392,15 @@ def _parse_cond(ctx: _Ctx, fam: str, cname, raw, path: tuple, used_plists: set) 
         ok = True
         for v in _values(raw, mapping_except=True):
             if not isinstance(v, str) or not v.split():
-                ctx.issue(path, f"expected the name of a policy-options prefix-list (optionally followed by ' except'); got {v!r}")
+                ctx.issue(path, "expected the name of a policy-options prefix-list (optionally followed by ' "
+                                f"except'); got {v!r}")
                 ok = False
                 continue
             parts = v.split()
             exc = len(parts) == 2 and parts[1].lower() == "except"
             if len(parts) > 2 or (len(parts) == 2 and not exc):
-                ctx.issue(path, f"expected the name of a policy-options prefix-list (optionally followed by ' except'); got {v!r}")
+                ctx.issue(path, "expected the name of a policy-options prefix-list (optionally followed by ' "
+                                f"except'); got {v!r}")
                 ok = False
                 continue
             pl = _prefix_list(ctx, parts[0], path)
@@ -515,7 +519,8 @@ def _then_items(raw, path: tuple, ctx: _Ctx) -> list[tuple[str, object, tuple]]:
                 ctx.issue(path, f"expected each action to be a string ('accept', 'count c1') or a one-key "
                                 f"mapping ({{count: c1}}); item {i} is {_kind(item)}")
     else:
-        ctx.issue(path, f"expected an action string, a list of actions or a mapping of action to argument; got {_kind(raw)}")
+        ctx.issue(path, "expected an action string, a list of actions or a mapping of action to argument; got "
+                        f"{_kind(raw)}")
     return out
 
 

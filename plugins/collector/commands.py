@@ -77,10 +77,12 @@ def format_show(d) -> str:
     for lst in d["listeners"]:
         kd = "n/a" if lst["kernel_drops"] is None else lst["kernel_drops"]
         b = lst["bound"]
-        lines.append(f"  Listening: {lst['listen']} (bound {b[0]}:{b[1]})" if b else f"  Listening: {lst['listen']} (not bound)")
+        lines.append(f"  Listening: {lst['listen']} (bound {b[0]}:{b[1]})" if b else f"  Listening: {lst['listen']} "
+                                                                                     "(not bound)")
         if lst.get("tcp"):
             t = lst["tcp"]
-            lines.append(f"    Messages: {lst['datagrams']}, Connections: {len(t['connections'])}/{t['max_connections']},"
+            lines.append(f"    Messages: {lst['datagrams']}, Connections: "
+                         f"{len(t['connections'])}/{t['max_connections']},"
                          f" accepted {t['accepted']}, refused {t['refused']}, closed {t['closed']}"
                          f" (idle {t.get('idle_closed', 0)}), errors {t['errors']}")
         else:
@@ -225,7 +227,8 @@ def format_flows(d) -> str:
     for r in d["flows"]:
         proto = PROTO_NAMES.get(r["proto"], str(r["proto"]))
         lines.append(f"{r['exporter']:<18}{proto:<8}{str(r['src']):<26}{r['sport']:>6}  {str(r['dst']):<26}"
-                     f"{r['dport']:>6}{r['packets']:>10}{r['bytes']:>12}{r['sampling_interval']:>6}  {str(r['first']):<24}")
+                     f"{r['dport']:>6}{r['packets']:>10}{r['bytes']:>12}{r['sampling_interval']:>6}  "
+                     f"{str(r['first']):<24}")
     lines.append(f"{len(d['flows'])} flows shown, {d['kept']} kept")
     return "\n".join(lines) + "\n"
 

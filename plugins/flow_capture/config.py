@@ -161,7 +161,8 @@ def _rate(sec: dict, key: str, p: tuple, hi: int, issues: list[ConfigIssue]) -> 
         return 0
     v = parse_rate(sec[key])
     if v is None:
-        issues.append(ConfigIssue(p + (key,), f"expected a rate like 90000, \"90k\", \"100m\" or \"1g\", got {sec[key]!r}"))
+        issues.append(ConfigIssue(p + (key,), "expected a rate like 90000, \"90k\", \"100m\" or \"1g\", got "
+                                              f"{sec[key]!r}"))
         return 0
     found = check_int(v, p + (key,), 1, hi)
     issues += found
@@ -253,7 +254,8 @@ def _parse_source(name: str, group: str, sec: dict, p: tuple, base_dir: str | No
                 if not cs.key:
                     issues.append(ConfigIssue(p + ("key-file",), f"the key file {path} is empty"))
     else:
-        issues.append(ConfigIssue(p, "a control source needs shared-key or key-file (DTCP requests are HMAC-SHA1 signed)"))
+        issues.append(ConfigIssue(p, "a control source needs shared-key or key-file (DTCP requests are HMAC-SHA1 "
+                                     "signed)"))
     if "allowed-destinations" in sec:
         cs.allowed_destinations = tuple(_names(sec["allowed-destinations"], p + ("allowed-destinations",),
                                                "content destination names", issues))
@@ -288,7 +290,8 @@ def _parse_destination(name: str, group: str, sec: dict, p: tuple, issues: list[
     if "source-address" in sec:
         src = _address(sec["source-address"], p + ("source-address",), issues)
         if src and addr and (":" in src) != (":" in addr):
-            issues.append(ConfigIssue(p + ("source-address",), f"source-address {src} is not of the family of address {addr}"))
+            issues.append(ConfigIssue(p + ("source-address",), f"source-address {src} is not of the family of address "
+                                                               f"{addr}"))
         cd.source_address = src
     cd.hard_limit = _rate(sec, "hard-limit", p, BANDWIDTH_MAX, issues)
     cd.soft_limit = _rate(sec, "soft-limit", p, BANDWIDTH_MAX, issues)
@@ -299,7 +302,8 @@ def _parse_destination(name: str, group: str, sec: dict, p: tuple, issues: list[
         issues.append(ConfigIssue(p + ("soft-limit-clear",),
                                   f"soft-limit-clear {cd.soft_limit_clear} bps is above soft-limit {cd.soft_limit} bps"))
     if cd.hard_limit and cd.soft_limit > cd.hard_limit:
-        issues.append(ConfigIssue(p + ("soft-limit",), f"soft-limit {cd.soft_limit} bps is above hard-limit {cd.hard_limit} bps"))
+        issues.append(ConfigIssue(p + ("soft-limit",), f"soft-limit {cd.soft_limit} bps is above hard-limit "
+                                                       f"{cd.hard_limit} bps"))
     if cd.soft_limit and not cd.soft_limit_clear:
         cd.soft_limit_clear = cd.soft_limit
     return cd
@@ -362,7 +366,8 @@ def _parse_group(name: str, sec: dict, p: tuple, config: dict, base_dir: str | N
         for d in cs.allowed_destinations:
             if d not in g.destinations:
                 issues.append(ConfigIssue(sp + ("allowed-destinations",),
-                                          f"no content destination {d!r} in capture group {name!r}{suggest(d, g.destinations)}"))
+                                          f"no content destination {d!r} in capture group "
+                                          f"{name!r}{suggest(d, g.destinations)}"))
         g.sources[sname] = cs
     if not g.sources:
         issues.append(ConfigIssue(p, "a capture group needs at least one control-source"))
@@ -395,7 +400,8 @@ def parse(config: dict, limits: Limits, base_dir: str | None = None) -> tuple[Df
         for s in g.sources.values():
             if s.name in seen:
                 issues.append(ConfigIssue(BASE + ("capture-group", g.name, "control-source", s.name),
-                                          f"control source {s.name!r} is also defined in capture group {seen[s.name]!r}; "
+                                          f"control source {s.name!r} is also defined in capture group "
+                                          f"{seen[s.name]!r}; "
                                           "DTCP Csource-ID names must be unique"))
             seen[s.name] = g.name
     return out, issues

@@ -37,7 +37,8 @@ KIND_TITLE = {"sampling": "", "monitoring": " (monitoring group)", "accounting":
 
 
 def _header(name: str, kind: str = "sampling") -> list[str]:
-    return ["Service Accounting interface: flowplane, Local interface index: 0", f"Service name: {name}{KIND_TITLE[kind]}"]
+    return ["Service Accounting interface: flowplane, Local interface index: 0", "Service name: "
+                                                                                 f"{name}{KIND_TITLE[kind]}"]
 
 
 def addr(hi: int, lo: int, af: int) -> str:
@@ -115,7 +116,8 @@ def format_flow_detail(data) -> str:
     lines = []
     for i in data["instances"]:
         lines += _header(i["name"], i["kind"])
-        lines.append(f"{'Protocol':<10}{'Source':<40}{'Source':>7}  {'Destination':<40}{'Dest':>6}{'Packet':>12}{'Byte':>14}")
+        lines.append(f"{'Protocol':<10}{'Source':<40}{'Source':>7}  "
+                     f"{'Destination':<40}{'Dest':>6}{'Packet':>12}{'Byte':>14}")
         lines.append(f"{'':<10}{'Address':<40}{'Port':>7}  {'Address':<40}{'Port':>6}{'count':>12}{'count':>14}")
         for r in i["flows"]:
             proto = f"{PROTO_NAMES.get(r['protocol'], 'ip')}({r['protocol']})"
@@ -161,19 +163,25 @@ def format_status(data) -> str:
             lines.append("Sampling rate: every discarded packet (discard accounting)")
         else:
             lines.append("Interface state: Monitoring")
-            lines.append(f"Sampling rate: 1 in {i['rate']} ({i['algorithm']}), effective rate: 1 in {i['effective_rate']}, "
-                         f"run-length: {i['run_length']}, max packets per second: {i['max_packets_per_second'] or 'unlimited'}")
+            lines.append(f"Sampling rate: 1 in {i['rate']} ({i['algorithm']}), effective rate: 1 in "
+                         f"{i['effective_rate']}, "
+                         f"run-length: {i['run_length']}, max packets per second: "
+                         f"{i['max_packets_per_second'] or 'unlimited'}")
         for f in i["families"]:
             fmt = ", ".join(f"{'cflowd v' + str(s['version']) if s['version'] in (5, 8) else ('version 9' if s['version'] == 9 else 'IPFIX')}"
                             f" to {s['address']}/{s['transport']}" for s in f["flow_servers"])
-            lines.append(f"Protocol: {'IPv4' if f['family'] == 'inet' else 'IPv6' if f['family'] == 'inet6' else 'MPLS'}, "
+            lines.append("Protocol: "
+                         f"{'IPv4' if f['family'] == 'inet' else 'IPv6' if f['family'] == 'inet6' else 'MPLS'}, "
                          f"Engine type: {f['engine_type']}, Engine ID: {f['engine_id']}")
             lines.append(f"  Export format: {fmt}")
-            lines.append(f"  Flow active timeout: {int(f['active_timeout'])} secs, inactive timeout: {int(f['inactive_timeout'])} secs")
+            lines.append(f"  Flow active timeout: {int(f['active_timeout'])} secs, inactive timeout: "
+                         f"{int(f['inactive_timeout'])} secs")
             for s in f["flow_servers"]:
                 c, t = s["counters"], s["transport_counters"]
-                lines.append(f"  Flow server {s['address']}: records {c.get('records', 0)}, export packets {c.get('datagrams', 0)}, "
-                             f"sent {t.get('packets', 0)}, refused {t.get('refused', 0)}, dropped {t.get('dropped', 0) + t.get('dropped_backlog', 0)}")
+                lines.append(f"  Flow server {s['address']}: records {c.get('records', 0)}, export packets "
+                             f"{c.get('datagrams', 0)}, "
+                             f"sent {t.get('packets', 0)}, refused {t.get('refused', 0)}, dropped "
+                             f"{t.get('dropped', 0) + t.get('dropped_backlog', 0)}")
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"
 
@@ -189,7 +197,8 @@ def show_usage(app, args, passive=False):
 def format_usage(data) -> str:
     lines = _header(", ".join(data["instances"]))
     lines.append("CPU utilization")
-    lines.append(f"  Uptime: {data['uptime_ms']} milliseconds, CPU time: {data['cpu_user_s'] + data['cpu_system_s']:.3f} seconds")
+    lines.append(f"  Uptime: {data['uptime_ms']} milliseconds, CPU time: "
+                 f"{data['cpu_user_s'] + data['cpu_system_s']:.3f} seconds")
     lines.append(f"  Load (5 second): {data['load_5s']:.0f}%, Load (1 minute): {data['load_1m']:.0f}%")
     return "\n".join(lines) + "\n"
 
@@ -290,7 +299,8 @@ def format_template(data) -> str:
         lines.append(f"  {'Observation domain' if t['version'] == 10 else 'Source'} ID: {t['observation_domain_id']}, "
                      f"Options template ID: {t['options_template_id']}")
         lines.append(f"  Template refresh: {t['refresh']['packets']} packets / {t['refresh']['seconds']} seconds, "
-                     f"Option refresh: {t['option_refresh']['packets']} packets / {t['option_refresh']['seconds']} seconds")
+                     f"Option refresh: {t['option_refresh']['packets']} packets / {t['option_refresh']['seconds']} "
+                     "seconds")
         for d in t["templates"]:
             lines.append(f"  Template ID: {d['template_id']} ({d['kind']}), record length {d['record_length']} bytes")
             lines.append(f"    {'Element':>8} {'Length':>7}  Name")
@@ -312,9 +322,11 @@ def _passive(fn):
 def register(register_fn) -> None:
     register_fn("show passive-monitoring flow", _passive(show_flow), help="= show services accounting flow, groups",
                 formatter=format_flow)
-    register_fn("show passive-monitoring status", _passive(show_status), help="= show services accounting status, groups",
+    register_fn("show passive-monitoring status", _passive(show_status), help="= show services accounting status, "
+                                                                              "groups",
                 formatter=format_status)
-    register_fn("show passive-monitoring memory", _passive(show_memory), help="= show services accounting memory, groups",
+    register_fn("show passive-monitoring memory", _passive(show_memory), help="= show services accounting memory, "
+                                                                              "groups",
                 formatter=format_memory)
     register_fn("show passive-monitoring usage", _passive(show_usage), help="= show services accounting usage",
                 formatter=format_usage)

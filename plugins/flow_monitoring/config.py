@@ -416,7 +416,8 @@ def _parse_server(family: str, addr: str, ssec: Any, p: tuple, templates: dict[s
         if isinstance(name, dict) and len(name) == 1:  # 'template: {NAME: null}' (Junos 'template { NAME; }')
             name = next(iter(name))
         if not isinstance(name, str):
-            issues.append(ConfigIssue(p + (key,), "expected {template: NAME} naming a 'services flow-monitoring' template"))
+            issues.append(ConfigIssue(p + (key,), "expected {template: NAME} naming a 'services flow-monitoring' "
+                                                  "template"))
         elif name not in templates or templates[name].version != version:
             where = "version9" if version == 9 else "version-ipfix"
             known = [t for t, v in templates.items() if v.version == version]
@@ -426,9 +427,11 @@ def _parse_server(family: str, addr: str, ssec: Any, p: tuple, templates: dict[s
             template = templates[name]
     if version and version not in limits.export_versions:
         issues.append(ConfigIssue(p, f"export version {version} is not supported by this hardware profile "
-                                  f"(hardware profile limit export_versions: {', '.join(map(str, limits.export_versions))})"))
+                                  "(hardware profile limit export_versions: "
+                                  f"{', '.join(map(str, limits.export_versions))})"))
     if version in (5, 8) and family != "inet":
-        issues.append(ConfigIssue(p, f"NetFlow v{version} carries IPv4 only: use version9 or version-ipfix under family {family}"))
+        issues.append(ConfigIssue(p, f"NetFlow v{version} carries IPv4 only: use version9 or version-ipfix under "
+                                     f"family {family}"))
     encoder = registries.encoders.for_version(version) if registries is not None and version else None
     issues += check_transport(transport, ssec, p, transports, encoder=encoder, version=version)
     aggregation = ""
@@ -438,7 +441,8 @@ def _parse_server(family: str, addr: str, ssec: Any, p: tuple, templates: dict[s
         if version != 8:
             issues.append(ConfigIssue(p + ("aggregation",), "aggregation schemes are NetFlow version 8 only"))
         elif not names or len(names) != 1 or names[0] not in V8_SCHEMES:
-            issues.append(ConfigIssue(p + ("aggregation",), f"expected exactly one of: {', '.join(V8_SCHEMES)}; got {agg!r}"))
+            issues.append(ConfigIssue(p + ("aggregation",), f"expected exactly one of: {', '.join(V8_SCHEMES)}; got "
+                                                            f"{agg!r}"))
         else:
             aggregation = V8_TO_ENCODER[names[0]]
     elif version == 8:
@@ -479,10 +483,12 @@ def _parse_chassis(config: dict, out: SamplingConfig, issues: list[ConfigIssue])
         if name is None:
             continue
         if str(ifname) not in ifaces:
-            issues.append(ConfigIssue(fp, f"interface {ifname!r} is not configured under 'interfaces'{suggest(str(ifname), ifaces)}"))
+            issues.append(ConfigIssue(fp, f"interface {ifname!r} is not configured under "
+                                          f"'interfaces'{suggest(str(ifname), ifaces)}"))
         if name not in out.instances or name == DEFAULT_INSTANCE:
             known = [n for n in out.instances if n != DEFAULT_INSTANCE]
-            issues.append(ConfigIssue(fp + ("sampling-instance",), f"no sampling instance {name!r}{suggest(str(name), known)}"))
+            issues.append(ConfigIssue(fp + ("sampling-instance",), "no sampling instance "
+                                                                   f"{name!r}{suggest(str(name), known)}"))
         else:
             out.interface_instance[str(ifname)] = str(name)
 
@@ -531,7 +537,8 @@ def _parse_monitoring(config: dict, out: SamplingConfig, templates: dict[str, Te
                 fmt = o.pop("export-format")
                 if fmt not in EXPORT_FORMATS:
                     issues.append(ConfigIssue(p + ("family", family, "output", "export-format"),
-                                              f"unknown export format {fmt!r}; expected one of: {', '.join(EXPORT_FORMATS)}"))
+                                              f"unknown export format {fmt!r}; expected one of: "
+                                              f"{', '.join(EXPORT_FORMATS)}"))
                 else:
                     for ssec in (o.get("flow-server") or {}).values():
                         if isinstance(ssec, dict) and not any(k in ssec for k in ("version", "version9", "version-ipfix")):
@@ -552,15 +559,18 @@ def _parse_monitoring(config: dict, out: SamplingConfig, templates: dict[str, Te
             members = []
             for i, w in enumerate(wanted):
                 if w not in ifaces:
-                    issues.append(ConfigIssue(p + ("input-interfaces", i), f"interface {w!r} is not configured{suggest(w, ifaces)}"))
+                    issues.append(ConfigIssue(p + ("input-interfaces", i), f"interface {w!r} is not "
+                                                                           f"configured{suggest(w, ifaces)}"))
                 elif w not in monitoring_only:
                     issues.append(ConfigIssue(p + ("input-interfaces", i),
-                                              f"interface {w!r} is not a monitoring-only interface (set 'monitoring-only: true')"))
+                                              f"interface {w!r} is not a monitoring-only interface (set "
+                                              "'monitoring-only: true')"))
                 else:
                     members.append(w)
         for m in members:
             if m in claimed and wanted is not None:
-                issues.append(ConfigIssue(p + ("input-interfaces",), f"interface {m!r} already feeds monitoring group {claimed[m]!r}"))
+                issues.append(ConfigIssue(p + ("input-interfaces",), f"interface {m!r} already feeds monitoring group "
+                                                                     f"{claimed[m]!r}"))
             claimed.setdefault(m, str(name))
         out.groups[str(name)] = inst
         out.group_interfaces[str(name)] = members

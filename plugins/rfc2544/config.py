@@ -268,7 +268,8 @@ def _test(name: str, sec, path, profiles: dict) -> tuple[TestConfig | None, list
         if prof is None:
             issues.append(ConfigIssue(path, "missing test-profile (an initiator runs a profile)"))
         elif prof not in profiles:
-            issues.append(ConfigIssue(path + ("test-profile",), f"no test-profile {prof!r}{suggest(str(prof), profiles)}"
+            issues.append(ConfigIssue(path + ("test-profile",), "no test-profile "
+                                                                f"{prof!r}{suggest(str(prof), profiles)}"
                                       f"; configured: {', '.join(profiles) or 'none'}"))
         else:
             kw["profile"] = profiles[prof]  # None when the profile itself is wrong (reported there)

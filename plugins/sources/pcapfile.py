@@ -717,11 +717,13 @@ def _validate(section: dict, path: tuple, *, check_file: bool, base_dir: str | N
     if "speed" in section:
         s = section["speed"]
         if not _num(s) or s < 0:
-            issues.append(ConfigIssue(path + ("speed",), f"expected a number >= 0 (0 = as fast as possible, 1.0 = capture speed), got {s!r}"))
+            issues.append(ConfigIssue(path + ("speed",), "expected a number >= 0 (0 = as fast as possible, 1.0 = "
+                                                         f"capture speed), got {s!r}"))
     if "loop" in section:
         v = section["loop"]
         if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-            issues.append(ConfigIssue(path + ("loop",), f"expected an integer >= 1 (times to replay the file), got {v!r}"))
+            issues.append(ConfigIssue(path + ("loop",), "expected an integer >= 1 (times to replay the file), got "
+                                                        f"{v!r}"))
     if "batch-size" in section:
         v = section["batch-size"]
         if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= 65536:

@@ -57,7 +57,8 @@ def format_server(d) -> str:
 
 
 def register(register):
-    register("show services rpm twamp server", show_server, help="TWAMP server: listener, counters, connections, sessions",
+    register("show services rpm twamp server", show_server, help="TWAMP server: listener, counters, connections, "
+                                                                 "sessions",
              formatter=format_server)
     register("show services rpm twamp server session", show_sessions, help="TWAMP reflector sessions",
              formatter=format_sessions)
@@ -138,10 +139,12 @@ def format_client_session(d) -> str:
                   f"  Tests: {c['tests_done']} of {c['test_count'] or 'unlimited'} (every {c['test_interval']} s), "
                   f"connects {c['connects']}, aborted {c['aborted_tests']}",
                   f"  Persistent results: {'yes' if c['persistent_results'] else 'no'}; keepalive idle "
-                  f"{c['keepalive']['idle']} s, interval {c['keepalive']['interval']} s, count {c['keepalive']['count']}"]
+                  f"{c['keepalive']['idle']} s, interval {c['keepalive']['interval']} s, count "
+                  f"{c['keepalive']['count']}"]
         if c["last_error"]:
             lines.append(f"  Last error: {c['last_error']}")
-        lines.append(f"  {'Test session':<20}{'Target':<28}{'Port':>7}{'Test':>8}{'Sent':>8}{'Tests':>8}  Thresholds exceeded")
+        lines.append(f"  {'Test session':<20}{'Target':<28}{'Port':>7}{'Test':>8}{'Sent':>8}{'Tests':>8}  Thresholds "
+                     "exceeded")
         for s in c["sessions"]:
             cur = s["current_test"] if s["current_test"] is not None else "-"
             lines.append(f"  {s['name']:<20}{s['target']:<28}{s['reflector_port']:>7}{cur:>8}{s['probes_sent']:>8}"
@@ -174,7 +177,8 @@ def format_test(label: str, t: dict | None) -> list[str]:
         lines.append(f"    {label_m:<28}{s['samples']:>8}" + "".join(
             f"{_fmt(s[k]):>11}" for k in ("min", "max", "avg", "peak_to_peak", "stddev", "p50", "p95", "p99")))
     j = t["rfc3550_jitter_us"]
-    lines.append(f"    RFC 3550 jitter (us): round trip {j['rtt']:.1f}, egress {j['egress']:.1f}, ingress {j['ingress']:.1f}")
+    lines.append(f"    RFC 3550 jitter (us): round trip {j['rtt']:.1f}, egress {j['egress']:.1f}, ingress "
+                 f"{j['ingress']:.1f}")
     if not sync:
         lines.append("    * one-way values: the clocks are not synchronised (S bit clear), they include the clock "
                      f"offset; {t['negative_one_way']} negative")

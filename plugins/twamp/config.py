@@ -210,7 +210,8 @@ def _server(sec, path) -> tuple[ServerConfig, list[ConfigIssue]]:
         if not bad:
             cfg.modes |= AUTH_MODES[name]
     if not names:
-        issues.append(ConfigIssue(path + ("authentication-mode",), "expected at least one of: none, authenticated, encrypted"))
+        issues.append(ConfigIssue(path + ("authentication-mode",), "expected at least one of: none, authenticated, "
+                                                                   "encrypted"))
     chain = sec.get("authentication-key-chain")
     if chain is not None:
         p = path + ("authentication-key-chain",)
@@ -228,7 +229,8 @@ def _server(sec, path) -> tuple[ServerConfig, list[ConfigIssue]]:
                     except OSError as exc:
                         issues.append(ConfigIssue(p + (kid, "secret-file"), f"cannot read: {exc.strerror}"))
                 else:
-                    issues.append(ConfigIssue(p + (kid,), f"expected a secret string or {{secret-file: PATH}}, got {val!r}"))
+                    issues.append(ConfigIssue(p + (kid,), f"expected a secret string or {{secret-file: PATH}}, got "
+                                                          f"{val!r}"))
     if cfg.modes & (MODE_AUTHENTICATED | MODE_ENCRYPTED) and not cfg.secrets and not issues:
         issues.append(ConfigIssue(path + ("authentication-key-chain",),
                                   "authenticated or encrypted mode needs at least one KeyID: secret"))
@@ -421,7 +423,8 @@ def _control_connection(name: str, sec, path) -> tuple[ControlConnectionConfig |
     cc.source_address = _address(sec, "source-address", path, issues)
     if dest and cc.source_address and ipaddress.ip_address(dest).version != ipaddress.ip_address(cc.source_address).version:
         issues.append(ConfigIssue(path + ("source-address",),
-                                  f"source-address {cc.source_address} and destination-address {dest} are of different families"))
+                                  f"source-address {cc.source_address} and destination-address {dest} are of "
+                                  "different families"))
     if "control-type" in sec:
         bad = check_str(sec["control-type"], path + ("control-type",), ("managed", "light"))
         issues += bad
@@ -437,7 +440,8 @@ def _control_connection(name: str, sec, path) -> tuple[ControlConnectionConfig |
                                       "control-type light sends unauthenticated test packets only (RFC 5357 appendix I)"))
     if "key-id" in sec:
         if not isinstance(sec["key-id"], str) or not sec["key-id"] or len(sec["key-id"].encode()) > 80:
-            issues.append(ConfigIssue(path + ("key-id",), f"expected a KeyID of 1..80 bytes of UTF-8, got {sec['key-id']!r}"))
+            issues.append(ConfigIssue(path + ("key-id",), "expected a KeyID of 1..80 bytes of UTF-8, got "
+                                                          f"{sec['key-id']!r}"))
         else:
             cc.key_id = sec["key-id"]
     if "secret" in sec and "secret-file" in sec:

@@ -455,7 +455,8 @@ def bench(args, say=print) -> Results:
                     p.update(format=v, duration=args.duration)
                     res.points.append(p)
                     lossy[r.name] = 0 if p["lossless"] else lossy.get(r.name, 0) + 1
-                    say(f"  {v:>2} {int(rate):>7} dg/s ({p['offered_datagrams'] / p['send_wall']:,.0f} sent) {r.name:<14} offered {p['offered_records']:>10,} "
+                    say(f"  {v:>2} {int(rate):>7} dg/s ({p['offered_datagrams'] / p['send_wall']:,.0f} sent) "
+                        f"{r.name:<14} offered {p['offered_records']:>10,} "
                         f"received {p['received']:>10,} kernel drops {p['kernel_drops']:>7,} "
                         f"CPU {p['cpu_s']:.2f} s {'lossless' if p['lossless'] else 'LOSS'}"
                         f"{' OVER-COUNT' if p['over'] else ''}"

@@ -191,7 +191,8 @@ def memory(args, say):
     after = tracemalloc.get_traced_memory()[0]
     tracemalloc.stop()
     say(f"memory at {len(cache):,} concurrent flows: memory_bytes() {cache.memory_bytes() / len(cache):.1f} B/flow, "
-        f"tracemalloc delta {(after - before) / len(cache):.1f} B/flow (hash table {cache._table.nbytes / len(cache):.1f}); "
+        f"tracemalloc delta {(after - before) / len(cache):.1f} B/flow (hash table "
+        f"{cache._table.nbytes / len(cache):.1f}); "
         f"key_fields mpls / bridge: {_mem_of('mpls', n):.1f} / {_mem_of('bridge', n):.1f} B/flow")
     # a second pass over the same keys: all hits at 1 M flows
     t0 = time.perf_counter()

@@ -74,7 +74,8 @@ class SamplePlugin:
         class _Impl:
             @hookimpl
             def flowplane_register_actions(self, register):
-                register("bench-tap", TermAction("bench-tap", help="benchmark: a plugin action that counts the packets it gets"))
+                register("bench-tap", TermAction("bench-tap", help="benchmark: a plugin action that counts the "
+                                                                   "packets it gets"))
 
             @hookimpl
             def flowplane_configure(self, app):

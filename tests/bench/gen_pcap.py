@@ -694,7 +694,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--packets", type=int, default=1_200_000, help="IP packets (default 1200000)")
     ap.add_argument("--conversations", type=int, default=60_000, help="conversations (default 60000)")
     ap.add_argument("--seed", type=int, default=42)
-    ap.add_argument("--malformed-fraction", type=float, default=0.0, help="fraction of frames replaced by malformed ones")
+    ap.add_argument("--malformed-fraction", type=float, default=0.0, help="fraction of frames replaced by malformed "
+                                                                          "ones")
     ap.add_argument("--span", type=float, default=300.0, help="seconds over which conversations start")
     ap.add_argument("--max-payload", type=int, default=None, help="cap every payload at N bytes (small samples)")
     a = ap.parse_args(argv)

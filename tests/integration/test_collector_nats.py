@@ -104,7 +104,8 @@ def test_spool_order_limit_and_removal(tmp_path):
 # ---------------------------------------------------------------------------
 # against nats-server
 
-needs_server = pytest.mark.skipif(NATS_SERVER is None, reason="nats-server is not installed (apt-get install nats-server)")
+needs_server = pytest.mark.skipif(NATS_SERVER is None, reason="nats-server is not installed (apt-get install "
+                                                              "nats-server)")
 
 
 class Server:

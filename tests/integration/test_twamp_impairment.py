@@ -57,7 +57,8 @@ def path():
             deadline = time.monotonic() + 20
             while time.monotonic() < deadline:  # wait until the server listens (through the relay)
                 r = net.run(net.ns_client, [sys.executable, "-c",
-                                            f"import socket; socket.create_connection(('{net.addr_server}', {PORT}), 1).close()"],
+                                            f"import socket; socket.create_connection(('{net.addr_server}', {PORT}), "
+                                            "1).close()"],
                             check=False)
                 if r.returncode == 0:
                     break

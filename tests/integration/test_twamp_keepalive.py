@@ -113,4 +113,5 @@ services:
     cli_log.seek(0)
     events = [json.loads(line) for line in cli_log if line.startswith("{")]
     lost = [e for e in events if e.get("event") == "twamp_client_connection_lost"]
-    assert len(lost) == 1 and lost[0]["control_connection"] == "c1" and lost[0]["reason"].endswith("Connection timed out")
+    assert len(lost) == 1 and lost[0]["control_connection"] == "c1" and lost[0]["reason"].endswith("Connection timed "
+                                                                                                   "out")

@@ -477,7 +477,8 @@ def test_max_duplicates_and_isolated_destinations():
     text = text.replace("allowed-destinations: [cd1, cd2]", "allowed-destinations: [cd1, cd2, cd3]")
     nrx = receiver()
     text = text.replace("        minimum-priority: 2\n",
-                        f"        minimum-priority: 2\n        notification-targets: [\"127.0.0.1 port {nrx.getsockname()[1]}\"]\n")
+                        "        minimum-priority: 2\n        notification-targets: [\"127.0.0.1 port "
+                        f"{nrx.getsockname()[1]}\"]\n")
     engine = engine_for(text, clock=clock)
     engine.open()
     try:
@@ -602,7 +603,8 @@ def test_key_file_errors(tmp_path):
     (tmp_path / "empty.key").write_text("\n")
     base = dfc_yaml().replace(f"shared-key: {KEY.decode()}", "key-file: {}")
     got = _issues(base.format(tmp_path / "missing.key"))
-    assert "cannot read the key file" in got["services dynamic-flow-capture capture-group lab control-source cs1 key-file"]
+    assert "cannot read the key file" in got["services dynamic-flow-capture capture-group lab control-source cs1 "
+                                             "key-file"]
     got = _issues(base.format(tmp_path / "empty.key"))
     assert "is empty" in got["services dynamic-flow-capture capture-group lab control-source cs1 key-file"]
     got = _issues(dfc_yaml().replace(f"shared-key: {KEY.decode()}", f"shared-key: a\n        key-file: {tmp_path}/x"))

@@ -236,14 +236,16 @@ def test_hook_config_validate(make_app, tmp_path):
             n = config.get("services", "widget", "count")
             if n is not None and n > limits.collectors_per_instance:
                 return [ConfigIssue(("services", "widget", "count"),
-                                    f"{n} exceeds {limits.collectors_per_instance} (hardware profile limit collectors_per_instance)")]
+                                    f"{n} exceeds {limits.collectors_per_instance} (hardware profile limit "
+                                    "collectors_per_instance)")]
             return []
 
     path = tmp_path / "w.yaml"
     path.write_text("services:\n  widget:\n    count: 9\n")
     with pytest.raises(ConfigError) as e:
         make_app(Config.load(str(path)), plugins=[(V(), "v")])
-    assert e.value.lines == [f"{path}:3:5: services widget count: 9 exceeds 4 (hardware profile limit collectors_per_instance)"]
+    assert e.value.lines == [f"{path}:3:5: services widget count: 9 exceeds 4 (hardware profile limit "
+                             "collectors_per_instance)"]
 
 
 def test_hook_register_config_sections(make_app):
@@ -255,7 +257,8 @@ def test_hook_register_config_sections(make_app):
     app = make_app({"forwarding-options": {"thing": {}}}, plugins=[(Claim(), "claim")])
     assert app.registries.sections.owner("forwarding-options thing") == "claim"
     errors = app.validate(Config({"forwarding-options": {"thin": {}}}))
-    assert errors[0].startswith("<config>: forwarding-options thin: no enabled plugin handles 'forwarding-options thin' "
+    assert errors[0].startswith("<config>: forwarding-options thin: no enabled plugin handles 'forwarding-options "
+                                "thin' "
                                 "(did you mean 'thing'?); known: ")
     assert "thing" in errors[0].split("known: ")[1].split(", ")
 
@@ -332,7 +335,8 @@ def test_hook_register_control_commands(make_app):
     class Cmd:
         @hookimpl
         def flowplane_register_control_commands(self, register):
-            register("show widgets", lambda app, args: {"n": len(args)}, help="w", formatter=lambda d: f"Widgets: {d['n']}\n")
+            register("show widgets", lambda app, args: {"n": len(args)}, help="w", formatter=lambda d: "Widgets: "
+                                                                                                       f"{d['n']}\n")
 
     app = make_app({}, plugins=[(Cmd(), "cmd")])
     srv = ControlServer(app, "")

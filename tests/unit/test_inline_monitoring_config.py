@@ -229,7 +229,8 @@ def test_monitoring_the_exports_own_interface_is_a_loop(make_app, tmp_path, dire
     cfg = Config.load(str(path))
     [e] = make_app(cfg, configure=False).validate(cfg)
     assert e.startswith(f"{path}:7:7: interfaces lo family inet filter {direction}: loop: filter 'watch' term 'all' "
-                        "sends the IPFIX export of inline-monitoring instance 'i0' collector 'c1' (udp to 127.0.0.1:4739, "
+                        "sends the IPFIX export of inline-monitoring instance 'i0' collector 'c1' (udp to "
+                        "127.0.0.1:4739, "
                         f"via lo {direction}) to inline-monitoring-instance 'i0'"), e
     # a term before it that accepts the export traffic breaks the loop
     path.write_text(LOOP.format(direction=direction, guard=GUARD))

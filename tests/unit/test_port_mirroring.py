@@ -301,7 +301,8 @@ def test_missing_interface_is_counted_as_interface_down_and_logged_once(tmp_path
     from structlog.testing import capture_logs
 
     cfg = config_from(_pm("family any: {output: {interface: fpnosuch0}}")
-                      + f"system: {{control-socket: {tmp_path}/c.sock}}\n" + BASE_FW.replace("THEN", "{port-mirror: true}"))
+                      + f"system: {{control-socket: {tmp_path}/c.sock}}\n" + BASE_FW.replace("THEN", "{port-mirror: "
+                                                                                                     "true}"))
     with capture_logs() as logs:
         app = build_app(cfg)
         pm = app.pm.get_plugin(commands.PLUGIN_OBJECT)

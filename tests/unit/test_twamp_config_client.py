@@ -69,7 +69,8 @@ def test_errors_name_the_key():
     assert "6 bits" in got["test-session t1 dscp-code-points"]
     assert "below the minimum 1" in got["test-session t1 probe-count"]
     big = _issues({"destination-address": "192.0.2.1", "test-session": {"t": {"probe-count": 1_000_001}}})
-    assert "exceeds the maximum 1000000" in big["test-session t probe-count"] and "in memory" in big["test-session t probe-count"]
+    assert "exceeds the maximum 1000000" in big["test-session t probe-count"] and "in memory" in big["test-session t "
+                                                                                                     "probe-count"]
     assert "did you mean 'target-address'" in got["test-session t1 target-adress"]
 
 
