@@ -215,7 +215,8 @@ def check_mapping(value: Any, path: Path, what: str) -> list[ConfigIssue]:
     return [ConfigIssue(path, f"expected a mapping ({what}), got {type(value).__name__} {value!r}")]
 
 
-def check_int(value: Any, path: Path, lo: int | None = None, hi: int | None = None, *, limit: str = "") -> list[ConfigIssue]:
+def check_int(value: Any, path: Path, lo: int | None = None, hi: int | None = None, *,
+              limit: str = "") -> list[ConfigIssue]:
     """An integer in ``[lo, hi]``; *limit* names the profile limit behind *hi*."""
     if isinstance(value, bool) or not isinstance(value, int):
         return [ConfigIssue(path, f"expected an integer, got {value!r}")]

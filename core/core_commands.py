@@ -59,7 +59,8 @@ def show_accounting_errors(app, args):
     if want and not rows:
         raise CommandError(f"no packets seen on interface {want!r}")
     pipe = app.counters["pipeline"]
-    return {"interfaces": rows, "filter_discarded": pipe["filter_discarded"], "filter_rejected": pipe["filter_rejected"]}
+    return {"interfaces": rows, "filter_discarded": pipe["filter_discarded"],
+            "filter_rejected": pipe["filter_rejected"]}
 
 
 def format_accounting_errors(data) -> str:
@@ -219,7 +220,9 @@ def flowplane_register_control_commands(register):
              formatter=format_interfaces)
     register("show system statistics", show_system_statistics, help="pipeline counters, drops, plugin errors",
              formatter=format_system_statistics)
-    register("show system plugins", show_plugins, help="loaded plugins and what they registered", formatter=format_plugins)
-    register("show system profile", show_profile, help="active hardware profile and its limits", formatter=format_profile)
+    register("show system plugins", show_plugins, help="loaded plugins and what they registered",
+             formatter=format_plugins)
+    register("show system profile", show_profile, help="active hardware profile and its limits",
+             formatter=format_profile)
     register("show version", show_version, help="flowplane version",
              formatter=lambda d: f"flowplane {d['version']} (profile {d['profile']}, config {d['config']})\n")

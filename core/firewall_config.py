@@ -182,7 +182,8 @@ def parse_firewall(config: dict, actions: Registry[TermAction] | None) -> tuple[
     for key, val in fw.items():
         if key == "family":
             if not isinstance(val, dict):
-                ctx.issue(("firewall", "family"), f"expected a mapping of families (inet, inet6, any); got {_kind(val)}")
+                ctx.issue(("firewall", "family"),
+                          f"expected a mapping of families (inet, inet6, any); got {_kind(val)}")
                 continue
             for fam, body in val.items():
                 path = ("firewall", "family", fam)
@@ -200,7 +201,8 @@ def parse_firewall(config: dict, actions: Registry[TermAction] | None) -> tuple[
             ctx.issue(("firewall", key), f"'firewall {key}' is not supported by flowplane (a monitoring box does not "
                                          "police)")
         else:
-            ctx.issue(("firewall", key), f"unknown key {key!r} under 'firewall'; expected 'family'" + suggest(key, ("family", "filter")))
+            ctx.issue(("firewall", key),
+                      f"unknown key {key!r} under 'firewall'; expected 'family'" + suggest(key, ("family", "filter")))
     seen: dict[tuple[str, str], tuple] = {}
     for f in filters:
         if (f.family, f.name) in seen:
@@ -231,7 +233,8 @@ def _parse_family(ctx: _Ctx, fam: str, body, path: tuple) -> list[ParsedFilter]:
         return out
     for key, val in body.items():
         if key != "filter":
-            ctx.issue(path + (key,), f"unknown key {key!r} under family {fam}; expected 'filter'" + suggest(key, ("filter",)))
+            ctx.issue(path + (key,),
+                      f"unknown key {key!r} under family {fam}; expected 'filter'" + suggest(key, ("filter",)))
             continue
         if val is None:
             continue
@@ -256,7 +259,8 @@ def _parse_filter(ctx: _Ctx, fam: str, name: str, body, path: tuple) -> ParsedFi
         return None
     for key, val in body.items():
         if key != "term":
-            ctx.issue(path + (key,), f"unknown key {key!r} in filter {name!r}; expected 'term'" + suggest(key, ("term",)))
+            ctx.issue(path + (key,),
+                      f"unknown key {key!r} in filter {name!r}; expected 'term'" + suggest(key, ("term",)))
             continue
         if val is None:
             continue
@@ -284,7 +288,8 @@ def _parse_term(ctx: _Ctx, fam: str, name: str, body, path: tuple, used_plists: 
         return None
     for key in body:
         if key not in ("from", "then"):
-            ctx.issue(path + (key,), f"unknown key {key!r} in term {name!r}; expected 'from' or 'then'" + suggest(key, ("from", "then")))
+            ctx.issue(path + (key,),
+                      f"unknown key {key!r} in term {name!r}; expected 'from' or 'then'" + suggest(key, ("from", "then")))
     frm = body.get("from")
     if frm is not None:
         if not isinstance(frm, dict):

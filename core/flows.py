@@ -53,7 +53,8 @@ END_TCP = 3  # end of flow detected (FIN/RST)
 END_FORCED = 4  # shutdown / flush
 END_LACK_OF_RESOURCES = 5  # cache full
 
-REASON_TO_END = {"idle": END_IDLE, "active": END_ACTIVE, "tcp": END_TCP, "shutdown": END_FORCED, "full": END_LACK_OF_RESOURCES}
+REASON_TO_END = {"idle": END_IDLE, "active": END_ACTIVE, "tcp": END_TCP, "shutdown": END_FORCED,
+                 "full": END_LACK_OF_RESOURCES}
 
 # IPFIX samplingAlgorithm / v9 SAMPLING_ALGORITHM
 SAMPLING_DETERMINISTIC = 1

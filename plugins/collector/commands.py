@@ -159,7 +159,8 @@ def show_templates(app, args):
                         name = "scope " + name
                     fields.append({"ie": ie & 0xFFFF, "pen": pen, "name": name,
                                    "length": "variable" if length == VARLEN else length})
-                out.append({"exporter": exp.address, "session": getattr(exp, "session", None), "version": dom.version, "domain": dom_id, "template_id": tid,
+                out.append({"exporter": exp.address, "session": getattr(exp, "session", None), "version": dom.version,
+                            "domain": dom_id, "template_id": tid,
                             "options": t.options, "record_length": t.record_length, "fields": fields})
     return {"templates": out}
 

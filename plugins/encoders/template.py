@@ -318,7 +318,8 @@ def build_templates(options: EncoderOptions, ipfix: bool) -> dict[str, Template]
         tid6 = options.template_ids.get(fam + EXPORTER6, tid + EXPORTER6_ID_OFFSET)
         if not 256 <= tid6 <= 65535:
             raise ValueError(f"template id for {fam + EXPORTER6!r} must be 256..65535, got {tid6!r}")
-        out[fam + EXPORTER6] = Template(fam + EXPORTER6, tid6, [*fields, Field(131, 16, exporter_v6, "exporterIPv6Address")])
+        out[fam + EXPORTER6] = Template(fam + EXPORTER6, tid6,
+                                        [*fields, Field(131, 16, exporter_v6, "exporterIPv6Address")])
     ids = [t.template_id for t in out.values()] + [options.options_template_id]
     if len(set(ids)) != len(ids):
         raise ValueError(f"template ids must be distinct: {ids}")

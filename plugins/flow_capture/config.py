@@ -223,7 +223,8 @@ def _parse_source(name: str, group: str, sec: dict, p: tuple, base_dir: str | No
             try:
                 cs.networks.append(ipaddress.ip_network(str(a), strict=False))
             except ValueError:
-                issues.append(ConfigIssue(p + ("source-addresses", i) if isinstance(addrs, list) else p + ("source-addresses",),
+                issues.append(ConfigIssue(p + ("source-addresses",
+                                               i) if isinstance(addrs, list) else p + ("source-addresses",),
                                           f"{a!r} is not an IPv4/IPv6 address or prefix"))
     if "service-port" in sec:
         found = check_int(sec["service-port"], p + ("service-port",), 0, 65535)
@@ -268,7 +269,8 @@ def _parse_source(name: str, group: str, sec: dict, p: tuple, base_dir: str | No
     if targets is not None:
         items = targets if isinstance(targets, list) else [targets]
         for i, t in enumerate(items):
-            nt = _target(t, p + ("notification-targets", i) if isinstance(targets, list) else p + ("notification-targets",), issues)
+            tp = p + ("notification-targets", i) if isinstance(targets, list) else p + ("notification-targets",)
+            nt = _target(t, tp, issues)
             if nt:
                 cs.notification_targets.append(nt)
     return cs

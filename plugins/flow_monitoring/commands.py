@@ -140,13 +140,15 @@ def show_status(app, args, passive=False):
                 "family": family,
                 "flow_servers": [{"address": s.label, "version": s.version, "transport": s.transport,
                                   "template": s.template.name if s.template else None,
-                                  "counters": dict(x.counters.values), "transport_counters": dict(x.transport.counters.values)}
+                                  "counters": dict(x.counters.values),
+                                  "transport_counters": dict(x.transport.counters.values)}
                                  for s, x in zip(fam.servers, e.exporters[family])],
                 "exporters_shared_with": {x.server.label: x.families for x in e.exporters[family]},
                 "active_timeout": fam.active_timeout, "inactive_timeout": fam.inactive_timeout,
                 "engine_type": fam.engine_type, "engine_id": fam.engine_id,
             })
-        out.append({"name": e.inst.name, "kind": e.kind, "rate": e.inst.rate, "effective_rate": round(e.sampler.effective_rate, 3),
+        out.append({"name": e.inst.name, "kind": e.kind, "rate": e.inst.rate,
+                    "effective_rate": round(e.sampler.effective_rate, 3),
                     "run_length": e.inst.run_length, "max_packets_per_second": e.inst.max_pps,
                     "algorithm": "deterministic" if e.inst.algorithm == 1 else "random",
                     "clock": "wall" if e.live else "packet", "families": fams,
@@ -190,7 +192,8 @@ def show_usage(app, args, passive=False):
     engines, _ = _engines(app, args, passive=passive)
     fm = monitor(app)
     ru = resource.getrusage(resource.RUSAGE_SELF)
-    return {"uptime_ms": int((time.time() - app.started_at) * 1000), "cpu_user_s": ru.ru_utime, "cpu_system_s": ru.ru_stime,
+    return {"uptime_ms": int((time.time() - app.started_at) * 1000), "cpu_user_s": ru.ru_utime,
+            "cpu_system_s": ru.ru_stime,
             "load_5s": fm.load.percent(5), "load_1m": fm.load.percent(60), "instances": [e.inst.name for e in engines]}
 
 
@@ -279,8 +282,10 @@ def show_template(app, args):
             templates = []
             for kind, tmpl in getattr(enc, "data_templates", {}).items():
                 templates.append({"kind": kind, "template_id": tmpl.template_id, "record_length": tmpl.record_length,
-                                  "fields": [{"element": f.ie, "length": f.length, "name": f.name} for f in tmpl.fields]})
-            out.append({"template": t.name, "version": t.version, "instance": e.inst.name, "flow_server": exp.server.label,
+                                  "fields": [{"element": f.ie, "length": f.length,
+                                              "name": f.name} for f in tmpl.fields]})
+            out.append({"template": t.name, "version": t.version, "instance": e.inst.name,
+                        "flow_server": exp.server.label,
                         "observation_domain_id": enc.options.observation_domain_id,
                         "options_template_id": enc.options.options_template_id,
                         "refresh": {"packets": t.refresh_packets, "seconds": t.refresh_seconds},

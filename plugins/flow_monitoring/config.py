@@ -277,13 +277,15 @@ def _parse_instance(name: str, sec: dict, p: tuple, templates: dict[str, Templat
         if isinstance(inp, dict):
             issues += check_keys(inp, INPUT_KEYS, p + ("input",))
             if "rate" in inp:
-                issues += check_int(inp["rate"], p + ("input", "rate"), 1, limits.sampling_rate_max, limit="sampling_rate_max")
+                issues += check_int(inp["rate"], p + ("input", "rate"), 1, limits.sampling_rate_max,
+                                    limit="sampling_rate_max")
                 inst.rate = inp["rate"] if isinstance(inp["rate"], int) else 1
             if "run-length" in inp:
                 issues += check_int(inp["run-length"], p + ("input", "run-length"), 0, 20)
                 inst.run_length = inp["run-length"] if isinstance(inp["run-length"], int) else 0
             if "max-packets-per-second" in inp:
-                issues += check_int(inp["max-packets-per-second"], p + ("input", "max-packets-per-second"), 0, 10_000_000)
+                issues += check_int(inp["max-packets-per-second"], p + ("input", "max-packets-per-second"), 0,
+                                    10_000_000)
                 inst.max_pps = inp["max-packets-per-second"] if isinstance(inp["max-packets-per-second"], int) else 0
             if "algorithm" in inp:
                 issues += check_str(inp["algorithm"], p + ("input", "algorithm"), ("random", "deterministic"))
@@ -437,7 +439,8 @@ def _parse_server(family: str, addr: str, ssec: Any, p: tuple, templates: dict[s
     aggregation = ""
     if "aggregation" in ssec:
         agg = ssec["aggregation"]
-        names = list(agg) if isinstance(agg, dict) else [agg] if isinstance(agg, str) else agg if isinstance(agg, list) else None
+        names = (list(agg) if isinstance(agg, dict) else [agg] if isinstance(agg, str)
+                 else agg if isinstance(agg, list) else None)
         if version != 8:
             issues.append(ConfigIssue(p + ("aggregation",), "aggregation schemes are NetFlow version 8 only"))
         elif not names or len(names) != 1 or names[0] not in V8_SCHEMES:
@@ -541,7 +544,8 @@ def _parse_monitoring(config: dict, out: SamplingConfig, templates: dict[str, Te
                                               f"{', '.join(EXPORT_FORMATS)}"))
                 else:
                     for ssec in (o.get("flow-server") or {}).values():
-                        if isinstance(ssec, dict) and not any(k in ssec for k in ("version", "version9", "version-ipfix")):
+                        if isinstance(ssec,
+                                      dict) and not any(k in ssec for k in ("version", "version9", "version-ipfix")):
                             ssec["version"] = EXPORT_FORMATS[fmt]
         inst = _parse_instance(str(name), {k: v for k, v in sec.items() if k != "input-interfaces"}, p, templates,
                                limits, issues, registries)
@@ -591,7 +595,8 @@ def _parse_accounting(config: dict, out: SamplingConfig, templates: dict[str, Te
         inst = Instance(str(name), algorithm=SAMPLING_DETERMINISTIC, flow_table_size=min(262_144, limits.max_flows))
         _parse_table_size(inst, sec, p, limits, issues)
         if "output" not in sec:
-            issues.append(ConfigIssue(p, "missing: 'output' with at least one 'flow-server ADDRESS { port; version; }'"))
+            issues.append(ConfigIssue(p,
+                                      "missing: 'output' with at least one 'flow-server ADDRESS { port; version; }'"))
             continue
         fam = _parse_family("inet", {"output": sec["output"]}, p, templates, limits, issues, registries)
         inst.families["inet"] = fam

@@ -323,7 +323,8 @@ class FlowMonitor:
         self.sampling = sampling
         self.routes = routes
         live = not app.packet_clock  # the sources' declared clock: wall for live capture, packet time for replay
-        self.engines = {name: InstanceEngine(app, inst, live=live, routes=routes) for name, inst in sampling.instances.items()}
+        self.engines = {name: InstanceEngine(app, inst, live=live,
+                                             routes=routes) for name, inst in sampling.instances.items()}
         self.default = self.engines.get("(default sampling)")
         self.iface_engine = {app.interfaces.id(i): self.engines[n] for i, n in sampling.interface_instance.items()}
         # passive monitoring groups: every accepted packet of their monitoring-only interfaces

@@ -274,7 +274,8 @@ def _parse_instance(name: str, sec: Any, p: tuple, templates: dict[str, Template
     return inst
 
 
-def _address(v: Any, path: tuple, what: str, issues: list[ConfigIssue]) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+def _address(v: Any, path: tuple, what: str,
+             issues: list[ConfigIssue]) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     try:
         if isinstance(v, bool) or not isinstance(v, str):
             raise ValueError

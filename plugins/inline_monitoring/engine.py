@@ -164,7 +164,8 @@ class InstanceEngine:
         clip = self.inst.clip_length
         if self.sampler is not None:
             idx = pick(self.sampler, n)
-            recs, packed = self._encode(batch, idx, ingress, egress, clip, self.collectors[0].limit if self.collectors else 1472)
+            recs, packed = self._encode(batch, idx, ingress, egress, clip,
+                                        self.collectors[0].limit if self.collectors else 1472)
             for c in self.collectors:
                 c.counters.inc("sampled", len(recs))
                 if len(recs):

@@ -712,7 +712,8 @@ def _validate(section: dict, path: tuple, *, check_file: bool, base_dir: str | N
                 issues.append(ConfigIssue(path + ("file",), f"file {f!r} cannot be read: {e.strerror}"))
             else:
                 mags = {PCAP_MAGIC_US, PCAP_MAGIC_NS, PCAPNG_SHB}
-                if len(head) < 4 or (struct.unpack("<I", head)[0] not in mags and struct.unpack(">I", head)[0] not in mags):
+                if len(head) < 4 or (struct.unpack("<I",
+                                                   head)[0] not in mags and struct.unpack(">I", head)[0] not in mags):
                     issues.append(ConfigIssue(path + ("file",), f"file {f!r} is not a pcap or pcapng file"))
     if "speed" in section:
         s = section["speed"]

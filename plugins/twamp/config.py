@@ -317,9 +317,11 @@ def _light(sec, path, default_address: str) -> tuple[LightConfig, list[ConfigIss
 # ---------------------------------------------------------------------------------------------------------------
 
 CLIENT_KEYS = ("control-connection",)
-CONTROL_KEYS = ("destination-address", "destination-port", "source-address", "control-type", "authentication-mode", "key-id",
+CONTROL_KEYS = ("destination-address", "destination-port", "source-address", "control-type", "authentication-mode",
+                "key-id",
                 "secret", "secret-file", "test-count", "test-interval", "tcp-keepidle", "tcp-keepintvl",
-                "tcp-keepcnt", "persistent-results", "history-size", "moving-average-size", "thresholds", "test-session")
+                "tcp-keepcnt", "persistent-results", "history-size", "moving-average-size", "thresholds",
+                "test-session")
 SESSION_KEYS = ("target-address", "data-size", "dscp-code-points", "probe-count", "probe-interval",
                 "probe-timeout", "thresholds")
 THRESHOLD_KEYS = ("rtt", "egress-time", "ingress-time", "jitter-rtt", "jitter-egress", "jitter-ingress",

@@ -327,7 +327,8 @@ class ControlConnectionRunner:
         for st in self.sessions.values():
             if session is not None and st.cfg.name != session:
                 continue
-            d = {"control_connection": self.cfg.name, "test_session": st.cfg.name, "server": self.cfg.destination_address,
+            d = {"control_connection": self.cfg.name, "test_session": st.cfg.name,
+                 "server": self.cfg.destination_address,
                  "port": self.cfg.destination_port, "client": self.local, "target": st.cfg.target_address,
                  "reflector_port": st.reflector_port, "data_size": st.cfg.data_size, "dscp": st.cfg.dscp,
                  "probe_count": st.cfg.probe_count, "probe_interval": st.cfg.probe_interval,

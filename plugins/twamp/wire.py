@@ -369,7 +369,8 @@ class ReflectorPacket:
 
 def pack_sender(p: SenderPacket, authenticated: bool = False) -> bytes:
     if authenticated:
-        return struct.pack(">I12sQH6s16s", p.seq, bytes(12), p.timestamp, p.error_estimate, bytes(6), p.hmac) + p.padding
+        return struct.pack(">I12sQH6s16s", p.seq, bytes(12), p.timestamp, p.error_estimate, bytes(6),
+                           p.hmac) + p.padding
     return struct.pack(">IQH", p.seq, p.timestamp, p.error_estimate) + p.padding
 
 

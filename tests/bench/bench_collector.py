@@ -345,7 +345,8 @@ def run_point(ns: Netns, receiver, pool_path: Path, port: int, rate: float, dura
     drops = ns.rcvbuf_errors() - before
     return {"receiver": receiver.name, "rate": rate, "offered_datagrams": sent["datagrams"],
             "offered_records": sent["records"], "send_wall": round(sent["wall"], 3),
-            "received": got["records"], "kernel_drops": drops, "cpu_s": round(got["cpu_s"], 2), "lossless": got["records"] == sent["records"]
+            "received": got["records"], "kernel_drops": drops, "cpu_s": round(got["cpu_s"], 2),
+            "lossless": got["records"] == sent["records"]
             and drops == 0, "over": got["records"] > sent["records"],
             **({"per_worker": got["per_worker"]} if "per_worker" in got else {})}
 

@@ -171,7 +171,8 @@ class Nfcapd:
         self.dir.mkdir(parents=True)
         self.port = free_udp_port()
         self.proc = subprocess.Popen(["nfcapd", "-b", "127.0.0.1", "-p", str(self.port), "-w", str(self.dir),
-                                      "-t", "3600", "-B", "8388608"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                      "-t", "3600", "-B", "8388608"], stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline and not any(self.dir.iterdir()):
             time.sleep(0.05)
@@ -209,7 +210,8 @@ def run_pinned(cmd: list[str], cpu: int, *, poll_hwm: bool = True) -> tuple[floa
     read from the exec'd process's VmHWM, polled every 10 ms from this process (another CPU)."""
     out = tempfile.TemporaryFile()
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, preexec_fn=lambda: os.sched_setaffinity(0, {cpu}))
+    proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
+                            preexec_fn=lambda: os.sched_setaffinity(0, {cpu}))
     hwm = 0
     if poll_hwm:
         status = f"/proc/{proc.pid}/status"
@@ -241,7 +243,8 @@ def replay_cmd(pcap: Path, version: int, port: int, timeout: int, extra: tuple[s
             f"127.0.0.1:{port}", "--active-timeout", t, "--inactive-timeout", t, "--tcp-end-grace", t, *extra]
 
 
-def softflowd_cmd(pcap: Path, version: int, port: int, timeout: int, workdir: Path, max_flows: int = 200_000) -> list[str]:
+def softflowd_cmd(pcap: Path, version: int, port: int, timeout: int, workdir: Path,
+                  max_flows: int = 200_000) -> list[str]:
     cmd = [softflowd_exe() or "softflowd", "-d", "-r", str(pcap), "-n", f"127.0.0.1:{port}", "-v", str(version),
            "-m", str(max_flows), "-c", "none", "-p", str(workdir / "sfd.pid")]
     for name in SFD_TIMEOUTS:
@@ -357,7 +360,8 @@ def export_bench(pcap: Path, truth: dict, args, cpu: int, workdir: Path, say) ->
                         f"{t['bytes']:,}"
                         f"  (truth {', '.join(f'{k} {w:,}' for k, w in want.items() if w is not None)}) "
                         f"{'ok' if ok else 'MISMATCH'}" + (f"; Udp RcvbufErrors +{lost}: nfcapd dropped datagrams "
-                                                           "(EOF burst), not an export error" if lost else ""), flush=True)
+                                                           "(EOF burst), not an export error" if lost else ""),
+                                                           flush=True)
                     if not ok and not lost:
                         res["failures"].append(f"{tool} v{v}: nfdump totals {t} != truth {want}")
                 if len(tools) == 2:
@@ -479,7 +483,8 @@ def flowcache_memory(pcap: Path, n: int, say) -> dict:
     return d
 
 
-def process_memory(tool: str, big: Path, base: Path, flows_big: int, flows_base: int, cpu: int, workdir: Path, say) -> dict:
+def process_memory(tool: str, big: Path, base: Path, flows_big: int, flows_base: int, cpu: int, workdir: Path,
+                   say) -> dict:
     """Peak RSS of *tool* on the 1 M-flow pcap minus on the baseline pcap, per flow."""
     sink = UdpSink()
     try:

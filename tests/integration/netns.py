@@ -62,7 +62,8 @@ class NetnsPair:
         """``ip netns exec NS argv...``."""
         return [IP, "netns", "exec", ns, *map(str, argv)]
 
-    def run(self, ns: str, argv: Sequence[str], *, check: bool = True, timeout: float = 30, **kw) -> subprocess.CompletedProcess:
+    def run(self, ns: str, argv: Sequence[str], *, check: bool = True, timeout: float = 30,
+            **kw) -> subprocess.CompletedProcess:
         """Run *argv* inside namespace *ns* and wait (text output captured)."""
         kw.setdefault("capture_output", True)
         kw.setdefault("text", True)

@@ -57,7 +57,8 @@ services:
 """)
     try:
         proc = subprocess.Popen([sys.executable, "-m", "flowplane", "run", "-c", str(cfg), "--report",
-                                 "show services accounting flow"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                 "show services accounting flow"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                 text=True)
         time.sleep(4)
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=60)

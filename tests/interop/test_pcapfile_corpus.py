@@ -40,7 +40,8 @@ SMALL_CORPUS = [p for p in CORPUS_FILES if os.path.getsize(p) < 100_000]
 @pytest.mark.parametrize("path", SMALL_CORPUS, ids=os.path.basename)
 def test_corpus_lengths_and_times_match_tshark(path):
     out = subprocess.run(
-        ["tshark", "-n", "-r", path, "-T", "fields", "-e", "frame.len", "-e", "frame.cap_len", "-e", "frame.time_epoch"],
+        ["tshark", "-n", "-r", path, "-T", "fields", "-e", "frame.len", "-e", "frame.cap_len", "-e",
+         "frame.time_epoch"],
         capture_output=True, text=True, timeout=60,
     ).stdout
     rows = [ln.split("\t") for ln in out.splitlines() if ln.strip()]

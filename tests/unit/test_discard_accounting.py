@@ -90,7 +90,8 @@ def test_every_yaml_shape_discards_and_names_the_group(make_app, tmp_path, then)
     term = next(t for f in filters if f.name == "f" for t in f.terms if t.name == "accounted")
     assert term.decision == "discard" and term.terminating_action == "discard"
     assert term.plugin_actions == [(DISCARD_ACCOUNTING, "acc1")]
-    plain = parse_firewall({"firewall": {"filter": {"g": {"term": {"t": {"then": "discard"}}}}}}, app.registries.actions)
+    plain = parse_firewall({"firewall": {"filter": {"g": {"term": {"t": {"then": "discard"}}}}}},
+                           app.registries.actions)
     assert plain[1] == [] and plain[0][0].terms[0].plugin_actions == []
 
 

@@ -352,7 +352,8 @@ async def test_refusals_are_counted():
 
 
 async def test_priority_destinations_and_capacity():
-    engine = engine_for(dfc_yaml(extra_group="      pic-memory-threshold: {percentage: 50}\n"), Limits.of(LIMITS, dfc_criteria_max=4))
+    engine = engine_for(dfc_yaml(extra_group="      pic-memory-threshold: {percentage: 50}\n"),
+                        Limits.of(LIMITS, dfc_criteria_max=4))
     async with serving(engine) as addr, DtcpClient("cs1", KEY, addr) as c:
         r = await c.request("ADD", [("Cdest-ID", "cd1"), ("Priority", "1")])
         assert r.status == 403 and "minimum-priority 2" in r.headers["ERROR"]

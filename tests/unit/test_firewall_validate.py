@@ -145,7 +145,8 @@ def test_actions_arguments_and_conflicts():
     assert got[F + ("c", "then", "count")] == ["action 'count' needs a counter name, e.g. 'count: x1'"]
     assert got[F + ("c", "then", "next")] == ["expected 'next: term' (the only 'next' flowplane filters know); got "
                                               "'filter'"]
-    assert got[F + ("d", "then", "sample")] == ["action 'sample' takes no argument; expected true (or nothing); got 'x'"]
+    assert got[F + ("d", "then",
+                    "sample")] == ["action 'sample' takes no argument; expected true (or nothing); got 'x'"]
     assert got[F + ("d", "then", "mirror")] == ["instance 'm9' is not defined"]
     assert got[F + ("e", "then", "mirror")] == ["action 'mirror' needs an argument, e.g. 'mirror: x1'"]
     assert "did you mean 'tcp-reset'?" in got[F + ("e", "then", "reject")][0]

@@ -398,7 +398,8 @@ async def test_each_limit_expires_and_notifies():
                 assert ids["total"] in engine.groups["lab"].criteria
                 clock.t += 1
                 [total] = await _notifications(nsock, 1)
-                assert (total["Criteria-ID"], total["Reason"], total["Packets"]) == (str(ids["total"]), "total-time", "2")
+                assert (total["Criteria-ID"], total["Reason"],
+                        total["Packets"]) == (str(ids["total"]), "total-time", "2")
                 clock.t += 10**6
                 await trio.sleep(0.05)
                 assert list(engine.groups["lab"].criteria) == [ids["static"]]  # STATIC never expires

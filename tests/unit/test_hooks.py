@@ -402,7 +402,8 @@ async def test_flows_expired_observes_flow_monitoring(make_app, tmp_path):
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as collector:  # receives the export; never read
         collector.bind(("127.0.0.1", 0))
         cfg = {
-            "interfaces": {"replay0": {"source": "pcap", "file": pcap, "family": {"any": {"filter": {"input": "all"}}}}},
+            "interfaces": {"replay0": {"source": "pcap", "file": pcap,
+                                       "family": {"any": {"filter": {"input": "all"}}}}},
             "firewall": {"family": {"any": {"filter": {"all": {"term": {"t": {"then": {"sample": True, "accept": True}}}}}}}},
             "forwarding-options": {"sampling": {"input": {"rate": 1}, "family": {"inet": {"output": {
                 "flow-server": {"127.0.0.1": {"port": collector.getsockname()[1], "version": 5}}}}}}},

@@ -93,7 +93,8 @@ def test_full_profiles_fit_and_collectors_total_is_checked():
     mx = Limits.of(LIMITS, inline_monitoring_instances=16, collectors_per_instance=4, collectors_total=64)
     inline, issues = parse(cfg, mx)
     assert issues == [] and len(inline.collectors()) == 64
-    _, issues = parse(cfg, Limits.of(LIMITS, inline_monitoring_instances=16, collectors_per_instance=4, collectors_total=63))
+    _, issues = parse(cfg,
+                      Limits.of(LIMITS, inline_monitoring_instances=16, collectors_per_instance=4, collectors_total=63))
     assert [i.message for i in issues] == [
         "64 collectors in all exceed the maximum 63 (hardware profile limit collectors_total)"]
 
@@ -123,7 +124,8 @@ def test_sampling_rate_scope_per_instance_on_ptx(make_app, tmp_path):
                              extra="      sampling-rate: 100\n"), profile="ptx-evo")
     assert _errors(make_app, tmp_path, good) == []
     cfg = Config.from_text(good)
-    inline, _ = parse(cfg.data, Limits.of(LIMITS, sampling_rate_scope="per-instance", inline_collector_families=("inet",)))
+    inline, _ = parse(cfg.data,
+                      Limits.of(LIMITS, sampling_rate_scope="per-instance", inline_collector_families=("inet",)))
     assert [c.sampling_rate for _, c in inline.collectors()] == [100, 100]  # the instance's rate for every collector
     bad = _config(_instance("i0", _collector("c1", extra="        sampling-rate: 10\n")), profile="ptx-evo")
     [e] = _errors(make_app, tmp_path, bad)

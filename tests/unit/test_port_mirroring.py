@@ -308,7 +308,8 @@ def test_missing_interface_is_counted_as_interface_down_and_logged_once(tmp_path
         pm = app.pm.get_plugin(commands.PLUGIN_OBJECT)
         from flowplane.batch import ActionSelection
         for _ in range(3):
-            pm.on_port_mirror([ActionSelection("f1", "t", "port-mirror", None, PacketBatch.from_frames([b"a" * 60] * 4))])
+            pm.on_port_mirror([ActionSelection("f1", "t", "port-mirror", None,
+                                               PacketBatch.from_frames([b"a" * 60] * 4))])
             pm.reopen_closed()
     failed = [e for e in logs if e["event"] == "port_mirror_destination_failed"]
     assert len(failed) == 1 and failed[0]["reason"] == "interface_down"

@@ -54,7 +54,8 @@ async def test_watch_notices_a_server_that_goes_away():
         _, scope, port = await _server(nursery)
         ctl = await ControlClient.connect("127.0.0.1", port, keepalive=Keepalive(11, 4, 3))
         s = ctl.stream.socket
-        assert (s.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE), s.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE),
+        assert (s.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE),
+                s.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE),
                 s.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL),
                 s.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT)) == (1, 11, 4, 3)
         scope.cancel()  # the server stops: its control connections close

@@ -34,7 +34,8 @@ def test_full_connection(tmp_path):
         "destination-address": "2001:db8::1", "destination-port": 8620, "source-address": "2001:db8::2",
         "authentication-mode": "encrypted", "key-id": "alice", "secret-file": str(secret),
         "test-count": 10, "test-interval": 5, "tcp-keepidle": 200, "tcp-keepintvl": 20, "tcp-keepcnt": 21,
-        "persistent-results": True, "history-size": 512, "moving-average-size": 16, "thresholds": {"rtt": 5000, "loss-percent": 1},
+        "persistent-results": True, "history-size": 512, "moving-average-size": 16,
+        "thresholds": {"rtt": 5000, "loss-percent": 1},
         "test-session": {"voice": {"dscp-code-points": "101110", "probe-count": 100, "probe-interval": 0.02,
                                    "data-size": 1400, "thresholds": {"rtt": 3000, "successive-loss": 3}},
                          "best-effort": {"dscp-code-points": "af41"}}}))
