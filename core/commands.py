@@ -103,5 +103,6 @@ def parse_words(args: list[str], *, values: dict[str, type] | None = None, flags
             i += 2
         else:
             known = sorted(list(values) + list(flags))
-            raise CommandError(f"unexpected argument {w!r}" + (f"; expected one of: {', '.join(known)}" if known else ""))
+            expected = f"; expected one of: {', '.join(known)}" if known else ""
+            raise CommandError(f"unexpected argument {w!r}" + expected)
     return out

@@ -52,7 +52,8 @@ def show_accounting_errors(app, args):
             "index": iid,
             "received": int(counts.sum()),
             "decoded": int(counts[Reason.OK]),
-            "errors": {REASON_TEXT[Reason(i)]: int(counts[i]) for i in range(1, len(counts)) if i in Reason._value2member_map_},
+            "errors": {REASON_TEXT[Reason(i)]: int(counts[i])
+                       for i in range(1, len(counts)) if i in Reason._value2member_map_},
             "ingest_backpressure": int(sc.drops.get(("ingest", "backpressure"), 0)) if sc else 0,
             "kernel_drops": int(sc.values.get("kernel_drops", 0)) if sc else 0,
         })

@@ -289,7 +289,8 @@ def _parse_term(ctx: _Ctx, fam: str, name: str, body, path: tuple, used_plists: 
     for key in body:
         if key not in ("from", "then"):
             ctx.issue(path + (key,),
-                      f"unknown key {key!r} in term {name!r}; expected 'from' or 'then'" + suggest(key, ("from", "then")))
+                      f"unknown key {key!r} in term {name!r}; expected 'from' or 'then'"
+                      + suggest(key, ("from", "then")))
     frm = body.get("from")
     if frm is not None:
         if not isinstance(frm, dict):
@@ -614,7 +615,8 @@ def _parse_then(ctx: _Ctx, fam: str, term: ParsedTerm, raw, path: tuple) -> None
         elif name == "reject":
             if arg is not None and (not isinstance(arg, str) or arg not in REJECT_REASONS):
                 ctx.issue(p, f"expected a reject reason like 'tcp-reset', 'port-unreachable', "
-                             f"'administratively-prohibited' (or nothing); got {arg!r}" + suggest(str(arg), REJECT_REASONS))
+                             f"'administratively-prohibited' (or nothing); got {arg!r}"
+                             + suggest(str(arg), REJECT_REASONS))
                 continue
             term.reject_reason = arg
             terminating.append(name)

@@ -102,7 +102,8 @@ def _load_entrypoints(pm: pluggy.PluginManager) -> None:
             plugin = ep.load()
         except Exception as exc:
             raise PluginError(f"plugin {ep.name!r} (distribution {dist!r}, {ep.value}) failed to load: "
-                              f"{type(exc).__name__}: {exc}; block it with FLOWPLANE_DISABLED_PLUGINS={ep.name}") from exc
+                              f"{type(exc).__name__}: {exc}; "
+                              f"block it with FLOWPLANE_DISABLED_PLUGINS={ep.name}") from exc
         pm.register(plugin, name=ep.name)
         versions[ep.name] = ep.dist.version if ep.dist else "?"
         dists[ep.name] = dist

@@ -463,7 +463,8 @@ class ThreadedFileWriter(FileWriter):
     def write_parts(self, parts: list[bytes], counts: list[int] | None = None) -> None:
         if not parts:
             return
-        if not self._thread.is_alive() or threading.current_thread() is self._thread:  # closed: write here (nothing is lost)
+        # closed: write here (nothing is lost)
+        if not self._thread.is_alive() or threading.current_thread() is self._thread:
             FileWriter.write_parts(self, parts, counts)
             return
         self._queue.put((parts, counts, None))

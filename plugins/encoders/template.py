@@ -399,7 +399,8 @@ class TemplateEncoder:
         self._options_template_sent = False
         self._template_block = self._build_template_block()
         sets = self._template_block
-        if self.header_length + len(sets) + 4 + pad4(len(self._options_record())) + len(self._options_record()) > self.limit:
+        opt_len = len(self._options_record())
+        if self.header_length + len(sets) + 4 + pad4(opt_len) + opt_len > self.limit:
             raise ValueError("templates do not fit in one datagram")
 
     # -- subclass hooks -------------------------------------------------

@@ -302,7 +302,8 @@ def _parse_destination(name: str, group: str, sec: dict, p: tuple, issues: list[
         issues.append(ConfigIssue(p + ("soft-limit-clear",), "soft-limit-clear needs soft-limit"))
     if cd.soft_limit and cd.soft_limit_clear > cd.soft_limit:
         issues.append(ConfigIssue(p + ("soft-limit-clear",),
-                                  f"soft-limit-clear {cd.soft_limit_clear} bps is above soft-limit {cd.soft_limit} bps"))
+                                  f"soft-limit-clear {cd.soft_limit_clear} bps is above "
+                                  f"soft-limit {cd.soft_limit} bps"))
     if cd.hard_limit and cd.soft_limit > cd.hard_limit:
         issues.append(ConfigIssue(p + ("soft-limit",), f"soft-limit {cd.soft_limit} bps is above hard-limit "
                                                        f"{cd.hard_limit} bps"))
@@ -382,7 +383,8 @@ def parse(config: dict, limits: Limits, base_dir: str | None = None) -> tuple[Df
     """Parse ``services dynamic-flow-capture`` of *config*; returns (config, issues)."""
     issues: list[ConfigIssue] = []
     out = DfcConfig(criteria_max=criteria_max(limits))
-    sec = (config.get("services") or {}).get("dynamic-flow-capture") if isinstance(config.get("services"), dict) else None
+    services = config.get("services")
+    sec = (services or {}).get("dynamic-flow-capture") if isinstance(services, dict) else None
     if sec is None:
         return out, issues
     issues += check_mapping(sec, BASE, "capture-group NAME / listen-address")

@@ -185,7 +185,8 @@ class FlowCapture:
         for gname, og in old.groups.items():
             ng = self.groups.get(gname)
             for c in og.criteria.values():
-                ok = ng is not None and c.source in ng.cfg.sources and all(d in ng.cfg.destinations for d in c.destinations)
+                ok = (ng is not None and c.source in ng.cfg.sources
+                      and all(d in ng.cfg.destinations for d in c.destinations))
                 if ok and ng is not None:
                     ng.criteria[c.id] = c
                     ng.invalidate()

@@ -156,6 +156,11 @@ def show_status(app, args, passive=False):
     return {"instances": out}
 
 
+def _export_format(version: int) -> str:
+    """How ``show ... status`` names an export version."""
+    return "cflowd v" + str(version) if version in (5, 8) else "version 9" if version == 9 else "IPFIX"
+
+
 def format_status(data) -> str:
     lines = []
     for i in data["instances"]:
@@ -170,8 +175,8 @@ def format_status(data) -> str:
                          f"run-length: {i['run_length']}, max packets per second: "
                          f"{i['max_packets_per_second'] or 'unlimited'}")
         for f in i["families"]:
-            fmt = ", ".join(f"{'cflowd v' + str(s['version']) if s['version'] in (5, 8) else ('version 9' if s['version'] == 9 else 'IPFIX')}"
-                            f" to {s['address']}/{s['transport']}" for s in f["flow_servers"])
+            fmt = ", ".join(f"{_export_format(s['version'])} to {s['address']}/{s['transport']}"
+                            for s in f["flow_servers"])
             lines.append("Protocol: "
                          f"{'IPv4' if f['family'] == 'inet' else 'IPv6' if f['family'] == 'inet6' else 'MPLS'}, "
                          f"Engine type: {f['engine_type']}, Engine ID: {f['engine_id']}")

@@ -34,7 +34,8 @@ Junos hierarchy, in YAML::
         version9:
           template v9-ipv4: {ipv4-template: true, template-refresh-rate: {packets: 4800, seconds: 60}, ...}
         version-ipfix:
-          template ipfix-v6: {ipv6-template: true, observation-domain-id: 7, template-id: 1024, options-template-id: 1025}
+          template ipfix-v6: {ipv6-template: true, observation-domain-id: 7, template-id: 1024,
+                              options-template-id: 1025}
 
 One parse pass yields both the issues (every problem, with its key path)
 and, when there are none, the :class:`SamplingConfig` the engine runs.
@@ -400,7 +401,8 @@ def _parse_server(family: str, addr: str, ssec: Any, p: tuple, templates: dict[s
     versions = [k for k in ("version", "version9", "version-ipfix") if k in ssec]
     if len(versions) != 1:
         issues.append(ConfigIssue(p, "say exactly one of 'version: 5|8', 'version9: {template: NAME}' or "
-                                  "'version-ipfix: {template: NAME}'" + (f"; got {', '.join(versions)}" if versions else "")))
+                                  "'version-ipfix: {template: NAME}'"
+                                  + (f"; got {', '.join(versions)}" if versions else "")))
     elif versions[0] == "version":
         v = ssec["version"]
         if v in (9, 10):

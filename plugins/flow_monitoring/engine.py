@@ -73,11 +73,13 @@ class ServerExporter(Exporter):
         if t is not None:
             opts.templates = tuple(dict.fromkeys(k for f in self.families for k in _template_kinds(t.kinds, f)))
             opts.template_refresh_packets, opts.template_refresh_seconds = t.refresh_packets, t.refresh_seconds
-            opts.option_refresh_packets, opts.option_refresh_seconds = t.option_refresh_packets, t.option_refresh_seconds
+            opts.option_refresh_packets = t.option_refresh_packets
+            opts.option_refresh_seconds = t.option_refresh_seconds
             if t.observation_domain_id is not None:
                 opts.observation_domain_id = t.observation_domain_id
             if t.template_id is not None:
-                opts.template_ids = {k: t.template_id + i for i, k in enumerate(("ipv4", "ipv6", "mpls", "mpls-ipv4", "bridge"))}
+                kinds = ("ipv4", "ipv6", "mpls", "mpls-ipv4", "bridge")
+                opts.template_ids = {k: t.template_id + i for i, k in enumerate(kinds)}
             if t.options_template_id is not None:
                 opts.options_template_id = t.options_template_id
         transport = trans_type.factory(TransportOptions(server.host, server.port, server.source_address, name=name,

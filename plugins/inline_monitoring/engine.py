@@ -123,7 +123,10 @@ class CollectorExport:
         self.exporter.send([msg])
 
     def adopt(self, old: CollectorExport) -> None:
-        """Keep the counters of the same collector across a reload (the export starts afresh: new templates and sequence numbers)."""
+        """Keep the counters of the same collector across a reload.
+
+        The export starts afresh: new templates and sequence numbers.
+        """
         self.counters = old.counters
         self.transport.counters = old.transport.counters
 

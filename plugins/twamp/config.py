@@ -423,7 +423,8 @@ def _control_connection(name: str, sec, path) -> tuple[ControlConnectionConfig |
     cc = ControlConnectionConfig(name, dest or "0.0.0.0")
     cc.destination_port = _int(sec, "destination-port", path, issues, 1, 65535, 862)
     cc.source_address = _address(sec, "source-address", path, issues)
-    if dest and cc.source_address and ipaddress.ip_address(dest).version != ipaddress.ip_address(cc.source_address).version:
+    if (dest and cc.source_address
+            and ipaddress.ip_address(dest).version != ipaddress.ip_address(cc.source_address).version):
         issues.append(ConfigIssue(path + ("source-address",),
                                   f"source-address {cc.source_address} and destination-address {dest} are of "
                                   "different families"))
@@ -439,7 +440,8 @@ def _control_connection(name: str, sec, path) -> tuple[ControlConnectionConfig |
         cc.mode = AUTH_MODES[mode]
         if cc.control_type == "light" and mode != "none":
             issues.append(ConfigIssue(path + ("authentication-mode",),
-                                      "control-type light sends unauthenticated test packets only (RFC 5357 appendix I)"))
+                                      "control-type light sends unauthenticated test packets only "
+                                      "(RFC 5357 appendix I)"))
     if "key-id" in sec:
         if not isinstance(sec["key-id"], str) or not sec["key-id"] or len(sec["key-id"].encode()) > 80:
             issues.append(ConfigIssue(path + ("key-id",), "expected a KeyID of 1..80 bytes of UTF-8, got "

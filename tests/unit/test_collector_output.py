@@ -312,7 +312,10 @@ async def test_service_rotates_and_sigterm_loses_nothing(make_app, tmp_path):
 
 
 def test_collect_cli_msgpack_and_summary(tmp_path):
-    """``flowplane collect --output msgpack:PATH --output jsonl:PATH --rotate-bytes N`` end to end, stopped by SIGTERM."""
+    """``flowplane collect --output msgpack:PATH --output jsonl:PATH --rotate-bytes N``, end to end.
+
+    Stopped by SIGTERM.
+    """
     port = free_port()
     mp, jl = tmp_path / "c.msgpack", tmp_path / "c.jsonl"
     p = subprocess.Popen([sys.executable, "-m", "flowplane", "collect", "--listen", f"udp:127.0.0.1:{port}",

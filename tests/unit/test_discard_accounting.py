@@ -347,7 +347,8 @@ def test_accounting_groups_count_towards_profile_limits(make_app, tmp_path):
     cfg = _accounting_only(tmp_path, f"    acc1:\n      output:\n{servers}", profile="mx-mpc")
     text = "\n".join(make_app(cfg, configure=False).validate(cfg))
     assert "5 flow servers exceed the maximum 4 (hardware profile limit flow_servers_per_family)" in text
-    assert "export version 5 is not supported by this hardware profile (hardware profile limit export_versions: 9, 10)" in text
+    assert ("export version 5 is not supported by this hardware profile "
+            "(hardware profile limit export_versions: 9, 10)") in text
     many = "".join(f"    g{g}:\n      output:\n" + "".join(
         f"        flow-server 127.0.{g}.{i}: {{port: 2055, version-ipfix: {{template: t}}}}\n" for i in range(4))
         for g in range(17)) + "    acc1: {output: {flow-server 127.0.0.1: {port: 1, version-ipfix: {template: t}}}}\n"
@@ -394,7 +395,8 @@ def test_a_full_aggregate_hold_is_exported_at_once(make_app, tmp_path, monkeypat
     from flowplane.flows import FlowRecords
     from flowplane.plugins.flow_monitoring import engine as engine_mod
 
-    acc8 = "    acc8: {output: {aggregate-export-interval: 1800, cflowd 127.0.0.1: {port: 9, version: 8, aggregation: protocol-port}}}\n"
+    acc8 = ("    acc8: {output: {aggregate-export-interval: 1800, "
+            "cflowd 127.0.0.1: {port: 9, version: 8, aggregation: protocol-port}}}\n")
     app = make_app(_config(tmp_path, then='"discard accounting acc8"', more=acc8))
     (exp,) = app.pm.get_plugin("flow-monitor").accounting["acc8"].all_exporters
     monkeypatch.setattr(engine_mod, "HOLD_MAX_RECORDS", 5)

@@ -112,7 +112,8 @@ firewall:
 
 
 def _frames():
-    return [eth_ipv4_udp(sport=i + 1) for i in range(300)] + [eth_ipv4_tcp(sport=i + 1) for i in range(200)] + [arp()] * 5
+    return ([eth_ipv4_udp(sport=i + 1) for i in range(300)] + [eth_ipv4_tcp(sport=i + 1) for i in range(200)]
+            + [arp()] * 5)
 
 
 async def _run_service(make_app, tmp_path, feature, config_text=CONFIG, body=None):
@@ -404,7 +405,8 @@ async def test_flows_expired_observes_flow_monitoring(make_app, tmp_path):
         cfg = {
             "interfaces": {"replay0": {"source": "pcap", "file": pcap,
                                        "family": {"any": {"filter": {"input": "all"}}}}},
-            "firewall": {"family": {"any": {"filter": {"all": {"term": {"t": {"then": {"sample": True, "accept": True}}}}}}}},
+            "firewall": {"family": {"any": {"filter": {"all": {
+                "term": {"t": {"then": {"sample": True, "accept": True}}}}}}}},
             "forwarding-options": {"sampling": {"input": {"rate": 1}, "family": {"inet": {"output": {
                 "flow-server": {"127.0.0.1": {"port": collector.getsockname()[1], "version": 5}}}}}}},
         }

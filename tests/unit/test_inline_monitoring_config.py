@@ -45,7 +45,8 @@ def _instance(name: str, collectors: str, extra: str = "") -> str:
 def _config(instances: str, *, profile: str = "generic-linux", template: str = "", action: str = "i0",
             pcap: str = "x.pcap") -> str:
     return (f"system:\n  hardware-profile: {profile}\n" + FILTER.format(pcap=pcap, action=action) +
-            "services:\n  inline-monitoring:\n    template t1:\n      template-refresh-rate: 30\n" + template + instances)
+            "services:\n  inline-monitoring:\n    template t1:\n      template-refresh-rate: 30\n"
+            + template + instances)
 
 
 def _errors(make_app, tmp_path, text: str) -> list[str]:
@@ -151,7 +152,8 @@ def test_clip_length_against_the_profile(make_app, tmp_path, profile, max_clip, 
     if profile == "generic-linux":
         assert f"{max_clip + 1} exceeds the maximum {max_clip}: one record must fit one export message at MTU 1500" in e
     else:
-        assert f"clip-length: {max_clip + 1} exceeds the maximum {max_clip} (hardware profile limit clip_length_max)" in e
+        assert (f"clip-length: {max_clip + 1} exceeds the maximum {max_clip} "
+                "(hardware profile limit clip_length_max)") in e
 
 
 def test_clip_for_an_ipv6_collector_fits_the_smaller_message(make_app, tmp_path):

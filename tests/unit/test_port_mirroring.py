@@ -38,7 +38,8 @@ def _errors(text: str, then: str = "{count: c}") -> list[str]:
 
 
 def _pm(body: str) -> str:
-    return "forwarding-options:\n  port-mirroring:\n" + "\n".join("    " + line for line in body.strip("\n").splitlines()) + "\n"
+    indented = "\n".join("    " + line for line in body.strip("\n").splitlines())
+    return "forwarding-options:\n  port-mirroring:\n" + indented + "\n"
 
 
 GOOD = _pm("""
