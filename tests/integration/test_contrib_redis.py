@@ -22,7 +22,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_collector import T0, sample_records
 
 from flowplane.export import EncoderOptions
 from flowplane.plugins.collector.collector import Collector
@@ -32,6 +31,7 @@ from flowplane.testing import write_pcap
 
 from frames import eth_ipv4_udp
 from netns import NotifySocket
+from test_collector import T0, sample_records
 from venvs import Venv, make_venv
 
 redis = pytest.importorskip("redis")

@@ -7,13 +7,13 @@ import struct
 
 import numpy as np
 import pytest
-from test_collector import make_collector, replay
 
 import flowplane.plugins.collector as collector_plugin
 from flowplane.plugins.collector.collector import Collector
 from flowplane.plugins.collector.pcap import udp_payloads
 
 from corpus import EXPECTED, FLOWS, corpus_groups, flow_files, needs_corpus, replay_order
+from test_collector import make_collector, replay
 
 # ---------------------------------------------------------------------------
 # real captures

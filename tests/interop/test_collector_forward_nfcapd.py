@@ -10,8 +10,6 @@ import subprocess
 
 import pytest
 import trio
-from test_collector import sample_records
-from test_collector_forward import NOW, REGISTRIES
 
 from flowplane.export import EncoderOptions
 from flowplane.plugins.collector.collector import Collector
@@ -21,6 +19,8 @@ from flowplane.plugins.collector.output import OutputConfig
 from flowplane.plugins.encoders import ipfix
 from flowplane.testing import free_port, wait_until_async
 
+from test_collector import sample_records
+from test_collector_forward import NOW, REGISTRIES
 from udpsock import udp_bound, udp_drained
 
 

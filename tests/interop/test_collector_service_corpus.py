@@ -8,9 +8,6 @@ import socket
 import time
 
 import trio
-from test_collector import T0, sample_records
-from test_collector_reload import _show, _write
-from test_collector_service import _config
 
 import flowplane.plugins.collector as collector_plugin
 from flowplane.config import Config
@@ -21,6 +18,9 @@ from flowplane.plugins.encoders import ipfix
 from flowplane.testing import free_port, serve, wait_until_async
 
 from corpus import EXPECTED, corpus_groups, needs_corpus
+from test_collector import T0, sample_records
+from test_collector_reload import _show, _write
+from test_collector_service import _config
 
 
 @needs_corpus

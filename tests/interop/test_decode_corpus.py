@@ -9,12 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_decode import decoded
 
 from flowplane.batch import PacketBatch
 
 import frames as F
 from corpus import FLOWS as CORPUS
+from test_decode import decoded
 
 
 def read_capture(path: Path) -> tuple[int, list[bytes], list[int]]:

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from test_replay_nfdump import SAMPLE, Nfcapd
 
 pytestmark = pytest.mark.peer

@@ -10,9 +10,10 @@ import sys
 import time
 
 import pytest
-from test_replay_nfdump import SAMPLE, Nfcapd, needs_nfdump
 
 from flowplane.testing import free_port
+
+from test_replay_nfdump import SAMPLE, Nfcapd, needs_nfdump
 
 pytestmark = pytest.mark.peer
 

@@ -17,12 +17,13 @@ import time
 
 import numpy as np
 import pytest
-from test_encoder_v9 import T0, Collector
 
 from flowplane.export import EncoderOptions
 from flowplane.flows import FLOW_DTYPE, FlowRecords
 from flowplane.plugins.encoders import ipfix, netflow9
 from flowplane.testing import free_port, write_pcap
+
+from test_encoder_v9 import T0, Collector
 
 pytestmark = pytest.mark.peer
 

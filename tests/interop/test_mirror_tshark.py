@@ -9,13 +9,13 @@ import struct
 import subprocess
 
 import pytest
-from test_inline_monitoring import _records, frames_of
 
 from flowplane.plugins.inline_monitoring import encoder as enc
 from flowplane.plugins.port_mirroring.encap import GRE_HEADER, erspan_header
 from flowplane.testing import write_pcap
 
 from frames import UDP, eth, eth_vlan, ipv4, udp
+from test_inline_monitoring import _records, frames_of
 
 
 @pytest.mark.peer

@@ -9,9 +9,9 @@ import subprocess
 from decimal import Decimal
 
 import pytest
-from test_pcapfile import PcapSource, collect, ctx
 
 from corpus import FLOWS
+from test_pcapfile import PcapSource, collect, ctx
 
 CORPUS = str(FLOWS)
 

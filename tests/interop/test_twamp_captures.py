@@ -11,8 +11,6 @@ import time
 
 import pytest
 import trio
-from test_twamp_light import _sender, _with_reflector
-from test_twamp_server import _recorded_exchange
 
 from flowplane.plugins.twamp import wire
 from flowplane.plugins.twamp.capture import segments, tcp_streams
@@ -44,6 +42,8 @@ from flowplane.plugins.twamp.wire import (
 from flowplane.testing import wait_until_async
 
 from corpus import ACTIVE
+from test_twamp_light import _sender, _with_reflector
+from test_twamp_server import _recorded_exchange
 
 # ---------------------------------------------------------------------------
 # known answers from the twping <-> twampd and twampy captures

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 import trio
-from test_collector import T0, sample_records
 
 from flowplane import hookimpl
 from flowplane.app import App
@@ -22,6 +21,8 @@ from flowplane.export import EncoderOptions
 from flowplane.plugins.encoders import ipfix
 from flowplane.service import Service
 from flowplane.subcommands import CORE_COMMANDS, plugin_subcommands
+
+from test_collector import T0, sample_records
 
 ROOT = Path(__file__).resolve().parents[2]
 FEATURE_COMMANDS = {"replay": "flow-monitoring", "top": "flow-monitoring", "collect": "collector", "twamp": "twamp"}

@@ -11,7 +11,6 @@ import time
 import numpy as np
 import pytest
 import trio
-from test_collector import COMPARED, T0, _key, sample_records
 
 import flowplane.plugins.collector as collector_plugin
 from flowplane.export import EncoderOptions, ReexportRecords
@@ -21,6 +20,8 @@ from flowplane.plugins.collector.forward import Forward, Forwarder
 from flowplane.plugins.collector.output import OutputConfig
 from flowplane.plugins.encoders import ipfix, netflow9
 from flowplane.testing import free_port, plugin_registries, serve, wait_until_async
+
+from test_collector import COMPARED, T0, _key, sample_records
 
 NOW = T0 + 4000 * 10**9
 REGISTRIES = plugin_registries()  # the installed encoders and transports, as the app has them

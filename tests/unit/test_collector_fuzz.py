@@ -6,11 +6,12 @@ import struct
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_collector import T0, sample_records
 
 from flowplane.export import EncoderOptions
 from flowplane.plugins.collector.decoder import Decoder
 from flowplane.plugins.encoders import ipfix, netflow5, netflow9
+
+from test_collector import T0, sample_records
 
 SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

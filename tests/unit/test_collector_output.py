@@ -15,7 +15,6 @@ import msgpack
 import pytest
 import structlog
 import trio
-from test_collector import T0, sample_records
 
 import flowplane.plugins.collector as collector_plugin
 from flowplane.export import EncoderOptions
@@ -25,6 +24,7 @@ from flowplane.plugins.collector.output import FileWriter, Rotate
 from flowplane.plugins.encoders import ipfix
 from flowplane.testing import free_port, plugin_registries, serve, wait_until
 
+from test_collector import T0, sample_records
 from udpsock import udp_drained
 
 STAMPED = re.compile(r"\.(\d{14})(?:\.(\d+))?$")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import trio
 import yaml
-from test_collector import T0, sample_records
 
 import flowplane.plugins.collector as collector_plugin
 from flowplane.export import EncoderOptions
@@ -13,6 +12,8 @@ from flowplane.plugins.collector import commands
 from flowplane.plugins.collector.rates import RateWindow
 from flowplane.plugins.encoders import ipfix
 from flowplane.testing import serve
+
+from test_collector import T0, sample_records
 
 
 def _write(path, section: dict) -> None:

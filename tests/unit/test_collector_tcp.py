@@ -8,7 +8,6 @@ import struct
 import numpy as np
 import pytest
 import trio
-from test_collector import COMPARED, T0, _key, ipfix_msg, iset, sample_records, tmpl
 
 import flowplane.plugins.collector as collector_plugin
 from flowplane.export import EncoderOptions, TransportOptions
@@ -22,6 +21,8 @@ from flowplane.plugins.encoders import ipfix
 from flowplane.plugins.transports.tcp import TcpTransport
 from flowplane.service import Service
 from flowplane.testing import wait_until_async
+
+from test_collector import COMPARED, T0, _key, ipfix_msg, iset, sample_records, tmpl
 
 
 def _has_ipv6_loopback() -> bool:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import pytest
 import trio
-from test_passive_monitoring import _v5_records
 
 from flowplane.actions import DISCARD_ACCOUNTING
 from flowplane.commands import CommandError
@@ -21,6 +20,7 @@ from flowplane.service import Service
 from flowplane.testing import serve, wait_until_async, write_pcap
 
 from frames import eth_ipv4_tcp, eth_ipv4_udp, eth_ipv6_tcp
+from test_passive_monitoring import _v5_records
 
 GROUPS = """\
 forwarding-options:

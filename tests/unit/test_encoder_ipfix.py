@@ -5,11 +5,12 @@ from __future__ import annotations
 import struct
 
 import pytest
-from test_encoder_v9 import ALL, IDS, T0, Collector, check_records, expected_fields, kinds, make_records
 
 from flowplane.export import EncoderOptions
 from flowplane.flows import SAMPLING_RANDOM, FlowRecords
 from flowplane.plugins.encoders import ipfix
+
+from test_encoder_v9 import ALL, IDS, T0, Collector, check_records, expected_fields, kinds, make_records
 
 
 def encoder(**kw):

@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 import structlog
 import trio
-from test_dtcp import KEY, KEY2, DtcpClient, build, dfc_yaml, engine_for, serving
 
 from flowplane.batch import PacketBatch
 from flowplane.decode import decode
@@ -28,6 +27,7 @@ from flowplane.profiles import Limits
 from flowplane.testing import config_from
 
 from frames import ETH_IPV4, ETH_IPV6, UDP, eth, ipv4, ipv6, tcp, udp
+from test_dtcp import KEY, KEY2, DtcpClient, build, dfc_yaml, engine_for, serving
 
 IP_RECVTTL, IP_TTL_CMSG = 12, 2
 IPV6_RECVHOPLIMIT, IPV6_HOPLIMIT = 51, 52

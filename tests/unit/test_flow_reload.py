@@ -4,12 +4,12 @@ exporters' transports run (their templates go out), nothing is lost or counted t
 from __future__ import annotations
 
 import trio
-from test_flow_monitoring import _ipfix_records
 
 from flowplane.config import Config
 from flowplane.testing import serve, wait_until_async, write_pcap
 
 from frames import eth_ipv4_udp
+from test_flow_monitoring import _ipfix_records
 
 CONFIG = """\
 interfaces:
