@@ -20,8 +20,9 @@ handler is bound.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Literal
+from typing import Literal
 
 ArgKind = Literal["none", "required", "optional"]
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any, Callable, Iterable, TypeVar
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
 
 import numpy as np
 import pluggy
@@ -71,7 +72,7 @@ class App:
         load_entrypoints: bool = True,
         plugins: Iterable[tuple[object, str]] = (),
         environ: dict | None = None,
-    ) -> "App":
+    ) -> App:
         """Build the plugin manager (blocking config- and env-disabled plugins) and the registries."""
         blocked = list(config.get("system", "plugins", "disable", default=[]) or [])
         blocked += blocked_from_env(environ)

@@ -24,8 +24,8 @@ Conventions
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
 
@@ -147,7 +147,7 @@ class PacketBatch:
         iface: np.ndarray | int = 0,
         direction: np.ndarray | int = DIR_INPUT,
         source: str = "",
-    ) -> "PacketBatch":
+    ) -> PacketBatch:
         """Copy a list of frames into one buffer (for tests and rare paths)."""
         lens = np.fromiter((len(f) for f in frames), dtype=np.int32, count=len(frames))
         offs = np.zeros(len(frames), dtype=np.int64)
@@ -161,7 +161,7 @@ class PacketBatch:
                    iface=iface, direction=direction, source=source)
 
     @classmethod
-    def empty(cls, *, linktype: int = LINKTYPE_ETHERNET, source: str = "") -> "PacketBatch":
+    def empty(cls, *, linktype: int = LINKTYPE_ETHERNET, source: str = "") -> PacketBatch:
         return cls.from_frames([], linktype=linktype, source=source)
 
     # -- views ------------------------------------------------------------
@@ -175,7 +175,7 @@ class PacketBatch:
         for i in range(len(self)):
             yield self.frame(i)
 
-    def select(self, sel: np.ndarray) -> "PacketBatch":
+    def select(self, sel: np.ndarray) -> PacketBatch:
         """A new batch of the rows in *sel* (bool mask or index array).
 
         Shares ``data``; copies the (small) columns.  Decoded columns are
@@ -192,7 +192,7 @@ class PacketBatch:
             setattr(out, name, getattr(self, name)[sel])
         return out
 
-    def compact(self) -> "PacketBatch":
+    def compact(self) -> PacketBatch:
         """Copy the frames into a private buffer (before the source reuses its own)."""
         n = len(self)
         if n == 0:

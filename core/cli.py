@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from .config import DEFAULT_CONFIG
 from .subcommands import CORE_COMMANDS, Subcommand, missing_message, plugin_subcommands
@@ -207,7 +207,8 @@ def cmd_plugins(args) -> int:
         print(json.dumps(table, indent=2))
         return 0
     for row in table:
-        kind = "built-in" if row["builtin"] or row["name"] == "flowplane" else ("blocked" if row.get("blocked") else "third-party")
+        kind = ("built-in" if row["builtin"] or row["name"] == "flowplane"
+                else "blocked" if row.get("blocked") else "third-party")
         print(f"{row['name']} {row['version']} ({kind}, {row['module']})")
         if row["hooks"]:
             print(f"    hooks: {', '.join(row['hooks'])}")

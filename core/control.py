@@ -166,7 +166,8 @@ class ControlServer:
 
     def handle(self, req: Any) -> dict:
         """Run one request (already decoded) and build the reply; never raises."""
-        if not isinstance(req, dict) or not isinstance(req.get("cmd"), list) or not all(isinstance(w, str) for w in req["cmd"]):
+        if not isinstance(req, dict) or not isinstance(req.get("cmd"),
+                                                       list) or not all(isinstance(w, str) for w in req["cmd"]):
             self.counters.drop("control", "bad_request")
             return {"ok": False, "error": "bad request: expected {'cmd': [words...], 'format': 'text'|'json'}"}
         if len(req["cmd"]) > MAX_WORDS or any(len(w) > MAX_WORD_LEN for w in req["cmd"]):

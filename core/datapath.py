@@ -17,7 +17,7 @@ from .validate import FAMILIES
 if TYPE_CHECKING:  # pragma: no cover
     from .app import App
 
-def process(app: "App", batch: PacketBatch) -> None:
+def process(app: App, batch: PacketBatch) -> None:
     """Decode, filter, route actions and run feature plugins on one batch."""
     graph = app.graph
     assert graph is not None
@@ -45,7 +45,7 @@ def process(app: "App", batch: PacketBatch) -> None:
     filter_and_run(app, graph, batch, iface, d0)
 
 
-def filter_and_run(app: "App", graph: Graph, batch: PacketBatch, iface: int, direction: int) -> None:
+def filter_and_run(app: App, graph: Graph, batch: PacketBatch, iface: int, direction: int) -> None:
     """Run the filters bound to (*iface*, *direction*), then ``flowplane_process_batch`` on what they accepted."""
     filters = graph.bindings.get((iface, direction))
     hook = graph.process_batch
@@ -59,7 +59,7 @@ def filter_and_run(app: "App", graph: Graph, batch: PacketBatch, iface: int, dir
         hook(batch=batch)
 
 
-def apply_filters(app: "App", graph: Graph, batch: PacketBatch, filters: dict[str, Any]) -> np.ndarray:
+def apply_filters(app: App, graph: Graph, batch: PacketBatch, filters: dict[str, Any]) -> np.ndarray:
     """Evaluate the bound filters (``any`` first), route term actions; return the accepted rows."""
     pipe = app.counters["pipeline"]
     alive = np.ones(len(batch), dtype=bool)
@@ -87,7 +87,7 @@ def apply_filters(app: "App", graph: Graph, batch: PacketBatch, filters: dict[st
     return alive
 
 
-def route(app: "App", graph: Graph, selections: list[ActionSelection]) -> None:
+def route(app: App, graph: Graph, selections: list[ActionSelection]) -> None:
     """Hand each bound term action its selections (one call per action per batch)."""
     by_action: dict[str, list[ActionSelection]] = {}
     for s in selections:

@@ -18,12 +18,32 @@ from __future__ import annotations
 import numpy as np
 
 from .batch import (
-    LINKTYPE_ETHERNET, LINKTYPE_IPV4, LINKTYPE_IPV6, LINKTYPE_LINUX_SLL, LINKTYPE_RAW, V4_MAPPED,
+    LINKTYPE_ETHERNET,
+    LINKTYPE_IPV4,
+    LINKTYPE_IPV6,
+    LINKTYPE_LINUX_SLL,
+    LINKTYPE_RAW,
+    V4_MAPPED,
 )
 from .decode_common import (
-    CLEARED_ON_FAILURE, DECODED_COLUMNS, DEFAULTS, ETH_IPV4, ETH_IPV6, ETH_PPPOE_SESSION,
-    ICMP_PROTOS, IPPROTO_GRE, IPPROTO_NONE, IPPROTO_TCP, L4_MIN_HEADER, MPLS_ETHERTYPES,
-    PORT_PROTOS, V6_EXT_HEADERS, VLAN_TPIDS, Reason, Stage, frame_bounds,
+    CLEARED_ON_FAILURE,
+    DECODED_COLUMNS,
+    DEFAULTS,
+    ETH_IPV4,
+    ETH_IPV6,
+    ETH_PPPOE_SESSION,
+    ICMP_PROTOS,
+    IPPROTO_GRE,
+    IPPROTO_NONE,
+    IPPROTO_TCP,
+    L4_MIN_HEADER,
+    MPLS_ETHERTYPES,
+    PORT_PROTOS,
+    V6_EXT_HEADERS,
+    VLAN_TPIDS,
+    Reason,
+    Stage,
+    frame_bounds,
 )
 
 # Ethertype classes (one 64 KiB lookup instead of a chain of comparisons).

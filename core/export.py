@@ -33,8 +33,9 @@ registries: :meth:`EncoderRegistry.for_version` by what an encoder declares,
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 import structlog
 

@@ -11,8 +11,8 @@ them).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 from .actions import TermAction
 from .batch import DIR_INPUT, DIR_OUTPUT, PacketBatch

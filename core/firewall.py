@@ -83,7 +83,12 @@ from flowplane.actions import TermAction
 from flowplane.batch import PacketBatch
 from flowplane.errors import ConfigError, ConfigIssue
 from flowplane.firewall_config import (
-    CONDITIONS, FAMILIES, ParsedFilter, ParsedTerm, parse_firewall, validate_firewall,
+    CONDITIONS,
+    FAMILIES,
+    ParsedFilter,
+    ParsedTerm,
+    parse_firewall,
+    validate_firewall,
 )
 from flowplane.firewall_values import intervals_to_cidrs, lpm_intervals
 from flowplane.interfaces import InterfaceTable
@@ -309,7 +314,7 @@ class _PrefixMasks:
 
     def _one(self, hi, lo) -> np.ndarray:
         m = None
-        for mh, bh, ml, bl, no_hi, no_lo in self.blocks:
+        for mh, bh, ml, bl, _no_hi, no_lo in self.blocks:
             if self.v4:  # IPv4 rows: hi == 0, only lo carries the address
                 x = (lo & ml) == bl
             elif no_lo:
@@ -520,7 +525,7 @@ class CompiledFilter:
             "packets": dict(self._totals),
         }
 
-    def _adopt(self, other: "CompiledFilter") -> None:
+    def _adopt(self, other: CompiledFilter) -> None:
         self._tp, self._tb = list(other._tp), list(other._tb)
         self._cp, self._cb = list(other._cp), list(other._cb)
         self._implicit = list(other._implicit)
@@ -630,7 +635,7 @@ class FilterSet:
             if filter is None or f.name == filter:
                 f.clear()
 
-    def adopt_counters(self, old: "FilterSet") -> list[tuple[str, str]]:
+    def adopt_counters(self, old: FilterSet) -> list[tuple[str, str]]:
         """After a reload: keep the counters of filters whose definition did not change.
 
         Returns the ``(family, name)`` of the filters that kept their counters.

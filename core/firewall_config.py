@@ -20,9 +20,25 @@ import numpy as np
 from flowplane.actions import CORE_ACTIONS, DISCARD_ACCOUNTING, TermAction
 from flowplane.errors import ConfigIssue
 from flowplane.firewall_values import (
-    DSCPS, FRAG_OFFSETS, HOP_LIMITS, ICMP4_CODE, ICMP4_TYPE, ICMP6_CODE, ICMP6_TYPE,
-    LENGTHS, PORTS, PRECEDENCES, PROTOCOLS, REJECT_REASONS, TTLS,
-    ValueProblem, Vocabulary, parse_prefix_entry, prefix_range, suggest, tcp_flags_table,
+    DSCPS,
+    FRAG_OFFSETS,
+    HOP_LIMITS,
+    ICMP4_CODE,
+    ICMP4_TYPE,
+    ICMP6_CODE,
+    ICMP6_TYPE,
+    LENGTHS,
+    PORTS,
+    PRECEDENCES,
+    PROTOCOLS,
+    REJECT_REASONS,
+    TTLS,
+    ValueProblem,
+    Vocabulary,
+    parse_prefix_entry,
+    prefix_range,
+    suggest,
+    tcp_flags_table,
 )
 from flowplane.registry import Registry
 
@@ -166,7 +182,8 @@ def parse_firewall(config: dict, actions: Registry[TermAction] | None) -> tuple[
     for key, val in fw.items():
         if key == "family":
             if not isinstance(val, dict):
-                ctx.issue(("firewall", "family"), f"expected a mapping of families (inet, inet6, any); got {_kind(val)}")
+                ctx.issue(("firewall", "family"),
+                          f"expected a mapping of families (inet, inet6, any); got {_kind(val)}")
                 continue
             for fam, body in val.items():
                 path = ("firewall", "family", fam)
@@ -181,9 +198,11 @@ def parse_firewall(config: dict, actions: Registry[TermAction] | None) -> tuple[
             # Junos: 'firewall filter X' is shorthand for family inet
             filters += _parse_family(ctx, "inet", {"filter": val}, ("firewall",))
         elif key in ("policer", "hierarchical-policer", "three-color-policer", "interface-set"):
-            ctx.issue(("firewall", key), f"'firewall {key}' is not supported by flowplane (a monitoring box does not police)")
+            ctx.issue(("firewall", key), f"'firewall {key}' is not supported by flowplane (a monitoring box does not "
+                                         "police)")
         else:
-            ctx.issue(("firewall", key), f"unknown key {key!r} under 'firewall'; expected 'family'" + suggest(key, ("family", "filter")))
+            ctx.issue(("firewall", key),
+                      f"unknown key {key!r} under 'firewall'; expected 'family'" + suggest(key, ("family", "filter")))
     seen: dict[tuple[str, str], tuple] = {}
     for f in filters:
         if (f.family, f.name) in seen:
@@ -214,7 +233,8 @@ def _parse_family(ctx: _Ctx, fam: str, body, path: tuple) -> list[ParsedFilter]:
         return out
     for key, val in body.items():
         if key != "filter":
-            ctx.issue(path + (key,), f"unknown key {key!r} under family {fam}; expected 'filter'" + suggest(key, ("filter",)))
+            ctx.issue(path + (key,),
+                      f"unknown key {key!r} under family {fam}; expected 'filter'" + suggest(key, ("filter",)))
             continue
         if val is None:
             continue
@@ -239,7 +259,8 @@ def _parse_filter(ctx: _Ctx, fam: str, name: str, body, path: tuple) -> ParsedFi
         return None
     for key, val in body.items():
         if key != "term":
-            ctx.issue(path + (key,), f"unknown key {key!r} in filter {name!r}; expected 'term'" + suggest(key, ("term",)))
+            ctx.issue(path + (key,),
+                      f"unknown key {key!r} in filter {name!r}; expected 'term'" + suggest(key, ("term",)))
             continue
         if val is None:
             continue
@@ -267,7 +288,9 @@ def _parse_term(ctx: _Ctx, fam: str, name: str, body, path: tuple, used_plists: 
         return None
     for key in body:
         if key not in ("from", "then"):
-            ctx.issue(path + (key,), f"unknown key {key!r} in term {name!r}; expected 'from' or 'then'" + suggest(key, ("from", "then")))
+            ctx.issue(path + (key,),
+                      f"unknown key {key!r} in term {name!r}; expected 'from' or 'then'"
+                      + suggest(key, ("from", "then")))
     frm = body.get("from")
     if frm is not None:
         if not isinstance(frm, dict):
@@ -316,7 +339,8 @@ def _parse_cond(ctx: _Ctx, fam: str, cname, raw, path: tuple, used_plists: set) 
                 hint = "; use 'hop-limit'"
             elif cname == "traffic-class":
                 hint = "; use 'dscp'"
-            ctx.issue(path, f"match condition {cname!r} is not valid in family {fam} (only in {', '.join(others)}){hint}")
+            ctx.issue(path, f"match condition {cname!r} is not valid in family {fam} (only in "
+                            f"{', '.join(others)}){hint}")
         else:
             ctx.issue(path, f"unknown match condition {cname!r}" + suggest(str(cname), table)
                       + ("" if suggest(str(cname), table) else f"; expected one of: {', '.join(sorted(table))}"))
@@ -374,13 +398,15 @@ def _parse_cond(ctx: _Ctx, fam: str, cname, raw, path: tuple, used_plists: set) 
         ok = True
         for v in _values(raw, mapping_except=True):
             if not isinstance(v, str) or not v.split():
-                ctx.issue(path, f"expected the name of a policy-options prefix-list (optionally followed by ' except'); got {v!r}")
+                ctx.issue(path, "expected the name of a policy-options prefix-list (optionally followed by ' "
+                                f"except'); got {v!r}")
                 ok = False
                 continue
             parts = v.split()
             exc = len(parts) == 2 and parts[1].lower() == "except"
             if len(parts) > 2 or (len(parts) == 2 and not exc):
-                ctx.issue(path, f"expected the name of a policy-options prefix-list (optionally followed by ' except'); got {v!r}")
+                ctx.issue(path, "expected the name of a policy-options prefix-list (optionally followed by ' "
+                                f"except'); got {v!r}")
                 ok = False
                 continue
             pl = _prefix_list(ctx, parts[0], path)
@@ -499,7 +525,8 @@ def _then_items(raw, path: tuple, ctx: _Ctx) -> list[tuple[str, object, tuple]]:
                 ctx.issue(path, f"expected each action to be a string ('accept', 'count c1') or a one-key "
                                 f"mapping ({{count: c1}}); item {i} is {_kind(item)}")
     else:
-        ctx.issue(path, f"expected an action string, a list of actions or a mapping of action to argument; got {_kind(raw)}")
+        ctx.issue(path, "expected an action string, a list of actions or a mapping of action to argument; got "
+                        f"{_kind(raw)}")
     return out
 
 
@@ -588,7 +615,8 @@ def _parse_then(ctx: _Ctx, fam: str, term: ParsedTerm, raw, path: tuple) -> None
         elif name == "reject":
             if arg is not None and (not isinstance(arg, str) or arg not in REJECT_REASONS):
                 ctx.issue(p, f"expected a reject reason like 'tcp-reset', 'port-unreachable', "
-                             f"'administratively-prohibited' (or nothing); got {arg!r}" + suggest(str(arg), REJECT_REASONS))
+                             f"'administratively-prohibited' (or nothing); got {arg!r}"
+                             + suggest(str(arg), REJECT_REASONS))
                 continue
             term.reject_reason = arg
             terminating.append(name)

@@ -53,7 +53,8 @@ END_TCP = 3  # end of flow detected (FIN/RST)
 END_FORCED = 4  # shutdown / flush
 END_LACK_OF_RESOURCES = 5  # cache full
 
-REASON_TO_END = {"idle": END_IDLE, "active": END_ACTIVE, "tcp": END_TCP, "shutdown": END_FORCED, "full": END_LACK_OF_RESOURCES}
+REASON_TO_END = {"idle": END_IDLE, "active": END_ACTIVE, "tcp": END_TCP, "shutdown": END_FORCED,
+                 "full": END_LACK_OF_RESOURCES}
 
 # IPFIX samplingAlgorithm / v9 SAMPLING_ALGORITHM
 SAMPLING_DETERMINISTIC = 1
@@ -84,9 +85,9 @@ class FlowRecords:
         return len(self.data)
 
     @classmethod
-    def empty(cls, n: int = 0, **kw) -> "FlowRecords":
+    def empty(cls, n: int = 0, **kw) -> FlowRecords:
         return cls(np.zeros(n, dtype=FLOW_DTYPE), **kw)
 
-    def select(self, sel) -> "FlowRecords":
+    def select(self, sel) -> FlowRecords:
         return FlowRecords(self.data[sel], self.instance, self.sampling_interval, self.sampling_algorithm,
                            self.scaled, self.boot_ns)

@@ -3,8 +3,9 @@ handlers and compiled batch hooks.  A reload builds a new :class:`Graph` and swa
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import pluggy
 

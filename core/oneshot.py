@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import yaml
 

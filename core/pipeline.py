@@ -132,7 +132,8 @@ class Pipeline:
         size = driver.batch_size or int(self.app.setting("batch-size"))
         return min(size, self.app.limits.max_batch)
 
-    async def _run_source(self, rs: _RunningSource, send: trio.MemorySendChannel, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+    async def _run_source(self, rs: _RunningSource, send: trio.MemorySendChannel, *,
+                          task_status=trio.TASK_STATUS_IGNORED) -> None:
         status = _StartedFlag(task_status)
         try:
             async with send:
@@ -235,7 +236,8 @@ async def _await_maybe(result, logger, *, deadline_s: float, plugin: str = "") -
         try:
             await result()
         except Exception as exc:
-            logger.error("plugin_failed", plugin=plugin, hook="flowplane_shutdown", error=f"{type(exc).__name__}: {exc}")
+            logger.error("plugin_failed", plugin=plugin, hook="flowplane_shutdown",
+                         error=f"{type(exc).__name__}: {exc}")
     if scope.cancelled_caught:
         logger.error("flush_timeout", plugin=plugin, deadline_s=deadline_s)
 

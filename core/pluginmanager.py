@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from importlib import metadata
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import pluggy
 import structlog
@@ -101,7 +102,8 @@ def _load_entrypoints(pm: pluggy.PluginManager) -> None:
             plugin = ep.load()
         except Exception as exc:
             raise PluginError(f"plugin {ep.name!r} (distribution {dist!r}, {ep.value}) failed to load: "
-                              f"{type(exc).__name__}: {exc}; block it with FLOWPLANE_DISABLED_PLUGINS={ep.name}") from exc
+                              f"{type(exc).__name__}: {exc}; "
+                              f"block it with FLOWPLANE_DISABLED_PLUGINS={ep.name}") from exc
         pm.register(plugin, name=ep.name)
         versions[ep.name] = ep.dist.version if ep.dist else "?"
         dists[ep.name] = dist
@@ -195,7 +197,7 @@ class BatchHook:
 
     @classmethod
     def compile(cls, pm: pluggy.PluginManager, name: str, counters: Counters, *,
-                max_consecutive: int = MAX_CONSECUTIVE_FAILURES) -> "BatchHook":
+                max_consecutive: int = MAX_CONSECUTIVE_FAILURES) -> BatchHook:
         caller = getattr(pm.hook, name)
         impls = []
         for impl in reversed(caller.get_hookimpls()):

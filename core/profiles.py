@@ -11,8 +11,9 @@ profile's :class:`Limits` and names the limit a value exceeded.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,7 @@ class Limits:
         object.__setattr__(self, "_values", {n: given.get(n, f.default) for n, f in declared.items()})
 
     @classmethod
-    def of(cls, fields: Iterable[LimitField], **values: Any) -> "Limits":
+    def of(cls, fields: Iterable[LimitField], **values: Any) -> Limits:
         """The core limits plus *fields*, with *values* set by name (defaults elsewhere)."""
         return cls(values, fields)
 

@@ -14,7 +14,7 @@ Life cycle (STYLE.md convention 12)::
 from __future__ import annotations
 
 import signal
-from typing import Callable
+from collections.abc import Callable
 
 import structlog
 import trio

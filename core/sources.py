@@ -24,8 +24,9 @@ object in its nursery with ``await nursery.start(source.run, send_channel)``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 import trio
 

@@ -9,8 +9,9 @@ someone invokes it.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from . import ENTRYPOINT_GROUP
 from .errors import PluginError
@@ -44,12 +45,13 @@ def plugin_subcommands(plugins: Iterable[tuple[object, str]] = ()) -> dict[str, 
     for impl in reversed(pm.hook.flowplane_register_cli_subcommands.get_hookimpls()):
         mine: dict[str, Subcommand] = {}
 
-        def register(name: str, add_parser: Callable, run: Callable, _plugin: str = impl.plugin_name) -> None:
+        def register(name: str, add_parser: Callable, run: Callable, _plugin: str = impl.plugin_name,
+                     _mine: dict[str, Subcommand] = mine) -> None:
             taken = "the core" if name in CORE_COMMANDS else (
-                f"plugin {found[name].plugin!r}" if name in found else f"plugin {_plugin!r}" if name in mine else None)
+                f"plugin {found[name].plugin!r}" if name in found else f"plugin {_plugin!r}" if name in _mine else None)
             if taken:
                 raise PluginError(f"CLI command {name!r} registered twice: by {taken} and by plugin {_plugin!r}")
-            mine[name] = Subcommand(name, _plugin, add_parser, run)
+            _mine[name] = Subcommand(name, _plugin, add_parser, run)
 
         try:
             impl.function(**{a: register for a in impl.argnames})
@@ -73,7 +75,7 @@ def disabled_owner(name: str, environ: dict | None = None) -> str | None:
         names: list[str] = []
         try:
             pm = make_plugin_manager(load_entrypoints=False, plugins=[(ep.load(), ep.name)])
-            pm.hook.flowplane_register_cli_subcommands(register=lambda n, *_a, **_k: names.append(n))
+            pm.hook.flowplane_register_cli_subcommands(register=lambda n, *_a, **_k: names.append(n))  # noqa: B023  (called within this iteration)
         except Exception:  # a plugin that cannot even load owns nothing we can name
             continue
         if name in names:

@@ -33,9 +33,10 @@ import struct
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable, Iterable
+from typing import Any
 
 import pytest
 import trio
@@ -293,7 +294,7 @@ class ServiceProcess:
             self.proc.wait()
         self.log.close()
 
-    def __enter__(self) -> "ServiceProcess":
+    def __enter__(self) -> ServiceProcess:
         return self
 
     def __exit__(self, *exc: object) -> None:

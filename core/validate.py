@@ -35,7 +35,7 @@ FAMILY_KEYS = ("filter",)
 FAMILY_CLAIM = ("interfaces", "family")
 
 
-def validate_config(cfg: Config, registries: "Registries", pm: pluggy.PluginManager) -> list[str]:
+def validate_config(cfg: Config, registries: Registries, pm: pluggy.PluginManager) -> list[str]:
     """Every problem in *cfg*, formatted with file:line:col."""
     from .firewall import validate_firewall
 
@@ -152,7 +152,8 @@ def validate_system(cfg: Config, limits: Limits) -> list[ConfigIssue]:
     if "control-socket-mode" in sysconf:
         mode = sysconf["control-socket-mode"]
         if not (isinstance(mode, str) and len(mode) in (3, 4) and all(c in "01234567" for c in mode)):
-            issues.append(ConfigIssue(p + ("control-socket-mode",), f"expected an octal mode string like \"0660\", got {mode!r}"))
+            issues.append(ConfigIssue(p + ("control-socket-mode",), "expected an octal mode string like \"0660\", "
+                                                                    f"got {mode!r}"))
     if "drain-timeout" in sysconf:
         issues += check_number(sysconf["drain-timeout"], p + ("drain-timeout",), 0, 3600)
     plugins = sysconf.get("plugins")

@@ -615,7 +615,7 @@ class NatsBus:
     async def _wait(self, timeout: float) -> None:
         try:
             await asyncio.wait_for(self._wake.wait(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
 
     async def _ensure_stream(self, js) -> None:

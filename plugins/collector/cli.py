@@ -1,4 +1,6 @@
-"""``flowplane collect --listen udp:HOST:PORT [--listen tcp:HOST:PORT] [--output jsonl:PATH]``: a flow collector in the foreground.
+"""A flow collector in the foreground.
+
+``flowplane collect --listen udp:HOST:PORT [--listen tcp:HOST:PORT] [--output jsonl:PATH]``
 
 Like ``nfcapd`` without a config file: it builds an ordinary config with a
 ``services flow-collector`` section (``--print-config`` shows it), runs the
@@ -14,7 +16,8 @@ import ipaddress
 import os
 import sys
 import time
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import trio
 
@@ -188,7 +191,8 @@ def summary_lines(app, elapsed: float) -> list[str]:
         e = exp.counters
         lines.append(f"  {exp.address}: v{'/v'.join(str(v) for v in sorted(exp.versions)) or '?'}, "
                      f"{e['datagrams']} datagrams, {e['records']} records, {exp.template_count} templates"
-                     + (f", {e['errors']} errors" if e["errors"] else "") + (f", {e['lost']} lost" if e["lost"] else ""))
+                     + (f", {e['errors']} errors" if e["errors"] else "")
+                     + (f", {e['lost']} lost" if e["lost"] else ""))
     errs = {r: n for (s, r), n in cnt.drops.items() if s == "decode"}
     if errs:
         lines.append("decode errors: " + ", ".join(f"{r} {n}" for r, n in sorted(errs.items())))

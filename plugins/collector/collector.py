@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import structlog
 import trio
@@ -44,7 +44,7 @@ SHUTDOWN_READ_S = 2.0  # at most this long reading what is still queued on the s
 
 
 class Collector:
-    def __init__(self, cfg: CollectorConfig, previous: "Collector | None" = None, *, registries=None) -> None:
+    def __init__(self, cfg: CollectorConfig, previous: Collector | None = None, *, registries=None) -> None:
         self.cfg = cfg
         if previous is not None:
             self.counters = previous.counters

@@ -19,7 +19,7 @@ def collector(app):
 
 
 def _iso(ns: int) -> str:
-    return dt.datetime.fromtimestamp(ns / 1e9, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return dt.datetime.fromtimestamp(ns / 1e9, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def show(app, args):
@@ -74,10 +74,12 @@ def format_show(d) -> str:
     for lst in d["listeners"]:
         kd = "n/a" if lst["kernel_drops"] is None else lst["kernel_drops"]
         b = lst["bound"]
-        lines.append(f"  Listening: {lst['listen']} (bound {b[0]}:{b[1]})" if b else f"  Listening: {lst['listen']} (not bound)")
+        lines.append(f"  Listening: {lst['listen']} (bound {b[0]}:{b[1]})" if b else f"  Listening: {lst['listen']} "
+                                                                                     "(not bound)")
         if lst.get("tcp"):
             t = lst["tcp"]
-            lines.append(f"    Messages: {lst['datagrams']}, Connections: {len(t['connections'])}/{t['max_connections']},"
+            lines.append(f"    Messages: {lst['datagrams']}, Connections: "
+                         f"{len(t['connections'])}/{t['max_connections']},"
                          f" accepted {t['accepted']}, refused {t['refused']}, closed {t['closed']}"
                          f" (idle {t.get('idle_closed', 0)}), errors {t['errors']}")
         else:
@@ -154,7 +156,8 @@ def show_templates(app, args):
                         name = "scope " + name
                     fields.append({"ie": ie & 0xFFFF, "pen": pen, "name": name,
                                    "length": "variable" if length == VARLEN else length})
-                out.append({"exporter": exp.address, "session": getattr(exp, "session", None), "version": dom.version, "domain": dom_id, "template_id": tid,
+                out.append({"exporter": exp.address, "session": getattr(exp, "session", None), "version": dom.version,
+                            "domain": dom_id, "template_id": tid,
                             "options": t.options, "record_length": t.record_length, "fields": fields})
     return {"templates": out}
 
@@ -222,7 +225,8 @@ def format_flows(d) -> str:
     for r in d["flows"]:
         proto = PROTO_NAMES.get(r["proto"], str(r["proto"]))
         lines.append(f"{r['exporter']:<18}{proto:<8}{str(r['src']):<26}{r['sport']:>6}  {str(r['dst']):<26}"
-                     f"{r['dport']:>6}{r['packets']:>10}{r['bytes']:>12}{r['sampling_interval']:>6}  {str(r['first']):<24}")
+                     f"{r['dport']:>6}{r['packets']:>10}{r['bytes']:>12}{r['sampling_interval']:>6}  "
+                     f"{str(r['first']):<24}")
     lines.append(f"{len(d['flows'])} flows shown, {d['kept']} kept")
     return "\n".join(lines) + "\n"
 

@@ -97,7 +97,8 @@ def parse(data: dict, registries: Any = None) -> tuple[CollectorConfig | None, l
     if listen is None:
         issues.append(ConfigIssue(path, "missing 'listen': a list of {address, port, protocol: udp|tcp}"))
     elif not isinstance(listen, list) or not listen:
-        issues.append(ConfigIssue(path + ("listen",), f"expected a non-empty list of {{address, port}}, got {listen!r}"))
+        issues.append(ConfigIssue(path + ("listen",),
+                                  f"expected a non-empty list of {{address, port}}, got {listen!r}"))
     else:
         seen = set()
         for i, item in enumerate(listen):

@@ -163,7 +163,7 @@ class SFlowLayout:
 SFLOW = SFlowLayout()
 
 
-def _agent_exporter(dec: "Decoder", exp: Exporter, agent: str) -> Exporter | None:
+def _agent_exporter(dec: Decoder, exp: Exporter, agent: str) -> Exporter | None:
     if agent == exp.address:
         return exp
     a = dec.exporters.get(agent)
@@ -177,7 +177,7 @@ def _agent_exporter(dec: "Decoder", exp: Exporter, agent: str) -> Exporter | Non
     return a
 
 
-def decode_sflow(dec: "Decoder", exp: Exporter, mv: memoryview) -> None:
+def decode_sflow(dec: Decoder, exp: Exporter, mv: memoryview) -> None:
     end = len(mv)
     if end < 8:
         dec.error(exp, "short-header")

@@ -72,7 +72,7 @@ class V5Layout:
 V5 = V5Layout()
 
 
-def decode_v5(dec: "Decoder", exp, mv: memoryview) -> None:
+def decode_v5(dec: Decoder, exp, mv: memoryview) -> None:
     if len(mv) < 24:
         dec.error(exp, "short-header")
         return

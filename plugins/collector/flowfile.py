@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import struct
 import sys
-from typing import Iterator
+from collections.abc import Iterator
 
 import msgpack
 import numpy as np

@@ -50,8 +50,9 @@ import os
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import msgpack
 import structlog
@@ -182,7 +183,7 @@ ENCODERS = {"jsonl": encode_jsonl, "msgpack": encode_msgpack, "flows": None}  # 
 
 
 def stamp(t: float) -> str:
-    return dt.datetime.fromtimestamp(t, dt.timezone.utc).strftime("%Y%m%d%H%M%S")
+    return dt.datetime.fromtimestamp(t, dt.UTC).strftime("%Y%m%d%H%M%S")
 
 
 class FileWriter:
@@ -462,7 +463,8 @@ class ThreadedFileWriter(FileWriter):
     def write_parts(self, parts: list[bytes], counts: list[int] | None = None) -> None:
         if not parts:
             return
-        if not self._thread.is_alive() or threading.current_thread() is self._thread:  # closed: write here (nothing is lost)
+        # closed: write here (nothing is lost)
+        if not self._thread.is_alive() or threading.current_thread() is self._thread:
             FileWriter.write_parts(self, parts, counts)
             return
         self._queue.put((parts, counts, None))

@@ -10,7 +10,6 @@ import numpy as np
 
 from flowplane.api import FLOW_DTYPE
 
-
 MAPPED = np.uint64(0xFFFF_0000_0000)
 
 
@@ -46,10 +45,10 @@ class CollectedFlows:
         return len(self.data)
 
     @classmethod
-    def empty(cls) -> "CollectedFlows":
+    def empty(cls) -> CollectedFlows:
         return cls(np.zeros(0, FLOW_DTYPE), np.zeros(0, np.uint32), "", 0, 0)
 
-    def tail(self, n: int) -> "CollectedFlows":
+    def tail(self, n: int) -> CollectedFlows:
         if n >= len(self.data):
             return self
         s = slice(len(self.data) - n, None)
@@ -124,7 +123,7 @@ def iso_times(ns: np.ndarray) -> list[str]:
             out.append(None)
             continue
         try:
-            out.append(dt.datetime.fromtimestamp(t / 1e9, dt.timezone.utc).isoformat(timespec="milliseconds")
+            out.append(dt.datetime.fromtimestamp(t / 1e9, dt.UTC).isoformat(timespec="milliseconds")
                        .replace("+00:00", "Z"))
         except (OverflowError, OSError, ValueError):
             out.append(None)

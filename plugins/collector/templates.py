@@ -21,7 +21,7 @@ connection (RFC 7011 section 8.1) and never expire by age.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 

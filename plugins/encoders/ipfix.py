@@ -1,4 +1,6 @@
-"""IPFIX encoder (RFC 7011): ``register("ipfix", EncoderType("ipfix", (10,), factory))``; config ``version 10``/``ipfix``.
+"""IPFIX encoder (RFC 7011).
+
+``register("ipfix", EncoderType("ipfix", (10,), factory))``; config ``version 10``/``ipfix``.
 
 Message header: version 10, length, export time (s), sequence number (data
 records -- including options data records, RFC 7011 section 3.1 -- sent

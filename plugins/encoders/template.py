@@ -41,8 +41,8 @@ from __future__ import annotations
 
 import ipaddress
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
@@ -318,7 +318,8 @@ def build_templates(options: EncoderOptions, ipfix: bool) -> dict[str, Template]
         tid6 = options.template_ids.get(fam + EXPORTER6, tid + EXPORTER6_ID_OFFSET)
         if not 256 <= tid6 <= 65535:
             raise ValueError(f"template id for {fam + EXPORTER6!r} must be 256..65535, got {tid6!r}")
-        out[fam + EXPORTER6] = Template(fam + EXPORTER6, tid6, [*fields, Field(131, 16, exporter_v6, "exporterIPv6Address")])
+        out[fam + EXPORTER6] = Template(fam + EXPORTER6, tid6,
+                                        [*fields, Field(131, 16, exporter_v6, "exporterIPv6Address")])
     ids = [t.template_id for t in out.values()] + [options.options_template_id]
     if len(set(ids)) != len(ids):
         raise ValueError(f"template ids must be distinct: {ids}")
@@ -398,7 +399,8 @@ class TemplateEncoder:
         self._options_template_sent = False
         self._template_block = self._build_template_block()
         sets = self._template_block
-        if self.header_length + len(sets) + 4 + pad4(len(self._options_record())) + len(self._options_record()) > self.limit:
+        opt_len = len(self._options_record())
+        if self.header_length + len(sets) + 4 + pad4(opt_len) + opt_len > self.limit:
             raise ValueError("templates do not fit in one datagram")
 
     # -- subclass hooks -------------------------------------------------

@@ -137,7 +137,8 @@ def format_statistics(d) -> str:
                   f"Threshold crossings: {g['input_rate_threshold_exceeded']}",
                   f"  Captured data packets: {g['packets_matched']}",
                   f"  Packets copied: {g['packets_copied']}, Bytes copied: {g['bytes_copied']}",
-                  f"  Bandwidth exceeded drops: {g['hard_limit_drops']}, Duplicates dropped: {g['duplicates_dropped']}, "
+                  f"  Bandwidth exceeded drops: {g['hard_limit_drops']}, Duplicates dropped: "
+                  f"{g['duplicates_dropped']}, "
                   f"Send drops: {g['send_drops']}"]
     return "\n".join(lines) + "\n"
 

@@ -171,7 +171,8 @@ def _rate(sec: dict, key: str, p: tuple, hi: int, issues: list[ConfigIssue]) -> 
         return 0
     v = parse_rate(sec[key])
     if v is None:
-        issues.append(ConfigIssue(p + (key,), f"expected a rate like 90000, \"90k\", \"100m\" or \"1g\", got {sec[key]!r}"))
+        issues.append(ConfigIssue(p + (key,), "expected a rate like 90000, \"90k\", \"100m\" or \"1g\", got "
+                                              f"{sec[key]!r}"))
         return 0
     found = check_int(v, p + (key,), 1, hi)
     issues += found
@@ -232,7 +233,8 @@ def _parse_source(name: str, group: str, sec: dict, p: tuple, base_dir: str | No
             try:
                 cs.networks.append(ipaddress.ip_network(str(a), strict=False))
             except ValueError:
-                issues.append(ConfigIssue(p + ("source-addresses", i) if isinstance(addrs, list) else p + ("source-addresses",),
+                issues.append(ConfigIssue(p + ("source-addresses",
+                                               i) if isinstance(addrs, list) else p + ("source-addresses",),
                                           f"{a!r} is not an IPv4/IPv6 address or prefix"))
     if "service-port" in sec:
         found = check_int(sec["service-port"], p + ("service-port",), 0, 65535)
@@ -263,7 +265,8 @@ def _parse_source(name: str, group: str, sec: dict, p: tuple, base_dir: str | No
                 if not cs.key:
                     issues.append(ConfigIssue(p + ("key-file",), f"the key file {path} is empty"))
     else:
-        issues.append(ConfigIssue(p, "a control source needs shared-key or key-file (DTCP requests are HMAC-SHA1 signed)"))
+        issues.append(ConfigIssue(p, "a control source needs shared-key or key-file (DTCP requests are HMAC-SHA1 "
+                                     "signed)"))
     if "allowed-destinations" in sec:
         cs.allowed_destinations = tuple(_names(sec["allowed-destinations"], p + ("allowed-destinations",),
                                                "content destination names", issues))
@@ -276,7 +279,8 @@ def _parse_source(name: str, group: str, sec: dict, p: tuple, base_dir: str | No
     if targets is not None:
         items = targets if isinstance(targets, list) else [targets]
         for i, t in enumerate(items):
-            nt = _target(t, p + ("notification-targets", i) if isinstance(targets, list) else p + ("notification-targets",), issues)
+            tp = p + ("notification-targets", i) if isinstance(targets, list) else p + ("notification-targets",)
+            nt = _target(t, tp, issues)
             if nt:
                 cs.notification_targets.append(nt)
     return cs
@@ -293,7 +297,8 @@ def _parse_destination(name: str, group: str, sec: dict, p: tuple, issues: list[
     if "source-address" in sec:
         src = _address(sec["source-address"], p + ("source-address",), issues)
         if src and addr and (":" in src) != (":" in addr):
-            issues.append(ConfigIssue(p + ("source-address",), f"source-address {src} is not of the family of address {addr}"))
+            issues.append(ConfigIssue(p + ("source-address",), f"source-address {src} is not of the family of address "
+                                                               f"{addr}"))
         cd.source_address = src
     cd.hard_limit = _rate(sec, "hard-limit", p, BANDWIDTH_MAX, issues)
     cd.soft_limit = _rate(sec, "soft-limit", p, BANDWIDTH_MAX, issues)
@@ -302,9 +307,11 @@ def _parse_destination(name: str, group: str, sec: dict, p: tuple, issues: list[
         issues.append(ConfigIssue(p + ("soft-limit-clear",), "soft-limit-clear needs soft-limit"))
     if cd.soft_limit and cd.soft_limit_clear > cd.soft_limit:
         issues.append(ConfigIssue(p + ("soft-limit-clear",),
-                                  f"soft-limit-clear {cd.soft_limit_clear} bps is above soft-limit {cd.soft_limit} bps"))
+                                  f"soft-limit-clear {cd.soft_limit_clear} bps is above "
+                                  f"soft-limit {cd.soft_limit} bps"))
     if cd.hard_limit and cd.soft_limit > cd.hard_limit:
-        issues.append(ConfigIssue(p + ("soft-limit",), f"soft-limit {cd.soft_limit} bps is above hard-limit {cd.hard_limit} bps"))
+        issues.append(ConfigIssue(p + ("soft-limit",), f"soft-limit {cd.soft_limit} bps is above hard-limit "
+                                                       f"{cd.hard_limit} bps"))
     if cd.soft_limit and not cd.soft_limit_clear:
         cd.soft_limit_clear = cd.soft_limit
     return cd
@@ -362,7 +369,8 @@ def _parse_group(name: str, sec: dict, p: tuple, config: dict, base_dir: str | N
         for d in cs.allowed_destinations:
             if d not in g.destinations:
                 issues.append(ConfigIssue(sp + ("allowed-destinations",),
-                                          f"no content destination {d!r} in capture group {name!r}{suggest(d, g.destinations)}"))
+                                          f"no content destination {d!r} in capture group "
+                                          f"{name!r}{suggest(d, g.destinations)}"))
         g.sources[sname] = cs
     if not g.sources:
         issues.append(ConfigIssue(p, "a capture group needs at least one control-source"))
@@ -375,7 +383,8 @@ def parse(config: dict, limits: Limits, base_dir: str | None = None) -> tuple[Df
     """Parse ``services dynamic-flow-capture`` of *config*; returns (config, issues)."""
     issues: list[ConfigIssue] = []
     out = DfcConfig(criteria_max=criteria_max(limits))
-    sec = (config.get("services") or {}).get("dynamic-flow-capture") if isinstance(config.get("services"), dict) else None
+    services = config.get("services")
+    sec = (services or {}).get("dynamic-flow-capture") if isinstance(services, dict) else None
     if sec is None:
         return out, issues
     issues += check_mapping(sec, BASE, "capture-group NAME / listen-address")
@@ -395,7 +404,8 @@ def parse(config: dict, limits: Limits, base_dir: str | None = None) -> tuple[Df
         for s in g.sources.values():
             if s.name in seen:
                 issues.append(ConfigIssue(BASE + ("capture-group", g.name, "control-source", s.name),
-                                          f"control source {s.name!r} is also defined in capture group {seen[s.name]!r}; "
+                                          f"control source {s.name!r} is also defined in capture group "
+                                          f"{seen[s.name]!r}; "
                                           "DTCP Csource-ID names must be unique"))
             seen[s.name] = g.name
     return out, issues

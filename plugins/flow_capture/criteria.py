@@ -41,7 +41,7 @@ class Prefix:
     mask_lo: int
 
     @classmethod
-    def parse(cls, text: str) -> "Prefix":
+    def parse(cls, text: str) -> Prefix:
         try:
             net = ipaddress.ip_network(text.strip(), strict=False)
         except ValueError:
@@ -225,13 +225,13 @@ class CriteriaTable:
         if not self.n:
             return None
         full = np.uint64(0xFFFF_FFFF_FFFF_FFFF)
-        if ((self.dp_lo == self.dp_hi)).all():
+        if (self.dp_lo == self.dp_hi).all():
             return "dport", np.unique(self.dp_lo)
         if ((self.dst_mhi == full) & (self.dst_mlo == full)).all():
             return "dst_lo", np.unique(self.dst_lo)
         if ((self.src_mhi == full) & (self.src_mlo == full)).all():
             return "src_lo", np.unique(self.src_lo)
-        if ((self.sp_lo == self.sp_hi)).all():
+        if (self.sp_lo == self.sp_hi).all():
             return "sport", np.unique(self.sp_lo)
         return None
 

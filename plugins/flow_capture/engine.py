@@ -23,7 +23,8 @@ from __future__ import annotations
 import socket
 import time
 from collections import Counter
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import structlog
@@ -173,7 +174,7 @@ class FlowCapture:
             s.close()
         self.notify_socks.clear()
 
-    def adopt(self, old: "FlowCapture") -> None:
+    def adopt(self, old: FlowCapture) -> None:
         """Take over criteria, sequence windows and ids from the engine a reload replaces."""
         self.next_id = max(self.next_id, old.next_id)
         self.stats.update(old.stats)
@@ -184,7 +185,8 @@ class FlowCapture:
         for gname, og in old.groups.items():
             ng = self.groups.get(gname)
             for c in og.criteria.values():
-                ok = ng is not None and c.source in ng.cfg.sources and all(d in ng.cfg.destinations for d in c.destinations)
+                ok = (ng is not None and c.source in ng.cfg.sources
+                      and all(d in ng.cfg.destinations for d in c.destinations))
                 if ok and ng is not None:
                     ng.criteria[c.id] = c
                     ng.invalidate()

@@ -34,7 +34,8 @@ KIND_TITLE = {"sampling": "", "monitoring": " (monitoring group)", "accounting":
 
 
 def _header(name: str, kind: str = "sampling") -> list[str]:
-    return ["Service Accounting interface: flowplane, Local interface index: 0", f"Service name: {name}{KIND_TITLE[kind]}"]
+    return ["Service Accounting interface: flowplane, Local interface index: 0", "Service name: "
+                                                                                 f"{name}{KIND_TITLE[kind]}"]
 
 
 def addr(hi: int, lo: int, af: int) -> str:
@@ -112,7 +113,8 @@ def format_flow_detail(data) -> str:
     lines = []
     for i in data["instances"]:
         lines += _header(i["name"], i["kind"])
-        lines.append(f"{'Protocol':<10}{'Source':<40}{'Source':>7}  {'Destination':<40}{'Dest':>6}{'Packet':>12}{'Byte':>14}")
+        lines.append(f"{'Protocol':<10}{'Source':<40}{'Source':>7}  "
+                     f"{'Destination':<40}{'Dest':>6}{'Packet':>12}{'Byte':>14}")
         lines.append(f"{'':<10}{'Address':<40}{'Port':>7}  {'Address':<40}{'Port':>6}{'count':>12}{'count':>14}")
         for r in i["flows"]:
             proto = f"{PROTO_NAMES.get(r['protocol'], 'ip')}({r['protocol']})"
@@ -135,18 +137,25 @@ def show_status(app, args, passive=False):
                 "family": family,
                 "flow_servers": [{"address": s.label, "version": s.version, "transport": s.transport,
                                   "template": s.template.name if s.template else None,
-                                  "counters": dict(x.counters.values), "transport_counters": dict(x.transport.counters.values)}
+                                  "counters": dict(x.counters.values),
+                                  "transport_counters": dict(x.transport.counters.values)}
                                  for s, x in zip(fam.servers, e.exporters[family])],
                 "exporters_shared_with": {x.server.label: x.families for x in e.exporters[family]},
                 "active_timeout": fam.active_timeout, "inactive_timeout": fam.inactive_timeout,
                 "engine_type": fam.engine_type, "engine_id": fam.engine_id,
             })
-        out.append({"name": e.inst.name, "kind": e.kind, "rate": e.inst.rate, "effective_rate": round(e.sampler.effective_rate, 3),
+        out.append({"name": e.inst.name, "kind": e.kind, "rate": e.inst.rate,
+                    "effective_rate": round(e.sampler.effective_rate, 3),
                     "run_length": e.inst.run_length, "max_packets_per_second": e.inst.max_pps,
                     "algorithm": "deterministic" if e.inst.algorithm == 1 else "random",
                     "clock": "wall" if e.live else "packet", "families": fams,
                     "rate_limited": e.counters["rate_limited"]})
     return {"instances": out}
+
+
+def _export_format(version: int) -> str:
+    """How ``show ... status`` names an export version."""
+    return "cflowd v" + str(version) if version in (5, 8) else "version 9" if version == 9 else "IPFIX"
 
 
 def format_status(data) -> str:
@@ -158,19 +167,25 @@ def format_status(data) -> str:
             lines.append("Sampling rate: every discarded packet (discard accounting)")
         else:
             lines.append("Interface state: Monitoring")
-            lines.append(f"Sampling rate: 1 in {i['rate']} ({i['algorithm']}), effective rate: 1 in {i['effective_rate']}, "
-                         f"run-length: {i['run_length']}, max packets per second: {i['max_packets_per_second'] or 'unlimited'}")
+            lines.append(f"Sampling rate: 1 in {i['rate']} ({i['algorithm']}), effective rate: 1 in "
+                         f"{i['effective_rate']}, "
+                         f"run-length: {i['run_length']}, max packets per second: "
+                         f"{i['max_packets_per_second'] or 'unlimited'}")
         for f in i["families"]:
-            fmt = ", ".join(f"{'cflowd v' + str(s['version']) if s['version'] in (5, 8) else ('version 9' if s['version'] == 9 else 'IPFIX')}"
-                            f" to {s['address']}/{s['transport']}" for s in f["flow_servers"])
-            lines.append(f"Protocol: {'IPv4' if f['family'] == 'inet' else 'IPv6' if f['family'] == 'inet6' else 'MPLS'}, "
+            fmt = ", ".join(f"{_export_format(s['version'])} to {s['address']}/{s['transport']}"
+                            for s in f["flow_servers"])
+            lines.append("Protocol: "
+                         f"{'IPv4' if f['family'] == 'inet' else 'IPv6' if f['family'] == 'inet6' else 'MPLS'}, "
                          f"Engine type: {f['engine_type']}, Engine ID: {f['engine_id']}")
             lines.append(f"  Export format: {fmt}")
-            lines.append(f"  Flow active timeout: {int(f['active_timeout'])} secs, inactive timeout: {int(f['inactive_timeout'])} secs")
+            lines.append(f"  Flow active timeout: {int(f['active_timeout'])} secs, inactive timeout: "
+                         f"{int(f['inactive_timeout'])} secs")
             for s in f["flow_servers"]:
                 c, t = s["counters"], s["transport_counters"]
-                lines.append(f"  Flow server {s['address']}: records {c.get('records', 0)}, export packets {c.get('datagrams', 0)}, "
-                             f"sent {t.get('packets', 0)}, refused {t.get('refused', 0)}, dropped {t.get('dropped', 0) + t.get('dropped_backlog', 0)}")
+                lines.append(f"  Flow server {s['address']}: records {c.get('records', 0)}, export packets "
+                             f"{c.get('datagrams', 0)}, "
+                             f"sent {t.get('packets', 0)}, refused {t.get('refused', 0)}, dropped "
+                             f"{t.get('dropped', 0) + t.get('dropped_backlog', 0)}")
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"
 
@@ -179,14 +194,16 @@ def show_usage(app, args, passive=False):
     engines, _ = _engines(app, args, passive=passive)
     fm = monitor(app)
     ru = resource.getrusage(resource.RUSAGE_SELF)
-    return {"uptime_ms": int((time.time() - app.started_at) * 1000), "cpu_user_s": ru.ru_utime, "cpu_system_s": ru.ru_stime,
+    return {"uptime_ms": int((time.time() - app.started_at) * 1000), "cpu_user_s": ru.ru_utime,
+            "cpu_system_s": ru.ru_stime,
             "load_5s": fm.load.percent(5), "load_1m": fm.load.percent(60), "instances": [e.inst.name for e in engines]}
 
 
 def format_usage(data) -> str:
     lines = _header(", ".join(data["instances"]))
     lines.append("CPU utilization")
-    lines.append(f"  Uptime: {data['uptime_ms']} milliseconds, CPU time: {data['cpu_user_s'] + data['cpu_system_s']:.3f} seconds")
+    lines.append(f"  Uptime: {data['uptime_ms']} milliseconds, CPU time: "
+                 f"{data['cpu_user_s'] + data['cpu_system_s']:.3f} seconds")
     lines.append(f"  Load (5 second): {data['load_5s']:.0f}%, Load (1 minute): {data['load_1m']:.0f}%")
     return "\n".join(lines) + "\n"
 
@@ -267,8 +284,10 @@ def show_template(app, args):
             templates = []
             for kind, tmpl in getattr(enc, "data_templates", {}).items():
                 templates.append({"kind": kind, "template_id": tmpl.template_id, "record_length": tmpl.record_length,
-                                  "fields": [{"element": f.ie, "length": f.length, "name": f.name} for f in tmpl.fields]})
-            out.append({"template": t.name, "version": t.version, "instance": e.inst.name, "flow_server": exp.server.label,
+                                  "fields": [{"element": f.ie, "length": f.length,
+                                              "name": f.name} for f in tmpl.fields]})
+            out.append({"template": t.name, "version": t.version, "instance": e.inst.name,
+                        "flow_server": exp.server.label,
                         "observation_domain_id": enc.options.observation_domain_id,
                         "options_template_id": enc.options.options_template_id,
                         "refresh": {"packets": t.refresh_packets, "seconds": t.refresh_seconds},
@@ -287,7 +306,8 @@ def format_template(data) -> str:
         lines.append(f"  {'Observation domain' if t['version'] == 10 else 'Source'} ID: {t['observation_domain_id']}, "
                      f"Options template ID: {t['options_template_id']}")
         lines.append(f"  Template refresh: {t['refresh']['packets']} packets / {t['refresh']['seconds']} seconds, "
-                     f"Option refresh: {t['option_refresh']['packets']} packets / {t['option_refresh']['seconds']} seconds")
+                     f"Option refresh: {t['option_refresh']['packets']} packets / {t['option_refresh']['seconds']} "
+                     "seconds")
         for d in t["templates"]:
             lines.append(f"  Template ID: {d['template_id']} ({d['kind']}), record length {d['record_length']} bytes")
             lines.append(f"    {'Element':>8} {'Length':>7}  Name")
@@ -309,9 +329,11 @@ def _passive(fn):
 def register(register_fn) -> None:
     register_fn("show passive-monitoring flow", _passive(show_flow), help="= show services accounting flow, groups",
                 formatter=format_flow)
-    register_fn("show passive-monitoring status", _passive(show_status), help="= show services accounting status, groups",
+    register_fn("show passive-monitoring status", _passive(show_status), help="= show services accounting status, "
+                                                                              "groups",
                 formatter=format_status)
-    register_fn("show passive-monitoring memory", _passive(show_memory), help="= show services accounting memory, groups",
+    register_fn("show passive-monitoring memory", _passive(show_memory), help="= show services accounting memory, "
+                                                                              "groups",
                 formatter=format_memory)
     register_fn("show passive-monitoring usage", _passive(show_usage), help="= show services accounting usage",
                 formatter=format_usage)

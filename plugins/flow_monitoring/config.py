@@ -34,7 +34,8 @@ Junos hierarchy, in YAML::
         version9:
           template v9-ipv4: {ipv4-template: true, template-refresh-rate: {packets: 4800, seconds: 60}, ...}
         version-ipfix:
-          template ipfix-v6: {ipv6-template: true, observation-domain-id: 7, template-id: 1024, options-template-id: 1025}
+          template ipfix-v6: {ipv6-template: true, observation-domain-id: 7, template-id: 1024,
+                              options-template-id: 1025}
 
 One parse pass yields both the issues (every problem, with its key path)
 and, when there are none, the :class:`SamplingConfig` the engine runs.
@@ -277,13 +278,15 @@ def _parse_instance(name: str, sec: dict, p: tuple, templates: dict[str, Templat
         if isinstance(inp, dict):
             issues += check_keys(inp, INPUT_KEYS, p + ("input",))
             if "rate" in inp:
-                issues += check_int(inp["rate"], p + ("input", "rate"), 1, limits.sampling_rate_max, limit="sampling_rate_max")
+                issues += check_int(inp["rate"], p + ("input", "rate"), 1, limits.sampling_rate_max,
+                                    limit="sampling_rate_max")
                 inst.rate = inp["rate"] if isinstance(inp["rate"], int) else 1
             if "run-length" in inp:
                 issues += check_int(inp["run-length"], p + ("input", "run-length"), 0, 20)
                 inst.run_length = inp["run-length"] if isinstance(inp["run-length"], int) else 0
             if "max-packets-per-second" in inp:
-                issues += check_int(inp["max-packets-per-second"], p + ("input", "max-packets-per-second"), 0, 10_000_000)
+                issues += check_int(inp["max-packets-per-second"], p + ("input", "max-packets-per-second"), 0,
+                                    10_000_000)
                 inst.max_pps = inp["max-packets-per-second"] if isinstance(inp["max-packets-per-second"], int) else 0
             if "algorithm" in inp:
                 issues += check_str(inp["algorithm"], p + ("input", "algorithm"), ("random", "deterministic"))
@@ -398,7 +401,8 @@ def _parse_server(family: str, addr: str, ssec: Any, p: tuple, templates: dict[s
     versions = [k for k in ("version", "version9", "version-ipfix") if k in ssec]
     if len(versions) != 1:
         issues.append(ConfigIssue(p, "say exactly one of 'version: 5|8', 'version9: {template: NAME}' or "
-                                  "'version-ipfix: {template: NAME}'" + (f"; got {', '.join(versions)}" if versions else "")))
+                                  "'version-ipfix: {template: NAME}'"
+                                  + (f"; got {', '.join(versions)}" if versions else "")))
     elif versions[0] == "version":
         v = ssec["version"]
         if v in (9, 10):
@@ -416,7 +420,8 @@ def _parse_server(family: str, addr: str, ssec: Any, p: tuple, templates: dict[s
         if isinstance(name, dict) and len(name) == 1:  # 'template: {NAME: null}' (Junos 'template { NAME; }')
             name = next(iter(name))
         if not isinstance(name, str):
-            issues.append(ConfigIssue(p + (key,), "expected {template: NAME} naming a 'services flow-monitoring' template"))
+            issues.append(ConfigIssue(p + (key,), "expected {template: NAME} naming a 'services flow-monitoring' "
+                                                  "template"))
         elif name not in templates or templates[name].version != version:
             where = "version9" if version == 9 else "version-ipfix"
             known = [t for t, v in templates.items() if v.version == version]
@@ -426,19 +431,23 @@ def _parse_server(family: str, addr: str, ssec: Any, p: tuple, templates: dict[s
             template = templates[name]
     if version and version not in limits.export_versions:
         issues.append(ConfigIssue(p, f"export version {version} is not supported by this hardware profile "
-                                  f"(hardware profile limit export_versions: {', '.join(map(str, limits.export_versions))})"))
+                                  "(hardware profile limit export_versions: "
+                                  f"{', '.join(map(str, limits.export_versions))})"))
     if version in (5, 8) and family != "inet":
-        issues.append(ConfigIssue(p, f"NetFlow v{version} carries IPv4 only: use version9 or version-ipfix under family {family}"))
+        issues.append(ConfigIssue(p, f"NetFlow v{version} carries IPv4 only: use version9 or version-ipfix under "
+                                     f"family {family}"))
     encoder = registries.encoders.for_version(version) if registries is not None and version else None
     issues += check_transport(transport, ssec, p, transports, encoder=encoder, version=version)
     aggregation = ""
     if "aggregation" in ssec:
         agg = ssec["aggregation"]
-        names = list(agg) if isinstance(agg, dict) else [agg] if isinstance(agg, str) else agg if isinstance(agg, list) else None
+        names = (list(agg) if isinstance(agg, dict) else [agg] if isinstance(agg, str)
+                 else agg if isinstance(agg, list) else None)
         if version != 8:
             issues.append(ConfigIssue(p + ("aggregation",), "aggregation schemes are NetFlow version 8 only"))
         elif not names or len(names) != 1 or names[0] not in V8_SCHEMES:
-            issues.append(ConfigIssue(p + ("aggregation",), f"expected exactly one of: {', '.join(V8_SCHEMES)}; got {agg!r}"))
+            issues.append(ConfigIssue(p + ("aggregation",), f"expected exactly one of: {', '.join(V8_SCHEMES)}; got "
+                                                            f"{agg!r}"))
         else:
             aggregation = V8_TO_ENCODER[names[0]]
     elif version == 8:
@@ -479,10 +488,12 @@ def _parse_chassis(config: dict, out: SamplingConfig, issues: list[ConfigIssue])
         if name is None:
             continue
         if str(ifname) not in ifaces:
-            issues.append(ConfigIssue(fp, f"interface {ifname!r} is not configured under 'interfaces'{suggest(str(ifname), ifaces)}"))
+            issues.append(ConfigIssue(fp, f"interface {ifname!r} is not configured under "
+                                          f"'interfaces'{suggest(str(ifname), ifaces)}"))
         if name not in out.instances or name == DEFAULT_INSTANCE:
             known = [n for n in out.instances if n != DEFAULT_INSTANCE]
-            issues.append(ConfigIssue(fp + ("sampling-instance",), f"no sampling instance {name!r}{suggest(str(name), known)}"))
+            issues.append(ConfigIssue(fp + ("sampling-instance",), "no sampling instance "
+                                                                   f"{name!r}{suggest(str(name), known)}"))
         else:
             out.interface_instance[str(ifname)] = str(name)
 
@@ -531,10 +542,12 @@ def _parse_monitoring(config: dict, out: SamplingConfig, templates: dict[str, Te
                 fmt = o.pop("export-format")
                 if fmt not in EXPORT_FORMATS:
                     issues.append(ConfigIssue(p + ("family", family, "output", "export-format"),
-                                              f"unknown export format {fmt!r}; expected one of: {', '.join(EXPORT_FORMATS)}"))
+                                              f"unknown export format {fmt!r}; expected one of: "
+                                              f"{', '.join(EXPORT_FORMATS)}"))
                 else:
                     for ssec in (o.get("flow-server") or {}).values():
-                        if isinstance(ssec, dict) and not any(k in ssec for k in ("version", "version9", "version-ipfix")):
+                        if isinstance(ssec,
+                                      dict) and not any(k in ssec for k in ("version", "version9", "version-ipfix")):
                             ssec["version"] = EXPORT_FORMATS[fmt]
         inst = _parse_instance(str(name), {k: v for k, v in sec.items() if k != "input-interfaces"}, p, templates,
                                limits, issues, registries)
@@ -552,15 +565,18 @@ def _parse_monitoring(config: dict, out: SamplingConfig, templates: dict[str, Te
             members = []
             for i, w in enumerate(wanted):
                 if w not in ifaces:
-                    issues.append(ConfigIssue(p + ("input-interfaces", i), f"interface {w!r} is not configured{suggest(w, ifaces)}"))
+                    issues.append(ConfigIssue(p + ("input-interfaces", i), f"interface {w!r} is not "
+                                                                           f"configured{suggest(w, ifaces)}"))
                 elif w not in monitoring_only:
                     issues.append(ConfigIssue(p + ("input-interfaces", i),
-                                              f"interface {w!r} is not a monitoring-only interface (set 'monitoring-only: true')"))
+                                              f"interface {w!r} is not a monitoring-only interface (set "
+                                              "'monitoring-only: true')"))
                 else:
                     members.append(w)
         for m in members:
             if m in claimed and wanted is not None:
-                issues.append(ConfigIssue(p + ("input-interfaces",), f"interface {m!r} already feeds monitoring group {claimed[m]!r}"))
+                issues.append(ConfigIssue(p + ("input-interfaces",), f"interface {m!r} already feeds monitoring group "
+                                                                     f"{claimed[m]!r}"))
             claimed.setdefault(m, str(name))
         out.groups[str(name)] = inst
         out.group_interfaces[str(name)] = members
@@ -581,7 +597,8 @@ def _parse_accounting(config: dict, out: SamplingConfig, templates: dict[str, Te
         inst = Instance(str(name), algorithm=SAMPLING_DETERMINISTIC, flow_table_size=min(262_144, limits.max_flows))
         _parse_table_size(inst, sec, p, limits, issues)
         if "output" not in sec:
-            issues.append(ConfigIssue(p, "missing: 'output' with at least one 'flow-server ADDRESS { port; version; }'"))
+            issues.append(ConfigIssue(p,
+                                      "missing: 'output' with at least one 'flow-server ADDRESS { port; version; }'"))
             continue
         fam = _parse_family("inet", {"output": sec["output"]}, p, templates, limits, issues, registries)
         inst.families["inet"] = fam

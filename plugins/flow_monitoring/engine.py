@@ -74,11 +74,13 @@ class ServerExporter(Exporter):
         if t is not None:
             opts.templates = tuple(dict.fromkeys(k for f in self.families for k in _template_kinds(t.kinds, f)))
             opts.template_refresh_packets, opts.template_refresh_seconds = t.refresh_packets, t.refresh_seconds
-            opts.option_refresh_packets, opts.option_refresh_seconds = t.option_refresh_packets, t.option_refresh_seconds
+            opts.option_refresh_packets = t.option_refresh_packets
+            opts.option_refresh_seconds = t.option_refresh_seconds
             if t.observation_domain_id is not None:
                 opts.observation_domain_id = t.observation_domain_id
             if t.template_id is not None:
-                opts.template_ids = {k: t.template_id + i for i, k in enumerate(("ipv4", "ipv6", "mpls", "mpls-ipv4", "bridge"))}
+                kinds = ("ipv4", "ipv6", "mpls", "mpls-ipv4", "bridge")
+                opts.template_ids = {k: t.template_id + i for i, k in enumerate(kinds)}
             if t.options_template_id is not None:
                 opts.options_template_id = t.options_template_id
         transport = trans_type.factory(TransportOptions(server.host, server.port, server.source_address, name=name,
@@ -324,7 +326,8 @@ class FlowMonitor:
         self.sampling = sampling
         self.routes = routes
         live = not app.packet_clock  # the sources' declared clock: wall for live capture, packet time for replay
-        self.engines = {name: InstanceEngine(app, inst, live=live, routes=routes) for name, inst in sampling.instances.items()}
+        self.engines = {name: InstanceEngine(app, inst, live=live,
+                                             routes=routes) for name, inst in sampling.instances.items()}
         self.default = self.engines.get("(default sampling)")
         self.iface_engine = {app.interfaces.id(i): self.engines[n] for i, n in sampling.interface_instance.items()}
         # passive monitoring groups: every accepted packet of their monitoring-only interfaces

@@ -90,7 +90,8 @@ def build_config(args: Any, control_socket: str) -> dict:
         "system": {"control-socket": control_socket, "log": {"level": "warning"}},
         "interfaces": {"replay0": {"source": "pcap", "file": os.path.abspath(args.pcap), "speed": args.speed,
                                    "family": {"any": {"filter": {"input": "replay-all"}}}}},
-        "firewall": {"family": {"any": {"filter": {"replay-all": {"term": {"all": {"then": {"sample": True, "accept": True}}}}}}}},
+        "firewall": {"family": {"any": {"filter": {"replay-all": {
+            "term": {"all": {"then": {"sample": True, "accept": True}}}}}}}},
         "forwarding-options": {"sampling": {
             "input": {"rate": args.sampling_rate, "algorithm": "deterministic"},
             "flow-table-size": args.max_flows,
@@ -99,7 +100,8 @@ def build_config(args: Any, control_socket: str) -> dict:
     if version in (9, 10):
         key = "version9" if version == 9 else "version-ipfix"
         # the template names the record layouts; timeouts stay on the family output
-        cfg["services"] = {"flow-monitoring": {key: {"template": {"replay": {"ipv4-template": True, "ipv6-template": True}}}}}
+        template = {"replay": {"ipv4-template": True, "ipv6-template": True}}
+        cfg["services"] = {"flow-monitoring": {key: {"template": template}}}
     return cfg
 
 

@@ -59,7 +59,8 @@ class RouteTable:
         d = records.data
         if not len(d) or not self.count:
             return
-        for table, af, key_of in ((self.v4, 4, lambda hi, lo: lo & np.uint64(0xFFFF_FFFF)), (self.v6, 6, lambda hi, lo: hi)):
+        for table, af, key_of in ((self.v4, 4, lambda hi, lo: lo & np.uint64(0xFFFF_FFFF)),
+                                  (self.v6, 6, lambda hi, lo: hi)):
             rows = np.flatnonzero(d["af"] == af)
             if not len(rows) or not len(table.starts):
                 continue

@@ -52,7 +52,8 @@ def _endpoint(addr: str, port: int) -> str:
 
 
 def snapshot_keys(data: dict) -> dict:
-    return {(i["name"], f["protocol"], f["source"], f["source_port"], f["destination"], f["destination_port"]): f["bytes"]
+    return {(i["name"], f["protocol"], f["source"], f["source_port"], f["destination"],
+             f["destination_port"]): f["bytes"]
             for i in data["instances"] for f in i["flows"]}
 
 
@@ -61,7 +62,8 @@ def run_top(path: str, *, interval: float, limit: int, order: str, once: bool, r
     last = time.monotonic()
     try:
         while True:
-            reply = request(path, ["show", "services", "accounting", "flow-detail", "limit", str(limit), "order", order],
+            reply = request(path,
+                            ["show", "services", "accounting", "flow-detail", "limit", str(limit), "order", order],
                             fmt="json")
             if not reply.get("ok"):
                 print(f"error: {reply.get('error')}", file=sys.stderr)

@@ -34,7 +34,8 @@ def format_statistics(data) -> str:
         rate = f", sampling rate: 1 in {i['sampling_rate']}" if i["sampling_scope"] == "per-instance" else ""
         lines.append(f"  Instance name: {i['name']}")
         lines.append(f"    Template name: {i['template']}, Template ID: {i['template_id']}, "
-                     f"Option template ID: {i['option_template_id']}, Observation domain ID: {i['observation_domain_id']}")
+                     f"Option template ID: {i['option_template_id']}, Observation domain ID: "
+                     f"{i['observation_domain_id']}")
         lines.append(f"    Template refresh rate: {i['template_refresh_rate']} seconds, "
                      f"Option template refresh rate: {i['option_template_refresh_rate']} seconds")
         lines.append(f"    Clip length: {i['clip_length']} bytes{rate}")

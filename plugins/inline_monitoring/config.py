@@ -193,14 +193,16 @@ def _parse_template(name: str, t: Any, p: tuple, issues: list[ConfigIssue]) -> T
                                       ("observation-domain-id", "observation_domain_id", 0, 255)), tmpl)
     if tmpl.template_id == tmpl.option_template_id:
         key = "option-template-id" if "option-template-id" in t else "template-id"
-        issues.append(ConfigIssue(p + (key,), f"template-id and option-template-id must differ (both {tmpl.template_id})"))
+        issues.append(ConfigIssue(p + (key,), "template-id and option-template-id must differ (both "
+                                              f"{tmpl.template_id})"))
     return tmpl
 
 
 def _parse_instance(name: str, sec: Any, p: tuple, templates: dict[str, Template], limits: Limits,
                     issues: list[ConfigIssue]) -> Instance | None:
     if not isinstance(sec, dict):
-        issues.append(ConfigIssue(p, f"expected the instance's settings as a mapping (template-name, collector), got {sec!r}"))
+        issues.append(ConfigIssue(p, "expected the instance's settings as a mapping (template-name, collector), got "
+                                     f"{sec!r}"))
         return None
     issues += check_keys(sec, INSTANCE_KEYS, p)
     tname = sec.get("template-name")
@@ -277,7 +279,8 @@ def _parse_instance(name: str, sec: Any, p: tuple, templates: dict[str, Template
     return inst
 
 
-def _address(v: Any, path: tuple, what: str, issues: list[ConfigIssue]) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+def _address(v: Any, path: tuple, what: str,
+             issues: list[ConfigIssue]) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     try:
         if isinstance(v, bool) or not isinstance(v, str):
             raise ValueError

@@ -193,7 +193,8 @@ def pack_sets(records: Records, template_id: int, limit: int) -> list[tuple[byte
 
 
 def template_set(template_id: int) -> bytes:
-    body = struct.pack(">HH", template_id, len(DATA_FIELDS)) + b"".join(struct.pack(">HH", ie, ln) for ie, ln in DATA_FIELDS)
+    body = struct.pack(">HH", template_id,
+                       len(DATA_FIELDS)) + b"".join(struct.pack(">HH", ie, ln) for ie, ln in DATA_FIELDS)
     return SET_HEADER.pack(TEMPLATE_SET_ID, SET_HEADER.size + len(body)) + body
 
 

@@ -122,8 +122,11 @@ class CollectorExport:
         c.inc("bytes", len(msg))
         self.exporter.send([msg])
 
-    def adopt(self, old: "CollectorExport") -> None:
-        """Keep the counters of the same collector across a reload (the export starts afresh: new templates and sequence numbers)."""
+    def adopt(self, old: CollectorExport) -> None:
+        """Keep the counters of the same collector across a reload.
+
+        The export starts afresh: new templates and sequence numbers.
+        """
         self.counters = old.counters
         self.transport.counters = old.transport.counters
 
@@ -164,7 +167,8 @@ class InstanceEngine:
         clip = self.inst.clip_length
         if self.sampler is not None:
             idx = pick(self.sampler, n)
-            recs, packed = self._encode(batch, idx, ingress, egress, clip, self.collectors[0].limit if self.collectors else 1472)
+            recs, packed = self._encode(batch, idx, ingress, egress, clip,
+                                        self.collectors[0].limit if self.collectors else 1472)
             for c in self.collectors:
                 c.counters.inc("sampled", len(recs))
                 if len(recs):
@@ -247,7 +251,7 @@ class InlineMonitor:
         if old is not None:
             self._adopt(old)
 
-    def _adopt(self, old: "InlineMonitor") -> None:
+    def _adopt(self, old: InlineMonitor) -> None:
         self.counters = old.counters
         for name, e in self.engines.items():
             o = old.engines.get(name)

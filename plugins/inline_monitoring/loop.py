@@ -29,7 +29,8 @@ import json
 import shutil
 import struct
 import subprocess
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from flowplane.api import ConfigIssue, live_interfaces, probe_filters
 

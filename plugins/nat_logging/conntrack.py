@@ -14,7 +14,8 @@ from __future__ import annotations
 import errno
 import itertools
 import socket
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import structlog
 import trio

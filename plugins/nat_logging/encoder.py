@@ -18,8 +18,8 @@ from __future__ import annotations
 import socket
 import struct
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 from flowplane.api import EncoderOptions, EncoderType
 

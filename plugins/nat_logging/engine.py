@@ -142,7 +142,7 @@ class NatLogger:
         return Output("syslog", f"syslog/{label}", label, Exporter(name, enc, transport),
                       {"transport": h.transport, "facility": h.facility})
 
-    def _adopt(self, old: "NatLogger") -> None:
+    def _adopt(self, old: NatLogger) -> None:
         """A reload: counters and the table of open sessions carry over (exports start afresh)."""
         self.counters, self.listener_counters, self.by_kind = old.counters, old.listener_counters, old.by_kind
         self.listener.counters = self.listener_counters

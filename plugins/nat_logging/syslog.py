@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import socket
 import time
-from typing import Iterable
+from collections.abc import Iterable
 
 from .events import NUMBERINGS, NatEvent, proto_name
 

@@ -38,10 +38,12 @@ def _instance_exists(arg, config: dict) -> str | None:
 @hookimpl
 def flowplane_register_actions(register):
     register("port-mirror", TermAction("port-mirror", help="copy the packet to the default port-mirroring "
-                                                           "instance's destinations", validate=_port_mirror_needs_default))
-    register("port-mirror-instance", TermAction("port-mirror-instance", arg="required",
-                                                help="copy the packet to a named port-mirroring instance's destinations",
-                                                validate=_instance_exists))
+                                                           "instance's destinations",
+                                                           validate=_port_mirror_needs_default))
+    register("port-mirror-instance",
+             TermAction("port-mirror-instance", arg="required",
+                        help="copy the packet to a named port-mirroring instance's destinations",
+                        validate=_instance_exists))
 
 
 @hookimpl

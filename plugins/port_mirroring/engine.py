@@ -300,7 +300,7 @@ class PortMirror:
         self.engines = {name: InstanceEngine(inst, self.sender) for name, inst in cfg.instances.items()}
         self.counters = Counters("port-mirroring")
 
-    def open(self, previous: "PortMirror | None" = None) -> None:
+    def open(self, previous: PortMirror | None = None) -> None:
         """Open every destination's socket; keep the counters of a replaced object's same destinations."""
         old = {}
         if previous is not None:

@@ -250,7 +250,8 @@ def _test(name: str, sec, path, profiles: dict) -> tuple[TestConfig | None, list
             if isinstance(sec[k], str) and _MAC.match(sec[k]):
                 kw[attr] = sec[k].lower()
             else:
-                issues.append(ConfigIssue(path + (k,), f"expected a MAC address like 02:00:00:00:00:01, got {sec[k]!r}"))
+                issues.append(ConfigIssue(path + (k,),
+                                          f"expected a MAC address like 02:00:00:00:00:01, got {sec[k]!r}"))
     for k, attr in (("source-udp-port", "source_port"), ("destination-udp-port", "destination_port")):
         if k in sec:
             issues += check_int(sec[k], path + (k,), 1, 65535)
@@ -268,7 +269,8 @@ def _test(name: str, sec, path, profiles: dict) -> tuple[TestConfig | None, list
         if prof is None:
             issues.append(ConfigIssue(path, "missing test-profile (an initiator runs a profile)"))
         elif prof not in profiles:
-            issues.append(ConfigIssue(path + ("test-profile",), f"no test-profile {prof!r}{suggest(str(prof), profiles)}"
+            issues.append(ConfigIssue(path + ("test-profile",), "no test-profile "
+                                                                f"{prof!r}{suggest(str(prof), profiles)}"
                                       f"; configured: {', '.join(profiles) or 'none'}"))
         else:
             kw["profile"] = profiles[prof]  # None when the profile itself is wrong (reported there)
@@ -282,7 +284,8 @@ def _test(name: str, sec, path, profiles: dict) -> tuple[TestConfig | None, list
                 else:
                     kw[attr] = d
         if "test-iterator-pass-threshold" in sec:
-            issues += check_number(sec["test-iterator-pass-threshold"], path + ("test-iterator-pass-threshold",), 0, 100)
+            issues += check_number(sec["test-iterator-pass-threshold"], path + ("test-iterator-pass-threshold",), 0,
+                                   100)
             kw["pass_threshold"] = sec["test-iterator-pass-threshold"]
         if "iteration-count" in sec:
             issues += check_int(sec["iteration-count"], path + ("iteration-count",), 1, 1000)

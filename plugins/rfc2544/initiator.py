@@ -23,8 +23,8 @@ import socket
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from .config import MIN_SIZE, TestConfig
 from .frames import FCS, Stream, fps_for_kbps, line_kbps, mac_bytes, stream_tag

@@ -92,7 +92,7 @@ class Rfc2544Service:
         self.ids = itertools.count(1)
         self._nursery: trio.Nursery | None = None
 
-    def adopt(self, old: "Rfc2544Service") -> None:
+    def adopt(self, old: Rfc2544Service) -> None:
         """A reload replaced *old*: keep its results and test ids."""
         self.runs, self.ids = old.runs, old.ids
         for run in self.runs.values():

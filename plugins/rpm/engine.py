@@ -39,7 +39,7 @@ class TestRunner:
         self.last_error = ""
         self._error_logged = 0.0
 
-    def adopt(self, old: "TestRunner") -> None:
+    def adopt(self, old: TestRunner) -> None:
         """Keep what an unchanged test measured before a reload."""
         self.results = old.results
         self.results.resize(self.cfg.history_size, self.cfg.moving_average_size)

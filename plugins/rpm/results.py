@@ -159,7 +159,9 @@ class TestResults:
 
     def add_probe(self, test: int, outcome) -> ProbeEntry:
         """Record one finished probe (an :class:`~.probes.Outcome`) and return its history entry."""
-        us = (lambda ns: None if ns is None else round_half_up(ns / 1000))
+        def us(ns):
+            return None if ns is None else round_half_up(ns / 1000)
+
         e = ProbeEntry(test, outcome.seq, outcome.sent, outcome.received, outcome.status, outcome.reason,
                        us(outcome.rtt), us(outcome.egress), us(outcome.ingress), timestamp=outcome.timestamp,
                        http_status=outcome.http_status)

@@ -28,7 +28,7 @@ class RpmService:
         self.servers = [ProbeServer(s) for s in cfg.servers]
         self.limiter: trio.CapacityLimiter | None = None
 
-    def adopt(self, old: "RpmService") -> None:
+    def adopt(self, old: RpmService) -> None:
         for key, runner in self.runners.items():
             prev = old.runners.get(key)
             if prev is not None and prev.cfg.identity == runner.cfg.identity:

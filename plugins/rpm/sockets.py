@@ -27,7 +27,8 @@ def in_namespace(name: str | None, fn):
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError as exc:
-        raise ProbeSocketError(exc.errno, f"routing-instance {name}: no network namespace {path} ({exc.strerror})")
+        raise ProbeSocketError(exc.errno,
+                               f"routing-instance {name}: no network namespace {path} ({exc.strerror})") from exc
     box: dict = {}
 
     def worker() -> None:

@@ -343,11 +343,13 @@ def validate(name: str, section: dict, path: tuple, base_dir: str | None = None)
     issues: list[ConfigIssue] = []
     s = section or {}
     if "device" in s and (not isinstance(s["device"], str) or not 0 < len(s["device"]) < 16):
-        issues.append(ConfigIssue(path + ("device",), f"expected an interface name (1-15 characters), got {s['device']!r}"))
+        issues.append(ConfigIssue(path + ("device",), "expected an interface name (1-15 characters), got "
+                                                      f"{s['device']!r}"))
     if "promiscuous" in s and not isinstance(s["promiscuous"], bool):
         issues.append(ConfigIssue(path + ("promiscuous",), f"expected true or false, got {s['promiscuous']!r}"))
     if "direction" in s and s["direction"] not in DIRECTIONS:
-        issues.append(ConfigIssue(path + ("direction",), f"expected one of input, output, both; got {s['direction']!r}"))
+        issues.append(ConfigIssue(path + ("direction",),
+                                  f"expected one of input, output, both; got {s['direction']!r}"))
     page = mmap.PAGESIZE
     bsz = parse_size(s.get("block-size", 1 << 20))
     if bsz is None or bsz < page or bsz & (bsz - 1) or bsz > (64 << 20):

@@ -48,7 +48,7 @@ import math
 import mmap
 import os
 import struct
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import trio
@@ -93,7 +93,7 @@ def _open_map(path: str) -> mmap.mmap | None:
     return mm
 
 
-def open_capture(path: str, drop=None) -> "PcapReader | PcapngReader":
+def open_capture(path: str, drop=None) -> PcapReader | PcapngReader:
     """Open *path* and parse its header; raises :class:`PcapFormatError`.
 
     *drop(reason, n)* is called for damaged records found while reading.
@@ -706,16 +706,19 @@ def _validate(section: dict, path: tuple, *, check_file: bool, base_dir: str | N
                 issues.append(ConfigIssue(path + ("file",), f"file {f!r} cannot be read: {e.strerror}"))
             else:
                 mags = {PCAP_MAGIC_US, PCAP_MAGIC_NS, PCAPNG_SHB}
-                if len(head) < 4 or (struct.unpack("<I", head)[0] not in mags and struct.unpack(">I", head)[0] not in mags):
+                if len(head) < 4 or (struct.unpack("<I",
+                                                   head)[0] not in mags and struct.unpack(">I", head)[0] not in mags):
                     issues.append(ConfigIssue(path + ("file",), f"file {f!r} is not a pcap or pcapng file"))
     if "speed" in section:
         s = section["speed"]
         if not _num(s) or s < 0:
-            issues.append(ConfigIssue(path + ("speed",), f"expected a number >= 0 (0 = as fast as possible, 1.0 = capture speed), got {s!r}"))
+            issues.append(ConfigIssue(path + ("speed",), "expected a number >= 0 (0 = as fast as possible, 1.0 = "
+                                                         f"capture speed), got {s!r}"))
     if "loop" in section:
         v = section["loop"]
         if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-            issues.append(ConfigIssue(path + ("loop",), f"expected an integer >= 1 (times to replay the file), got {v!r}"))
+            issues.append(ConfigIssue(path + ("loop",), "expected an integer >= 1 (times to replay the file), got "
+                                                        f"{v!r}"))
     if "batch-size" in section:
         v = section["batch-size"]
         if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= 65536:

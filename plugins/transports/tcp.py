@@ -57,7 +57,8 @@ from __future__ import annotations
 import random
 import socket
 from collections import deque
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import structlog
 import trio

@@ -8,8 +8,8 @@ offline analysis of a capture of a TWAMP exchange.
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Iterator
 
 LINKTYPE_ETHERNET = 1
 LINKTYPE_RAW = 101

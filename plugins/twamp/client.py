@@ -153,7 +153,7 @@ class ControlClient:
     @classmethod
     async def connect(cls, host: str, port: int = 862, *, mode: int = wire.MODE_UNAUTHENTICATED, key_id: str = "",
                       secret: bytes | str | None = None, source: str | None = None,
-                      keepalive: Keepalive | None = None, timeout: float = 5.0) -> "ControlClient":
+                      keepalive: Keepalive | None = None, timeout: float = 5.0) -> ControlClient:
         """Open and negotiate a control connection; raises :class:`TwampError` (or OSError) when refused."""
         auth = mode in (MODE_AUTHENTICATED, MODE_ENCRYPTED)
         if auth and secret is None:
@@ -194,7 +194,7 @@ class ControlClient:
             raise
         return cls(stream, ms, crypto, mode, local, server, port, keys)
 
-    async def request(self, spec: SessionSpec, timeout: float = 5.0) -> "SessionSender":
+    async def request(self, spec: SessionSpec, timeout: float = 5.0) -> SessionSender:
         """Request-TW-Session for *spec*; the returned sender uses the port the server grants."""
         auth = self.authenticated
         target = spec.target or self.server

@@ -211,7 +211,8 @@ def _server(sec, path) -> tuple[ServerConfig, list[ConfigIssue]]:
         if not bad:
             cfg.modes |= AUTH_MODES[name]
     if not names:
-        issues.append(ConfigIssue(path + ("authentication-mode",), "expected at least one of: none, authenticated, encrypted"))
+        issues.append(ConfigIssue(path + ("authentication-mode",), "expected at least one of: none, authenticated, "
+                                                                   "encrypted"))
     chain = sec.get("authentication-key-chain")
     if chain is not None:
         p = path + ("authentication-key-chain",)
@@ -229,7 +230,8 @@ def _server(sec, path) -> tuple[ServerConfig, list[ConfigIssue]]:
                     except OSError as exc:
                         issues.append(ConfigIssue(p + (kid, "secret-file"), f"cannot read: {exc.strerror}"))
                 else:
-                    issues.append(ConfigIssue(p + (kid,), f"expected a secret string or {{secret-file: PATH}}, got {val!r}"))
+                    issues.append(ConfigIssue(p + (kid,), f"expected a secret string or {{secret-file: PATH}}, got "
+                                                          f"{val!r}"))
     if cfg.modes & (MODE_AUTHENTICATED | MODE_ENCRYPTED) and not cfg.secrets and not issues:
         issues.append(ConfigIssue(path + ("authentication-key-chain",),
                                   "authenticated or encrypted mode needs at least one KeyID: secret"))
@@ -303,9 +305,11 @@ def _light(sec, path, default_address: str) -> tuple[LightConfig, list[ConfigIss
 # ---------------------------------------------------------------------------------------------------------------
 
 CLIENT_KEYS = ("control-connection",)
-CONTROL_KEYS = ("destination-address", "destination-port", "source-address", "control-type", "authentication-mode", "key-id",
+CONTROL_KEYS = ("destination-address", "destination-port", "source-address", "control-type", "authentication-mode",
+                "key-id",
                 "secret", "secret-file", "test-count", "test-interval", "tcp-keepidle", "tcp-keepintvl",
-                "tcp-keepcnt", "persistent-results", "history-size", "moving-average-size", "thresholds", "test-session")
+                "tcp-keepcnt", "persistent-results", "history-size", "moving-average-size", "thresholds",
+                "test-session")
 SESSION_KEYS = ("target-address", "data-size", "dscp-code-points", "probe-count", "probe-interval",
                 "probe-timeout", "thresholds")
 THRESHOLD_KEYS = ("rtt", "egress-time", "ingress-time", "jitter-rtt", "jitter-egress", "jitter-ingress",
@@ -405,9 +409,11 @@ def _control_connection(name: str, sec, path) -> tuple[ControlConnectionConfig |
     cc = ControlConnectionConfig(name, dest or "0.0.0.0")
     cc.destination_port = _int(sec, "destination-port", path, issues, 1, 65535, 862)
     cc.source_address = _address(sec, "source-address", path, issues)
-    if dest and cc.source_address and ipaddress.ip_address(dest).version != ipaddress.ip_address(cc.source_address).version:
+    if (dest and cc.source_address
+            and ipaddress.ip_address(dest).version != ipaddress.ip_address(cc.source_address).version):
         issues.append(ConfigIssue(path + ("source-address",),
-                                  f"source-address {cc.source_address} and destination-address {dest} are of different families"))
+                                  f"source-address {cc.source_address} and destination-address {dest} are of "
+                                  "different families"))
     if "control-type" in sec:
         bad = check_str(sec["control-type"], path + ("control-type",), ("managed", "light"))
         issues += bad
@@ -420,10 +426,12 @@ def _control_connection(name: str, sec, path) -> tuple[ControlConnectionConfig |
         cc.mode = AUTH_MODES[mode]
         if cc.control_type == "light" and mode != "none":
             issues.append(ConfigIssue(path + ("authentication-mode",),
-                                      "control-type light sends unauthenticated test packets only (RFC 5357 appendix I)"))
+                                      "control-type light sends unauthenticated test packets only "
+                                      "(RFC 5357 appendix I)"))
     if "key-id" in sec:
         if not isinstance(sec["key-id"], str) or not sec["key-id"] or len(sec["key-id"].encode()) > 80:
-            issues.append(ConfigIssue(path + ("key-id",), f"expected a KeyID of 1..80 bytes of UTF-8, got {sec['key-id']!r}"))
+            issues.append(ConfigIssue(path + ("key-id",), "expected a KeyID of 1..80 bytes of UTF-8, got "
+                                                          f"{sec['key-id']!r}"))
         else:
             cc.key_id = sec["key-id"]
     if "secret" in sec and "secret-file" in sec:

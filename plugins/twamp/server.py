@@ -437,7 +437,8 @@ class TwampServer:
             sc = SessionCrypto(conn.mode, session_test_keys(sid, crypto.aes_key, crypto.hmac_key))
         start_ns = wire.ntp_to_ns(req.start_time) if req.start_time else 0
         sess = ReflectorSession(sid, conn.mode, sender, req.sender_port, receiver, port, req.padding_length,
-                                start_ns, (req.timeout >> 32) * 1_000_000_000 + ((req.timeout & 0xFFFFFFFF) * 10**9 >> 32),
+                                start_ns,
+                                (req.timeout >> 32) * 1_000_000_000 + ((req.timeout & 0xFFFFFFFF) * 10**9 >> 32),
                                 req.dscp, sc, sock, clock=self.clock)
         conn.sessions.append(sess)
         self.sessions.append(sess)

@@ -56,7 +56,7 @@ class SessionState:
         self.results = SessionResults(*self.sizes)
         self.threshold_events = 0
 
-    def adopt(self, old: "SessionState") -> None:
+    def adopt(self, old: SessionState) -> None:
         """Carry results over from the object a config change replaced (persistent-results)."""
         self.results = old.results
         self.results.history_size, self.results.moving_average_size = self.sizes
@@ -327,7 +327,8 @@ class ControlConnectionRunner:
         for st in self.sessions.values():
             if session is not None and st.cfg.name != session:
                 continue
-            d = {"control_connection": self.cfg.name, "test_session": st.cfg.name, "server": self.cfg.destination_address,
+            d = {"control_connection": self.cfg.name, "test_session": st.cfg.name,
+                 "server": self.cfg.destination_address,
                  "port": self.cfg.destination_port, "client": self.local, "target": st.cfg.target_address,
                  "reflector_port": st.reflector_port, "data_size": st.cfg.data_size, "dscp": st.cfg.dscp,
                  "probe_count": st.cfg.probe_count, "probe_interval": st.cfg.probe_interval,
@@ -371,7 +372,7 @@ class TwampClientService:
         self.runners = {c.name: ControlConnectionRunner(c) for c in cfg.connections}
         self._nursery: trio.Nursery | None = None
 
-    def adopt(self, old: "TwampClientService") -> None:
+    def adopt(self, old: TwampClientService) -> None:
         """A config change replaced *old*: keep the results of connections that ask for persistent-results."""
         for name, runner in self.runners.items():
             prev = old.runners.get(name)

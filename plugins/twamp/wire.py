@@ -118,7 +118,7 @@ class ErrorEstimate:
         return (int(self.synced) << 15) | ((self.z & 1) << 14) | ((self.scale & 0x3F) << 8) | (self.multiplier & 0xFF)
 
     @classmethod
-    def unpack(cls, v: int) -> "ErrorEstimate":
+    def unpack(cls, v: int) -> ErrorEstimate:
         return cls(bool(v >> 15), (v >> 14) & 1, (v >> 8) & 0x3F, v & 0xFF)
 
     @property
@@ -127,7 +127,7 @@ class ErrorEstimate:
         return None if self.multiplier == 0 else self.multiplier * 2.0 ** (self.scale - 32)
 
     @classmethod
-    def for_seconds(cls, err: float, synced: bool = False) -> "ErrorEstimate":
+    def for_seconds(cls, err: float, synced: bool = False) -> ErrorEstimate:
         """The smallest Scale whose multiplier (<= 255) covers *err* seconds."""
         for scale in range(64):
             mult = -(-err // 2.0 ** (scale - 32))
@@ -178,7 +178,7 @@ class ServerGreeting:
         return struct.pack(self.FMT, bytes(12), self.modes, self.challenge, self.salt, self.count, bytes(12))
 
     @classmethod
-    def unpack(cls, data: bytes) -> "ServerGreeting":
+    def unpack(cls, data: bytes) -> ServerGreeting:
         _need(data, GREETING_SIZE, "Server Greeting")
         _, modes, challenge, salt, count, _ = struct.unpack(cls.FMT, data)
         return cls(modes, challenge, salt, count)
@@ -200,7 +200,7 @@ class SetUpResponse:
         return struct.pack(self.FMT, self.mode, kid, self.token, self.client_iv)
 
     @classmethod
-    def unpack(cls, data: bytes) -> "SetUpResponse":
+    def unpack(cls, data: bytes) -> SetUpResponse:
         _need(data, SETUP_RESPONSE_SIZE, "Set-Up-Response")
         mode, kid, token, iv = struct.unpack(cls.FMT, data)
         return cls(mode, kid.rstrip(b"\0").decode("utf-8", "replace"), token, iv)
@@ -218,7 +218,7 @@ class ServerStart:
         return struct.pack(self.FMT, bytes(15), self.accept, self.server_iv, self.start_time, bytes(8))
 
     @classmethod
-    def unpack(cls, data: bytes) -> "ServerStart":
+    def unpack(cls, data: bytes) -> ServerStart:
         _need(data, SERVER_START_SIZE, "Server-Start")
         _, accept, iv, start, _ = struct.unpack(cls.FMT, data)
         return cls(accept, iv, start)
@@ -253,7 +253,7 @@ class RequestTWSession:
                            self.padding_length, self.start_time, self.timeout, self.type_p, bytes(8), self.hmac)
 
     @classmethod
-    def unpack(cls, data: bytes) -> "RequestTWSession":
+    def unpack(cls, data: bytes) -> RequestTWSession:
         _need(data, REQUEST_TW_SESSION_SIZE, "Request-TW-Session")
         (cmd, ipvn, cs, cr, slots, pkts, sp, rp, s, r, sid, pad, start, timeout, typep, _mbz,
          hmac) = struct.unpack(cls.FMT, data)
@@ -284,7 +284,7 @@ class AcceptSession:
                            bytes(8), self.hmac)
 
     @classmethod
-    def unpack(cls, data: bytes) -> "AcceptSession":
+    def unpack(cls, data: bytes) -> AcceptSession:
         _need(data, ACCEPT_SESSION_SIZE, "Accept-Session")
         accept, _, port, sid, ro, so, _, hmac = struct.unpack(cls.FMT, data)
         return cls(accept, port, sid, ro, so, hmac)
@@ -298,7 +298,7 @@ class StartSessions:
         return struct.pack(">B15s16s", CMD_START_SESSIONS, bytes(15), self.hmac)
 
     @classmethod
-    def unpack(cls, data: bytes) -> "StartSessions":
+    def unpack(cls, data: bytes) -> StartSessions:
         _need(data, START_SESSIONS_SIZE, "Start-Sessions")
         cmd, _, hmac = struct.unpack(">B15s16s", data)
         if cmd != CMD_START_SESSIONS:
@@ -315,7 +315,7 @@ class StartAck:
         return struct.pack(">B15s16s", self.accept, bytes(15), self.hmac)
 
     @classmethod
-    def unpack(cls, data: bytes) -> "StartAck":
+    def unpack(cls, data: bytes) -> StartAck:
         _need(data, START_ACK_SIZE, "Start-Ack")
         accept, _, hmac = struct.unpack(">B15s16s", data)
         return cls(accept, hmac)
@@ -333,7 +333,7 @@ class StopSessions:
         return struct.pack(self.FMT, CMD_STOP_SESSIONS, self.accept, 0, self.num_sessions, bytes(8), self.hmac)
 
     @classmethod
-    def unpack(cls, data: bytes) -> "StopSessions":
+    def unpack(cls, data: bytes) -> StopSessions:
         _need(data, STOP_SESSIONS_SIZE, "Stop-Sessions")
         cmd, accept, _, n, _, hmac = struct.unpack(cls.FMT, data)
         if cmd != CMD_STOP_SESSIONS:
@@ -369,7 +369,8 @@ class ReflectorPacket:
 
 def pack_sender(p: SenderPacket, authenticated: bool = False) -> bytes:
     if authenticated:
-        return struct.pack(">I12sQH6s16s", p.seq, bytes(12), p.timestamp, p.error_estimate, bytes(6), p.hmac) + p.padding
+        return struct.pack(">I12sQH6s16s", p.seq, bytes(12), p.timestamp, p.error_estimate, bytes(6),
+                           p.hmac) + p.padding
     return struct.pack(">IQH", p.seq, p.timestamp, p.error_estimate) + p.padding
 
 

@@ -100,7 +100,7 @@ class VideoMonitor:
         self.events: list[dict] = []  # recent alarm events (bounded)
         self.cc_state: dict[int, int] = {}  # (flow id << 13 | PID) -> last continuity counter
 
-    def adopt(self, old: "VideoMonitor") -> None:
+    def adopt(self, old: VideoMonitor) -> None:
         """Keep counters and the flows whose selector and template did not change across a reload."""
         self.counters = old.counters
         self.alarm_counts = old.alarm_counts

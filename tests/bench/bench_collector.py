@@ -345,7 +345,8 @@ def run_point(ns: Netns, receiver, pool_path: Path, port: int, rate: float, dura
     drops = ns.rcvbuf_errors() - before
     return {"receiver": receiver.name, "rate": rate, "offered_datagrams": sent["datagrams"],
             "offered_records": sent["records"], "send_wall": round(sent["wall"], 3),
-            "received": got["records"], "kernel_drops": drops, "cpu_s": round(got["cpu_s"], 2), "lossless": got["records"] == sent["records"]
+            "received": got["records"], "kernel_drops": drops, "cpu_s": round(got["cpu_s"], 2),
+            "lossless": got["records"] == sent["records"]
             and drops == 0, "over": got["records"] > sent["records"],
             **({"per_worker": got["per_worker"]} if "per_worker" in got else {})}
 
@@ -455,7 +456,8 @@ def bench(args, say=print) -> Results:
                     p.update(format=v, duration=args.duration)
                     res.points.append(p)
                     lossy[r.name] = 0 if p["lossless"] else lossy.get(r.name, 0) + 1
-                    say(f"  {v:>2} {int(rate):>7} dg/s ({p['offered_datagrams'] / p['send_wall']:,.0f} sent) {r.name:<14} offered {p['offered_records']:>10,} "
+                    say(f"  {v:>2} {int(rate):>7} dg/s ({p['offered_datagrams'] / p['send_wall']:,.0f} sent) "
+                        f"{r.name:<14} offered {p['offered_records']:>10,} "
                         f"received {p['received']:>10,} kernel drops {p['kernel_drops']:>7,} "
                         f"CPU {p['cpu_s']:.2f} s {'lossless' if p['lossless'] else 'LOSS'}"
                         f"{' OVER-COUNT' if p['over'] else ''}"

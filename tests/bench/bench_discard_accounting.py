@@ -56,7 +56,8 @@ def config(pcap: Path, workdir: Path) -> dict:
     server = {"flow-server 127.0.0.1": {"port": 9, "version-ipfix": {"template": "t"}}}
     timeouts = {"flow-active-timeout": 1800, "flow-inactive-timeout": 1800}
     out = {"output": {**timeouts, **server}}
-    terms = {"sample": {"t": {"then": ["sample", "accept"]}}, "discard accounting": {"t": {"then": "discard accounting acc"}}}
+    terms = {"sample": {"t": {"then": ["sample", "accept"]}},
+             "discard accounting": {"t": {"then": "discard accounting acc"}}}
     filters = {f"f-{IFACE[a]}": {"term": terms[a]} for a in ACTIONS}
     return {
         "system": {"control-socket": str(workdir / "control.sock")},
@@ -133,7 +134,9 @@ def measure(pcap: Path, batch_sizes: list[int], repeat: int, limit: int | None =
                 arg = "acc" if action != "sample" else None
                 name = "discard-accounting" if action != "sample" else "sample"
                 row[action] = {
-                    "handler_pps": _best_rate(lambda b: h([ActionSelection("f", "t", name, arg, b)]), batches[action], repeat),
+                    "handler_pps": _best_rate(lambda b, h=h, name=name,
+                                              arg=arg: h([ActionSelection("f", "t", name, arg, b)]),
+                                              batches[action], repeat),
                     "pipeline_pps": _best_rate(app.process, batches[action], repeat),
                 }
             # what each path metered (the smoke test checks these): every pass saw every packet

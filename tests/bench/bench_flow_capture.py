@@ -20,9 +20,9 @@ control source would.
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import hashlib
 import hmac
+import ipaddress
 import socket
 import sys
 import time
@@ -32,14 +32,14 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
 
-from frames import ETH_IPV4, ETH_IPV6, eth, ipv4, ipv6, tcp, udp  # noqa: E402
-
 from flowplane.batch import PacketBatch  # noqa: E402
 from flowplane.decode import decode  # noqa: E402
 from flowplane.plugins.flow_capture.config import LIMITS, parse  # noqa: E402
 from flowplane.plugins.flow_capture.engine import FlowCapture  # noqa: E402
 from flowplane.profiles import Limits  # noqa: E402
 from flowplane.testing import config_from  # noqa: E402
+
+from frames import ETH_IPV4, ETH_IPV6, eth, ipv4, ipv6, tcp, udp  # noqa: E402
 
 KEY = b"bench-key"
 
@@ -164,10 +164,10 @@ def run(batch_size: int, criteria: list[int], seconds: float) -> list[dict]:
                 all_rows = np.arange(len(batch))
                 cand = table.candidates(batch, all_rows)
                 matched = int(table.match(batch, cand).any(axis=1).sum())
-                it, el = timed(lambda: table.match(batch, table.candidates(batch, all_rows)), seconds)
+                it, el = timed(lambda t=table, r=all_rows: t.match(batch, t.candidates(batch, r)), seconds)
                 rows.append({"what": f"match/{kind}", "criteria": n, "batch": batch_size, "matched": matched,
                              "pps": it * batch_size / el})
-                it, el = timed(lambda: (engine.process(batch), drain(rx)), seconds)
+                it, el = timed(lambda e=engine: (e.process(batch), drain(rx)), seconds)
                 rows.append({"what": f"process/{kind}", "criteria": n, "batch": batch_size, "matched": matched,
                              "pps": it * batch_size / el})
             finally:

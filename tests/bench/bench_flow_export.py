@@ -116,7 +116,7 @@ class UdpSink:
         while not self._stop:
             try:
                 n = sock.recv_into(buf)
-            except (socket.timeout, BlockingIOError):
+            except (TimeoutError, BlockingIOError):
                 continue
             except OSError:
                 return
@@ -171,7 +171,8 @@ class Nfcapd:
         self.dir.mkdir(parents=True)
         self.port = free_udp_port()
         self.proc = subprocess.Popen(["nfcapd", "-b", "127.0.0.1", "-p", str(self.port), "-w", str(self.dir),
-                                      "-t", "3600", "-B", "8388608"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                      "-t", "3600", "-B", "8388608"], stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline and not any(self.dir.iterdir()):
             time.sleep(0.05)
@@ -209,7 +210,8 @@ def run_pinned(cmd: list[str], cpu: int, *, poll_hwm: bool = True) -> tuple[floa
     read from the exec'd process's VmHWM, polled every 10 ms from this process (another CPU)."""
     out = tempfile.TemporaryFile()
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, preexec_fn=lambda: os.sched_setaffinity(0, {cpu}))
+    proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
+                            preexec_fn=lambda: os.sched_setaffinity(0, {cpu}))
     hwm = 0
     if poll_hwm:
         status = f"/proc/{proc.pid}/status"
@@ -241,7 +243,8 @@ def replay_cmd(pcap: Path, version: int, port: int, timeout: int, extra: tuple[s
             f"127.0.0.1:{port}", "--active-timeout", t, "--inactive-timeout", t, "--tcp-end-grace", t, *extra]
 
 
-def softflowd_cmd(pcap: Path, version: int, port: int, timeout: int, workdir: Path, max_flows: int = 200_000) -> list[str]:
+def softflowd_cmd(pcap: Path, version: int, port: int, timeout: int, workdir: Path,
+                  max_flows: int = 200_000) -> list[str]:
     cmd = [softflowd_exe() or "softflowd", "-d", "-r", str(pcap), "-n", f"127.0.0.1:{port}", "-v", str(version),
            "-m", str(max_flows), "-c", "none", "-p", str(workdir / "sfd.pid")]
     for name in SFD_TIMEOUTS:
@@ -353,10 +356,12 @@ def export_bench(pcap: Path, truth: dict, args, cpu: int, workdir: Path, say) ->
                     want = expected_totals(truth, v)
                     ok = all(want[k] is None or t[k] == want[k] for k in want)
                     lost = t["rcvbuf_errors"]
-                    say(f"  nfdump -I of {tool} v{v}: flows {t['flows']:,} packets {t['packets']:,} bytes {t['bytes']:,}"
+                    say(f"  nfdump -I of {tool} v{v}: flows {t['flows']:,} packets {t['packets']:,} bytes "
+                        f"{t['bytes']:,}"
                         f"  (truth {', '.join(f'{k} {w:,}' for k, w in want.items() if w is not None)}) "
                         f"{'ok' if ok else 'MISMATCH'}" + (f"; Udp RcvbufErrors +{lost}: nfcapd dropped datagrams "
-                                                           "(EOF burst), not an export error" if lost else ""), flush=True)
+                                                           "(EOF burst), not an export error" if lost else ""),
+                                                           flush=True)
                     if not ok and not lost:
                         res["failures"].append(f"{tool} v{v}: nfdump totals {t} != truth {want}")
                 if len(tools) == 2:
@@ -472,12 +477,14 @@ def flowcache_memory(pcap: Path, n: int, say) -> dict:
          "tracemalloc_peak_per_flow": (peak - m0) / flows, "rss_delta_per_flow": (rss1 - rss0) * 1024 / flows,
          "fill_flows_per_s": flows / dt, "capacity": cache.cap}
     say(f"  flowplane FlowCache at {flows:,} flows: memory_bytes() {d['memory_bytes_per_flow']:.0f} B/flow, "
-        f"tracemalloc {d['tracemalloc_per_flow']:.0f} B/flow (peak while growing {d['tracemalloc_peak_per_flow']:.0f}), "
+        f"tracemalloc {d['tracemalloc_per_flow']:.0f} B/flow (peak while growing "
+        f"{d['tracemalloc_peak_per_flow']:.0f}), "
         f"RSS delta {d['rss_delta_per_flow']:.0f} B/flow; filled at {flows / dt / 1e6:.2f} M flows/s", flush=True)
     return d
 
 
-def process_memory(tool: str, big: Path, base: Path, flows_big: int, flows_base: int, cpu: int, workdir: Path, say) -> dict:
+def process_memory(tool: str, big: Path, base: Path, flows_big: int, flows_base: int, cpu: int, workdir: Path,
+                   say) -> dict:
     """Peak RSS of *tool* on the 1 M-flow pcap minus on the baseline pcap, per flow."""
     sink = UdpSink()
     try:
@@ -680,7 +687,8 @@ def profile_bench(pcap: Path, args, cpu: int, workdir: Path, say, top: int = 30)
         for bs in dict.fromkeys([args.batch_size, 4096]):  # replay's own batch size (system default), then 4096
             plain = run_inprocess(pcap, 10, sink.port, args.timeout, workdir, batch_size=bs)
             plains.append(plain)
-            say(f"  in-process App.process (v10, batch {plain['batch_size']}, no profiler): {plain['seconds']:.2f} s wall "
+            say(f"  in-process App.process (v10, batch {plain['batch_size']}, no profiler): {plain['seconds']:.2f} s "
+                "wall "
                 f"{plain['cpu']:.2f} s CPU = {plain['frames'] / plain['seconds'] / 1e3:,.0f} kpps; "
                 f"{plain['records']:,} records in {plain['datagrams']:,} datagrams", flush=True)
         prof = cProfile.Profile()
@@ -735,10 +743,12 @@ def table(res: dict | None, frames: int, mem: dict | None, say) -> None:
 
 def export_table(res: dict, frames: int, say) -> None:
     s = summarise(res["rows"], frames)
-    say(f"\n## export throughput on one core, {frames:,} frames, median of {len(next(iter(res['rows'].values())))} runs "
+    say(f"\n## export throughput on one core, {frames:,} frames, median of {len(next(iter(res['rows'].values())))} "
+        "runs "
         f"(ratio = ours / softflowd; per CPU-s = frames / (user+sys))")
     hdr = (f"| {'tool':<9} | {'ver':>3} | {'wall s':>6} | {'CPU s':>6} | {'pkts/s':>10} | {'pkts/CPU-s':>10} | "
-           f"{'datagrams':>9} | {'flows':>9} | {'peak RSS MB':>11} | {'ratio pps (wall)':>16} | {'ratio pkts/CPU-s':>16} |")
+           f"{'datagrams':>9} | {'flows':>9} | {'peak RSS MB':>11} | {'ratio pps (wall)':>16} | "
+           f"{'ratio pkts/CPU-s':>16} |")
     say(hdr)
     say("|" + "|".join("-" * len(c) for c in hdr.split("|")[1:-1]) + "|")
     for v in res["versions"]:
@@ -748,7 +758,8 @@ def export_table(res: dict, frames: int, say) -> None:
             rw = f"{d['pps'] / peer['pps']:.3f}" if peer else "-"
             rc = f"{d['pkts_per_cpu_s'] / peer['pkts_per_cpu_s']:.3f}" if peer else "-"
             say(f"| {tool:<9} | {v:>3} | {d['median_wall']:>6.2f} | {d['median_cpu']:>6.2f} | {d['pps']:>10,.0f} | "
-                f"{d['pkts_per_cpu_s']:>10,.0f} | {d['datagrams']:>9,} | {d['flows'] if d['flows'] is not None else '-':>9} | "
+                f"{d['pkts_per_cpu_s']:>10,.0f} | {d['datagrams']:>9,} | "
+                f"{d['flows'] if d['flows'] is not None else '-':>9} | "
                 f"{d['maxrss_mb']:>11.0f} | {rw:>16} | {rc:>16} |")
 
 
@@ -761,7 +772,8 @@ def memory_table(mem: dict, say) -> None:
         if fc:
             say(f"| {'flowplane FlowCache.memory_bytes() / flows':<66} | {fc['memory_bytes_per_flow']:>7.0f} |")
             say(f"| {'flowplane FlowCache tracemalloc delta / flows':<66} | {fc['tracemalloc_per_flow']:>7.0f} |")
-            say(f"| {'flowplane FlowCache tracemalloc peak while filling / flows':<66} | {fc['tracemalloc_peak_per_flow']:>7.0f} |")
+            say(f"| {'flowplane FlowCache tracemalloc peak while filling / flows':<66} | "
+                f"{fc['tracemalloc_peak_per_flow']:>7.0f} |")
             say(f"| {'flowplane FlowCache RSS delta / flows':<66} | {fc['rss_delta_per_flow']:>7.0f} |")
         if "flowplane_replay" in mem:
             say(f"| {'flowplane replay -v 9 peak RSS delta (N vs 1k flows) / flows':<66} | "
@@ -817,7 +829,8 @@ def parse_args(argv=None):
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--versions", default="10,9,5")
     ap.add_argument("--cpu", type=int, default=None, help="CPU the measured processes run on (default: the last)")
-    ap.add_argument("--timeout", type=int, default=1800, help="active/inactive/TCP-end timeouts, both tools (s; ours allows <= 1800)")
+    ap.add_argument("--timeout", type=int, default=1800, help="active/inactive/TCP-end timeouts, both tools (s; ours "
+                                                              "allows <= 1800)")
     ap.add_argument("--mem-flows", type=int, default=1_000_000)
     ap.add_argument("--batch-size", type=int, default=None, help="in-process/profile batch size (default: replay's)")
     ap.add_argument("--check", dest="check", action="store_true", default=True,

@@ -41,11 +41,11 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from bench_pipeline import ensure_pcap, warm  # noqa: E402
-
 from flowplane.batch import PacketBatch  # noqa: E402
 from flowplane.decode import decode  # noqa: E402
 from flowplane.flowcache import FlowCache  # noqa: E402
+
+from bench_pipeline import ensure_pcap, warm  # noqa: E402
 
 S = 1_000_000_000
 PROTO = {"TCP": 6, "UDP": 17, "ICMP": 1, "ICMPv6": 58, "GRE": 47}
@@ -191,7 +191,8 @@ def memory(args, say):
     after = tracemalloc.get_traced_memory()[0]
     tracemalloc.stop()
     say(f"memory at {len(cache):,} concurrent flows: memory_bytes() {cache.memory_bytes() / len(cache):.1f} B/flow, "
-        f"tracemalloc delta {(after - before) / len(cache):.1f} B/flow (hash table {cache._table.nbytes / len(cache):.1f}); "
+        f"tracemalloc delta {(after - before) / len(cache):.1f} B/flow (hash table "
+        f"{cache._table.nbytes / len(cache):.1f}); "
         f"key_fields mpls / bridge: {_mem_of('mpls', n):.1f} / {_mem_of('bridge', n):.1f} B/flow")
     # a second pass over the same keys: all hits at 1 M flows
     t0 = time.perf_counter()

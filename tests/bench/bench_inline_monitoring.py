@@ -73,7 +73,8 @@ def make_frames(n: int, seed: int = 1) -> list[bytes]:
     for i, size in enumerate(sizes.tolist()):
         payload = bytes([i % 256]) * (size - 42)
         udp = struct.pack(">HHHH", 1024 + i % 60000, 53, 8 + len(payload), 0) + payload
-        ip = struct.pack(">BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0, 64, 17, 0, bytes([10, 0, i >> 8 & 255, i & 255]),
+        ip = struct.pack(">BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0, 64, 17, 0,
+                         bytes([10, 0, i >> 8 & 255, i & 255]),
                          bytes([192, 0, 2, 1]))
         out.append(b"\x02" * 6 + b"\x04" * 6 + b"\x08\x00" + ip + udp)
     return out

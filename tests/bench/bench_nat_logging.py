@@ -29,9 +29,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "integration"))
 
-from nat_netns import CLIENT, SERVER, NatTopology, make_nat_topology  # noqa: E402
-
 from flowplane.control import request  # noqa: E402
+
+from nat_netns import CLIENT, SERVER, NatTopology, make_nat_topology  # noqa: E402
 
 SINK_PORT = 4739
 PLAIN_MASQUERADE = ("flush ruleset\ntable ip fpnat {\n chain post {\n  type nat hook postrouting priority srcnat;\n"

@@ -74,7 +74,8 @@ class SamplePlugin:
         class _Impl:
             @hookimpl
             def flowplane_register_actions(self, register):
-                register("bench-tap", TermAction("bench-tap", help="benchmark: a plugin action that counts the packets it gets"))
+                register("bench-tap", TermAction("bench-tap", help="benchmark: a plugin action that counts the "
+                                                                   "packets it gets"))
 
             @hookimpl
             def flowplane_configure(self, app):
@@ -236,6 +237,7 @@ def run_stage(stage: str, pcap: Path, batch_size: int, workdir: Path, *, profile
 def check_counts(stage: str, res: RunResult, app, plugin: SamplePlugin, truth: dict) -> dict:
     """Counting checks against the truth; returns {name: (got, want)} (all must be equal)."""
     import numpy as np
+
     from flowplane.decode import Reason
 
     checks: dict[str, tuple[int, int]] = {"frames read": (res.packets, truth["frames"])}
@@ -389,7 +391,7 @@ def profile_groups(stats: pstats.Stats) -> tuple[dict[str, float], list[tuple[fl
 
     groups: dict[str, float] = {}
     rows = []
-    for func, (cc, nc, tt, ct, callers) in raw.items():
+    for func, (_cc, nc, tt, _ct, callers) in raw.items():
         # builtins/library calls: split by caller edge directly (more exact than the average)
         g = group_of_file(func[0], func[2])
         if g is None and callers:
@@ -505,7 +507,8 @@ def _summary(stage: str, bs: int, runs: list[RunResult]) -> dict:
     pps = [r.pps for r in runs]
     d = {"stage": stage, "batch_size": bs, "packets": runs[0].packets, "seconds": [r.seconds for r in runs],
          "best_pps": max(pps), "median_pps": statistics.median(pps), "cpu_s": [r.cpu for r in runs],
-         "median_cpu_pps": statistics.median(r.packets / r.cpu for r in runs if r.cpu > 0) if any(r.cpu > 0 for r in runs) else 0.0,
+         "median_cpu_pps": (statistics.median(r.packets / r.cpu for r in runs if r.cpu > 0)
+                            if any(r.cpu > 0 for r in runs) else 0.0),
          "checks": {k: list(v) for k, v in runs[-1].checks.items()}}
     return d
 
@@ -557,7 +560,8 @@ def table(out: dict, say) -> None:
         row = (f"| {STAGE_TITLES[d['stage']]:<38} | {d['batch_size']:>5} | {d['best_pps']:>10,.0f} | "
                f"{d['median_pps']:>10,.0f} | {1e9 / d['median_pps']:>15,.0f} | {d.get('median_cpu_pps', 0):>10,.0f} |")
         if ppps:
-            r = f"{d['median_pps'] / ppps:.2f} / {d.get('median_cpu_pps', 0) / pcpu:.2f}" if pcpu else f"{d['median_pps'] / ppps:.2f} / -"
+            cpu = f"{d.get('median_cpu_pps', 0) / pcpu:.2f}" if pcpu else "-"
+            r = f"{d['median_pps'] / ppps:.2f} / {cpu}"
             row += f" {r:>31} |"
         say(row)
     if ppps:

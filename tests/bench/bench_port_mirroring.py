@@ -134,7 +134,7 @@ def inner(args) -> dict:
         s.bind((dev, 0))
         errors = [0]
 
-        def plain() -> int:
+        def plain(s=s, frames=frames, errors=errors) -> int:
             send = s.send
             for f in frames:
                 try:
@@ -160,7 +160,7 @@ def inner(args) -> dict:
             for d in pm.destinations():
                 d.sender = BatchSender(use_sendmmsg=mmsg)
 
-            def act() -> int:
+            def act(pm=pm, sel=sel, batch=batch) -> int:
                 pm.on_port_mirror(sel)
                 return len(batch)
 
@@ -178,7 +178,7 @@ def inner(args) -> dict:
             raw = [PacketBatch.from_frames(frames, iface=iid) for _ in range(8)]
             k = [0]
 
-            def pipe() -> int:
+            def pipe(raw=raw, k=k, app=app) -> int:
                 b = raw[k[0] % len(raw)]
                 k[0] += 1
                 fresh = b.select(slice(None))  # undecoded copy of the columns: decode runs every time

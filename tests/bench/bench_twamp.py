@@ -43,9 +43,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
@@ -345,7 +345,7 @@ def run_load(target: Target, rate: float | None, duration: float, padding: int, 
     while True:
         try:
             data, anc, _flags, _addr = sock.recvmsg(2048, CMSG)
-        except socket.timeout:
+        except TimeoutError:
             if sent_done is not None:
                 break
             if os.waitpid(pid, os.WNOHANG)[0]:

@@ -31,7 +31,6 @@ import sys
 import tempfile
 import time
 
-
 from flowplane.batch import PacketBatch
 from flowplane.decode import decode
 from flowplane.testing import build_app, write_pcap

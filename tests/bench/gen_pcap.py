@@ -186,7 +186,8 @@ class Model:
         # ---- addresses, ports, MACs
         n_clients, n_servers = max(1, N // 3), max(1, N // 30)
         cl_pool4 = (10 << 24) | (rng.integers(0, 1 << 16, n_clients) << 8) | rng.integers(1, 255, n_clients)
-        sv_pool4 = (198 << 24) | (18 << 16) | (rng.integers(0, 1 << 9, n_servers) << 8) | rng.integers(1, 255, n_servers)
+        sv_pool4 = ((198 << 24) | (18 << 16) | (rng.integers(0, 1 << 9, n_servers) << 8)
+                    | rng.integers(1, 255, n_servers))
         cl_pool6 = rng.integers(0, 256, (n_clients, 10), dtype=np.uint8)
         sv_pool6 = rng.integers(0, 256, (n_servers, 10), dtype=np.uint8)
         ci = rng.integers(0, n_clients, N)
@@ -450,7 +451,8 @@ def _build_ip_headers(md: Model, idx: np.ndarray, kind: int, v6: bool, vlan: boo
 def _arp_frames(rng: np.random.Generator, A: int) -> np.ndarray:
     h = np.zeros((A, 42), np.uint8)
     reply = rng.random(A) < 0.5
-    smac = np.concatenate([np.tile(np.array([2, 0], np.uint8), (A, 1)), rng.integers(0, 256, (A, 4), dtype=np.uint8)], 1)
+    smac = np.concatenate([np.tile(np.array([2, 0], np.uint8), (A, 1)), rng.integers(0, 256, (A, 4), dtype=np.uint8)],
+                          1)
     gw = np.frombuffer(GW_MAC, np.uint8)
     h[:, 0:6] = np.where(reply[:, None], gw, 0xFF)
     h[:, 6:12] = smac
@@ -557,7 +559,7 @@ def generate(
     buf[:24] = np.frombuffer(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1), np.uint8)
 
     def scatter(offs: np.ndarray, rows: np.ndarray) -> None:
-        buf[offs[:, None] + np.arange(rows.shape[1])] = rows
+        buf[offs[:, None] + np.arange(rows.shape[1])] = rows  # noqa: F821  (`del buf` comes after the last call)
 
     # pcap record headers
     for s in range(0, F, CHUNK):
@@ -613,7 +615,8 @@ def generate(
     return truth
 
 
-def _truth(md: Model, valid: np.ndarray, F: int, A: int, n_mal: int, mal_kinds: np.ndarray, ts: np.ndarray, total: int) -> dict:
+def _truth(md: Model, valid: np.ndarray, F: int, A: int, n_mal: int, mal_kinds: np.ndarray, ts: np.ndarray,
+           total: int) -> dict:
     kind, v6 = md.pkind[valid], md.pv6[valid]
     iplen = md.iplen[valid]
     by_pkts, by_bytes = {}, {}
@@ -694,7 +697,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--packets", type=int, default=1_200_000, help="IP packets (default 1200000)")
     ap.add_argument("--conversations", type=int, default=60_000, help="conversations (default 60000)")
     ap.add_argument("--seed", type=int, default=42)
-    ap.add_argument("--malformed-fraction", type=float, default=0.0, help="fraction of frames replaced by malformed ones")
+    ap.add_argument("--malformed-fraction", type=float, default=0.0, help="fraction of frames replaced by malformed "
+                                                                          "ones")
     ap.add_argument("--span", type=float, default=300.0, help="seconds over which conversations start")
     ap.add_argument("--max-payload", type=int, default=None, help="cap every payload at N bytes (small samples)")
     a = ap.parse_args(argv)

@@ -13,7 +13,6 @@ import shutil
 import sys
 from pathlib import Path
 
-
 HERE = Path(__file__).resolve().parent
 
 

@@ -80,10 +80,10 @@ import struct
 import subprocess
 import sys
 import time
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
 
 IP = shutil.which("ip") or "/usr/sbin/ip"
 _counter = itertools.count()

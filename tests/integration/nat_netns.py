@@ -15,9 +15,9 @@ from __future__ import annotations
 import itertools
 import os
 import subprocess
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator, Sequence
 
 import pytest
 

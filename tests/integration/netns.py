@@ -7,7 +7,7 @@ when the context ends, whether the test passed, failed or was interrupted.
 
 Use as a fixture::
 
-    from netns import netns_pair  # noqa: F401  (the fixture; `from .netns` if tests/ is a package)
+    # the fixture netns_pair comes from tests/integration/conftest.py
 
     @pytest.mark.netns
     def test_something(netns_pair):
@@ -36,9 +36,9 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator, Sequence
 
 import pytest
 
@@ -62,7 +62,8 @@ class NetnsPair:
         """``ip netns exec NS argv...``."""
         return [IP, "netns", "exec", ns, *map(str, argv)]
 
-    def run(self, ns: str, argv: Sequence[str], *, check: bool = True, timeout: float = 30, **kw) -> subprocess.CompletedProcess:
+    def run(self, ns: str, argv: Sequence[str], *, check: bool = True, timeout: float = 30,
+            **kw) -> subprocess.CompletedProcess:
         """Run *argv* inside namespace *ns* and wait (text output captured)."""
         kw.setdefault("capture_output", True)
         kw.setdefault("text", True)
@@ -103,7 +104,7 @@ class NotifySocket:
             try:
                 if needle in self.sock.recv(4096).decode().split("\n"):
                     return
-            except socket.timeout:
+            except TimeoutError:
                 continue
         raise AssertionError(f"no {needle} on {self.path} within {timeout:g} s")
 

@@ -19,10 +19,11 @@ import pytest
 
 from flowplane.interfaces import InterfaceTable
 from flowplane.sources import SourceContext
+
 try:  # tests/integration as a package or as a rootdir-inserted directory
-    from .netns import make_netns_pair, netns_pair, skip_reason  # noqa: F401  (netns_pair is a fixture)
+    from .netns import make_netns_pair, skip_reason
 except ImportError:
-    from netns import make_netns_pair, netns_pair, skip_reason  # noqa: F401
+    from netns import make_netns_pair, skip_reason
 
 pytestmark = pytest.mark.netns
 
@@ -44,7 +45,8 @@ def load():
         spec = importlib.util.spec_from_file_location("_afpacket", os.path.join(ROOT, "plugins/sources/afpacket.py"))
         mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod); return mod
 
-dev, cfg, expected, port, timeout = sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5])
+dev, cfg = sys.argv[1], json.loads(sys.argv[2])
+expected, port, timeout = int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5])
 mod = load()
 src = mod.AfPacketSource(SourceContext(name=dev, config=cfg, iface_id=7, interfaces=InterfaceTable(), batch_size=256))
 seen = []
@@ -67,7 +69,8 @@ async def main():
                 dport = d[o2 + 36].astype(np.int64) * 256 + d[o2 + 37]
                 mine = dport == port
                 o3 = o2[mine]
-                seq = (d[o3 + 42].astype(np.int64) << 24) | (d[o3 + 43].astype(np.int64) << 16) | (d[o3 + 44].astype(np.int64) << 8) | d[o3 + 45]
+                seq = ((d[o3 + 42].astype(np.int64) << 24) | (d[o3 + 43].astype(np.int64) << 16)
+                       | (d[o3 + 44].astype(np.int64) << 8) | d[o3 + 45])
                 seen.extend(seq.tolist())
                 dd = b.direction[ok][ipv4][mine]
                 dirs[0] += int((dd == 0).sum()); dirs[1] += int((dd == 1).sum())

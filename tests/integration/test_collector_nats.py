@@ -104,7 +104,8 @@ def test_spool_order_limit_and_removal(tmp_path):
 # ---------------------------------------------------------------------------
 # against nats-server
 
-needs_server = pytest.mark.skipif(NATS_SERVER is None, reason="nats-server is not installed (apt-get install nats-server)")
+needs_server = pytest.mark.skipif(NATS_SERVER is None, reason="nats-server is not installed (apt-get install "
+                                                              "nats-server)")
 
 
 class Server:
@@ -241,7 +242,7 @@ def test_two_collectors_server_restart_exactly_once(tmp_path):
             c.outputs.bus.stop(3.0)
         rows, ids, total = asyncio.run(consume(url))
         assert len(ids) == len(set(ids)) == total  # one message per Msg-Id
-        for k, exp in exporters.items():
+        for exp in exporters.values():
             got = [(r["sport"], r["dport"], r["packets"]) for r in rows if r["exporter"] == exp]
             want = [(1000 + i % 60000, i // 60000 + 1, 1 + i) for i in range(600)]
             assert len(got) == 600 and sorted(got) == sorted(want)  # every flow, exactly once

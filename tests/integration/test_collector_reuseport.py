@@ -27,8 +27,6 @@ from pathlib import Path
 
 import pytest
 
-from netns import netns_pair  # noqa: F401  (fixture)
-
 REPO = Path(__file__).resolve().parents[2]
 FLOWPLANE = [sys.executable, "-m", "flowplane"]
 

@@ -22,10 +22,11 @@ import json
 from pathlib import Path
 
 import pytest
-from frames import ETH_IPV4, ICMP, arp, eth, eth_ipv4_tcp, eth_ipv4_udp, icmp, ipv4
-from venvs import Venv, make_venv
 
 from flowplane.testing import write_pcap
+
+from frames import ETH_IPV4, ICMP, arp, eth, eth_ipv4_tcp, eth_ipv4_udp, icmp, ipv4
+from venvs import Venv, make_venv
 
 ROOT = Path(__file__).resolve().parents[2]
 PLUGIN_SRC = ROOT / "contrib" / "flowplane-example"

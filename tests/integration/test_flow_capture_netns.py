@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 
 from flowplane.control import request
-from netns import make_netns_pair, skip_reason, NotifySocket
+
+from netns import NotifySocket, make_netns_pair, skip_reason
 
 UNIT = Path(__file__).resolve().parents[1] / "unit"
 N = 40

@@ -30,7 +30,8 @@ from pathlib import Path
 import pytest
 
 from flowplane.control import request
-from netns import netns_pair, NotifySocket  # noqa: F401,F811  (a fixture)
+
+from netns import NotifySocket
 
 N_FRAMES = 700
 RATES = (1, 10, 7)
@@ -148,7 +149,8 @@ def test_inline_monitoring_exports_clipped_frames_to_each_collector(netns_pair, 
 
     pcap = tmp_path / "export.pcap"
     ports_expr = " or ".join(f"dst port {x}" for x in PORTS)
-    dump = p.popen(p.ns_b, ["tcpdump", "-i", p.veth_b, "-U", "-n", "-s", "0", "-w", str(pcap), f"udp and ({ports_expr})"])
+    dump = p.popen(p.ns_b,
+                   ["tcpdump", "-i", p.veth_b, "-U", "-n", "-s", "0", "-w", str(pcap), f"udp and ({ports_expr})"])
     sink = p.popen(p.ns_b, [sys.executable, "-c", SINK, p.addr_b, *map(str, PORTS)])
     notify = NotifySocket(tmp_path / "notify.sock")
     env = notify.env()

@@ -25,7 +25,8 @@ from pathlib import Path
 import pytest
 
 from flowplane.control import request
-from nat_netns import CLIENT, ROUTER_OUT, SERVER, NatTopology, nat_topology  # noqa: F401  (a fixture)
+
+from nat_netns import CLIENT, ROUTER_OUT, SERVER, NatTopology
 from netns import NotifySocket
 
 IPFIX_PORT, V9_PORT, SYSLOG_PORT, NEL_PORT = 4739, 2055, 5514, 9995
@@ -201,7 +202,7 @@ class Run:
         self.nfcapd_dir = tmp / "nfcapd"
         self.sock = str(tmp / "control.sock")
 
-    def __enter__(self) -> "Run":
+    def __enter__(self) -> Run:
         t = self.t
         check = t.run(t.router, [sys.executable, "-m", "flowplane", "check-config", str(self.cfg)], check=False)
         assert check.returncode == 0, check.stdout + check.stderr

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from flowplane.control import request
-from netns import netns_pair, NotifySocket  # noqa: F401,F811  (a fixture)
+
+from netns import NotifySocket
 
 N_UDP, N_SYN, N_PING = 3000, 200, 300
 
@@ -110,7 +111,8 @@ def test_live_capture_filters_count_exactly(netns_pair, tmp_path):
         assert got["term:udp"] == N_UDP and got["term:syn"] == N_SYN and got["term:ping"] == N_PING
         assert got["term:other"] == 0
 
-        errors = request(str(tmp_path / "control.sock"), ["show", "services", "accounting", "errors"], fmt="json")["data"]
+        errors = request(str(tmp_path / "control.sock"), ["show", "services", "accounting", "errors"],
+                         fmt="json")["data"]
         [row] = errors["interfaces"]
         # every IP packet decoded; the only non-IP frames are ARP
         assert row["decoded"] == N_UDP + N_SYN + N_PING

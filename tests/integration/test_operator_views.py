@@ -49,7 +49,8 @@ forwarding-options:
         # snapshots agree, then the biggest flow cannot change under `top` (a busy machine only slows this)
         while time.monotonic() < deadline:
             try:  # the socket file appears at bind(), a moment before listen()
-                reply = request(str(sock), ["show", "services", "accounting", "flow-detail", "limit", "5", "order", "bytes"],
+                reply = request(str(sock),
+                                ["show", "services", "accounting", "flow-detail", "limit", "5", "order", "bytes"],
                                 fmt="json")
             except (FileNotFoundError, ConnectionRefusedError):
                 reply = {"ok": False}

@@ -16,6 +16,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+
 from venvs import make_venv
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -30,7 +30,8 @@ from pathlib import Path
 import pytest
 
 from flowplane.control import request
-from netns import IP, make_netns_pair, skip_reason, NotifySocket
+
+from netns import IP, NotifySocket, make_netns_pair, skip_reason
 
 N = 600  # frames per stream
 K = 50  # frames sent while m_a is down, and again after it is up
@@ -255,7 +256,8 @@ def run(tmp_path_factory):
         try:
             notify.wait("READY=1")
             # the analyzer's MAC is known before the GRE burst (no copies waiting on ARP)
-            _ip("-n", p.ns_a, "neigh", "replace", maddr_b, "lladdr", _mac(p.ns_b, m_b, colons=True), "dev", m_a, "nud", "permanent")
+            _ip("-n", p.ns_a, "neigh", "replace", maddr_b, "lladdr", _mac(p.ns_b, m_b, colons=True), "dev", m_a, "nud",
+                "permanent")
             orig = _tcpdump(p, p.ns_a, p.veth_a, tmp / "orig.pcap", "udp and dst portrange 9995-9999", ("-Q", "in"))
             procs.append(orig)
             mirror = _tcpdump(p, p.ns_b, m_b, tmp / "mirror.pcap", "(udp and dst portrange 9995-9999) or ip proto 47")

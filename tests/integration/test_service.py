@@ -55,7 +55,7 @@ class Notify:
         while time.monotonic() < end:
             try:
                 msg = self.sock.recv(4096).decode()
-            except socket.timeout:
+            except TimeoutError:
                 continue
             self.messages.append(msg)
             if needle in msg.split("\n"):

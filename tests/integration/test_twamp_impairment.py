@@ -21,9 +21,9 @@ Tolerances (stated here, checked below):
 from __future__ import annotations
 
 import json
-import subprocess
 import shutil
 import struct
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -31,10 +31,10 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from flowplane.plugins.twamp.udp import read_kernel_clock  # noqa: E402
+
 from impair import impaired_path  # noqa: E402
 from netns import skip_reason  # noqa: E402
-
-from flowplane.plugins.twamp.udp import read_kernel_clock  # noqa: E402
 
 pytestmark = pytest.mark.netns
 
@@ -57,7 +57,8 @@ def path():
             deadline = time.monotonic() + 20
             while time.monotonic() < deadline:  # wait until the server listens (through the relay)
                 r = net.run(net.ns_client, [sys.executable, "-c",
-                                            f"import socket; socket.create_connection(('{net.addr_server}', {PORT}), 1).close()"],
+                                            f"import socket; socket.create_connection(('{net.addr_server}', {PORT}), "
+                                            "1).close()"],
                             check=False)
                 if r.returncode == 0:
                     break

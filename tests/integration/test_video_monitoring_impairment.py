@@ -23,7 +23,8 @@ from pathlib import Path
 import pytest
 
 from flowplane.control import request
-from netns import NotifySocket, netns_pair  # noqa: F401,F811  (a fixture)
+
+from netns import NotifySocket
 
 PORT = 5000
 RELAY_PORT = 6000

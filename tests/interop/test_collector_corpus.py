@@ -15,7 +15,6 @@ from flowplane.plugins.collector.pcap import udp_payloads
 from corpus import EXPECTED, FLOWS, corpus_groups, flow_files, needs_corpus, replay_order
 from test_collector import make_collector, replay
 
-
 # ---------------------------------------------------------------------------
 # real captures
 

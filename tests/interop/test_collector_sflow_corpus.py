@@ -14,7 +14,6 @@ from flowplane.plugins.collector.pcap import udp_payloads
 
 from corpus import FLOWS, needs_corpus
 
-
 # file -> (records, flow samples, counter samples); sample counts as tshark -d udp.port==6343,sflow shows them
 CORPUS = {
     "akvorado_sflow_data-1140": (5, 5, 0),

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import frames as F
 from flowplane.batch import PacketBatch
 
+import frames as F
 from corpus import FLOWS as CORPUS
 from test_decode import decoded
 

@@ -11,9 +11,9 @@ import time
 
 import pytest
 
-from test_replay_nfdump import SAMPLE, Nfcapd, needs_nfdump
-
 from flowplane.testing import free_port
+
+from test_replay_nfdump import SAMPLE, Nfcapd, needs_nfdump
 
 pytestmark = pytest.mark.peer
 
@@ -58,7 +58,8 @@ services:
 """)
     try:
         proc = subprocess.Popen([sys.executable, "-m", "flowplane", "run", "-c", str(cfg), "--report",
-                                 "show services accounting flow"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                 "show services accounting flow"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                 text=True)
         time.sleep(4)
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=60)

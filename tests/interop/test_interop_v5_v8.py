@@ -26,7 +26,7 @@ import struct
 import subprocess
 import time
 from collections import defaultdict
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 import pytest
@@ -169,7 +169,7 @@ def nfcapd_collect(tmp_path, datagrams: list[bytes]) -> tuple[list[dict], list[d
 
 
 def utc_ms(text: str) -> int:
-    dt = datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%f").replace(tzinfo=timezone.utc)
+    dt = datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%f").replace(tzinfo=UTC)
     return round(dt.timestamp() * 1000)
 
 

@@ -22,6 +22,7 @@ from flowplane.export import EncoderOptions
 from flowplane.flows import FLOW_DTYPE, FlowRecords
 from flowplane.plugins.encoders import ipfix, netflow9
 from flowplane.testing import free_port, write_pcap
+
 from test_encoder_v9 import T0, Collector
 
 pytestmark = pytest.mark.peer
@@ -45,7 +46,8 @@ def realistic(n: int, seed: int, *, mpls: bool = False) -> FlowRecords:
     d["af"] = np.where(v4, 4, 6)
     for p in ("src", "dst", "nexthop"):
         d[p + "_hi"] = np.where(v4, 0, np.uint64(0x2001_0db8_0000_0000) | rng.integers(0, 2**32, n, dtype=np.uint64))
-        d[p + "_lo"] = np.where(v4, np.uint64(0xFFFF_0000_0000) | rng.integers(2**24, 2**32 - 2**28, n, dtype=np.uint64),
+        d[p + "_lo"] = np.where(v4,
+                                np.uint64(0xFFFF_0000_0000) | rng.integers(2**24, 2**32 - 2**28, n, dtype=np.uint64),
                                 rng.integers(1, 2**63, n, dtype=np.uint64))
     d["proto"] = rng.choice([6, 17, 1], n)
     icmp = d["proto"] == 1
@@ -84,7 +86,7 @@ def ip_of(r, p: str) -> str:
 
 
 def iso_ms(ns: int) -> str:
-    t = dt.datetime.fromtimestamp(ns // 10**6 / 1000, tz=dt.timezone.utc)
+    t = dt.datetime.fromtimestamp(ns // 10**6 / 1000, tz=dt.UTC)
     return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ns // 10**6 % 1000:03d}"
 
 
@@ -227,7 +229,8 @@ def test_tshark_decodes_without_warnings(tmp_path, version):
         assert (ot["cflow.option_scope_length"], ot["cflow.option_length"]) == ("4", "8")
         assert all(o["cflow.sampling_interval"] == "100" for o in options)
     else:
-        assert (ot["cflow.template_ipfix_total_field_count"], ot["cflow.template_ipfix_scope_field_count"]) == ("6", "1")
+        assert (ot["cflow.template_ipfix_total_field_count"],
+                ot["cflow.template_ipfix_scope_field_count"]) == ("6", "1")
         assert all(o["cflow.sampling_interval"] == "100" and o["cflow.sampling_packet_space"] == "99" for o in options)
     c = Collector()
     assert len(options) == sum(1 for m in dgrams if c.parse(m)["options"]) >= 2
@@ -254,7 +257,7 @@ def test_tshark_decodes_without_warnings(tmp_path, version):
         if version == 10:
             tree = f["cflow.timedelta_tree"]
             assert tree["cflow.abstimestart"].startswith(
-                dt.datetime.fromtimestamp(int(r["first_ns"]) // 10**6 / 1000, tz=dt.timezone.utc)
+                dt.datetime.fromtimestamp(int(r["first_ns"]) // 10**6 / 1000, tz=dt.UTC)
                 .strftime("%b %d, %Y %H:%M:%S.") + f"{int(r['first_ns']) // 10**6 % 1000:03d}")
             assert int(f["cflow.flow_end_reason"]) == r["end_reason"]
 

@@ -13,8 +13,8 @@ import pytest
 from flowplane.plugins.inline_monitoring import encoder as enc
 from flowplane.plugins.port_mirroring.encap import GRE_HEADER, erspan_header
 from flowplane.testing import write_pcap
-from frames import UDP, eth, eth_vlan, ipv4, udp
 
+from frames import UDP, eth, eth_vlan, ipv4, udp
 from test_inline_monitoring import _records, frames_of
 
 

@@ -25,7 +25,7 @@ CORPUS_FILES = sorted(glob.glob(f"{CORPUS}/*.pcap") + glob.glob(f"{CORPUS}/*.pca
 @pytest.mark.parametrize("path", CORPUS_FILES, ids=os.path.basename)
 def test_corpus_packet_counts_match_capinfos(path):
     out = subprocess.run(["capinfos", "-M", "-c", path], capture_output=True, text=True, timeout=60).stdout
-    line = next(l for l in out.splitlines() if "Number of packets" in l)
+    line = next(ln for ln in out.splitlines() if "Number of packets" in ln)
     expected = int(line.split(":", 1)[1].strip())
     src = PcapSource(ctx(path, ctx_batch=256))
     assert sum(len(b) for b in src.batches()) == expected
@@ -40,10 +40,11 @@ SMALL_CORPUS = [p for p in CORPUS_FILES if os.path.getsize(p) < 100_000]
 @pytest.mark.parametrize("path", SMALL_CORPUS, ids=os.path.basename)
 def test_corpus_lengths_and_times_match_tshark(path):
     out = subprocess.run(
-        ["tshark", "-n", "-r", path, "-T", "fields", "-e", "frame.len", "-e", "frame.cap_len", "-e", "frame.time_epoch"],
+        ["tshark", "-n", "-r", path, "-T", "fields", "-e", "frame.len", "-e", "frame.cap_len", "-e",
+         "frame.time_epoch"],
         capture_output=True, text=True, timeout=60,
     ).stdout
-    rows = [l.split("\t") for l in out.splitlines() if l.strip()]
+    rows = [ln.split("\t") for ln in out.splitlines() if ln.strip()]
     src = PcapSource(ctx(path, ctx_batch=256))
     _, caps, wls, tss, _, _ = collect(src)
     assert wls == [int(r[0]) for r in rows]

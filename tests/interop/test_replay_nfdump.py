@@ -21,7 +21,8 @@ TRUTH = json.loads((ROOT / "etc" / "samples" / "sample.pcap.truth.json").read_te
 TIMEOUTS = ["--active-timeout", "600", "--inactive-timeout", "600", "--tcp-end-grace", "600"]
 
 pytestmark = pytest.mark.peer
-needs_nfdump = pytest.mark.skipif(not (shutil.which("nfcapd") and shutil.which("nfdump")), reason="nfdump not installed")
+needs_nfdump = pytest.mark.skipif(not (shutil.which("nfcapd") and shutil.which("nfdump")),
+                                  reason="nfdump not installed")
 
 
 class Nfcapd:
@@ -31,7 +32,8 @@ class Nfcapd:
         self.dir = tmp / name
         self.dir.mkdir()
         self.port = free_port()
-        self.proc = subprocess.Popen(["nfcapd", "-b", "127.0.0.1", "-p", str(self.port), "-w", str(self.dir), "-t", "3600",
+        self.proc = subprocess.Popen(["nfcapd", "-b", "127.0.0.1", "-p", str(self.port), "-w", str(self.dir), "-t",
+                                      "3600",
                                       "-B", "4194304"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline and not any(self.dir.iterdir()):
@@ -61,7 +63,8 @@ class Nfcapd:
 
 
 def replay(*args: str) -> subprocess.CompletedProcess:
-    r = subprocess.run([sys.executable, "-m", "flowplane", "replay", str(SAMPLE), *args], capture_output=True, text=True,
+    r = subprocess.run([sys.executable, "-m", "flowplane", "replay", str(SAMPLE), *args], capture_output=True,
+                       text=True,
                        timeout=120)
     assert r.returncode == 0, r.stderr
     return r
@@ -86,13 +89,15 @@ def test_totals_equal_the_capture(tmp_path, version):
 def test_v5_carries_ipv4_only(tmp_path):
     nf = Nfcapd(tmp_path, "nf")
     try:
-        replay("--version", "5", "--export", f"127.0.0.1:{nf.port}", "--engine-id", "5", "--engine-type", "55", *TIMEOUTS)
+        replay("--version", "5", "--export", f"127.0.0.1:{nf.port}", "--engine-id", "5", "--engine-type", "55",
+               *TIMEOUTS)
     finally:
         nf.stop()
     t = nf.totals()
     assert t["Packets"] == TRUTH["ipv4_packets"] and t["Sequence failures"] == 0
     assert all(":" not in k[1] for k in nf.flows())
-    out = subprocess.run(["nfdump", "-R", str(nf.dir), "-q", "-N", "-c", "1", "-o", "raw"], capture_output=True, text=True).stdout
+    out = subprocess.run(["nfdump", "-R", str(nf.dir), "-q", "-N", "-c", "1", "-o", "raw"], capture_output=True,
+                         text=True).stdout
     assert "engine type" in out and "55" in out
 
 

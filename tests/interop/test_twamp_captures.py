@@ -14,19 +14,36 @@ import trio
 
 from flowplane.plugins.twamp import wire
 from flowplane.plugins.twamp.capture import segments, tcp_streams
-from flowplane.plugins.twamp.crypto import (ControlCrypto, HmacError, SessionCrypto, derive_key, make_token, open_token,
-                                            session_test_keys)
-from flowplane.plugins.twamp.light import LightReflector
 from flowplane.plugins.twamp.config import LightConfig
-from flowplane.plugins.twamp.wire import (AcceptSession, ErrorEstimate, RequestTWSession, ServerGreeting, ServerStart,
-                                          SetUpResponse, StartAck, StartSessions, StopSessions, ntp_to_ns,
-                                          unpack_reflector, unpack_sender)
+from flowplane.plugins.twamp.crypto import (
+    ControlCrypto,
+    HmacError,
+    SessionCrypto,
+    derive_key,
+    make_token,
+    open_token,
+    session_test_keys,
+)
+from flowplane.plugins.twamp.light import LightReflector
+from flowplane.plugins.twamp.wire import (
+    AcceptSession,
+    ErrorEstimate,
+    RequestTWSession,
+    ServerGreeting,
+    ServerStart,
+    SetUpResponse,
+    StartAck,
+    StartSessions,
+    StopSessions,
+    ntp_to_ns,
+    unpack_reflector,
+    unpack_sender,
+)
 from flowplane.testing import wait_until_async
 
 from corpus import ACTIVE
 from test_twamp_light import _sender, _with_reflector
 from test_twamp_server import _recorded_exchange
-
 
 # ---------------------------------------------------------------------------
 # known answers from the twping <-> twampd and twampy captures

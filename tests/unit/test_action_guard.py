@@ -3,7 +3,6 @@ repeated consecutive failures, re-enabled by a reload; the other actions and plu
 
 from __future__ import annotations
 
-from frames import eth_ipv4_udp
 from structlog.testing import capture_logs
 
 from flowplane import hookimpl
@@ -12,6 +11,8 @@ from flowplane.batch import PacketBatch
 from flowplane.core_commands import format_plugins, format_system_statistics, show_plugins, show_system_statistics
 from flowplane.pluginmanager import MAX_CONSECUTIVE_FAILURES
 from flowplane.testing import write_pcap
+
+from frames import eth_ipv4_udp
 
 CONFIG = {
     "interfaces": {"pcap0": {"source": "pcap", "file": "unused.pcap", "family": {"inet": {"filter": {"input": "F"}}}}},

@@ -183,7 +183,8 @@ async def test_replication_to_two_udp_and_one_tcp_server(make_app):
         assert sink.records == 2200, name
         exporters = exporter_column(flows)
         assert exporters.count("127.0.0.1") == 1500 and exporters.count("::1") == 700, name
-        by_exp = {e: np.concatenate([f.data for f in flows if exporter_column([f])[0] == e]) for e in ("127.0.0.1", "::1")}
+        by_exp = {e: np.concatenate([f.data for f in flows if exporter_column([f])[0] == e])
+                  for e in ("127.0.0.1", "::1")}
         assert_same_flows(by_exp["127.0.0.1"], v4.data)
         assert_same_flows(by_exp["::1"], v6.data)
         assert {f.exporter for f in flows} == {"127.0.0.1"}  # the datagrams come from the collector itself

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import struct
 
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from flowplane.export import EncoderOptions
 from flowplane.plugins.collector.decoder import Decoder

@@ -236,7 +236,8 @@ def test_output_config_parses(tmp_path):
     ({"rotate": {"bytes": 10}}, ("output", "rotate"), "needs a jsonl, msgpack or flows"),
     ({"forward": [{"address": "nowhere", "port": 1}]}, ("output", "forward", 0, "address"), "IPv4 or IPv6"),
     ({"forward": [{"address": "127.0.0.1", "port": 1, "version": 5}]}, ("output", "forward", 0, "version"), "9 or 10"),
-    ({"forward": [{"address": "127.0.0.1", "port": 1, "transport": "sctp"}]}, ("output", "forward", 0, "transport"), "sctp"),
+    ({"forward": [{"address": "127.0.0.1", "port": 1, "transport": "sctp"}]}, ("output", "forward", 0, "transport"),
+     "sctp"),
     ({"forward": [{"address": "127.0.0.1", "port": 1, "version": 9, "transport": "tcp"}]},
      ("output", "forward", 0, "transport"), "udp only"),
     ({"forward": [{"address": "127.0.0.1"}]}, ("output", "forward", 0), "missing 'port'"),
@@ -311,7 +312,10 @@ async def test_service_rotates_and_sigterm_loses_nothing(make_app, tmp_path):
 
 
 def test_collect_cli_msgpack_and_summary(tmp_path):
-    """``flowplane collect --output msgpack:PATH --output jsonl:PATH --rotate-bytes N`` end to end, stopped by SIGTERM."""
+    """``flowplane collect --output msgpack:PATH --output jsonl:PATH --rotate-bytes N``, end to end.
+
+    Stopped by SIGTERM.
+    """
     port = free_port()
     mp, jl = tmp_path / "c.msgpack", tmp_path / "c.jsonl"
     p = subprocess.Popen([sys.executable, "-m", "flowplane", "collect", "--listen", f"udp:127.0.0.1:{port}",

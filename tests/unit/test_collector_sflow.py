@@ -7,7 +7,8 @@ import struct
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from flowplane.plugins.collector.decode_sflow import SFLOW_VERSION
 from flowplane.plugins.collector.decoder import Decoder

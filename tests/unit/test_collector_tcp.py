@@ -10,8 +10,8 @@ import pytest
 import trio
 
 import flowplane.plugins.collector as collector_plugin
-from flowplane.plugins.collector.cli import build_config, parse_listen
 from flowplane.export import EncoderOptions, TransportOptions
+from flowplane.plugins.collector.cli import build_config, parse_listen
 from flowplane.plugins.collector.collector import Collector
 from flowplane.plugins.collector.config import CollectorConfig, Listen, parse
 from flowplane.plugins.collector.decoder import Decoder

@@ -5,12 +5,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import frames as F
 from flowplane.batch import (
-    DECODED_COLUMNS, LINKTYPE_ETHERNET, LINKTYPE_IPV4, LINKTYPE_IPV6, LINKTYPE_LINUX_SLL, LINKTYPE_RAW,
+    DECODED_COLUMNS,
+    LINKTYPE_ETHERNET,
+    LINKTYPE_IPV4,
+    LINKTYPE_IPV6,
+    LINKTYPE_LINUX_SLL,
+    LINKTYPE_RAW,
     PacketBatch,
 )
 from flowplane.decode import REASON_TEXT, Reason, decode, decode_scalar
+
+import frames as F
 
 V4M = 0x0000_FFFF_0000_0000
 

@@ -11,12 +11,18 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import frames as F
 from flowplane.batch import (
-    DECODED_COLUMNS, LINKTYPE_ETHERNET, LINKTYPE_IPV4, LINKTYPE_IPV6, LINKTYPE_LINUX_SLL, LINKTYPE_RAW,
+    DECODED_COLUMNS,
+    LINKTYPE_ETHERNET,
+    LINKTYPE_IPV4,
+    LINKTYPE_IPV6,
+    LINKTYPE_LINUX_SLL,
+    LINKTYPE_RAW,
     PacketBatch,
 )
 from flowplane.decode import Reason, decode, decode_scalar
+
+import frames as F
 
 LINKTYPES = st.sampled_from([LINKTYPE_ETHERNET, LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL, LINKTYPE_RAW,
                              LINKTYPE_IPV4, LINKTYPE_IPV6]) | st.integers(0, 300)

@@ -4,6 +4,7 @@ import pytest
 
 from flowplane.batch import PacketBatch
 from flowplane.decode import decode
+
 from frames import ETH_IPV6, TCP, eth, eth_ipv6_tcp, ipv6, tcp, v6_ah, v6_ext, v6_frag
 
 HOP, ROUTING, FRAG, DST, AH = 0, 43, 44, 60, 51

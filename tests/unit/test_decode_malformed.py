@@ -12,11 +12,17 @@ import random
 import numpy as np
 import pytest
 
-import frames as F
 from flowplane.batch import (
-    DECODED_COLUMNS, LINKTYPE_ETHERNET, LINKTYPE_IPV6, LINKTYPE_LINUX_SLL, LINKTYPE_RAW, PacketBatch,
+    DECODED_COLUMNS,
+    LINKTYPE_ETHERNET,
+    LINKTYPE_IPV6,
+    LINKTYPE_LINUX_SLL,
+    LINKTYPE_RAW,
+    PacketBatch,
 )
 from flowplane.decode import Reason, decode, decode_scalar
+
+import frames as F
 
 R = Reason
 HTS, TRUNC, BAD_EXT = R.HEADER_TOO_SMALL, R.TRUNCATED_L4, R.BAD_EXTENSION_HEADER

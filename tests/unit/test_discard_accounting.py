@@ -18,6 +18,7 @@ from flowplane.control import ControlServer
 from flowplane.firewall_config import parse_firewall
 from flowplane.service import Service
 from flowplane.testing import serve, wait_until_async, write_pcap
+
 from frames import eth_ipv4_tcp, eth_ipv4_udp, eth_ipv6_tcp
 from test_passive_monitoring import _v5_records
 
@@ -89,7 +90,8 @@ def test_every_yaml_shape_discards_and_names_the_group(make_app, tmp_path, then)
     term = next(t for f in filters if f.name == "f" for t in f.terms if t.name == "accounted")
     assert term.decision == "discard" and term.terminating_action == "discard"
     assert term.plugin_actions == [(DISCARD_ACCOUNTING, "acc1")]
-    plain = parse_firewall({"firewall": {"filter": {"g": {"term": {"t": {"then": "discard"}}}}}}, app.registries.actions)
+    plain = parse_firewall({"firewall": {"filter": {"g": {"term": {"t": {"then": "discard"}}}}}},
+                           app.registries.actions)
     assert plain[1] == [] and plain[0][0].terms[0].plugin_actions == []
 
 
@@ -345,7 +347,8 @@ def test_accounting_groups_count_towards_profile_limits(make_app, tmp_path):
     cfg = _accounting_only(tmp_path, f"    acc1:\n      output:\n{servers}", profile="mx-mpc")
     text = "\n".join(make_app(cfg, configure=False).validate(cfg))
     assert "5 flow servers exceed the maximum 4 (hardware profile limit flow_servers_per_family)" in text
-    assert "export version 5 is not supported by this hardware profile (hardware profile limit export_versions: 9, 10)" in text
+    assert ("export version 5 is not supported by this hardware profile "
+            "(hardware profile limit export_versions: 9, 10)") in text
     many = "".join(f"    g{g}:\n      output:\n" + "".join(
         f"        flow-server 127.0.{g}.{i}: {{port: 2055, version-ipfix: {{template: t}}}}\n" for i in range(4))
         for g in range(17)) + "    acc1: {output: {flow-server 127.0.0.1: {port: 1, version-ipfix: {template: t}}}}\n"
@@ -392,7 +395,8 @@ def test_a_full_aggregate_hold_is_exported_at_once(make_app, tmp_path, monkeypat
     from flowplane.flows import FlowRecords
     from flowplane.plugins.flow_monitoring import engine as engine_mod
 
-    acc8 = "    acc8: {output: {aggregate-export-interval: 1800, cflowd 127.0.0.1: {port: 9, version: 8, aggregation: protocol-port}}}\n"
+    acc8 = ("    acc8: {output: {aggregate-export-interval: 1800, "
+            "cflowd 127.0.0.1: {port: 9, version: 8, aggregation: protocol-port}}}\n")
     app = make_app(_config(tmp_path, then='"discard accounting acc8"', more=acc8))
     (exp,) = app.pm.get_plugin("flow-monitor").accounting["acc8"].all_exporters
     monkeypatch.setattr(engine_mod, "HOLD_MAX_RECORDS", 5)

@@ -219,7 +219,7 @@ def test_malformed_messages_are_refused_with_a_reason(raw, kind):
 def test_seq_must_be_64_bit():
     for bad in ("-1", str(2**64), "x"):
         with pytest.raises(DtcpError):
-            dtcp.parse(build("ADD", [("Seq", bad)], None)).seq
+            _ = dtcp.parse(build("ADD", [("Seq", bad)], None)).seq
 
 
 def test_tcp_stream_split():
@@ -352,7 +352,8 @@ async def test_refusals_are_counted():
 
 
 async def test_priority_destinations_and_capacity():
-    engine = engine_for(dfc_yaml(extra_group="      pic-memory-threshold: {percentage: 50}\n"), Limits.of(LIMITS, dfc_criteria_max=4))
+    engine = engine_for(dfc_yaml(extra_group="      pic-memory-threshold: {percentage: 50}\n"),
+                        Limits.of(LIMITS, dfc_criteria_max=4))
     async with serving(engine) as addr, DtcpClient("cs1", KEY, addr) as c:
         r = await c.request("ADD", [("Cdest-ID", "cd1"), ("Priority", "1")])
         assert r.status == 403 and "minimum-priority 2" in r.headers["ERROR"]
@@ -407,7 +408,7 @@ def test_mutated_requests_never_crash_the_handler():
              build("LIST", [("Csource-ID", "cs1"), ("Flags", "Criteria"), ("Seq", 2)], KEY),
              build("DELETE", [("Csource-ID", "cs2"), ("Criteria-ID", "*"), ("Seq", 3)], KEY2)]
     replies = 0
-    for i in range(3000):
+    for _round in range(3000):
         raw = bytearray(rng.choice(seeds))
         for _ in range(rng.randint(1, 4)):
             op, pos = rng.random(), rng.randrange(len(raw))

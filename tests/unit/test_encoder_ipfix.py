@@ -9,6 +9,7 @@ import pytest
 from flowplane.export import EncoderOptions
 from flowplane.flows import SAMPLING_RANDOM, FlowRecords
 from flowplane.plugins.encoders import ipfix
+
 from test_encoder_v9 import ALL, IDS, T0, Collector, check_records, expected_fields, kinds, make_records
 
 

@@ -21,6 +21,7 @@ from flowplane.api import (
 )
 from flowplane.config import Config
 from flowplane.testing import plugin_registries, write_pcap
+
 from frames import eth_ipv4_udp
 
 SAMPLING = """\

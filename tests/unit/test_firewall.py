@@ -121,7 +121,8 @@ def test_mapped_address_pitfalls():
     # ...and an inet6 ::/0 does not see IPv4 rows although both live in one 128-bit column
     assert matches({"source-address": ["::/0"]}, rows, "inet6") == [True, False]
     # 0.0.0.0/0 is ::ffff:0:0/96, not ::/96 -- an IPv4 row must match it
-    assert matches({"destination-address": ["0.0.0.0/0"]}, [{"dst": "0.0.0.0"}, {"dst": "255.255.255.255"}]) == [True, True]
+    assert matches({"destination-address": ["0.0.0.0/0"]},
+                   [{"dst": "0.0.0.0"}, {"dst": "255.255.255.255"}]) == [True, True]
 
 
 def test_large_prefix_list_uses_search_and_matches_exactly():
@@ -153,7 +154,8 @@ def test_prefix_lists_by_family_and_except():
     assert matches({"source-prefix-list": ["v6only"]}, rows, plists=plists) == [False, False, False]
     rows6 = [{"dst": "2001:db8::9"}, {"dst": "2001:db9::9"}]
     assert matches({"destination-prefix-list": ["trusted"]}, rows6, "inet6", plists=plists) == [True, False]
-    either = [{"src": "10.0.0.1", "dst": "8.8.8.8"}, {"src": "8.8.8.8", "dst": "10.0.0.1"}, {"src": "8.8.8.8", "dst": "8.8.4.4"}]
+    either = [{"src": "10.0.0.1", "dst": "8.8.8.8"}, {"src": "8.8.8.8", "dst": "10.0.0.1"},
+              {"src": "8.8.8.8", "dst": "8.8.4.4"}]
     assert matches({"prefix-list": ["trusted"]}, either, plists=plists) == [True, True, False]
 
 

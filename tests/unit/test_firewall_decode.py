@@ -21,7 +21,8 @@ def eth(ethertype: int, payload: bytes) -> bytes:
     return MACS + struct.pack(">H", ethertype) + payload
 
 
-def ipv4(proto: int, payload: bytes, src: str, dst: str, *, tos: int = 0, ttl: int = 64, frag: int = 0, mf: bool = False) -> bytes:
+def ipv4(proto: int, payload: bytes, src: str, dst: str, *, tos: int = 0, ttl: int = 64, frag: int = 0,
+         mf: bool = False) -> bytes:
     total = 20 + len(payload)
     flags_off = (0x2000 if mf else 0) | frag
     return struct.pack(">BBHHHBBH4s4s", 0x45, tos, total, 1, flags_off, ttl, proto, 0,
@@ -87,8 +88,10 @@ CONFIG = {
                                 "tcp-initial": True}, "then": {"count": "ssh", "accept": True}},
             "ssh-out": {"from": {"destination-port": ["ssh"]}, "then": {"reject": "tcp-reset"}},
             "ef": {"from": {"dscp": ["ef"], "port": ["dns"]}, "then": {"count": "ef", "sample": True, "next": "term"}},
-            "dns": {"from": {"protocol": ["udp"], "destination-port": [53], "packet-length": ["0-100"]}, "then": "accept"},
-            "ping": {"from": {"icmp-type": ["echo-request"], "interface": ["eth1"]}, "then": {"count": "ping", "discard": True}},
+            "dns": {"from": {"protocol": ["udp"], "destination-port": [53], "packet-length": ["0-100"]},
+                    "then": "accept"},
+            "ping": {"from": {"icmp-type": ["echo-request"], "interface": ["eth1"]},
+                     "then": {"count": "ping", "discard": True}},
             "frags": {"from": {"is-fragment": True}, "then": {"count": "frags", "accept": True}},
         }}}},
         "inet6": {"filter": {"IN6": {"term": {

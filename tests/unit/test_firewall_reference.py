@@ -106,7 +106,8 @@ def prefixes(pool):
 
 
 def port_values():
-    return st.lists(st.one_of(st.sampled_from(PORTS), st.sampled_from(["http", "https", "ssh", "dns", "1000-2000", "0-80"])),
+    return st.lists(st.one_of(st.sampled_from(PORTS),
+                              st.sampled_from(["http", "https", "ssh", "dns", "1000-2000", "0-80"])),
                     min_size=1, max_size=3)
 
 
@@ -186,7 +187,8 @@ def to_config(family, terms):
 
 PORT_NAMES = {"http": 80, "https": 443, "ssh": 22, "dns": 53}
 DSCP = {"ef": 46, "af11": 10, "be": 0, "cs6": 48}
-ICMP = {("inet", "echo-request"): 8, ("inet", "echo-reply"): 0, ("inet6", "echo-request"): 128, ("inet6", "echo-reply"): 129}
+ICMP = {("inet", "echo-request"): 8, ("inet", "echo-reply"): 0, ("inet6", "echo-request"): 128,
+        ("inet6", "echo-reply"): 129}
 
 
 def in_values(x: int, values, names) -> bool:

@@ -67,9 +67,11 @@ def test_many_errors_collected_with_exact_paths_and_expectations():
     assert got[p + ("protocol",)] == [
         "expected a protocol number 0-255, a name like 'tcp', or a range 'a-b'; got 'tpc'; did you mean 'tcp'?"]
     assert "got 'af99'" in got[p + ("dscp",)][0] and "'ef', 'af11'" in got[p + ("dscp",)][0]
-    assert got[p + ("source-address",)] == ["expected an IPv4 prefix like '10.0.0.0/8' (optionally followed by ' except'); got '10.0.0.0/33'"]
+    assert got[p + ("source-address",)] == ["expected an IPv4 prefix like '10.0.0.0/8' (optionally followed by ' "
+                                            "except'); got '10.0.0.0/33'"]
     assert "unknown flag 'akc'; did you mean 'ack'?" in got[p + ("tcp-flags",)][0]
-    assert got[p + ("destinaton-port",)] == ["unknown match condition 'destinaton-port'; did you mean 'destination-port'?"]
+    assert got[p + ("destinaton-port",)] == ["unknown match condition 'destinaton-port'; did you mean "
+                                             "'destination-port'?"]
     assert got[F + ("t1", "then", "acept")] == ["unknown action 'acept'; did you mean 'accept'?"]
     p2 = F + ("t2", "from")
     assert "did you mean 'echo-request'?" in got[p2 + ("icmp-type",)][0]
@@ -90,7 +92,8 @@ def test_family_rules():
     inet = ("firewall", "family", "inet", "filter", "F", "term", "t", "from")
     inet6 = ("firewall", "family", "inet6", "filter", "F", "term", "t", "from")
     anyf = ("firewall", "family", "any", "filter", "F", "term", "t", "from")
-    assert got[inet + ("next-header",)] == ["match condition 'next-header' is not valid in family inet (only in inet6); use 'protocol'"]
+    assert got[inet + ("next-header",)] == ["match condition 'next-header' is not valid in family inet (only in "
+                                            "inet6); use 'protocol'"]
     assert "(an IPv6 prefix in family inet)" in got[inet + ("source-address",)][0]
     assert "use 'ttl'" in got[inet + ("hop-limit",)][0]
     assert "(an IPv4 prefix in family inet6)" in got[inet6 + ("source-address",)][0]
@@ -100,7 +103,8 @@ def test_family_rules():
     assert "interface" in got[anyf + ("protocol",)][0]
     assert anyf + ("interface",) not in got
     assert got[("firewall", "family", "mpls")] == ["family 'mpls' is not supported; expected inet, inet6 or any"]
-    assert got[("firewall", "family", "inte")] == ["unknown family 'inte'; expected inet, inet6 or any; did you mean 'inet'?"]
+    assert got[("firewall", "family", "inte")] == ["unknown family 'inte'; expected inet, inet6 or any; did you mean "
+                                                   "'inet'?"]
 
 
 def test_prefix_list_references():
@@ -134,11 +138,15 @@ def test_actions_arguments_and_conflicts():
     })
     c["instances"] = ["m1"]
     got = issues(c, r)
-    assert got[F + ("a", "then")] == ["term 'a' has conflicting terminating actions: accept, discard; expected at most one"]
-    assert got[F + ("b", "then")] == ["term 'b' combines 'next term' with the terminating action 'reject'; expected one or the other"]
+    assert got[F + ("a", "then")] == ["term 'a' has conflicting terminating actions: accept, discard; expected at "
+                                      "most one"]
+    assert got[F + ("b", "then")] == ["term 'b' combines 'next term' with the terminating action 'reject'; expected "
+                                      "one or the other"]
     assert got[F + ("c", "then", "count")] == ["action 'count' needs a counter name, e.g. 'count: x1'"]
-    assert got[F + ("c", "then", "next")] == ["expected 'next: term' (the only 'next' flowplane filters know); got 'filter'"]
-    assert got[F + ("d", "then", "sample")] == ["action 'sample' takes no argument; expected true (or nothing); got 'x'"]
+    assert got[F + ("c", "then", "next")] == ["expected 'next: term' (the only 'next' flowplane filters know); got "
+                                              "'filter'"]
+    assert got[F + ("d", "then",
+                    "sample")] == ["action 'sample' takes no argument; expected true (or nothing); got 'x'"]
     assert got[F + ("d", "then", "mirror")] == ["instance 'm9' is not defined"]
     assert got[F + ("e", "then", "mirror")] == ["action 'mirror' needs an argument, e.g. 'mirror: x1'"]
     assert "did you mean 'tcp-reset'?" in got[F + ("e", "then", "reject")][0]
@@ -160,7 +168,8 @@ def test_structure_errors():
     assert got[base + ("B", "terms")] == ["unknown key 'terms' in filter 'B'; expected 'term'; did you mean 'term'?"]
     assert "expected a mapping of match conditions; got a list" in got[base + ("C", "term", "t", "from")][0]
     assert "did you mean 'then'?" in got[base + ("C", "term", "t", "than")][0]
-    assert got[base + ("D", "term", "t", "from", "tcp-initial")] == ["'tcp-initial' takes no value; expected true (or nothing); got 'yes'"]
+    assert got[base + ("D", "term", "t", "from", "tcp-initial")] == ["'tcp-initial' takes no value; expected true (or "
+                                                                     "nothing); got 'yes'"]
     assert got[base + ("D", "term", "t", "from", "protocol")] == ["'protocol' needs at least one value"]
     assert "got 7" in got[base + ("D", "term", "t", "then")][0]
     assert "not supported" in got[("firewall", "policer")][0]

@@ -25,6 +25,7 @@ from flowplane.plugins.flow_capture.criteria import CriteriaTable, Criterion, Pr
 from flowplane.plugins.flow_capture.engine import FlowCapture
 from flowplane.profiles import Limits
 from flowplane.testing import config_from
+
 from frames import ETH_IPV4, ETH_IPV6, UDP, eth, ipv4, ipv6, tcp, udp
 from test_dtcp import KEY, KEY2, DtcpClient, build, dfc_yaml, engine_for, serving
 
@@ -60,7 +61,7 @@ def drain(s, n_max=10000, timeout=0.3):
     while len(out) < n_max:
         try:
             data, anc, _, _ = s.recvmsg(65535, 256)
-        except (socket.timeout, BlockingIOError):
+        except (TimeoutError, BlockingIOError):
             break
         ttl = None
         for level, kind, value in anc:
@@ -397,7 +398,8 @@ async def test_each_limit_expires_and_notifies():
                 assert ids["total"] in engine.groups["lab"].criteria
                 clock.t += 1
                 [total] = await _notifications(nsock, 1)
-                assert (total["Criteria-ID"], total["Reason"], total["Packets"]) == (str(ids["total"]), "total-time", "2")
+                assert (total["Criteria-ID"], total["Reason"],
+                        total["Packets"]) == (str(ids["total"]), "total-time", "2")
                 clock.t += 10**6
                 await trio.sleep(0.05)
                 assert list(engine.groups["lab"].criteria) == [ids["static"]]  # STATIC never expires
@@ -476,7 +478,8 @@ def test_max_duplicates_and_isolated_destinations():
     text = text.replace("allowed-destinations: [cd1, cd2]", "allowed-destinations: [cd1, cd2, cd3]")
     nrx = receiver()
     text = text.replace("        minimum-priority: 2\n",
-                        f"        minimum-priority: 2\n        notification-targets: [\"127.0.0.1 port {nrx.getsockname()[1]}\"]\n")
+                        "        minimum-priority: 2\n        notification-targets: [\"127.0.0.1 port "
+                        f"{nrx.getsockname()[1]}\"]\n")
     engine = engine_for(text, clock=clock)
     engine.open()
     try:
@@ -601,7 +604,8 @@ def test_key_file_errors(tmp_path):
     (tmp_path / "empty.key").write_text("\n")
     base = dfc_yaml().replace(f"shared-key: {KEY.decode()}", "key-file: {}")
     got = _issues(base.format(tmp_path / "missing.key"))
-    assert "cannot read the key file" in got["services dynamic-flow-capture capture-group lab control-source cs1 key-file"]
+    assert "cannot read the key file" in got["services dynamic-flow-capture capture-group lab control-source cs1 "
+                                             "key-file"]
     got = _issues(base.format(tmp_path / "empty.key"))
     assert "is empty" in got["services dynamic-flow-capture capture-group lab control-source cs1 key-file"]
     got = _issues(dfc_yaml().replace(f"shared-key: {KEY.decode()}", f"shared-key: a\n        key-file: {tmp_path}/x"))

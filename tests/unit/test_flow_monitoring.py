@@ -10,6 +10,7 @@ import trio
 from flowplane.config import Config
 from flowplane.service import Service
 from flowplane.testing import write_pcap
+
 from frames import eth_ipv4_tcp, eth_ipv4_udp, eth_ipv6_tcp
 
 BASE = """\
@@ -60,14 +61,16 @@ services:
     assert "sampling input rate: 0 is below the minimum 1" in text
     assert "sampling input algorithm: unknown value 'sometimes'" in text
     assert "version 9 needs a template: write 'version9: {template: NAME}'" in text
-    assert "template 'ipfx' is not defined under 'services flow-monitoring version-ipfix template' (did you mean 'ipfix'?)" in text
+    assert ("template 'ipfx' is not defined under 'services flow-monitoring version-ipfix template' "
+            "(did you mean 'ipfix'?)") in text
     assert "expected an IPv4 or IPv6 address for the flow server, got 'not-an-ip'" in text
     assert "NetFlow v5 carries IPv4 only: use version9 or version-ipfix under family inet6" in text
     assert all(":" in e.split(" ")[0] for e in errors)  # every error has file:line:col
 
 
 def test_profile_limits_are_named(make_app, tmp_path):
-    servers = "\n".join(f"        flow-server 127.0.0.{i}: {{port: 4739, version-ipfix: {{template: t}}}}" for i in range(1, 6))
+    servers = "\n".join(f"        flow-server 127.0.0.{i}: {{port: 4739, version-ipfix: {{template: t}}}}"
+                        for i in range(1, 6))
     errors = _errors(make_app, tmp_path, f"""\
 forwarding-options:
   sampling:
@@ -82,7 +85,8 @@ services:
 """, profile="mx-mpc")
     text = "\n".join(errors)
     assert "6 flow servers exceed the maximum 4 (hardware profile limit flow_servers_per_family)" in text
-    assert "export version 5 is not supported by this hardware profile (hardware profile limit export_versions: 9, 10)" in text
+    assert ("export version 5 is not supported by this hardware profile "
+            "(hardware profile limit export_versions: 9, 10)") in text
 
 
 def test_sample_without_sampling_is_an_error(make_app, tmp_path):
@@ -139,7 +143,8 @@ def _ipfix_records(datagrams: list[bytes]) -> tuple[int, list[int]]:
 @pytest.mark.parametrize("rate, algorithm", [(1, "deterministic"), (10, "deterministic"), (10, "random")])
 async def test_sampled_flows_exported_with_the_interval(make_app, tmp_path, rate, algorithm):
     frames = ([eth_ipv4_udp(sport=1000 + i % 50, dport=53) for i in range(2000)]
-              + [eth_ipv4_tcp(sport=2000 + i % 20) for i in range(1000)] + [eth_ipv6_tcp(sport=3000 + i % 10) for i in range(1000)])
+              + [eth_ipv4_tcp(sport=2000 + i % 20) for i in range(1000)]
+              + [eth_ipv6_tcp(sport=3000 + i % 10) for i in range(1000)])
     pcap = write_pcap(str(tmp_path / "in.pcap"), frames)
     collector = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
     await collector.bind(("127.0.0.1", 0))

@@ -7,6 +7,7 @@ import trio
 
 from flowplane.config import Config
 from flowplane.testing import serve, wait_until_async, write_pcap
+
 from frames import eth_ipv4_udp
 from test_flow_monitoring import _ipfix_records
 

@@ -8,11 +8,37 @@ import pytest
 from flowplane.batch import PacketBatch
 from flowplane.decode import decode
 from flowplane.flowcache import COUNTER_NAMES, FlowCache
-from flowplane.flows import (END_ACTIVE, END_FORCED, END_IDLE, END_LACK_OF_RESOURCES, END_TCP, FLOW_DTYPE,
-                             FlowRecords)
-from frames import (ACK, ETH_IPV4, ETH_IPV6, ETH_MPLS, FIN, ICMP, ICMPV6, PSH, RST, SYN, TCP, UDP, arp, eth,
-                    eth_ipv4_tcp, eth_ipv4_udp, eth_ipv6_tcp, eth_vlan, icmp, ip4, ipv4, ipv6, mac_int, mpls_lse,
-                    mpls_stack, tcp, udp)
+from flowplane.flows import END_ACTIVE, END_FORCED, END_IDLE, END_LACK_OF_RESOURCES, END_TCP, FLOW_DTYPE, FlowRecords
+
+from frames import (
+    ACK,
+    ETH_IPV4,
+    ETH_IPV6,
+    ETH_MPLS,
+    FIN,
+    ICMP,
+    ICMPV6,
+    PSH,
+    RST,
+    SYN,
+    TCP,
+    UDP,
+    arp,
+    eth,
+    eth_ipv4_tcp,
+    eth_ipv4_udp,
+    eth_ipv6_tcp,
+    eth_vlan,
+    icmp,
+    ip4,
+    ipv4,
+    ipv6,
+    mac_int,
+    mpls_lse,
+    mpls_stack,
+    tcp,
+    udp,
+)
 
 S = 1_000_000_000  # ns per second
 T0 = 1_700_000_000 * S
@@ -410,7 +436,7 @@ def test_growth_and_churn_keep_lookups_exact():
     keys = snap.data["src_lo"]
     assert len(np.unique(keys)) == len(keys) == len(c)  # never two entries for one key
     assert c.counters["packets"] == total
-    d = c.flush().data
+    c.flush()
     exported = c.counters["expired_idle"] + c.counters["expired_shutdown"]
     assert exported == c.counters["flows_created"]
     assert len(c) == 0

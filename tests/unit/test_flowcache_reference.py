@@ -17,8 +17,29 @@ from flowplane.batch import PacketBatch
 from flowplane.decode import decode
 from flowplane.flowcache import FlowCache
 from flowplane.flows import FLOW_DTYPE, REASON_TO_END
-from frames import (ACK, ETH_IPV4, ETH_IPV6, ETH_MPLS, FIN, ICMP, ICMPV6, RST, SYN, TCP, UDP, arp, eth, eth_vlan,
-                    icmp, ipv4, ipv6, mpls_stack, tcp, udp)
+
+from frames import (
+    ACK,
+    ETH_IPV4,
+    ETH_IPV6,
+    ETH_MPLS,
+    FIN,
+    ICMP,
+    ICMPV6,
+    RST,
+    SYN,
+    TCP,
+    UDP,
+    arp,
+    eth,
+    eth_vlan,
+    icmp,
+    ipv4,
+    ipv6,
+    mpls_stack,
+    tcp,
+    udp,
+)
 
 S = 1_000_000_000
 T0 = 1_700_000_000 * S

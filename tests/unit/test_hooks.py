@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import trio
-from frames import arp, eth_ipv4_tcp, eth_ipv4_udp
 
 from flowplane import hookimpl
 from flowplane.actions import TermAction
@@ -17,7 +16,8 @@ from flowplane.service import Service
 from flowplane.sources import SourceType
 from flowplane.stats import Counters
 from flowplane.testing import write_pcap
-from frames import eth_ipv4_tcp, eth_ipv4_udp, arp
+
+from frames import arp, eth_ipv4_tcp, eth_ipv4_udp
 
 
 class ListSource:
@@ -112,7 +112,8 @@ firewall:
 
 
 def _frames():
-    return [eth_ipv4_udp(sport=i + 1) for i in range(300)] + [eth_ipv4_tcp(sport=i + 1) for i in range(200)] + [arp()] * 5
+    return ([eth_ipv4_udp(sport=i + 1) for i in range(300)] + [eth_ipv4_tcp(sport=i + 1) for i in range(200)]
+            + [arp()] * 5)
 
 
 async def _run_service(make_app, tmp_path, feature, config_text=CONFIG, body=None):
@@ -261,14 +262,16 @@ def test_hook_config_validate(make_app, tmp_path):
             n = config.get("services", "widget", "count")
             if n is not None and n > limits.collectors_per_instance:
                 return [ConfigIssue(("services", "widget", "count"),
-                                    f"{n} exceeds {limits.collectors_per_instance} (hardware profile limit collectors_per_instance)")]
+                                    f"{n} exceeds {limits.collectors_per_instance} (hardware profile limit "
+                                    "collectors_per_instance)")]
             return []
 
     path = tmp_path / "w.yaml"
     path.write_text("services:\n  widget:\n    count: 9\n")
     with pytest.raises(ConfigError) as e:
         make_app(Config.load(str(path)), plugins=[(V(), "v")])
-    assert e.value.lines == [f"{path}:3:5: services widget count: 9 exceeds 4 (hardware profile limit collectors_per_instance)"]
+    assert e.value.lines == [f"{path}:3:5: services widget count: 9 exceeds 4 (hardware profile limit "
+                             "collectors_per_instance)"]
 
 
 def test_hook_register_config_sections(make_app):
@@ -280,7 +283,8 @@ def test_hook_register_config_sections(make_app):
     app = make_app({"forwarding-options": {"thing": {}}}, plugins=[(Claim(), "claim")])
     assert app.registries.sections.owner("forwarding-options thing") == "claim"
     errors = app.validate(Config({"forwarding-options": {"thin": {}}}))
-    assert errors[0].startswith("<config>: forwarding-options thin: no enabled plugin handles 'forwarding-options thin' "
+    assert errors[0].startswith("<config>: forwarding-options thin: no enabled plugin handles 'forwarding-options "
+                                "thin' "
                                 "(did you mean 'thing'?); known: ")
     assert "thing" in errors[0].split("known: ")[1].split(", ")
 
@@ -386,7 +390,8 @@ def test_hook_register_control_commands(make_app):
     class Cmd:
         @hookimpl
         def flowplane_register_control_commands(self, register):
-            register("show widgets", lambda app, args: {"n": len(args)}, help="w", formatter=lambda d: f"Widgets: {d['n']}\n")
+            register("show widgets", lambda app, args: {"n": len(args)}, help="w", formatter=lambda d: "Widgets: "
+                                                                                                       f"{d['n']}\n")
 
     app = make_app({}, plugins=[(Cmd(), "cmd")])
     srv = ControlServer(app, "")
@@ -452,8 +457,10 @@ async def test_flows_expired_observes_flow_monitoring(make_app, tmp_path):
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as collector:  # receives the export; never read
         collector.bind(("127.0.0.1", 0))
         cfg = {
-            "interfaces": {"replay0": {"source": "pcap", "file": pcap, "family": {"any": {"filter": {"input": "all"}}}}},
-            "firewall": {"family": {"any": {"filter": {"all": {"term": {"t": {"then": {"sample": True, "accept": True}}}}}}}},
+            "interfaces": {"replay0": {"source": "pcap", "file": pcap,
+                                       "family": {"any": {"filter": {"input": "all"}}}}},
+            "firewall": {"family": {"any": {"filter": {"all": {
+                "term": {"t": {"then": {"sample": True, "accept": True}}}}}}}},
             "forwarding-options": {"sampling": {"input": {"rate": 1}, "family": {"inet": {"output": {
                 "flow-server": {"127.0.0.1": {"port": collector.getsockname()[1], "version": 5}}}}}}},
         }

@@ -18,6 +18,7 @@ from flowplane.plugins.inline_monitoring import encoder as enc
 from flowplane.plugins.inline_monitoring.engine import PLUGIN_OBJECT, pick
 from flowplane.sampling import Sampler
 from flowplane.testing import wait_until_async, write_pcap
+
 from frames import eth, eth_ipv4_udp, ipv4, udp
 
 # ---------------------------------------------------------------------------

@@ -7,9 +7,9 @@ import pytest
 from flowplane.config import Config
 from flowplane.plugins.inline_monitoring.config import LIMITS, parse
 from flowplane.plugins.inline_monitoring.loop import find_loops
-from flowplane.testing import plugin_registries
 from flowplane.profiles import Limits
-from flowplane.testing import write_pcap
+from flowplane.testing import plugin_registries, write_pcap
+
 from frames import eth_ipv4_udp
 
 FILTER = """\
@@ -45,7 +45,8 @@ def _instance(name: str, collectors: str, extra: str = "") -> str:
 def _config(instances: str, *, profile: str = "generic-linux", template: str = "", action: str = "i0",
             pcap: str = "x.pcap") -> str:
     return (f"system:\n  hardware-profile: {profile}\n" + FILTER.format(pcap=pcap, action=action) +
-            "services:\n  inline-monitoring:\n    template t1:\n      template-refresh-rate: 30\n" + template + instances)
+            "services:\n  inline-monitoring:\n    template t1:\n      template-refresh-rate: 30\n"
+            + template + instances)
 
 
 def _errors(make_app, tmp_path, text: str) -> list[str]:
@@ -93,7 +94,8 @@ def test_full_profiles_fit_and_collectors_total_is_checked():
     mx = Limits.of(LIMITS, inline_monitoring_instances=16, collectors_per_instance=4, collectors_total=64)
     inline, issues = parse(cfg, mx)
     assert issues == [] and len(inline.collectors()) == 64
-    _, issues = parse(cfg, Limits.of(LIMITS, inline_monitoring_instances=16, collectors_per_instance=4, collectors_total=63))
+    _, issues = parse(cfg,
+                      Limits.of(LIMITS, inline_monitoring_instances=16, collectors_per_instance=4, collectors_total=63))
     assert [i.message for i in issues] == [
         "64 collectors in all exceed the maximum 63 (hardware profile limit collectors_total)"]
 
@@ -123,7 +125,8 @@ def test_sampling_rate_scope_per_instance_on_ptx(make_app, tmp_path):
                              extra="      sampling-rate: 100\n"), profile="ptx-evo")
     assert _errors(make_app, tmp_path, good) == []
     cfg = Config.from_text(good)
-    inline, _ = parse(cfg.data, Limits.of(LIMITS, sampling_rate_scope="per-instance", inline_collector_families=("inet",)))
+    inline, _ = parse(cfg.data,
+                      Limits.of(LIMITS, sampling_rate_scope="per-instance", inline_collector_families=("inet",)))
     assert [c.sampling_rate for _, c in inline.collectors()] == [100, 100]  # the instance's rate for every collector
     bad = _config(_instance("i0", _collector("c1", extra="        sampling-rate: 10\n")), profile="ptx-evo")
     [e] = _errors(make_app, tmp_path, bad)
@@ -149,7 +152,8 @@ def test_clip_length_against_the_profile(make_app, tmp_path, profile, max_clip, 
     if profile == "generic-linux":
         assert f"{max_clip + 1} exceeds the maximum {max_clip}: one record must fit one export message at MTU 1500" in e
     else:
-        assert f"clip-length: {max_clip + 1} exceeds the maximum {max_clip} (hardware profile limit clip_length_max)" in e
+        assert (f"clip-length: {max_clip + 1} exceeds the maximum {max_clip} "
+                "(hardware profile limit clip_length_max)") in e
 
 
 def test_clip_for_an_ipv6_collector_fits_the_smaller_message(make_app, tmp_path):
@@ -229,7 +233,8 @@ def test_monitoring_the_exports_own_interface_is_a_loop(make_app, tmp_path, dire
     cfg = Config.load(str(path))
     [e] = make_app(cfg, configure=False).validate(cfg)
     assert e.startswith(f"{path}:7:7: interfaces lo family inet filter {direction}: loop: filter 'watch' term 'all' "
-                        "sends the IPFIX export of inline-monitoring instance 'i0' collector 'c1' (udp to 127.0.0.1:4739, "
+                        "sends the IPFIX export of inline-monitoring instance 'i0' collector 'c1' (udp to "
+                        "127.0.0.1:4739, "
                         f"via lo {direction}) to inline-monitoring-instance 'i0'"), e
     # a term before it that accepts the export traffic breaks the loop
     path.write_text(LOOP.format(direction=direction, guard=GUARD))

@@ -6,9 +6,8 @@ import json
 import logging as stdlib_logging
 import os
 
-import structlog
-
 import pytest
+import structlog
 
 from flowplane import logging as fplog
 

@@ -20,7 +20,16 @@ from flowplane.plugins.nat_logging import netlink as nl
 from flowplane.plugins.nat_logging.encoder import LAYOUTS, TEMPLATE_IDS, NatEncoder, NatEncoderOptions, encoder_type
 from flowplane.plugins.nat_logging.engine import PLUGIN_OBJECT
 from flowplane.plugins.nat_logging.events import (
-    DNAT, NAT44_CREATE, NAT44_DELETE, NONE, SNAT, NUMBERINGS, NatEvent, classify, translation)
+    DNAT,
+    NAT44_CREATE,
+    NAT44_DELETE,
+    NONE,
+    NUMBERINGS,
+    SNAT,
+    NatEvent,
+    classify,
+    translation,
+)
 from flowplane.plugins.nat_logging.syslog import SyslogEncoder, format_message
 from flowplane.testing import show
 

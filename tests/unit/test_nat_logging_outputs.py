@@ -25,7 +25,7 @@ def _msgs(n: int, kind: str = "new") -> list[nl.CtMessage]:
 class ListTransport:
     """A transport of a third party's: keeps what it is given (its own config key: ``topic``)."""
 
-    made: list["ListTransport"] = []
+    made: list[ListTransport] = []
 
     def __init__(self, options) -> None:
         self.options = options

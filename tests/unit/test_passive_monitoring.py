@@ -11,6 +11,7 @@ from flowplane.config import Config
 from flowplane.control import ControlServer
 from flowplane.service import Service
 from flowplane.testing import write_pcap
+
 from frames import ETH_MPLS, UDP, eth, eth_ipv4_udp, ipv4, mpls_stack, udp
 
 

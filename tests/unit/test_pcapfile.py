@@ -84,7 +84,8 @@ def ng_option(bo, code, value: bytes):
 
 
 def ng_shb(bo):
-    body = struct.pack(bo + "IHHq", 0x1A2B3C4D, 1, 0, -1) + ng_option(bo, 4, b"flowplane-test") + struct.pack(bo + "HH", 0, 0)
+    body = (struct.pack(bo + "IHHq", 0x1A2B3C4D, 1, 0, -1) + ng_option(bo, 4, b"flowplane-test")
+            + struct.pack(bo + "HH", 0, 0))
     return ng_block(bo, 0x0A0D0D0A, body)
 
 

@@ -67,7 +67,8 @@ def test_block_by_name():
 
 
 def test_block_by_env_and_config(make_app):
-    app = make_app({"system": {"plugins": {"disable": ["mx-mpc"]}}}, environ={"FLOWPLANE_DISABLED_PLUGINS": "ptx-evo, af-packet"})
+    app = make_app({"system": {"plugins": {"disable": ["mx-mpc"]}}}, environ={"FLOWPLANE_DISABLED_PLUGINS": "ptx-evo, "
+                                                                                                            "af-packet"})
     assert "mx-mpc" not in app.registries.profiles
     assert "ptx-evo" not in app.registries.profiles
     assert "af-packet" not in app.registries.sources
@@ -180,7 +181,8 @@ def test_broken_plugin_named_at_start(tmp_path, monkeypatch):
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: brokenplug\nVersion: 1.2\n")
     (info / "entry_points.txt").write_text("[flowplane.plugins]\nbroken = brokenplug\n")
     monkeypatch.syspath_prepend(str(site))
-    with pytest.raises(PluginError, match=r"plugin 'broken' \(distribution 'brokenplug'.*needs libfoo.*FLOWPLANE_DISABLED_PLUGINS=broken"):
+    with pytest.raises(PluginError, match=r"plugin 'broken' \(distribution 'brokenplug'.*needs "
+                                          r"libfoo.*FLOWPLANE_DISABLED_PLUGINS=broken"):
         make_plugin_manager()
     pm = make_plugin_manager(blocked=["broken"])  # blocking it lets the appliance start
     assert pm.is_blocked("broken")

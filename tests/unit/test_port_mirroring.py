@@ -13,12 +13,13 @@ import pytest
 from flowplane.batch import PacketBatch
 from flowplane.plugins.port_mirroring import commands
 from flowplane.plugins.port_mirroring.config import DEFAULT_INSTANCE, LIMITS, parse
-from flowplane.plugins.port_mirroring.encap import (GRE_HEADER, erspan_header, erspan_headers)
+from flowplane.plugins.port_mirroring.encap import GRE_HEADER, erspan_header, erspan_headers
 from flowplane.plugins.port_mirroring.engine import PortMirror
 from flowplane.plugins.port_mirroring.send import REASONS, BatchSender
 from flowplane.profiles import Limits
 from flowplane.sampling import Sampler
 from flowplane.testing import build_app, config_from
+
 from frames import UDP, eth, eth_vlan, ipv4, udp
 
 BASE_FW = """
@@ -37,7 +38,8 @@ def _errors(text: str, then: str = "{count: c}") -> list[str]:
 
 
 def _pm(body: str) -> str:
-    return "forwarding-options:\n  port-mirroring:\n" + "\n".join("    " + line for line in body.strip("\n").splitlines()) + "\n"
+    indented = "\n".join("    " + line for line in body.strip("\n").splitlines())
+    return "forwarding-options:\n  port-mirroring:\n" + indented + "\n"
 
 
 GOOD = _pm("""
@@ -300,13 +302,15 @@ def test_missing_interface_is_counted_as_interface_down_and_logged_once(tmp_path
     from structlog.testing import capture_logs
 
     cfg = config_from(_pm("family any: {output: {interface: fpnosuch0}}")
-                      + f"system: {{control-socket: {tmp_path}/c.sock}}\n" + BASE_FW.replace("THEN", "{port-mirror: true}"))
+                      + f"system: {{control-socket: {tmp_path}/c.sock}}\n" + BASE_FW.replace("THEN", "{port-mirror: "
+                                                                                                     "true}"))
     with capture_logs() as logs:
         app = build_app(cfg)
         pm = app.pm.get_plugin(commands.PLUGIN_OBJECT)
         from flowplane.batch import ActionSelection
         for _ in range(3):
-            pm.on_port_mirror([ActionSelection("f1", "t", "port-mirror", None, PacketBatch.from_frames([b"a" * 60] * 4))])
+            pm.on_port_mirror([ActionSelection("f1", "t", "port-mirror", None,
+                                               PacketBatch.from_frames([b"a" * 60] * 4))])
             pm.reopen_closed()
     failed = [e for e in logs if e["event"] == "port_mirror_destination_failed"]
     assert len(failed) == 1 and failed[0]["reason"] == "interface_down"

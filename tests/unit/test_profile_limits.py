@@ -140,7 +140,7 @@ def test_profile_limits_of_a_disabled_plugin_are_ignored(make_app, tmp_path):
     assert "inline_monitoring_instances" not in app.limits
     assert app.limits.max_batch == 4096
     with pytest.raises(AttributeError, match="no limit 'clip_length_max' is declared"):
-        app.limits.clip_length_max
+        _ = app.limits.clip_length_max
 
 
 def test_limits_outside_an_app():

@@ -101,7 +101,8 @@ def test_capabilities_exactly_three():
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="chown in a temp root needs root")
-@pytest.mark.skipif(not (shutil.which("systemd-sysusers") and shutil.which("systemd-tmpfiles")), reason="no systemd tools")
+@pytest.mark.skipif(not (shutil.which("systemd-sysusers") and shutil.which("systemd-tmpfiles")), reason="no systemd "
+                                                                                                        "tools")
 def test_sysusers_and_tmpfiles_apply(tmp_path):
     """Apply both snippets to an empty temp root (never the host's /etc or /var)."""
     (tmp_path / "etc").mkdir()

@@ -87,7 +87,7 @@ class Collector:
         self._scope = trio.CancelScope()
         self.listener = None
 
-    async def start(self, nursery: trio.Nursery) -> "Collector":
+    async def start(self, nursery: trio.Nursery) -> Collector:
         fam = socket.AF_INET6 if ":" in self.host else socket.AF_INET
         ls = trio.socket.socket(fam, socket.SOCK_STREAM)
         ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -8,8 +8,14 @@ import socket
 import pytest
 import trio
 
-from flowplane.plugins.twamp.client import (ConnectionLost, ControlClient, SessionSpec, TwampError, run_sessions,
-                                            run_test)
+from flowplane.plugins.twamp.client import (
+    ConnectionLost,
+    ControlClient,
+    SessionSpec,
+    TwampError,
+    run_sessions,
+    run_test,
+)
 from flowplane.plugins.twamp.config import ServerConfig
 from flowplane.plugins.twamp.keepalive import Keepalive
 from flowplane.plugins.twamp.server import TwampServer
@@ -48,7 +54,8 @@ async def test_watch_notices_a_server_that_goes_away():
         _, scope, port = await _server(nursery)
         ctl = await ControlClient.connect("127.0.0.1", port, keepalive=Keepalive(11, 4, 3))
         s = ctl.stream.socket
-        assert (s.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE), s.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE),
+        assert (s.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE),
+                s.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE),
                 s.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL),
                 s.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT)) == (1, 11, 4, 3)
         scope.cancel()  # the server stops: its control connections close

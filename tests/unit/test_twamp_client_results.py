@@ -6,8 +6,7 @@ import math
 
 import pytest
 
-from flowplane.plugins.twamp.results import (RESERVOIR, SessionResults, Stat, Sample, stats_of_test,
-                                             threshold_values)
+from flowplane.plugins.twamp.results import RESERVOIR, Sample, SessionResults, Stat, stats_of_test, threshold_values
 
 US = 1000  # ns
 

@@ -34,7 +34,8 @@ def test_full_connection(tmp_path):
         "destination-address": "2001:db8::1", "destination-port": 8620, "source-address": "2001:db8::2",
         "authentication-mode": "encrypted", "key-id": "alice", "secret-file": str(secret),
         "test-count": 10, "test-interval": 5, "tcp-keepidle": 200, "tcp-keepintvl": 20, "tcp-keepcnt": 21,
-        "persistent-results": True, "history-size": 512, "moving-average-size": 16, "thresholds": {"rtt": 5000, "loss-percent": 1},
+        "persistent-results": True, "history-size": 512, "moving-average-size": 16,
+        "thresholds": {"rtt": 5000, "loss-percent": 1},
         "test-session": {"voice": {"dscp-code-points": "101110", "probe-count": 100, "probe-interval": 0.02,
                                    "data-size": 1400, "thresholds": {"rtt": 3000, "successive-loss": 3}},
                          "best-effort": {"dscp-code-points": "af41"}}}))
@@ -69,7 +70,8 @@ def test_errors_name_the_key():
     assert "6 bits" in got["test-session t1 dscp-code-points"]
     assert "below the minimum 1" in got["test-session t1 probe-count"]
     big = _issues({"destination-address": "192.0.2.1", "test-session": {"t": {"probe-count": 1_000_001}}})
-    assert "exceeds the maximum 1000000" in big["test-session t probe-count"] and "in memory" in big["test-session t probe-count"]
+    assert "exceeds the maximum 1000000" in big["test-session t probe-count"] and "in memory" in big["test-session t "
+                                                                                                     "probe-count"]
     assert "did you mean 'target-address'" in got["test-session t1 target-adress"]
 
 

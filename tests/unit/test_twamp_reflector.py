@@ -18,7 +18,13 @@ from flowplane.plugins.twamp.config import LightConfig
 from flowplane.plugins.twamp.crypto import SessionCrypto, new_keys, session_test_keys
 from flowplane.plugins.twamp.light import LightReflector, stamp_t3
 from flowplane.plugins.twamp.server import ReflectorSession, make_sid
-from flowplane.plugins.twamp.udp import REFLECTOR_RCVBUF, ClockStatus, error_estimate_for, open_udp_raw, read_kernel_clock
+from flowplane.plugins.twamp.udp import (
+    REFLECTOR_RCVBUF,
+    ClockStatus,
+    error_estimate_for,
+    open_udp_raw,
+    read_kernel_clock,
+)
 
 # -- the Error Estimate -----------------------------------------------------------------------------
 

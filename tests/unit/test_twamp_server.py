@@ -56,7 +56,8 @@ def test_plugin_validates_through_the_app(make_app):
 
 def test_control_messages_round_trip_exact_sizes():
     msgs = [wire.ServerGreeting(7, b"c" * 16, b"s" * 16, 2048), wire.SetUpResponse(2, "alice", b"t" * 64, b"i" * 16),
-            wire.ServerStart(0, b"v" * 16, 123), wire.RequestTWSession(1, 2, "192.0.2.1", "2001:db8::1", 27, 5, 6, 46 << 24),
+            wire.ServerStart(0, b"v" * 16, 123),
+            wire.RequestTWSession(1, 2, "192.0.2.1", "2001:db8::1", 27, 5, 6, 46 << 24),
             wire.AcceptSession(0, 862, b"x" * 16), wire.StartSessions(), wire.StartAck(), wire.StopSessions()]
     sizes = [64, 164, 48, 112, 48, 32, 32, 32]
     for m, n in zip(msgs, sizes):

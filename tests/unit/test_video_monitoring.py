@@ -196,7 +196,7 @@ def paced(stream: Stream, seconds: float, rate_bps: float, *, t0: int = 10 * NS,
     size = 7 * TS
     gap = size * 8 / rate_bps
     n = int(seconds / gap)
-    frames, ts, arrivals = [], [], []
+    frames, ts = [], []
     for i in range(n):
         p = stream.payload()
         if i in drop:

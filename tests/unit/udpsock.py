@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import socket
-
 
 def _rows(port: int):
-    for name, family in (("/proc/net/udp", socket.AF_INET), ("/proc/net/udp6", socket.AF_INET6)):
+    for name in ("/proc/net/udp", "/proc/net/udp6"):
         try:
             with open(name) as fh:
                 lines = fh.readlines()[1:]

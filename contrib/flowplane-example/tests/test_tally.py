@@ -13,12 +13,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from example_frames import arp_frame, icmp_frame, tcp_frame, udp_frame
 
 import flowplane_example
 from flowplane.api import Config, ConfigError
 from flowplane.testing import command, serve, write_pcap
 from flowplane_example.tally import STATE_NAME, Tally
+
+from example_frames import arp_frame, icmp_frame, tcp_frame, udp_frame
 
 NAME = "example-tally"
 

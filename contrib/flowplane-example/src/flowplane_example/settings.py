@@ -18,7 +18,8 @@ BUCKET_RE = re.compile(r"^[a-z0-9-]+$")
 def validate_bucket(arg: object, config: dict) -> str | None:
     """``TermAction.validate``: the bucket name, and the section the action needs."""
     if arg is not None and (not isinstance(arg, str) or not BUCKET_RE.match(arg)):
-        return f"expected a tally bucket name of lowercase letters, digits and '-' (or true for {DEFAULT_BUCKET!r}); got {arg!r}"
+        return (f"expected a tally bucket name of lowercase letters, digits and '-' "
+                f"(or true for {DEFAULT_BUCKET!r}); got {arg!r}")
     services = config.get("services")
     if not isinstance(services, dict) or SECTION_KEY not in services:
         return f"action 'tally' needs the '{SECTION}' section (add 'services: {{{SECTION_KEY}: {{}}}}')"

@@ -71,7 +71,7 @@ class Tally:
         self.buckets: dict[str, Bucket] = {}
 
     @classmethod
-    def from_config(cls, section: dict) -> "Tally":
+    def from_config(cls, section: dict) -> Tally:
         return cls(top_n=section.get("top-n", DEFAULTS["top-n"]))
 
     def handle(self, selections: list[ActionSelection]) -> None:
