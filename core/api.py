@@ -148,8 +148,8 @@ __all__ = [
     # config-time firewall probes
     "probe_filters", "FilterProbe", "ProbeHit",
     # config and errors
-    "Config", "check_address", "check_bool", "check_int", "check_int_fields", "check_keys", "check_mapping", "check_number", "check_str",
-    "suggest",
+    "Config", "check_address", "check_bool", "check_int", "check_int_fields", "check_keys", "check_mapping",
+    "check_number", "check_str", "suggest",
     "ConfigIssue", "ConfigError", "PluginError",
     # commands, counters, low level
     "CommandError", "parse_words", "configured_object", "known_instance", "Table", "host_port",

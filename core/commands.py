@@ -17,8 +17,9 @@ the daemon and renders text with ``formatter`` unless ``--json`` was asked.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from .registry import Registry
 
@@ -126,5 +127,6 @@ def parse_words(args: list[str], *, values: dict[str, type] | None = None, flags
             i += 2
         else:
             known = sorted(list(values) + list(flags))
-            raise CommandError(f"unexpected argument {w!r}" + (f"; expected one of: {', '.join(known)}" if known else ""))
+            hint = f"; expected one of: {', '.join(known)}" if known else ""
+            raise CommandError(f"unexpected argument {w!r}{hint}")
     return out

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import yaml
 
@@ -36,11 +37,11 @@ class Config:
 
     # -- loading ----------------------------------------------------------
     @classmethod
-    def load(cls, path: str) -> "Config":
+    def load(cls, path: str) -> Config:
         return cls.from_text(read_text(path), path=path)
 
     @classmethod
-    def from_text(cls, text: str, *, path: str = "<config>") -> "Config":
+    def from_text(cls, text: str, *, path: str = "<config>") -> Config:
         node = compose(text, path)
         builder = _Builder(path)
         data = builder.build(node, ()) if node is not None else {}
@@ -49,7 +50,8 @@ class Config:
         if data is None:
             data = {}
         if not isinstance(data, dict):
-            raise ConfigError([f"{path}:1:1: the config must be a mapping of sections (system, interfaces, firewall, ...)"])
+            raise ConfigError([f"{path}:1:1: the config must be a mapping of sections "
+                               "(system, interfaces, firewall, ...)"])
         return cls(data, path=path, marks=builder.marks)
 
     @property
@@ -115,7 +117,8 @@ class _Builder:
             for knode, vnode in node.value:
                 key = self._scalar(knode)
                 if key == "<<":
-                    self.issues.append(f"{self.path}:{self._pos(knode)[0]}:{self._pos(knode)[1]}: YAML merge keys are not supported")
+                    line, col = self._pos(knode)
+                    self.issues.append(f"{self.path}:{line}:{col}: YAML merge keys are not supported")
                     continue
                 words = str(key).split() if isinstance(key, str) and " " in str(key).strip() else [key]
                 spelled = tuple(words)
@@ -199,7 +202,8 @@ def check_keys(section: Any, allowed: Iterable[str], path: Path, what: str = "ke
     out = []
     for k in section:
         if k not in allowed:
-            out.append(ConfigIssue(path + (k,), f"unknown {what} {k!r}{suggest(k, allowed)}; expected one of: {', '.join(sorted(allowed))}"))
+            out.append(ConfigIssue(path + (k,), f"unknown {what} {k!r}{suggest(k, allowed)}; "
+                                                f"expected one of: {', '.join(sorted(allowed))}"))
     return out
 
 
@@ -209,7 +213,8 @@ def check_mapping(value: Any, path: Path, what: str) -> list[ConfigIssue]:
     return [ConfigIssue(path, f"expected a mapping ({what}), got {type(value).__name__} {value!r}")]
 
 
-def check_int(value: Any, path: Path, lo: int | None = None, hi: int | None = None, *, limit: str = "") -> list[ConfigIssue]:
+def check_int(value: Any, path: Path, lo: int | None = None, hi: int | None = None, *,
+              limit: str = "") -> list[ConfigIssue]:
     """An integer in ``[lo, hi]``; *limit* names the profile limit behind *hi*."""
     if isinstance(value, bool) or not isinstance(value, int):
         return [ConfigIssue(path, f"expected an integer, got {value!r}")]
@@ -269,5 +274,6 @@ def check_str(value: Any, path: Path, choices: Iterable[str] | None = None) -> l
     if choices is not None:
         choices = list(choices)
         if value not in choices:
-            return [ConfigIssue(path, f"unknown value {value!r}{suggest(value, choices)}; expected one of: {', '.join(choices)}")]
+            return [ConfigIssue(path, f"unknown value {value!r}{suggest(value, choices)}; "
+                                      f"expected one of: {', '.join(choices)}")]
     return []

@@ -15,7 +15,6 @@ from .decode import REASON_TEXT, Reason
 from .firewall import format_show_firewall
 from .graph import hook_status
 
-
 # -- firewall -------------------------------------------------------------------------
 
 
@@ -53,14 +52,16 @@ def show_accounting_errors(app, args):
             "index": iid,
             "received": int(counts.sum()),
             "decoded": int(counts[Reason.OK]),
-            "errors": {REASON_TEXT[Reason(i)]: int(counts[i]) for i in range(1, len(counts)) if i in Reason._value2member_map_},
+            "errors": {REASON_TEXT[Reason(i)]: int(counts[i]) for i in range(1, len(counts))
+                       if i in Reason._value2member_map_},
             "ingest_backpressure": int(sc.drops.get(("ingest", "backpressure"), 0)) if sc else 0,
             "kernel_drops": int(sc.values.get("kernel_drops", 0)) if sc else 0,
         })
     if want and not rows:
         raise CommandError(f"no packets seen on interface {want!r}")
     pipe = app.counters["pipeline"]
-    return {"interfaces": rows, "filter_discarded": pipe["filter_discarded"], "filter_rejected": pipe["filter_rejected"]}
+    return {"interfaces": rows, "filter_discarded": pipe["filter_discarded"],
+            "filter_rejected": pipe["filter_rejected"]}
 
 
 def format_accounting_errors(data) -> str:
@@ -111,7 +112,8 @@ def format_interfaces(data) -> str:
     for row in data["interfaces"]:
         out.append(f"Interface: {row['name']}, Index: {row['index']}, Source: {row['source']}")
         c = row["counters"]
-        out.append(f"  Input packets: {c.get('packets', 0)}, Input bytes: {c.get('bytes', 0)}, Batches: {c.get('batches', 0)}")
+        out.append(f"  Input packets: {c.get('packets', 0)}, Input bytes: {c.get('bytes', 0)}, "
+                   f"Batches: {c.get('batches', 0)}")
         if "kernel_packets" in c or "kernel_drops" in c:
             out.append(f"  Kernel packets: {c.get('kernel_packets', 0)}, Kernel drops: {c.get('kernel_drops', 0)}")
         for d in row["drops"]:
@@ -240,7 +242,9 @@ def flowplane_register_control_commands(register):
     register("show system statistics", show_system_statistics, help="pipeline counters, drops, plugin errors",
              formatter=format_system_statistics)
     register("show system metrics", show_metrics, help="the Prometheus metrics endpoint", formatter=format_metrics)
-    register("show system plugins", show_plugins, help="loaded plugins and what they registered", formatter=format_plugins)
-    register("show system profile", show_profile, help="active hardware profile and its limits", formatter=format_profile)
+    register("show system plugins", show_plugins, help="loaded plugins and what they registered",
+             formatter=format_plugins)
+    register("show system profile", show_profile, help="active hardware profile and its limits",
+             formatter=format_profile)
     register("show version", show_version, help="flowplane version",
              formatter=lambda d: f"flowplane {d['version']} (profile {d['profile']}, config {d['config']})\n")

@@ -28,14 +28,14 @@ arguments").
 from __future__ import annotations
 
 import argparse
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable, Protocol
+from collections.abc import Awaitable, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Protocol
 
 from . import hookspec
 
 if TYPE_CHECKING:  # pragma: no cover
     from .actions import TermAction
     from .app import App
-    from .registries import RegistriesView
     from .batch import PacketBatch
     from .config import Config
     from .errors import ConfigIssue
@@ -43,13 +43,14 @@ if TYPE_CHECKING:  # pragma: no cover
     from .flows import FlowRecords
     from .metricfamilies import Metric
     from .profiles import HardwareProfile, LimitField, Limits
+    from .registries import RegistriesView
     from .sources import SourceType
 
 
 class RegisterControlCommand(Protocol):
     """The ``register`` of ``flowplane_register_control_commands``."""
 
-    def __call__(self, words: str, fn: Callable[["App", list[str]], Any], help: str = "",
+    def __call__(self, words: str, fn: Callable[[App, list[str]], Any], help: str = "",
                  formatter: Callable[[Any], str] | None = None) -> None: ...
 
 
@@ -57,7 +58,7 @@ class RegisterConfigSection(Protocol):
     """The ``register`` of ``flowplane_register_config_sections``."""
 
     def __call__(self, name: str, item: str, capability: str | None = None, *,
-                 capability_help: str | None = None, limits: Iterable["LimitField"] = ()) -> None: ...
+                 capability_help: str | None = None, limits: Iterable[LimitField] = ()) -> None: ...
 
 
 class RegisterLimit(Protocol):
@@ -84,7 +85,7 @@ BackgroundTask = Callable[..., Awaitable[None]]
 
 
 @hookspec
-def flowplane_register_profiles(register: Callable[[str, "HardwareProfile"], None]) -> None:
+def flowplane_register_profiles(register: Callable[[str, HardwareProfile], None]) -> None:
     """Register hardware profiles: what a platform allows.
 
     Called once at start-up (a reload keeps the registered profiles).
@@ -125,7 +126,7 @@ def flowplane_register_capabilities(register: RegisterCapability) -> None:
 
 
 @hookspec
-def flowplane_register_sources(register: Callable[[str, "SourceType"], None]) -> None:
+def flowplane_register_sources(register: Callable[[str, SourceType], None]) -> None:
     """Register packet source drivers picked by ``interfaces NAME source``.
 
     Called at start-up.  See :mod:`flowplane.sources` for the contract.
@@ -135,7 +136,7 @@ def flowplane_register_sources(register: Callable[[str, "SourceType"], None]) ->
 
 
 @hookspec
-def flowplane_register_encoders(register: Callable[[str, "EncoderType"], None]) -> None:
+def flowplane_register_encoders(register: Callable[[str, EncoderType], None]) -> None:
     """Register flow record encoders picked by config (``v5``, ``v9``, ``ipfix`` ...).
 
     Called at start-up.
@@ -147,7 +148,7 @@ def flowplane_register_encoders(register: Callable[[str, "EncoderType"], None]) 
 
 
 @hookspec
-def flowplane_register_transports(register: Callable[[str, "TransportType"], None]) -> None:
+def flowplane_register_transports(register: Callable[[str, TransportType], None]) -> None:
     """Register transports picked by config (``udp``, ``tcp``, ``file``, bus ...).
 
     Called at start-up.
@@ -159,7 +160,7 @@ def flowplane_register_transports(register: Callable[[str, "TransportType"], Non
 
 
 @hookspec
-def flowplane_register_actions(register: Callable[[str, "TermAction"], None]) -> None:
+def flowplane_register_actions(register: Callable[[str, TermAction], None]) -> None:
     """Register firewall term actions this plugin implements (``then { sample; }``).
 
     Called at start-up, before config validation, so filters naming the
@@ -221,7 +222,8 @@ def flowplane_register_config_sections(register: RegisterConfigSection) -> None:
     does), owned by the claiming plugin.
 
     :param register: ``register("forwarding-options sampling", "one-line help", capability="sampling",
-        capability_help="one line", limits=(LimitField(...), ...))`` (all but the first two optional).  ``register("interfaces family KEY", "help")`` adds KEY
+        capability_help="one line", limits=(LimitField(...), ...))`` (all but the first two optional).
+        ``register("interfaces family KEY", "help")`` adds KEY
         to the keys allowed under ``interfaces IF family FAM`` (the plugin validates what is under it, e.g.
         video monitoring's ``input-flows``).  Claims form a tree: ``services rpm twamp`` and ``services rpm
         probe`` may come from two plugins.
@@ -234,8 +236,8 @@ def flowplane_register_config_sections(register: RegisterConfigSection) -> None:
 
 
 @hookspec
-def flowplane_config_validate(config: "Config", limits: "Limits",
-                              registries: "RegistriesView") -> list["ConfigIssue"] | None:
+def flowplane_config_validate(config: Config, limits: Limits,
+                              registries: RegistriesView) -> list[ConfigIssue] | None:
     """Check the plugin's own config section against itself and the active profile.
 
     Called at start-up, on reload (before anything changes) and by
@@ -252,7 +254,7 @@ def flowplane_config_validate(config: "Config", limits: "Limits",
 
 
 @hookspec
-def flowplane_configure(app: "App") -> None:
+def flowplane_configure(app: App) -> None:
     """Set the feature up for a validated config.
 
     Called after validation at start-up and for the new config on reload.
@@ -268,7 +270,7 @@ def flowplane_configure(app: "App") -> None:
 
 
 @hookspec
-def flowplane_background_tasks(app: "App") -> list[BackgroundTask] | None:
+def flowplane_background_tasks(app: App) -> list[BackgroundTask] | None:
     """Async services this plugin runs in the core nursery (servers, timers).
 
     Called at start-up after ``flowplane_configure``.
@@ -289,7 +291,7 @@ def flowplane_background_tasks(app: "App") -> list[BackgroundTask] | None:
 
 
 @hookspec
-def flowplane_process_batch(batch: "PacketBatch") -> None:
+def flowplane_process_batch(batch: PacketBatch) -> None:
     """Feature work on a decoded batch that the firewall filters accepted.
 
     Called for every batch.  Batch hook: must not block or await;
@@ -303,7 +305,7 @@ def flowplane_process_batch(batch: "PacketBatch") -> None:
 
 
 @hookspec
-def flowplane_flows_expired(records: "FlowRecords", reason: str) -> None:
+def flowplane_flows_expired(records: FlowRecords, reason: str) -> None:
     """Observe flow records leaving a flow cache of flow monitoring.
 
     Called once per cache and expiry reason, after the configured exporters
@@ -326,7 +328,7 @@ def flowplane_flows_expired(records: "FlowRecords", reason: str) -> None:
 
 
 @hookspec
-def flowplane_metrics(app: "App") -> Iterable["Metric"] | None:
+def flowplane_metrics(app: App) -> Iterable[Metric] | None:
     """Prometheus metric families of this plugin's feature, read from its live objects.
 
     Called at every scrape of the metrics endpoint (``system metrics listen``), on the service's trio
@@ -350,7 +352,7 @@ def flowplane_metrics(app: "App") -> Iterable["Metric"] | None:
 
 
 @hookspec
-def flowplane_shutdown(app: "App") -> Callable[[], Awaitable[None]] | None:
+def flowplane_shutdown(app: App) -> Callable[[], Awaitable[None]] | None:
     """The service is stopping: flush what is in flight.
 
     Called once on SIGTERM/SIGINT (or the end of a replay) after sources

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import ipaddress
 import threading
-from typing import TYPE_CHECKING, Any, Iterable
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 import structlog
 import trio
@@ -93,7 +94,7 @@ def configured_listen(config: Config) -> tuple[str, int] | None:
 # -- what a scrape reads ---------------------------------------------------------------------------
 
 
-def core_families(app: "App", service: Any = None) -> MetricFamilies:
+def core_families(app: App, service: Any = None) -> MetricFamilies:
     """The core's counters, as ``show system statistics``, ``show interfaces statistics``,
     ``show services accounting errors``, ``show firewall`` and ``show system plugins`` print them."""
     m = MetricFamilies()
@@ -119,7 +120,7 @@ def core_families(app: "App", service: Any = None) -> MetricFamilies:
     return m
 
 
-def _interfaces(m: MetricFamilies, app: "App") -> None:
+def _interfaces(m: MetricFamilies, app: App) -> None:
     for name, src in sorted(app.sources.items()):
         c = getattr(src, "counters", None)
         if c is not None:
@@ -163,7 +164,7 @@ def _plugin_failures(m: MetricFamilies, status: dict[str, list[dict]]) -> None:
                     int(row["disabled"]), plugin=row["plugin"], hook=what)
 
 
-def plugin_families(app: "App", failures: dict[str, int]) -> list[Metric]:
+def plugin_families(app: App, failures: dict[str, int]) -> list[Metric]:
     """What each plugin's ``flowplane_metrics`` returns, each implementation guarded: one that raises
     or returns something that is not a metric family is counted in *failures* and logged, never
     failing the scrape; a family whose name an earlier source already gave is left out (and counted)."""
@@ -188,7 +189,7 @@ def plugin_families(app: "App", failures: dict[str, int]) -> list[Metric]:
 class AppCollector(Collector):
     """A prometheus-client collector reading the running app at scrape time, on the app's trio loop."""
 
-    def __init__(self, app: "App", token: trio.lowlevel.TrioToken | None = None, service: Any = None) -> None:
+    def __init__(self, app: App, token: trio.lowlevel.TrioToken | None = None, service: Any = None) -> None:
         self.app = app
         self.token = token
         self.service = service
@@ -230,7 +231,7 @@ class AppCollector(Collector):
 class MetricsEndpoint:
     """The ``/metrics`` HTTP server of a running service, (re)bound to ``system metrics listen``."""
 
-    def __init__(self, app: "App", service: Any = None) -> None:
+    def __init__(self, app: App, service: Any = None) -> None:
         self.app = app
         self.service = service
         self.listen: tuple[str, int] | None = None

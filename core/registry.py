@@ -7,7 +7,8 @@ plugins, so two plugins can never silently fight over ``sample``.
 
 from __future__ import annotations
 
-from typing import Generic, Iterable, Iterator, TypeVar
+from collections.abc import Iterable, Iterator
+from typing import Generic, TypeVar
 
 from .profiles import LimitField
 
@@ -73,7 +74,7 @@ class SectionRegistry(Registry[str]):
     (as ``flowplane_register_limits`` does), both owned by the claiming plugin.
     """
 
-    def __init__(self, limits: "LimitRegistry | None" = None, capabilities: "CapabilityRegistry | None" = None) -> None:
+    def __init__(self, limits: LimitRegistry | None = None, capabilities: CapabilityRegistry | None = None) -> None:
         super().__init__("config section")
         self.capabilities: dict[str, str] = {}
         self._limit_registry = limits
@@ -92,7 +93,7 @@ class SectionRegistry(Registry[str]):
         if fields:
             self._declare(self._limit_registry, "limits", lambda reg: [reg.declare(f) for f in fields])
 
-    def _declare(self, registry: "Registry | None", what: str, declare) -> None:
+    def _declare(self, registry: Registry | None, what: str, declare) -> None:
         if registry is None:
             raise ValueError(f"this section registry takes no {what}")
         registry.current_plugin, before = self.current_plugin, registry.current_plugin

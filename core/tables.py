@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import re
 import string
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 
 def host_port(host: str, port: int | str) -> str:

@@ -63,7 +63,7 @@ def validate_config(cfg: Config, registries: Registries, pm: pluggy.PluginManage
 
 
 def _plugin_validators(cfg: Config, pm: pluggy.PluginManager, limits: Limits,
-                       registries: "Registries") -> list[tuple[str, list]]:
+                       registries: Registries) -> list[tuple[str, list]]:
     """Each plugin's ``flowplane_config_validate`` result; a validator that raises (a value of a type it did
     not expect) becomes an issue at the plugin's section naming the plugin, and the others still run."""
     out: list[tuple[str, list]] = []

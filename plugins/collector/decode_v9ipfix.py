@@ -10,7 +10,8 @@ domains out): at most ``max_templates`` templates per exporter address (over
 all its domains) and ``MAX_DOMAINS_PER_EXPORTER`` domains, each table
 evicting its least recently used entry (counted ``templates-evicted`` /
 ``domains-evicted``) for a new one; domains idle for ``DOMAIN_IDLE_S`` with
-no template left (templates age out by ``template-timeout``) are forgotten; ``MAX_PENDING_SETS`` sets held per domain for at most
+no template left (templates age out by ``template-timeout``) are forgotten;
+``MAX_PENDING_SETS`` sets held per domain for at most
 ``pending_timeout`` seconds.
 
 Every problem is counted by reason (``Decoder.counters.drops[("decode", reason)]``)
@@ -60,7 +61,7 @@ class Domain:
     __slots__ = ("exporter", "key", "last_ns", "domain_id", "version", "templates", "sampler_rates", "default_rate",
                  "sysinit_ms", "pending", "next_seq", "alt_seq", "lost", "records", "options_records")
 
-    def __init__(self, exporter: "Exporter", domain_id: int, version: int) -> None:
+    def __init__(self, exporter: Exporter, domain_id: int, version: int) -> None:
         self.exporter = exporter
         self.key = (5 if version == 5 else 9 if version == 9 else 10 if version == 10 else version, domain_id)
         self.last_ns = exporter.last_seen_ns
@@ -106,7 +107,7 @@ class Exporter:
         self.last_seen_ns = now_ns
         self.interfaces: dict[int, tuple[str | None, str | None]] = {}  # ifindex -> (name, description)
 
-    def domain(self, dec: "Decoder", version: int, domain_id: int) -> Domain | None:
+    def domain(self, dec: Decoder, version: int, domain_id: int) -> Domain | None:
         key = (5 if version == 5 else 9 if version == 9 else 10 if version == 10 else version, domain_id)
         d = self.domains.get(key)
         if d is None:
@@ -119,7 +120,7 @@ class Exporter:
         d.last_ns = dec.now_ns
         return d
 
-    def evict_domain(self, dec: "Decoder", key: tuple) -> None:
+    def evict_domain(self, dec: Decoder, key: tuple) -> None:
         """Forget domain *key*: its templates give their budget back, data held for them is ``no-template``."""
         d = self.domains.pop(key)
         for tid in d.templates:
@@ -142,7 +143,7 @@ class Exporter:
 # templates
 
 
-def _add_template(dec: "Decoder", dom: Domain, t: Template) -> None:
+def _add_template(dec: Decoder, dom: Domain, t: Template) -> None:
     exp = dom.exporter
     old = dom.templates.get(t.template_id)
     lru_key = (dom.key, t.template_id)
@@ -166,7 +167,7 @@ def _add_template(dec: "Decoder", dom: Domain, t: Template) -> None:
         _resolve_pending(dec, dom, t)
 
 
-def _evict_template(dec: "Decoder", exp: Exporter) -> None:
+def _evict_template(dec: Decoder, exp: Exporter) -> None:
     """The exporter's template store is full: its least recently defined, refreshed or used template goes."""
     (dkey, tid), _ = exp.template_lru.popitem(last=False)
     d = exp.domains.get(dkey)
@@ -175,7 +176,7 @@ def _evict_template(dec: "Decoder", exp: Exporter) -> None:
     dec.counters.inc("templates-evicted")
 
 
-def _withdraw(dec: "Decoder", dom: Domain, tid: int, set_id: int) -> None:
+def _withdraw(dec: Decoder, dom: Domain, tid: int, set_id: int) -> None:
     exp = dom.exporter
     if tid == set_id:  # withdraw all (options) templates of the domain
         doomed = [k for k, t in dom.templates.items() if t.options == (set_id == IPFIX_OPTIONS_TEMPLATE)]
@@ -188,7 +189,7 @@ def _withdraw(dec: "Decoder", dom: Domain, tid: int, set_id: int) -> None:
     dec.counters.inc("template-withdrawals", max(1, len(doomed)))
 
 
-def _resolve_pending(dec: "Decoder", dom: Domain, t: Template) -> None:
+def _resolve_pending(dec: Decoder, dom: Domain, t: Template) -> None:
     keep = deque()
     for item in dom.pending:
         if item[0] == t.template_id:
@@ -203,7 +204,7 @@ def _resolve_pending(dec: "Decoder", dom: Domain, t: Template) -> None:
     dom.pending = keep
 
 
-def _parse_templates(dec: "Decoder", dom: Domain, body: memoryview, set_id: int, ipfix: bool) -> None:
+def _parse_templates(dec: Decoder, dom: Domain, body: memoryview, set_id: int, ipfix: bool) -> None:
     exp = dom.exporter
     o, end = 0, len(body)
     options = set_id in (V9_OPTIONS_TEMPLATE, IPFIX_OPTIONS_TEMPLATE)
@@ -308,7 +309,7 @@ def _parse_templates(dec: "Decoder", dom: Domain, body: memoryview, set_id: int,
 # data
 
 
-def _hold(dec: "Decoder", dom: Domain, tid: int, body: bytes, export_ns: int, uptime: int) -> None:
+def _hold(dec: Decoder, dom: Domain, tid: int, body: bytes, export_ns: int, uptime: int) -> None:
     if len(dom.pending) >= MAX_PENDING_SETS:
         dom.pending.popleft()
         dom.exporter.counters["pending"] -= 1
@@ -318,7 +319,7 @@ def _hold(dec: "Decoder", dom: Domain, tid: int, body: bytes, export_ns: int, up
     dec.counters.inc("pending-sets")
 
 
-def _data_set(dec: "Decoder", dom: Domain, t: Template, body, export_ns: int, uptime: int) -> None:
+def _data_set(dec: Decoder, dom: Domain, t: Template, body, export_ns: int, uptime: int) -> None:
     if t.options:
         _options_data(dec, dom, t, body)
         return
@@ -341,7 +342,7 @@ def _split(dec, t, body):
     return split_varlen(t, memoryview(body))
 
 
-def _options_data(dec: "Decoder", dom: Domain, t: Template, body) -> None:
+def _options_data(dec: Decoder, dom: Domain, t: Template, body) -> None:
     _var: dict = {}
     if t.varlen:
         fixed, n, _var, ok = _split(dec, t, body)
@@ -410,7 +411,7 @@ def _interface_texts(t: Template, arr: np.ndarray, var: dict) -> dict[int, list]
     return out
 
 
-def _interface_entry(exp: "Exporter", get, texts: dict[int, list], r: int) -> None:
+def _interface_entry(exp: Exporter, get, texts: dict[int, list], r: int) -> None:
     """One interface-table record: scope ifindex (IPFIX ingress/egressInterface, v9 scope 'interface')."""
     ifindex = next((v for v in (get(10), get(V9_SCOPE_INTERFACE), get(14), get(252)) if v is not None), None)
     if ifindex is None:
@@ -421,7 +422,7 @@ def _interface_entry(exp: "Exporter", get, texts: dict[int, list], r: int) -> No
         exp.interfaces[ifindex] = (name, descr)
 
 
-def _sets(dec: "Decoder", dom: Domain, mv: memoryview, o: int, end: int, export_ns: int, uptime: int,
+def _sets(dec: Decoder, dom: Domain, mv: memoryview, o: int, end: int, export_ns: int, uptime: int,
           ipfix: bool) -> int:
     """Walk the sets of one message; returns data records seen (for the sequence check)."""
     exp = dom.exporter
@@ -461,11 +462,11 @@ def _sets(dec: "Decoder", dom: Domain, mv: memoryview, o: int, end: int, export_
     return records
 
 
-def _sequence(dec: "Decoder", dom: Domain, seq: int, advance: int) -> None:
+def _sequence(dec: Decoder, dom: Domain, seq: int, advance: int) -> None:
     account(dec, dom, seq, advance)
 
 
-def decode_v9(dec: "Decoder", exp, mv: memoryview) -> None:
+def decode_v9(dec: Decoder, exp, mv: memoryview) -> None:
     if len(mv) < 20:
         dec.error(exp, "short-header")
         return
@@ -477,7 +478,7 @@ def decode_v9(dec: "Decoder", exp, mv: memoryview) -> None:
     _sequence(dec, dom, seq, 1)
 
 
-def decode_ipfix(dec: "Decoder", exp, mv: memoryview) -> None:
+def decode_ipfix(dec: Decoder, exp, mv: memoryview) -> None:
     o = 0
     while len(mv) - o >= 2:
         if len(mv) - o < 16:
@@ -504,7 +505,7 @@ def decode_ipfix(dec: "Decoder", exp, mv: memoryview) -> None:
         o += length
 
 
-def expire_pending(dec: "Decoder", dom: Domain, now_ns: int, timeout_ns: int) -> None:
+def expire_pending(dec: Decoder, dom: Domain, now_ns: int, timeout_ns: int) -> None:
     while dom.pending and now_ns - dom.pending[0][4] >= timeout_ns:
         dom.pending.popleft()
         dom.exporter.counters["pending"] -= 1

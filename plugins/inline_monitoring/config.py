@@ -187,7 +187,8 @@ def _parse_template(name: str, t: Any, p: tuple, issues: list[ConfigIssue]) -> T
     issues += check_keys(t, TEMPLATE_KEYS, p)
     tmpl = Template(name)
     issues += check_int_fields(t, p, (("template-refresh-rate", "template_refresh_s", REFRESH_MIN_S, REFRESH_MAX_S),
-                                      ("option-template-refresh-rate", "option_refresh_s", REFRESH_MIN_S, REFRESH_MAX_S),
+                                      ("option-template-refresh-rate", "option_refresh_s", REFRESH_MIN_S,
+                                       REFRESH_MAX_S),
                                       ("template-id", "template_id", 256, 65535),
                                       ("option-template-id", "option_template_id", 256, 65535),
                                       ("observation-domain-id", "observation_domain_id", 0, 255)), tmpl)

@@ -64,7 +64,8 @@ def format_server(d) -> str:
 
 
 def register(register):
-    register("show services rpm twamp server", show_server, help="TWAMP server: listener, counters, connections, sessions",
+    register("show services rpm twamp server", show_server,
+             help="TWAMP server: listener, counters, connections, sessions",
              formatter=format_server)
     register("show services rpm twamp server session", show_sessions, help="TWAMP reflector sessions",
              formatter=format_sessions)
@@ -142,7 +143,8 @@ def format_client_session(d) -> str:
                   f"  Tests: {c['tests_done']} of {c['test_count'] or 'unlimited'} (every {c['test_interval']} s), "
                   f"connects {c['connects']}, aborted {c['aborted_tests']}",
                   f"  Persistent results: {'yes' if c['persistent_results'] else 'no'}; keepalive idle "
-                  f"{c['keepalive']['idle']} s, interval {c['keepalive']['interval']} s, count {c['keepalive']['count']}"]
+                  f"{c['keepalive']['idle']} s, interval {c['keepalive']['interval']} s, "
+                  f"count {c['keepalive']['count']}"]
         if c["last_error"]:
             lines.append(f"  Last error: {c['last_error']}")
         lines += _CLIENT_SESSIONS.lines(
@@ -174,7 +176,8 @@ def format_test(label: str, t: dict | None) -> list[str]:
         label_m = LABELS[name] + ("*" if name in ONE_WAY and not sync else "")
         lines.append(_MEASUREMENTS.row({k: _fmt(s[k]) for k in _STATISTICS}, label=label_m, samples=s["samples"]))
     j = t["rfc3550_jitter_us"]
-    lines.append(f"    RFC 3550 jitter (us): round trip {j['rtt']:.1f}, egress {j['egress']:.1f}, ingress {j['ingress']:.1f}")
+    lines.append(f"    RFC 3550 jitter (us): round trip {j['rtt']:.1f}, egress {j['egress']:.1f}, "
+                 f"ingress {j['ingress']:.1f}")
     if not sync:
         lines.append("    * one-way values: the clocks are not synchronised (S bit clear), they include the clock "
                      f"offset; {t['negative_one_way']} negative")

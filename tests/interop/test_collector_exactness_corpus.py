@@ -36,7 +36,8 @@ def _tshark_v4_pairs(path) -> list[tuple[str, str]]:
 
 @needs_corpus
 @needs_tshark
-@pytest.mark.parametrize("name", ["pmacct_101-NFv9-CISCO-cust_primitives", "pmacct_111-IPFIXv10-NFv9-IPv6-IPv4-mix_sources"])
+@pytest.mark.parametrize("name", ["pmacct_101-NFv9-CISCO-cust_primitives",
+                                  "pmacct_111-IPFIXv10-NFv9-IPv6-IPv4-mix_sources"])
 def test_zero_ipv6_fields_before_ipv4_ones_take_the_ipv4_addresses(name):
     path = FLOWS / f"{name}.pcap"
     if not path.exists():

@@ -67,7 +67,7 @@ def test_deep_nesting_is_refused_with_a_position(tmp_path, capsys, opener, close
     path.write_text("system: " + opener * 5000 + closer * 5000 + "\n")
     rc, out = _check(path, capsys)
     assert rc == 1
-    assert f"deep.yaml:1:" in out and f"config limit: nesting deeper than {MAX_DEPTH} levels" in out
+    assert "deep.yaml:1:" in out and f"config limit: nesting deeper than {MAX_DEPTH} levels" in out
     assert "Traceback" not in out
 
 
