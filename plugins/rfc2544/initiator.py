@@ -4,7 +4,8 @@
   (0 by default).  The first trial runs at ``bandwidth-kbps``; after a trial with loss the next rate is the
   rate the frames actually got through at (bracketed by the best pass and the lowest failure, else the
   midpoint), so the search converges in a few trials; it stops when the bracket is within
-  ``resolution-percent``.  Then one trial at the found rate measures latency.
+  ``resolution-percent``.  Then one trial at the found rate measures latency and confirms the rate: when it
+  loses frames the rate counts as failed and the search goes on below it (up to ``MAX_CONFIRMATIONS`` times).
 * **latency** (26.2): trials at ``bandwidth-kbps``; min/avg/max of (kernel receive time - transmit stamp).
 * **frame-loss** (26.3): from ``bandwidth-kbps`` down by ``step-percent`` of it until two trials in a row
   lose nothing.
@@ -34,6 +35,7 @@ from .trial import TrialResult, run_trial
 CALIBRATION_SECONDS = 0.4
 CALIBRATION_MARGIN = 0.8  # use at most this share of what the host measured
 MAX_SEARCH_TRIALS = 24
+MAX_CONFIRMATIONS = 3  # latency trials at a found throughput that may send the search on below it
 DEFAULT_SOURCE_PORT = 49184
 
 
@@ -285,22 +287,36 @@ class Initiator:
 
     def _throughput(self, res: SizeResult) -> None:
         top = fps_for_kbps(self.prof.bandwidth_kbps, res.size)
+        passes: list[float] = []  # every rate that passed
         best, worst = 0.0, None  # highest passing, lowest failing rate
         estimate = 0.0  # the highest rate frames got through at in a failed trial
         rate = top
-        for _ in range(MAX_SEARCH_TRIALS):
+        searches = confirmations = 0
+        while searches < MAX_SEARCH_TRIALS:
             if self.stop.is_set():
                 return
+            searches += 1
             it = self._trial(res, "search", rate)
             t = it.trial
             if it.passed:
                 best = max(best, rate)
-                if worst is None:
-                    break
+                passes.append(rate)
             else:
                 worst = rate if worst is None else min(worst, rate)
-            if worst is not None and worst - best <= worst * self.prof.resolution_percent / 100:
-                break
+            if worst is None or worst - best <= worst * self.prof.resolution_percent / 100:
+                if best <= 0 or self.stop.is_set():
+                    break
+                # the latency trial at the found rate confirms it: frames lost there mean the device did not
+                # hold that rate after all (a shaper's queue that absorbed a search trial, a device slowed
+                # down), so it counts as a failure and the search goes on below it
+                it = self._trial(res, "latency", best)
+                res.latency = self._latency_of(it)
+                confirmations += 1
+                if it.passed or confirmations > MAX_CONFIRMATIONS:
+                    break
+                t, rate, res.latency = it.trial, best, None
+                worst = best
+                best = max((p for p in passes if p < worst), default=0.0)
             res_step = worst * self.prof.resolution_percent / 100
             delivered = rate * t.received / t.sent if t.sent else 0.0
             if not it.passed:
@@ -312,7 +328,7 @@ class Initiator:
             else:
                 rate = (best + worst) / 2
         res.throughput_fps = best
-        if best > 0 and not self.stop.is_set():
+        if best > 0 and res.latency is None and not self.stop.is_set():
             res.latency = self._latency_of(self._trial(res, "latency", best))
 
     def _latency(self, res: SizeResult) -> None:

@@ -43,6 +43,9 @@ PLUGIN_OBJECT = "video-monitor"
 TICK_S = 0.25
 #: Live mode: an interval is closed this long after its end (batches still in flight).
 CLOSE_GRACE_NS = 250_000_000
+#: Live mode: while no packet past an interval's end has reached the monitor, the pipeline may be behind (a busy
+#: host); the wall clock closes the interval only this long after its end, so late batches still count in it.
+STALL_GRACE_NS = 2_000_000_000
 UDP = 17
 
 
@@ -231,7 +234,9 @@ class VideoMonitor:
             live = {f.id for f in self.flows.values()}
             self.cc_state = {k: v for k, v in self.cc_state.items() if k >> 13 in live}
         for key, f in list(self.flows.items()):
-            if f.chunks_t and now_ns >= f.interval_end_ns() + grace:
+            end = f.interval_end_ns()
+            caught_up = not self.live or self.clock_ns >= end or now_ns >= end + STALL_GRACE_NS
+            if f.chunks_t and now_ns >= end + grace and caught_up:
                 rec = f.close()
                 f.interval_no += 1  # a straggler of the closed interval opens the next one, never a second record
                 if rec is not None:

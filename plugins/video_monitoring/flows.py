@@ -137,6 +137,11 @@ class Flow:
         t = self.template
         ts = np.concatenate(self.chunks_t)
         size = np.concatenate(self.chunks_s)
+        # datagrams of an interval already closed (their batch came after the wall clock closed it) count here,
+        # but cannot be placed in this interval's virtual buffer: DF is computed without them
+        on_time = ts >= self.created_ns + self.interval_no * self.interval_ns
+        late = len(ts) - int(on_time.sum())
+        df_ts, df_size = (ts[on_time], size[on_time]) if late and on_time.any() else (ts, size)
         c = self.counts
         d = float(t.interval_s)
         nominal = t.media_rate_bps
@@ -153,8 +158,8 @@ class Flow:
         missing = max(0.0, expected - received) if expected is not None else None
         base = expected if expected else received + lost
         rec = {
-            "interval": self.interval_no, "start_ns": int(ts[0]), "end_ns": self.interval_end_ns(),
-            "df_ms": delay_factor(ts, size, mr), "media_rate_used_bps": mr * 8.0,
+            "interval": self.interval_no, "start_ns": int(df_ts[0]), "end_ns": self.interval_end_ns(),
+            "df_ms": delay_factor(df_ts, df_size, mr), "media_rate_used_bps": mr * 8.0,
             "mlr": lost / d, "mlr_cc": int(c[C["cc_lost"]]) / d,
             "mlr_rtp": None if rtp_lost_ts is None else rtp_lost_ts / d,
             "mlr_expected": None if missing is None else missing / d,
@@ -163,7 +168,7 @@ class Flow:
             "bytes": media_bytes, "rate_bps": rate_bps,
             "mrv_percent": (nominal - rate_bps) / nominal * 100.0 if nominal else None,
             "duplicates": int(c[C["duplicates"]]), "rtp_lost": self.rtp_lost if rtp else None,
-            "rtp_late": self.rtp_late if rtp else None,
+            "rtp_late": self.rtp_late if rtp else None, "late_datagrams": late,
         }
         self.totals += c
         self.total_datagrams += self.datagrams

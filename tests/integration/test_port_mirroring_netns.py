@@ -186,9 +186,22 @@ def read_pcap(path: Path) -> list[bytes]:
     off, out = 24, []
     while off + 16 <= len(data):
         _, _, incl, _ = struct.unpack_from(end + "IIII", data, off)
+        if off + 16 + incl > len(data):
+            break  # a record tcpdump is still writing
         out.append(data[off + 16: off + 16 + incl])
         off += 16 + incl
     return out
+
+
+def _wait_captured(want: dict[Path, int], timeout: float = 20.0) -> None:
+    """Until every capture holds at least its number of test frames (plain, GRE or ERSPAN); a shortfall
+    at the deadline is left to the checks, which name it."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if all(p.exists() and sum(_udp_key(f) is not None or _inner(f) is not None for f in read_pcap(p)) >= n
+               for p, n in want.items()):
+            return
+        time.sleep(0.05)
 
 
 def _udp_key(frame: bytes) -> tuple[int, int] | None:
@@ -276,7 +289,11 @@ def run(tmp_path_factory):
                           and _accounted(_dest(d, "shaped", "interface")) >= N)
             time.sleep(1.0)  # nothing more may arrive: exact, not at-least
             first = _show(tmp)
-            time.sleep(0.5)  # the shaper released what it queued
+            # tcpdump stops at SIGINT without reading what is still in its socket (a busy host lags): first
+            # every copy flowplane counted as sent is in the captures (the shaper releases what it queued)
+            _wait_captured({tmp / "orig.pcap": len(STREAMS) * N,
+                            tmp / "mirror.pcap": 3 * N + n_sampled,
+                            tmp / "shaped.pcap": _dest(first, "shaped", "interface")["packets"]})
             _stop(orig)
             _stop(mirror)
             _stop(shaped)

@@ -93,12 +93,24 @@ def test_twin_template_ids_configurable_and_checked():
 # replication in a running service: two UDP servers (IPFIX and v9) and one TCP server (IPFIX)
 
 
+SO_RXQ_OVFL = 40  # Linux: every datagram carries the socket's count of datagrams dropped for a full buffer
+
+
 class UdpSink:
+    """A UDP collection server with a collector's receive buffer; ``kernel_drops`` is what its socket lost.
+
+    The forwarder hands the kernel a whole batch of datagrams at once (on a busy host the batches grow), so the
+    server needs the buffer a real collector sets, or the kernel drops datagrams before the server reads them.
+    """
+
     def __init__(self) -> None:
         self.sock = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        self.sock.setsockopt(socket.SOL_SOCKET, SO_RXQ_OVFL, 1)
         self.collector = sink_collector()
         self.flows: list = []
         self.port = 0
+        self.kernel_drops = 0
 
     async def bind(self) -> None:
         await self.sock.bind(("127.0.0.1", 0))
@@ -106,7 +118,10 @@ class UdpSink:
 
     async def run(self) -> None:
         while True:
-            data, addr = await self.sock.recvfrom(65535)
+            data, anc, _, addr = await self.sock.recvmsg(65535, socket.CMSG_SPACE(4))
+            for level, kind, value in anc:
+                if level == socket.SOL_SOCKET and kind == SO_RXQ_OVFL and len(value) >= 4:
+                    self.kernel_drops = struct.unpack("=I", value[:4])[0]
             self.flows += self.collector.handle([(data, addr[0])])
 
     @property
@@ -175,7 +190,10 @@ async def test_replication_to_two_udp_and_one_tcp_server(make_app):
             await service.stop()
         assert service.code == 0
         assert c.counters["records"] == 2200
-        await wait_until_async(lambda: all(s.records >= 2200 for s in sinks.values()))
+        try:
+            await wait_until_async(lambda: all(s.records >= 2200 for s in sinks.values()))
+        except AssertionError:
+            raise AssertionError({n: (s.records, getattr(s, "kernel_drops", 0)) for n, s in sinks.items()}) from None
         outer.cancel_scope.cancel()
     assert sinks["ipfix-tcp"].connections == 1
     for name, sink in sinks.items():
@@ -189,6 +207,7 @@ async def test_replication_to_two_udp_and_one_tcp_server(make_app):
         assert_same_flows(by_exp["::1"], v6.data)
         assert {f.exporter for f in flows} == {"127.0.0.1"}  # the datagrams come from the collector itself
         assert not sink.collector.counters.drops, (name, sink.collector.counters.drops)
+        assert getattr(sink, "kernel_drops", 0) == 0, name
     stats = {f["server"]: f for f in (fw.stats() for fw in c.outputs.forwarders)}
     assert all(x["records"] == 2200 and x["dropped"] == 0 for x in stats.values()), stats
     assert not c.counters.drops
