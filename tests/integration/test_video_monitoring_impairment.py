@@ -13,8 +13,8 @@ critical at 80 ms): raised at warning, then critical, and cleared at the end.
 from __future__ import annotations
 
 import json
-import shutil
 import select
+import shutil
 import signal
 import struct
 import subprocess
