@@ -25,7 +25,8 @@ Groups:
   :class:`ReexportRecords`, :class:`EncoderRegistry` (``for_version``),
   :func:`check_transport` / :func:`transport_options` (a configured transport
   and its own keys).
-* **config**: :class:`Config`, ``check_*`` helpers (:func:`check_int_fields` checks and stores several),
+* **config**: :class:`Config`, ``check_*`` helpers (:func:`check_int_fields` checks and stores several;
+  ``take_int`` / ``take_number`` / ``take_bool`` / ``take_address`` read one key or give a default),
   :func:`suggest`,
   :class:`ConfigIssue`, :class:`ConfigError`, :class:`PluginError`.
 * **firewall probes**: :func:`probe_filters` tries a made-up frame against the
@@ -38,7 +39,7 @@ Groups:
   :data:`NETFLOW_V5_RECORD`), the NetFlow v9 and IPFIX message headers (:func:`netflow_v9_header`,
   :func:`ipfix_header`), shared by encoders and the collector.
 * **low level**: :class:`InterfaceTable`; socket options (:func:`set_ip_options` for TTL and TOS,
-  :func:`dscp_tos`, :func:`grow_sndbuf`); ctypes ``recvmmsg``/``sendmmsg``
+  :func:`dscp_tos`, :func:`parse_dscp`, :func:`grow_sndbuf`); ctypes ``recvmmsg``/``sendmmsg``
   layouts (:class:`IoVec`, :class:`MMsgHdr`, :func:`libc_function`,
   :func:`lp64_layout`).
 * **command-line tools** (``flowplane_register_cli_subcommands``):
@@ -74,6 +75,10 @@ from .config import (
     check_number,
     check_str,
     suggest,
+    take_address,
+    take_bool,
+    take_int,
+    take_number,
 )
 from .control import request as control_request
 from .control import resolve_socket
@@ -112,7 +117,7 @@ from .oneshot import run_oneshot
 from .profiles import DEFAULT_PROFILE, HardwareProfile, LimitField, Limits
 from .registry import DuplicateName, Registry
 from .sampling import Sampler
-from .sockopts import dscp_tos, grow_sndbuf, set_ip_options
+from .sockopts import dscp_tos, grow_sndbuf, parse_dscp, set_ip_options
 from .sources import DEFAULT_SOURCE, SourceContext, SourceType, interface_source, live_interfaces
 from .stats import Counters
 from .tables import Table, host_port
@@ -146,12 +151,12 @@ __all__ = [
     "probe_filters", "FilterProbe", "ProbeHit",
     # config and errors
     "Config", "check_address", "check_bool", "check_int", "check_int_fields", "check_keys", "check_mapping", "check_number", "check_str",
-    "suggest",
+    "take_int", "take_number", "take_bool", "take_address", "suggest",
     "ConfigIssue", "ConfigError", "PluginError",
     # commands, counters, low level
     "CommandError", "parse_words", "configured_object", "known_instance", "Table", "host_port",
     "Counters", "InterfaceTable", "IoVec", "MMsgHdr", "libc_function", "lp64_layout",
-    "set_ip_options", "dscp_tos", "grow_sndbuf",
+    "set_ip_options", "dscp_tos", "parse_dscp", "grow_sndbuf",
     # command-line tools
     "run_oneshot", "control_request", "resolve_socket",
     # flow export wire layouts

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import socket
+from typing import Any, Mapping
+
+from .firewall_values import DSCP_NAMES
 
 #: ``SO_SNDBUFFORCE`` (CAP_NET_ADMIN may go past ``net.core.wmem_max``).
 SO_SNDBUFFORCE = getattr(socket, "SO_SNDBUFFORCE", 32)
@@ -11,6 +14,21 @@ SO_SNDBUFFORCE = getattr(socket, "SO_SNDBUFFORCE", 32)
 def dscp_tos(dscp: int) -> int:
     """The TOS / traffic-class byte carrying DSCP *dscp* (ECN bits zero)."""
     return (dscp & 0x3F) << 2
+
+
+def parse_dscp(value: Any, aliases: Mapping[str, int] | None = None) -> int | None:
+    """A DSCP as config writes it: 0..63, six bits (``"101110"``) or a name (``be``, ``ef``, ``afXY``, ``csN``,
+    and the caller's *aliases*, ``{"nc1": 48}``), any case; None when it is none of these."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value if 0 <= value <= 63 else None
+    if isinstance(value, str):
+        v = value.strip().lower()
+        if len(v) == 6 and set(v) <= {"0", "1"}:
+            return int(v, 2)
+        return DSCP_NAMES.get(v, (aliases or {}).get(v))
+    return None
 
 
 def set_ip_options(sock: socket.socket, *, ttl: int | None = None, tos: int = 0, family: int | None = None) -> None:
