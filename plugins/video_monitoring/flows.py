@@ -165,13 +165,7 @@ class Flow:
             "duplicates": int(c[C["duplicates"]]), "rtp_lost": self.rtp_lost if rtp else None,
             "rtp_late": self.rtp_late if rtp else None,
         }
-        self.totals += c
-        self.total_datagrams += self.datagrams
-        self.total_rtp_lost += self.rtp_lost
-        self.total_rtp_late += self.rtp_late
-        self.chunks_t, self.chunks_s = [], []
-        self.counts = np.zeros(len(COLUMNS), dtype=np.int64)
-        self.datagrams = self.rtp_lost = self.rtp_late = 0
+        self._to_totals()
         self.history.append(rec)
         self.intervals += 1
         self.summary["df"].add(rec["df_ms"])
@@ -182,6 +176,10 @@ class Flow:
     def drop_open(self) -> None:
         """End the flow mid-interval (eviction, shutdown): its packets stay in the totals, the partial
         interval gives no record (its DF and rates would not be comparable)."""
+        self._to_totals()
+
+    def _to_totals(self) -> None:
+        """Add the open interval's counts to the totals and empty it."""
         self.totals += self.counts
         self.total_datagrams += self.datagrams
         self.total_rtp_lost += self.rtp_lost
