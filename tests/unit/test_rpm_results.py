@@ -131,3 +131,16 @@ def test_icmp_build_and_parse():
     m = wire.parse_icmp(err, v6=False, has_ip_header=False)
     assert m.error and (m.kind, m.code, m.ident, m.seq) == (3, 1, 0x1234, 5)
     assert wire.parse_icmp(b"\x45" + b"\0" * 5, v6=False, has_ip_header=True) is None
+
+
+def test_active_servers_table():
+    from flowplane.plugins.rpm.commands import format_active_servers
+
+    d = {"servers": [{"protocol": "udp", "port": 50000, "address": "0.0.0.0", "listening": True,
+                      "counters": {"rpm-probes": 9, "errors": 0}},
+                     {"protocol": "tcp", "port": 50001, "address": "2001:db8::1", "listening": False, "counters": {}}]}
+    assert format_active_servers(d) == (
+        "Protocol    Port  Address           Listening  Counters\n"
+        "UDP        50000  0.0.0.0           yes        rpm-probes 9, errors 0\n"
+        "TCP        50001  2001:db8::1       no         -\n")
+    assert format_active_servers({"servers": []}) == "No probe servers configured\n"
