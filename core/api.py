@@ -39,7 +39,7 @@ Groups:
   :data:`NETFLOW_V5_RECORD`), the NetFlow v9 and IPFIX message headers (:func:`netflow_v9_header`,
   :func:`ipfix_header`), shared by encoders and the collector.
 * **low level**: :class:`InterfaceTable`; socket options (:func:`set_ip_options` for TTL and TOS,
-  :func:`dscp_tos`, :func:`parse_dscp`, :func:`grow_sndbuf`); ctypes ``recvmmsg``/``sendmmsg``
+  :func:`dscp_tos`, :func:`parse_dscp`, :func:`grow_sndbuf`, :func:`grow_rcvbuf`); ctypes ``recvmmsg``/``sendmmsg``
   layouts (:class:`IoVec`, :class:`MMsgHdr`, :func:`libc_function`,
   :func:`lp64_layout`).
 * **command-line tools** (``flowplane_register_cli_subcommands``):
@@ -117,7 +117,7 @@ from .oneshot import run_oneshot
 from .profiles import DEFAULT_PROFILE, HardwareProfile, LimitField, Limits
 from .registry import DuplicateName, Registry
 from .sampling import Sampler
-from .sockopts import dscp_tos, grow_sndbuf, parse_dscp, set_ip_options
+from .sockopts import dscp_tos, grow_rcvbuf, grow_sndbuf, parse_dscp, set_ip_options
 from .sources import DEFAULT_SOURCE, SourceContext, SourceType, interface_source, live_interfaces
 from .stats import Counters
 from .tables import Table, host_port
@@ -156,7 +156,7 @@ __all__ = [
     # commands, counters, low level
     "CommandError", "parse_words", "configured_object", "known_instance", "Table", "host_port",
     "Counters", "InterfaceTable", "IoVec", "MMsgHdr", "libc_function", "lp64_layout",
-    "set_ip_options", "dscp_tos", "parse_dscp", "grow_sndbuf",
+    "set_ip_options", "dscp_tos", "parse_dscp", "grow_sndbuf", "grow_rcvbuf",
     # command-line tools
     "run_oneshot", "control_request", "resolve_socket",
     # flow export wire layouts

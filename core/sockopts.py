@@ -1,4 +1,4 @@
-"""Socket options every sender sets the same way: TTL / hop limit, DSCP, a larger send buffer."""
+"""Socket options every sender sets the same way: TTL / hop limit, DSCP, larger send and receive buffers."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from .firewall_values import DSCP_NAMES
 
 #: ``SO_SNDBUFFORCE`` (CAP_NET_ADMIN may go past ``net.core.wmem_max``).
 SO_SNDBUFFORCE = getattr(socket, "SO_SNDBUFFORCE", 32)
+#: ``SO_RCVBUFFORCE`` (CAP_NET_ADMIN may go past ``net.core.rmem_max``).
+SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
 
 
 def dscp_tos(dscp: int) -> int:
@@ -51,3 +53,12 @@ def grow_sndbuf(sock: socket.socket, size: int) -> None:
         sock.setsockopt(socket.SOL_SOCKET, SO_SNDBUFFORCE, size)
     except OSError:  # no CAP_NET_ADMIN
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
+
+
+def grow_rcvbuf(sock: socket.socket, size: int) -> None:
+    """Ask for a *size*-byte receive buffer: ``SO_RCVBUFFORCE`` where allowed, else ``SO_RCVBUF`` (which
+    the kernel caps at ``net.core.rmem_max``); raises OSError when neither is accepted."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, size)
+    except OSError:  # no CAP_NET_ADMIN
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)

@@ -35,7 +35,8 @@ def flowplane_configure(app):
     cfg, issues = parse(app.config.data)
     if issues or not cfg.enabled:
         return
-    app.register_configured(VideoMonitor(app, cfg, live=not app.packet_clock), PLUGIN_OBJECT)  # a reload: the state carries over
+    # a reload: the new monitor takes over the flows and totals of the one it replaces
+    app.register_configured(VideoMonitor(app, cfg, live=not app.packet_clock), PLUGIN_OBJECT)
 
 
 @hookimpl
