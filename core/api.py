@@ -34,7 +34,7 @@ Groups:
 * **commands**: :class:`CommandError`, :func:`parse_words`, :func:`configured_object` (the feature's
   object or "not configured"), :func:`known_instance`, :class:`Table` (fixed-width text tables),
   :func:`host_port` (``[v6]:port``).
-* **counters**: :class:`Counters`.
+* **counters**: :class:`Counters`; :class:`Moments` (running min / max / mean / stddev of measurements).
 * **wire layouts**: NetFlow v5 header and record (:data:`NETFLOW_V5_HEADER`,
   :data:`NETFLOW_V5_RECORD`), the NetFlow v9 and IPFIX message headers (:func:`netflow_v9_header`,
   :func:`ipfix_header`), shared by encoders and the collector.
@@ -112,6 +112,7 @@ from .flows import (
     FlowRecords,
 )
 from .interfaces import InterfaceTable
+from .moments import Moments
 from .mmsg import IoVec, MMsgHdr, libc_function, lp64_layout
 from .oneshot import run_oneshot
 from .profiles import DEFAULT_PROFILE, HardwareProfile, LimitField, Limits
@@ -155,7 +156,7 @@ __all__ = [
     "ConfigIssue", "ConfigError", "PluginError",
     # commands, counters, low level
     "CommandError", "parse_words", "configured_object", "known_instance", "Table", "host_port",
-    "Counters", "InterfaceTable", "IoVec", "MMsgHdr", "libc_function", "lp64_layout",
+    "Counters", "Moments", "InterfaceTable", "IoVec", "MMsgHdr", "libc_function", "lp64_layout",
     "set_ip_options", "dscp_tos", "parse_dscp", "grow_sndbuf", "grow_rcvbuf",
     # command-line tools
     "run_oneshot", "control_request", "resolve_socket",
