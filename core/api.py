@@ -37,7 +37,8 @@ Groups:
 * **counters**: :class:`Counters`; :class:`Moments` (running min / max / mean / stddev of measurements).
 * **wire layouts**: NetFlow v5 header and record (:data:`NETFLOW_V5_HEADER`,
   :data:`NETFLOW_V5_RECORD`), the NetFlow v9 and IPFIX message headers (:func:`netflow_v9_header`,
-  :func:`ipfix_header`), shared by encoders and the collector.
+  :func:`ipfix_header`), shared by encoders and the collector; the Internet checksum
+  (:func:`inet_checksum`, :func:`ones_complement_sum`) of the headers probes and test frames build.
 * **low level**: :class:`InterfaceTable`; socket options (:func:`set_ip_options` for TTL and TOS,
   :func:`dscp_tos`, :func:`parse_dscp`, :func:`grow_sndbuf`, :func:`grow_rcvbuf`); ctypes ``recvmmsg``/``sendmmsg``
   layouts (:class:`IoVec`, :class:`MMsgHdr`, :func:`libc_function`,
@@ -63,6 +64,7 @@ from .batch import (
     ActionSelection,
     PacketBatch,
 )
+from .checksum import inet_checksum, ones_complement_sum
 from .commands import CommandError, configured_object, known_instance, parse_words
 from .config import (
     Config,
@@ -163,4 +165,6 @@ __all__ = [
     # flow export wire layouts
     "NETFLOW_V5_HEADER", "NETFLOW_V5_RECORD", "NETFLOW_V5_MAX_RECORDS", "NETFLOW_V9_HEADER", "IPFIX_HEADER",
     "IPFIX_VERSION", "ipfix_header", "netflow_v9_header",
+    # packet checksums
+    "inet_checksum", "ones_complement_sum",
 ]

@@ -6,6 +6,7 @@ import struct
 
 from structlog.testing import capture_logs
 
+from flowplane.api import inet_checksum
 from flowplane.plugins.rpm import wire
 from flowplane.plugins.rpm.config import Thresholds
 from flowplane.plugins.rpm.events import ThresholdState
@@ -120,11 +121,11 @@ def test_rpm_header_round_trip_and_server_stamp():
 
 def test_icmp_build_and_parse():
     pkt = wire.icmp_echo(0x1234, 5, b"abcd")
-    assert wire.checksum(pkt) == 0
+    assert inet_checksum(pkt) == 0
     m = wire.parse_icmp(pkt, v6=False, has_ip_header=False)
     assert (m.kind, m.ident, m.seq, m.payload) == (8, 0x1234, 5, b"abcd")
     ts = wire.icmp_timestamp(1, 2, 1000)
-    assert wire.checksum(ts) == 0 and len(ts) == 20
+    assert inet_checksum(ts) == 0 and len(ts) == 20
     # a port unreachable quoting our echo request: matched to the request's identifier and sequence
     inner_ip = bytes([0x45, 0, 0, 28, 0, 0, 0, 0, 64, 1, 0, 0, 127, 0, 0, 1, 127, 0, 0, 1])
     err = struct.pack("!BBHI", 3, 1, 0, 0) + inner_ip + pkt[:8]
