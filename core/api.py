@@ -33,7 +33,7 @@ Groups:
   config's filters at validation time (:class:`FilterProbe`, :class:`ProbeHit`).
 * **commands**: :class:`CommandError`, :func:`parse_words`, :func:`configured_object` (the feature's
   object or "not configured"), :func:`known_instance`, :class:`Table` (fixed-width text tables),
-  :func:`host_port` (``[v6]:port``).
+  :func:`host_port` (``[v6]:port``) and its inverse :func:`split_host_port`.
 * **counters**: :class:`Counters`; :class:`Moments` (running min / max / mean / stddev of measurements).
 * **wire layouts**: NetFlow v5 header and record (:data:`NETFLOW_V5_HEADER`,
   :data:`NETFLOW_V5_RECORD`), the NetFlow v9 and IPFIX message headers (:func:`netflow_v9_header`,
@@ -123,7 +123,7 @@ from .sampling import Sampler
 from .sockopts import dscp_tos, grow_rcvbuf, grow_sndbuf, parse_dscp, set_ip_options
 from .sources import DEFAULT_SOURCE, SourceContext, SourceType, interface_source, live_interfaces
 from .stats import Counters
-from .tables import Table, host_port
+from .tables import Table, host_port, split_host_port
 from .wire import (
     IPFIX_HEADER,
     IPFIX_VERSION,
@@ -157,7 +157,7 @@ __all__ = [
     "take_int", "take_number", "take_bool", "take_address", "suggest",
     "ConfigIssue", "ConfigError", "PluginError",
     # commands, counters, low level
-    "CommandError", "parse_words", "configured_object", "known_instance", "Table", "host_port",
+    "CommandError", "parse_words", "configured_object", "known_instance", "Table", "host_port", "split_host_port",
     "Counters", "Moments", "InterfaceTable", "IoVec", "MMsgHdr", "libc_function", "lp64_layout",
     "set_ip_options", "dscp_tos", "parse_dscp", "grow_sndbuf", "grow_rcvbuf",
     # command-line tools
