@@ -168,13 +168,18 @@ TIMESPEC = struct.Struct("qq")
 ANC_SIZE = 512
 
 
-def kernel_time(ancdata) -> int:
-    """The SO_TIMESTAMPNS receive time (ns since the epoch) in *ancdata*, 0 when absent."""
+def _timespec(ancdata, cmsg_type: int) -> int:
+    """The first ``struct timespec`` (ns since the epoch) of the SOL_SOCKET cmsg *cmsg_type*, 0 when absent."""
     for level, kind, data in ancdata:
-        if level == 1 and kind == SCM_TIMESTAMPNS and len(data) >= TIMESPEC.size:
+        if level == 1 and kind == cmsg_type and len(data) >= TIMESPEC.size:
             sec, nsec = TIMESPEC.unpack_from(data)
             return sec * 1_000_000_000 + nsec
     return 0
+
+
+def kernel_time(ancdata) -> int:
+    """The SO_TIMESTAMPNS receive time (ns since the epoch) in *ancdata*, 0 when absent."""
+    return _timespec(ancdata, SCM_TIMESTAMPNS)
 
 
 EXTENDED_ERR = struct.Struct("IBBBBII")  # ee_errno, origin, type, code, pad, info, data
@@ -192,8 +197,4 @@ def extended_error(ancdata) -> tuple[int, int, int, int, int] | None:
 
 def tx_time(ancdata) -> int:
     """The software transmit time (ns since the epoch) of an SCM_TIMESTAMPING cmsg, 0 when absent."""
-    for level, kind, data in ancdata:
-        if level == 1 and kind == SCM_TIMESTAMPING and len(data) >= TIMESPEC.size:
-            sec, nsec = TIMESPEC.unpack_from(data)
-            return sec * 1_000_000_000 + nsec
-    return 0
+    return _timespec(ancdata, SCM_TIMESTAMPING)
