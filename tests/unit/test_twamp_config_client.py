@@ -87,8 +87,8 @@ def test_auth_needs_key_and_secret_and_families_match():
 
 
 def test_dscp_forms():
-    assert [parse_dscp(v, DSCP_ALIASES) for v in ("000000", "101110", "ef", "AF11", "cs7", "va", "nc1", 63, 64, "x", True)] == \
-        [0, 46, 46, 10, 56, 44, None, 63, None, None, None]
+    forms = ("000000", "101110", "ef", "AF11", "cs7", "va", "nc1", 63, 64, "x", True)
+    assert [parse_dscp(v, DSCP_ALIASES) for v in forms] == [0, 46, 46, 10, 56, 44, None, 63, None, None, None]
 
 
 def test_control_type():
