@@ -25,22 +25,24 @@ Groups:
   :class:`ReexportRecords`, :class:`EncoderRegistry` (``for_version``),
   :func:`check_transport` / :func:`transport_options` (a configured transport
   and its own keys).
-* **config**: :class:`Config`, ``check_*`` helpers (:func:`check_int_fields` checks and stores several),
+* **config**: :class:`Config`, ``check_*`` helpers (:func:`check_int_fields` checks and stores several;
+  ``take_int`` / ``take_number`` / ``take_bool`` / ``take_address`` read one key or give a default),
   :func:`suggest`,
   :class:`ConfigIssue`, :class:`ConfigError`, :class:`PluginError`.
 * **firewall probes**: :func:`probe_filters` tries a made-up frame against the
   config's filters at validation time (:class:`FilterProbe`, :class:`ProbeHit`).
 * **commands**: :class:`CommandError`, :func:`parse_words`, :func:`configured_object` (the feature's
   object or "not configured"), :func:`known_instance`, :class:`Table` (fixed-width text tables),
-  :func:`host_port` (``[v6]:port``).
-* **counters**: :class:`Counters`.
+  :func:`host_port` (``[v6]:port``) and its inverse :func:`split_host_port`.
+* **counters**: :class:`Counters`; :class:`Moments` (running min / max / mean / stddev of measurements).
 * **wire layouts**: NetFlow v5 header and record (:data:`NETFLOW_V5_HEADER`,
   :data:`NETFLOW_V5_RECORD`), the NetFlow v9 and IPFIX message headers (:func:`netflow_v9_header`,
-  :func:`ipfix_header`), shared by encoders and the collector.
+  :func:`ipfix_header`), shared by encoders and the collector; the Internet checksum
+  (:func:`inet_checksum`, :func:`ones_complement_sum`) of the headers probes and test frames build.
 * **metrics** (``flowplane_metrics``): :class:`MetricFamilies` builds Prometheus metric families sample by
   sample; prometheus-client's :class:`CounterMetricFamily` and :class:`GaugeMetricFamily` for hand-made ones.
 * **low level**: :class:`InterfaceTable`; socket options (:func:`set_ip_options` for TTL and TOS,
-  :func:`dscp_tos`, :func:`grow_sndbuf`); ctypes ``recvmmsg``/``sendmmsg``
+  :func:`dscp_tos`, :func:`parse_dscp`, :func:`grow_sndbuf`, :func:`grow_rcvbuf`); ctypes ``recvmmsg``/``sendmmsg``
   layouts (:class:`IoVec`, :class:`MMsgHdr`, :func:`libc_function`,
   :func:`lp64_layout`).
 * **command-line tools** (``flowplane_register_cli_subcommands``):
@@ -64,6 +66,7 @@ from .batch import (
     ActionSelection,
     PacketBatch,
 )
+from .checksum import inet_checksum, ones_complement_sum
 from .commands import CommandError, configured_object, known_instance, parse_words
 from .config import (
     Config,
@@ -76,6 +79,10 @@ from .config import (
     check_number,
     check_str,
     suggest,
+    take_address,
+    take_bool,
+    take_int,
+    take_number,
 )
 from .control import request as control_request
 from .control import resolve_socket
@@ -111,14 +118,15 @@ from .flows import (
 from .interfaces import InterfaceTable
 from .metricfamilies import CounterMetricFamily, GaugeMetricFamily, MetricFamilies
 from .mmsg import IoVec, MMsgHdr, libc_function, lp64_layout
+from .moments import Moments
 from .oneshot import run_oneshot
 from .profiles import DEFAULT_PROFILE, HardwareProfile, LimitField, Limits
 from .registry import DuplicateName, Registry
 from .sampling import Sampler
-from .sockopts import dscp_tos, grow_sndbuf, set_ip_options
+from .sockopts import dscp_tos, grow_rcvbuf, grow_sndbuf, parse_dscp, set_ip_options
 from .sources import DEFAULT_SOURCE, SourceContext, SourceType, interface_source, live_interfaces
 from .stats import Counters
-from .tables import Table, host_port
+from .tables import Table, host_port, split_host_port
 from .wire import (
     IPFIX_HEADER,
     IPFIX_VERSION,
@@ -149,12 +157,13 @@ __all__ = [
     "probe_filters", "FilterProbe", "ProbeHit",
     # config and errors
     "Config", "check_address", "check_bool", "check_int", "check_int_fields", "check_keys", "check_mapping",
-    "check_number", "check_str", "suggest",
+    "check_number", "check_str",
+    "take_int", "take_number", "take_bool", "take_address", "suggest",
     "ConfigIssue", "ConfigError", "PluginError",
     # commands, counters, low level
-    "CommandError", "parse_words", "configured_object", "known_instance", "Table", "host_port",
-    "Counters", "InterfaceTable", "IoVec", "MMsgHdr", "libc_function", "lp64_layout",
-    "set_ip_options", "dscp_tos", "grow_sndbuf",
+    "CommandError", "parse_words", "configured_object", "known_instance", "Table", "host_port", "split_host_port",
+    "Counters", "Moments", "InterfaceTable", "IoVec", "MMsgHdr", "libc_function", "lp64_layout",
+    "set_ip_options", "dscp_tos", "parse_dscp", "grow_sndbuf", "grow_rcvbuf",
     # metrics
     "MetricFamilies", "CounterMetricFamily", "GaugeMetricFamily",
     # command-line tools
@@ -162,4 +171,6 @@ __all__ = [
     # flow export wire layouts
     "NETFLOW_V5_HEADER", "NETFLOW_V5_RECORD", "NETFLOW_V5_MAX_RECORDS", "NETFLOW_V9_HEADER", "IPFIX_HEADER",
     "IPFIX_VERSION", "ipfix_header", "netflow_v9_header",
+    # packet checksums
+    "inet_checksum", "ones_complement_sum",
 ]

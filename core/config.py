@@ -252,6 +252,46 @@ def check_address(value: Any, path: Path) -> tuple[str | None, list[ConfigIssue]
         return None, [ConfigIssue(path, f"expected an IPv4 or IPv6 address, got {value!r}")]
 
 
+def take_int(sec: dict, key: str, path: Path, issues: list[ConfigIssue], lo: int | None, hi: int | None,
+             default: Any) -> Any:
+    """``sec[key]`` :func:`check_int`-ed (its issues appended to *issues*); *default* when absent or bad."""
+    if key not in sec:
+        return default
+    bad = check_int(sec[key], path + (key,), lo, hi)
+    issues += bad
+    return default if bad else sec[key]
+
+
+def take_number(sec: dict, key: str, path: Path, issues: list[ConfigIssue], lo: float | None, hi: float | None,
+                default: Any) -> Any:
+    """``sec[key]`` :func:`check_number`-ed, as a float (its issues appended to *issues*); *default* when
+    absent or bad."""
+    if key not in sec:
+        return default
+    bad = check_number(sec[key], path + (key,), lo, hi)
+    issues += bad
+    return default if bad else float(sec[key])
+
+
+def take_bool(sec: dict, key: str, path: Path, issues: list[ConfigIssue], default: bool = False) -> bool:
+    """``sec[key]`` :func:`check_bool`-ed (its issues appended to *issues*); *default* when absent or bad."""
+    if key not in sec:
+        return default
+    bad = check_bool(sec[key], path + (key,))
+    issues += bad
+    return default if bad else bool(sec[key])
+
+
+def take_address(sec: dict, key: str, path: Path, issues: list[ConfigIssue]) -> str | None:
+    """``sec[key]`` as :func:`check_address` normalises it (its issue appended to *issues*); None when
+    absent or bad."""
+    if key not in sec:
+        return None
+    addr, bad = check_address(sec[key], path + (key,))
+    issues += bad
+    return addr
+
+
 def check_number(value: Any, path: Path, lo: float | None = None, hi: float | None = None) -> list[ConfigIssue]:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return [ConfigIssue(path, f"expected a number, got {value!r}")]

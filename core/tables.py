@@ -14,6 +14,19 @@ def host_port(host: str, port: int | str) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+def split_host_port(text: str, default_port: int | None = None) -> tuple[str, int | None]:
+    """``host:port`` or ``[v6]:port`` as ``(host, port)``; *default_port* when the text has no port (a bare
+    name or address, ``[v6]``, or an IPv6 address without brackets).  A port that is not a number raises
+    ValueError."""
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        return host, int(rest[1:]) if rest.startswith(":") else default_port
+    if text.count(":") == 1:
+        host, _, port = text.partition(":")
+        return host, int(port)
+    return text, default_port
+
+
 #: the start of a format spec: fill and alignment, sign, ``z``, ``#``, ``0``, width
 _SPEC_HEAD = re.compile(r"(?P<align>.?[<>^=])?[+\- ]?z?#?0?(?P<width>\d*)")
 

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-from flowplane.api import CommandError, parse_words
+from flowplane.api import configured_object, parse_words
 
 from .engine import PLUGIN_OBJECT
 from .events import KINDS
 
 
 def logger(app):
-    obj = app.pm.get_plugin(PLUGIN_OBJECT)
-    if obj is None:
-        raise CommandError("NAT event logging is not configured (services jflow-log)")
-    return obj
+    return configured_object(app, PLUGIN_OBJECT, "NAT event logging is not configured (services jflow-log)")
 
 
 def show_statistics(app, args):

@@ -36,20 +36,22 @@ service runs in, so the template profiles apply to its NAT)::
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass, field
 from typing import Any
 
 from flowplane.api import (
     ConfigIssue,
     EncoderType,
-    check_bool,
+    check_address,
     check_int,
     check_keys,
     check_mapping,
     check_str,
     check_transport,
     suggest,
+    take_address,
+    take_bool,
+    take_int,
     transport_options,
 )
 
@@ -129,14 +131,6 @@ class JflowLogConfig:
         return bool(self.profiles or self.syslog_hosts or self.structured_log)
 
 
-def _address(value: Any, path: tuple, issues: list[ConfigIssue]) -> str | None:
-    try:
-        return str(ipaddress.ip_address(str(value)))
-    except ValueError:
-        issues.append(ConfigIssue(path, f"expected an IPv4 or IPv6 address, got {value!r}"))
-        return None
-
-
 def _named(sec: dict, key: str, path: tuple, issues: list[ConfigIssue]) -> dict:
     """``key NAME: {...}`` entries as {NAME: mapping}."""
     entries = sec.get(key)
@@ -159,19 +153,15 @@ def _collector(name: str, sec: dict, path: tuple, transports: Any, issues: list[
     transport = sec.get("transport", "udp")
     tt = transports.get(transport) if transports is not None and isinstance(transport, str) else None
     issues += check_keys(sec, COLLECTOR_KEYS + (tt.keys if tt is not None else ()), path)
-    addr = None
     if "destination-address" not in sec:
         issues.append(ConfigIssue(path, "missing: destination-address (the log collector)"))
-    else:
-        addr = _address(sec["destination-address"], path + ("destination-address",), issues)
+    addr = take_address(sec, "destination-address", path, issues)
     port = sec.get("destination-port")
     if port is None:
         issues.append(ConfigIssue(path, "missing: destination-port (the log collector's port, e.g. 4739)"))
     else:
         issues += check_int(port, path + ("destination-port",), 1, 65535)
-    src = None
-    if "source-ip" in sec:
-        src = _address(sec["source-ip"], path + ("source-ip",), issues)
+    src = take_address(sec, "source-ip", path, issues)
     if "dscp" in sec:
         issues += check_int(sec["dscp"], path + ("dscp",), 0, 63)
     issues += check_transport(transport, sec, path, transports)
@@ -243,14 +233,12 @@ def _syslog(sec: Any, path: tuple, transports: Any, out: JflowLogConfig, issues:
     if bad or not sec:
         return
     issues += check_keys(sec, SYSLOG_KEYS, path)
-    if "structured-log" in sec:
-        b = check_bool(sec["structured-log"], path + ("structured-log",))
-        issues += b
-        out.structured_log = not b and bool(sec["structured-log"])
+    out.structured_log = take_bool(sec, "structured-log", path, issues)
     for addr, body in _named(sec, "host", path, issues).items():
         hp = path + ("host", addr)
         n0 = len(issues)
-        a = _address(addr, hp, issues)
+        a, bad = check_address(addr, hp)
+        issues += bad
         issues += check_keys(body, HOST_KEYS, hp)
         port = body.get("port", 514)
         issues += check_int(port, hp + ("port",), 1, 65535)
@@ -258,7 +246,7 @@ def _syslog(sec: Any, path: tuple, transports: Any, out: JflowLogConfig, issues:
         issues += check_str(fac, hp + ("facility-override",), tuple(FACILITIES))
         prefix = body.get("log-prefix", "")
         issues += check_str(prefix, hp + ("log-prefix",))
-        src = _address(body["source-address"], hp + ("source-address",), issues) if "source-address" in body else None
+        src = take_address(body, "source-address", hp, issues)
         transport = body.get("transport", "udp")
         issues += check_transport(transport, body, hp, transports, encoder=_STREAMS, version=10)
         if len(issues) == n0:
@@ -271,18 +259,10 @@ def _conntrack(sec: Any, path: tuple, out: ConntrackConfig, issues: list[ConfigI
     if bad or not sec:
         return
     issues += check_keys(sec, CONNTRACK_KEYS, path)
-    if "receive-buffer" in sec:
-        b = check_int(sec["receive-buffer"], path + ("receive-buffer",), 4096, 1 << 30)
-        issues += b
-        if not b:
-            out.receive_buffer = sec["receive-buffer"]
+    out.receive_buffer = take_int(sec, "receive-buffer", path, issues, 4096, 1 << 30, out.receive_buffer)
     for key, attr in (("log-no-nat", "log_no_nat"), ("update-events", "update_events"),
                       ("enable-timestamps", "enable_timestamps")):
-        if key in sec:
-            b = check_bool(sec[key], path + (key,))
-            issues += b
-            if not b:
-                setattr(out, attr, sec[key])
+        setattr(out, attr, take_bool(sec, key, path, issues, getattr(out, attr)))
 
 
 def parse(data: Any, registries: Any = None) -> tuple[JflowLogConfig | None, list[ConfigIssue]]:

@@ -20,13 +20,12 @@ from typing import Any
 import structlog
 import trio
 
-from flowplane.api import Counters
+from flowplane.api import Counters, grow_rcvbuf
 
 from .netlink import NETLINK_NETFILTER, CtMessage, dump_request, groups, messages
 
 log = structlog.get_logger("flowplane.nat_logging")
 
-SO_RCVBUFFORCE = 33
 RECV_SIZE = 1 << 16
 BATCH_MAX = 512  # datagrams drained per readable wake-up
 _seq = itertools.count(1)
@@ -38,10 +37,7 @@ def open_socket(group_mask: int, rcvbuf: int | None) -> socket.socket:
     try:
         s.setblocking(False)
         if rcvbuf:
-            try:
-                s.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, rcvbuf)
-            except OSError:  # no CAP_NET_ADMIN: capped at rmem_max
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+            grow_rcvbuf(s, rcvbuf)  # without CAP_NET_ADMIN: capped at rmem_max
         s.bind((0, group_mask))
     except BaseException:
         s.close()

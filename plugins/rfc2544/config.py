@@ -46,7 +46,16 @@ import ipaddress
 import re
 from dataclasses import dataclass, field
 
-from flowplane.api import ConfigIssue, check_int, check_keys, check_mapping, check_number, check_str, suggest
+from flowplane.api import (
+    ConfigIssue,
+    check_address,
+    check_int_fields,
+    check_keys,
+    check_mapping,
+    check_number,
+    check_str,
+    suggest,
+)
 
 SECTION = ("services", "rpm", "rfc2544-benchmarking")
 TOP_KEYS = ("profiles", "tests")
@@ -176,12 +185,8 @@ def _profile(name: str, sec, path) -> tuple[Profile | None, list[ConfigIssue]]:
             issues.append(ConfigIssue(path + ("packet-size",), "expected at least one packet size"))
         elif not bad:
             kw["packet_sizes"] = tuple(sizes)
-    if "bandwidth-kbps" in sec:
-        issues += check_int(sec["bandwidth-kbps"], path + ("bandwidth-kbps",), 1000, 100_000_000)
-        kw["bandwidth_kbps"] = sec["bandwidth-kbps"]
-    if "step-percent" in sec:
-        issues += check_int(sec["step-percent"], path + ("step-percent",), 1, 100)
-        kw["step_percent"] = sec["step-percent"]
+    issues += check_int_fields(sec, path, (("bandwidth-kbps", "bandwidth_kbps", 1000, 100_000_000),
+                                           ("step-percent", "step_percent", 1, 100)), kw)
     if "resolution-percent" in sec:
         issues += check_number(sec["resolution-percent"], path + ("resolution-percent",), 0.01, 50)
         kw["resolution_percent"] = sec["resolution-percent"]
@@ -198,15 +203,15 @@ def _profile(name: str, sec, path) -> tuple[Profile | None, list[ConfigIssue]]:
 def _address(sec, key, path, version: int, issues: list) -> str | None:
     if key not in sec:
         return None
-    try:
-        ip = ipaddress.ip_address(str(sec[key]))
-    except ValueError:
+    text, bad = check_address(sec[key], path + (key,))
+    if bad:
         issues.append(ConfigIssue(path + (key,), f"expected an IPv{version} address, got {sec[key]!r}"))
         return None
+    ip = ipaddress.ip_address(text)
     if ip.version != version:
         issues.append(ConfigIssue(path + (key,), f"expected an IPv{version} address, got IPv{ip.version} {ip}"))
         return None
-    return str(ip)
+    return text
 
 
 def _test(name: str, sec, path, profiles: dict) -> tuple[TestConfig | None, list[ConfigIssue]]:
@@ -252,10 +257,8 @@ def _test(name: str, sec, path, profiles: dict) -> tuple[TestConfig | None, list
             else:
                 issues.append(ConfigIssue(path + (k,),
                                           f"expected a MAC address like 02:00:00:00:00:01, got {sec[k]!r}"))
-    for k, attr in (("source-udp-port", "source_port"), ("destination-udp-port", "destination_port")):
-        if k in sec:
-            issues += check_int(sec[k], path + (k,), 1, 65535)
-            kw[attr] = sec[k]
+    issues += check_int_fields(sec, path, (("source-udp-port", "source_port", 1, 65535),
+                                           ("destination-udp-port", "destination_port", 1, 65535)), kw)
     if mode == "initiate-and-terminate":
         for k in REFLECTOR_ONLY:
             if k in sec:
@@ -287,9 +290,7 @@ def _test(name: str, sec, path, profiles: dict) -> tuple[TestConfig | None, list
             issues += check_number(sec["test-iterator-pass-threshold"], path + ("test-iterator-pass-threshold",), 0,
                                    100)
             kw["pass_threshold"] = sec["test-iterator-pass-threshold"]
-        if "iteration-count" in sec:
-            issues += check_int(sec["iteration-count"], path + ("iteration-count",), 1, 1000)
-            kw["iterations"] = sec["iteration-count"]
+        issues += check_int_fields(sec, path, (("iteration-count", "iterations", 1, 1000),), kw)
     elif mode == "reflect":
         for k in INITIATOR_ONLY:
             if k in sec:
@@ -308,9 +309,7 @@ def _test(name: str, sec, path, profiles: dict) -> tuple[TestConfig | None, list
         issues.append(ConfigIssue(path + ("test-profile",), f"test-profile {prof.name} has packet-size "
                                   f"{min(prof.packet_sizes)}; family inet6 needs at least {MIN_SIZE['inet6']} bytes "
                                   "(Ethernet, IPv6 and UDP headers, the test payload and the FCS)"))
-    if "reflect-etype" in sec:
-        issues += check_int(sec["reflect-etype"], path + ("reflect-etype",), 0x0600, 0xFFFF)
-        kw["reflect_etype"] = sec["reflect-etype"]
+    issues += check_int_fields(sec, path, (("reflect-etype", "reflect_etype", 0x0600, 0xFFFF),), kw)
     return (None if issues else TestConfig(**kw)), issues
 
 

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from flowplane.api import inet_checksum, ones_complement_sum
+
 SIGNATURE = b"\x25\x44\xf1\x0b"
 PAYLOAD_LEN = 18
 FCS = 4
@@ -72,15 +74,6 @@ def mac_bytes(text: str) -> bytes:
     return bytes(int(x, 16) for x in text.split(":"))
 
 
-def _csum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    s = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while s >> 16:
-        s = (s & 0xFFFF) + (s >> 16)
-    return s
-
-
 @dataclass
 class Stream:
     """What the initiator sends: family, addresses, ports, tag."""
@@ -118,7 +111,7 @@ class FrameBatch:
         if stream.family == "inet":
             src, dst = ipaddress.IPv4Address(stream.src_ip).packed, ipaddress.IPv4Address(stream.dst_ip).packed
             ip = bytearray(struct.pack("!BBHHHBBH4s4s", 0x45, 0, n - 14, 0, 0, 64, 17, 0, src, dst))
-            ip[10:12] = (~_csum(bytes(ip)) & 0xFFFF).to_bytes(2, "big")
+            ip[10:12] = inet_checksum(bytes(ip)).to_bytes(2, "big")
             frame[14:34] = ip
             pseudo = src + dst + struct.pack("!BBH", 0, 17, n - 34)
         elif stream.family == "inet6":
@@ -131,7 +124,7 @@ class FrameBatch:
         frame[p:p + 4] = SIGNATURE
         frame[p + 4:p + 6] = stream.tag.to_bytes(2, "big")
         # UDP checksum over everything but sequence and time; those are added per frame (one's complement sums)
-        self._base = _csum(pseudo + bytes(frame[lay.udp:])) if lay.udp else 0
+        self._base = ones_complement_sum(pseudo + bytes(frame[lay.udp:])) if lay.udp else 0
         self.rows = np.tile(np.frombuffer(bytes(frame), np.uint8), (count, 1))
         self._seq = self.rows[:, p + 6:p + 10].view(">u4")[:, 0]
         self._ts = self.rows[:, p + 10:p + 18].view(">u8")[:, 0]

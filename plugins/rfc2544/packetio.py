@@ -18,15 +18,13 @@ import struct
 
 import numpy as np
 
-from flowplane.api import libc_function, lp64_layout
+from flowplane.api import grow_rcvbuf, grow_sndbuf, libc_function, lp64_layout
 
 ETH_P_ALL = 0x0003
 SOL_PACKET = 263
 PACKET_QDISC_BYPASS = 20
 PACKET_IGNORE_OUTGOING = 23
 SO_TIMESTAMPNS = 35
-SO_RCVBUFFORCE = 33
-SO_SNDBUFFORCE = 32
 MSG_WAITFORONE = 0x10000
 CTRL = 32  # CMSG_SPACE(sizeof(struct timespec))
 
@@ -81,9 +79,9 @@ class PacketIO:
             self.sock.bind((ifname, proto))
             if qdisc_bypass:
                 self.sock.setsockopt(SOL_PACKET, PACKET_QDISC_BYPASS, 1)
-            self._bufsize(socket.SO_SNDBUF, SO_SNDBUFFORCE, buffer_bytes)
+            grow_sndbuf(self.sock, buffer_bytes)
             if rx:
-                self._bufsize(socket.SO_RCVBUF, SO_RCVBUFFORCE, buffer_bytes)
+                grow_rcvbuf(self.sock, buffer_bytes)
                 self.sock.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
                 self.sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
                 sec = int(timeout)
@@ -109,12 +107,6 @@ class PacketIO:
         self._shdr = np.zeros(1024, _HDR)
         self._shdr["iov"] = self._siov.ctypes.data + np.arange(1024, dtype=np.uint64) * _IOV.itemsize
         self._shdr["iovlen"] = 1
-
-    def _bufsize(self, opt: int, force: int, size: int) -> None:
-        try:
-            self.sock.setsockopt(socket.SOL_SOCKET, force, size)
-        except OSError:
-            self.sock.setsockopt(socket.SOL_SOCKET, opt, size)
 
     def close(self) -> None:
         self.sock.close()

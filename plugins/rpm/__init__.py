@@ -36,11 +36,7 @@ def flowplane_configure(app):
     cfg, issues = parse(app.config.data)
     if issues or cfg is None or not (cfg.tests or cfg.servers):
         return
-    service = RpmService(cfg)
-    old = app.previous(RpmService)
-    if old is not None:
-        service.adopt(old)
-    app.pm.register(service, name=PLUGIN_OBJECT)
+    app.register_configured(RpmService(cfg), PLUGIN_OBJECT)  # a reload: the state carries over
 
 
 @hookimpl

@@ -20,6 +20,8 @@ import json
 import sys
 from typing import Any
 
+from flowplane.api import split_host_port
+
 KINDS = ("ping", "udp", "tcp", "http")
 
 
@@ -55,13 +57,7 @@ def add_parser(subparsers) -> Any:
 def split_target(kind: str, text: str) -> tuple[str, int | None]:
     if kind in ("ping", "http"):
         return text, None
-    if text.startswith("["):
-        host, _, rest = text[1:].partition("]")
-        return host, int(rest[1:]) if rest.startswith(":") else None
-    if text.count(":") == 1:
-        host, _, port = text.partition(":")
-        return host, int(port)
-    return text, None
+    return split_host_port(text)
 
 
 def build_config(args) -> dict:

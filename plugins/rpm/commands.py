@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import time
 
-from flowplane.api import CommandError, parse_words
+from flowplane.api import CommandError, Table, configured_object, parse_words
 
 from .results import LABELS
 from .service import PLUGIN_OBJECT
 
 
 def _service(app):
-    s = app.pm.get_plugin(PLUGIN_OBJECT)
-    if s is None:
-        raise CommandError("no RPM probes or probe servers are configured (services rpm probe | probe-server)")
-    return s
+    return configured_object(app, PLUGIN_OBJECT,
+                             "no RPM probes or probe servers are configured (services rpm probe | probe-server)")
 
 
 def _select(args) -> tuple[str | None, str | None]:
@@ -168,15 +166,17 @@ def format_history_detail(d: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+_SERVERS = Table("{protocol:<10}{port:>6}  {address:<18}{listening:<11}{counters}", protocol="Protocol", port="Port",
+                 address="Address", listening="Listening", counters="Counters")
+
+
 def format_active_servers(d: dict) -> str:
     if not d["servers"]:
         return "No probe servers configured\n"
-    lines = [f"{'Protocol':<10}{'Port':>6}  {'Address':<18}{'Listening':<11}Counters"]
-    for s in d["servers"]:
-        counters = ", ".join(f"{k} {v}" for k, v in s["counters"].items()) or "-"
-        lines.append(f"{s['protocol'].upper():<10}{s['port']:>6}  {s['address']:<18}"
-                     f"{'yes' if s['listening'] else 'no':<11}{counters}")
-    return "\n".join(lines) + "\n"
+    return "\n".join(_SERVERS.lines(
+        {"protocol": s["protocol"].upper(), "port": s["port"], "address": s["address"],
+         "listening": "yes" if s["listening"] else "no",
+         "counters": ", ".join(f"{k} {v}" for k, v in s["counters"].items()) or "-"} for s in d["servers"])) + "\n"
 
 
 def register(register):

@@ -44,7 +44,18 @@ import string
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from flowplane.api import ConfigIssue, check_bool, check_int, check_keys, check_mapping, check_number, check_str
+from flowplane.api import (
+    ConfigIssue,
+    check_int,
+    check_keys,
+    check_mapping,
+    check_str,
+    parse_dscp,
+    take_address,
+    take_bool,
+    take_int,
+    take_number,
+)
 
 SECTION = ("services", "rpm")
 RPM_KEYS = ("probe", "probe-server", "probe-limit")
@@ -67,8 +78,7 @@ DEFAULT_THRESHOLDS = {"successive-loss": 1, "total-loss": 1}  # Junos defaults; 
 TRAPS = ("probe-failure", "test-failure", "test-completion", "rtt-exceeded", "std-dev-exceeded", "jitter-exceeded",
          "egress-time-exceeded", "egress-std-dev-exceeded", "egress-jitter-exceeded", "ingress-time-exceeded",
          "ingress-std-dev-exceeded", "ingress-jitter-exceeded")
-DSCP_NAMES = {"be": 0, "ef": 46, "nc1": 48, "nc2": 56, **{f"cs{i}": i << 3 for i in range(8)},
-              **{f"af{c}{d}": (c << 3) | (d << 1) for c in range(1, 5) for d in range(1, 4)}}
+DSCP_ALIASES = {"nc1": 48, "nc2": 56}  # besides be, ef, afXY, csN
 MAX_NAME = 32  # Junos: owner and test names up to 32 characters
 NETNS_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 SERVER_KEYS = ("port", "listen-address")
@@ -153,20 +163,6 @@ class RpmConfig:
     servers: list[ServerConfig] = field(default_factory=list)
 
 
-def parse_dscp(value) -> int | None:
-    """``dscp-code-points``: a 6-bit string (``101110``), an alias (``ef``, ``af41``, ``cs6``, ``nc1``) or 0..63."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value if 0 <= value <= 63 else None
-    if isinstance(value, str):
-        v = value.strip().lower()
-        if len(v) == 6 and set(v) <= {"0", "1"}:
-            return int(v, 2)
-        return DSCP_NAMES.get(v)
-    return None
-
-
 def parse(data: dict) -> tuple[RpmConfig | None, list[ConfigIssue]]:
     """The probe part of ``services rpm`` (``twamp`` belongs to the twamp plugin); None when absent."""
     services = data.get("services") if isinstance(data, dict) else None
@@ -174,11 +170,7 @@ def parse(data: dict) -> tuple[RpmConfig | None, list[ConfigIssue]]:
     if not isinstance(rpm, dict) or not any(k in rpm for k in RPM_KEYS):
         return None, []
     cfg, issues = RpmConfig(), []
-    if "probe-limit" in rpm:
-        bad = check_int(rpm["probe-limit"], SECTION + ("probe-limit",), 1, 2000)
-        issues += bad
-        if not bad:
-            cfg.probe_limit = rpm["probe-limit"]
+    cfg.probe_limit = take_int(rpm, "probe-limit", SECTION, issues, 1, 2000, cfg.probe_limit)
     if rpm.get("probe-server") is not None:
         issues += _servers(rpm["probe-server"], SECTION + ("probe-server",), cfg)
     if rpm.get("probe") is not None:
@@ -208,7 +200,7 @@ def _servers(sec, path, cfg: RpmConfig) -> list[ConfigIssue]:
         if not bad and not port_ok(s["port"]):
             bad = [ConfigIssue(p + ("port",), f"port {s['port']} is not allowed; expected 7 or 49160..65535")]
         issues += bad
-        address = _address(s, "listen-address", p, issues) or "0.0.0.0"
+        address = take_address(s, "listen-address", p, issues) or "0.0.0.0"
         if not bad:
             cfg.servers.append(ServerConfig(proto, s["port"], address))
     return issues
@@ -245,40 +237,6 @@ def _name(name, path, what: str) -> list[ConfigIssue]:
     if not isinstance(name, str) or not name or len(name) > MAX_NAME or any(c.isspace() for c in name):
         return [ConfigIssue(path, f"a {what} name is 1..{MAX_NAME} characters without spaces, got {name!r}")]
     return []
-
-
-def _address(sec: dict, key: str, path, issues: list) -> str | None:
-    if key not in sec:
-        return None
-    try:
-        return str(ipaddress.ip_address(str(sec[key])))
-    except ValueError:
-        issues.append(ConfigIssue(path + (key,), f"expected an IPv4 or IPv6 address, got {sec[key]!r}"))
-        return None
-
-
-def _int(sec: dict, key: str, path, issues: list, lo: int, hi: int, default: int) -> int:
-    if key not in sec:
-        return default
-    bad = check_int(sec[key], path + (key,), lo, hi)
-    issues += bad
-    return default if bad else sec[key]
-
-
-def _seconds(sec: dict, key: str, path, issues: list, lo: float, hi: float, default: float) -> float:
-    if key not in sec:
-        return default
-    bad = check_number(sec[key], path + (key,), lo, hi)
-    issues += bad
-    return default if bad else float(sec[key])
-
-
-def _bool(sec: dict, key: str, path, issues: list) -> bool:
-    if key not in sec:
-        return False
-    bad = check_bool(sec[key], path + (key,))
-    issues += bad
-    return bool(sec[key]) if not bad else False
 
 
 def _target(t: TestConfig, sec, path, issues: list) -> None:
@@ -318,7 +276,7 @@ def _target(t: TestConfig, sec, path, issues: list) -> None:
     if "address" not in tgt:
         issues.append(ConfigIssue(p, f"probe-type {t.probe_type} needs target address, not a url"))
         return
-    address = _address(tgt, "address", p, issues)
+    address = take_address(tgt, "address", p, issues)
     if address is None:
         return
     version = ipaddress.ip_address(address).version
@@ -343,10 +301,10 @@ def _test(owner: str, name: str, sec, path) -> tuple[TestConfig | None, list[Con
             return None, issues
         t.probe_type = sec["probe-type"]
     _target(t, sec, path, issues)
-    t.probe_count = _int(sec, "probe-count", path, issues, 1, 15, 1)
-    t.probe_interval = _seconds(sec, "probe-interval", path, issues, 0.001, 255, 3.0)
-    t.test_interval = _seconds(sec, "test-interval", path, issues, 0, 86400, 1.0)
-    t.probe_timeout = _seconds(sec, "probe-timeout", path, issues, 0.001, 60, 3.0)
+    t.probe_count = take_int(sec, "probe-count", path, issues, 1, 15, 1)
+    t.probe_interval = take_number(sec, "probe-interval", path, issues, 0.001, 255, 3.0)
+    t.test_interval = take_number(sec, "test-interval", path, issues, 0, 86400, 1.0)
+    t.probe_timeout = take_number(sec, "probe-timeout", path, issues, 0.001, 60, 3.0)
     if "destination-port" in sec:
         p = path + ("destination-port",)
         if t.probe_type not in PORT_TYPES:
@@ -359,14 +317,14 @@ def _test(owner: str, name: str, sec, path) -> tuple[TestConfig | None, list[Con
             issues += bad
             if not bad:
                 t.port = sec["destination-port"]
-    t.source_address = _address(sec, "source-address", path, issues)
+    t.source_address = take_address(sec, "source-address", path, issues)
     if "inet6-options" in sec:
         p = path + ("inet6-options",)
         bad = check_mapping(sec["inet6-options"], p, "{source-address: A6}")
         issues += bad
         if not bad and sec["inet6-options"]:
             issues += check_keys(sec["inet6-options"], ("source-address",), p)
-            src6 = _address(sec["inet6-options"], "source-address", p, issues)
+            src6 = take_address(sec["inet6-options"], "source-address", p, issues)
             if src6 is not None:
                 if ipaddress.ip_address(src6).version != 6:
                     issues.append(ConfigIssue(p + ("source-address",), f"expected an IPv6 address, got {src6}"))
@@ -386,7 +344,7 @@ def _test(owner: str, name: str, sec, path) -> tuple[TestConfig | None, list[Con
     for key in ("data-size", "data-fill"):
         if key in sec and t.probe_type in HTTP_TYPES:
             issues.append(ConfigIssue(path + (key,), f"{key} is not valid for probe-type {t.probe_type}"))
-    t.data_size = _int(sec, "data-size", path, issues, 0, 65507, 0)
+    t.data_size = take_int(sec, "data-size", path, issues, 0, 65507, 0)
     if "data-fill" in sec:
         fill = sec["data-fill"]
         text = str(fill) if isinstance(fill, (str, int)) and not isinstance(fill, bool) else None
@@ -397,22 +355,22 @@ def _test(owner: str, name: str, sec, path) -> tuple[TestConfig | None, list[Con
         else:
             t.data_fill = bytes.fromhex(text)
     if "dscp-code-points" in sec:
-        dscp = parse_dscp(sec["dscp-code-points"])
+        dscp = parse_dscp(sec["dscp-code-points"], DSCP_ALIASES)
         if dscp is None:
             issues.append(ConfigIssue(path + ("dscp-code-points",),
                                       f"expected 6 bits (e.g. 101110), an alias (be, ef, af11..af43, cs0..cs7, nc1, "
                                       f"nc2) or 0..63, got {sec['dscp-code-points']!r}"))
         else:
             t.dscp = dscp
-    t.ttl = _int(sec, "ttl", path, issues, 1, 255, 0)
-    t.history_size = _int(sec, "history-size", path, issues, 0, 255, 50)
-    t.moving_average_size = _int(sec, "moving-average-size", path, issues, 0, 255, 0)
+    t.ttl = take_int(sec, "ttl", path, issues, 1, 255, 0)
+    t.history_size = take_int(sec, "history-size", path, issues, 0, 255, 50)
+    t.moving_average_size = take_int(sec, "moving-average-size", path, issues, 0, 255, 0)
     if t.moving_average_size and t.moving_average_size >= t.history_size and "moving-average-size" in sec:
         issues.append(ConfigIssue(path + ("moving-average-size",),
                                   f"moving-average-size {t.moving_average_size} must be below history-size "
                                   f"{t.history_size}"))
-    t.hardware_timestamp = _bool(sec, "hardware-timestamp", path, issues)
-    t.one_way_hardware_timestamp = _bool(sec, "one-way-hardware-timestamp", path, issues)
+    t.hardware_timestamp = take_bool(sec, "hardware-timestamp", path, issues)
+    t.one_way_hardware_timestamp = take_bool(sec, "one-way-hardware-timestamp", path, issues)
     if t.hardware_timestamp and t.probe_type not in HW_TYPES:
         issues.append(ConfigIssue(path + ("hardware-timestamp",),
                                   f"hardware-timestamp applies to {', '.join(HW_TYPES)} only"))

@@ -15,6 +15,8 @@ import math
 from collections import deque
 from dataclasses import asdict, dataclass, field
 
+from flowplane.api import Moments
+
 MEASUREMENTS = ("rtt", "egress", "ingress")
 LABELS = {"rtt": "Round trip time", "egress": "Egress time", "ingress": "Ingress time",
           "rtt+": "Positive round trip jitter", "rtt-": "Negative round trip jitter",
@@ -26,33 +28,10 @@ def round_half_up(x: float) -> int:
     return int(math.floor(x + 0.5))
 
 
-class Summary:
-    """Samples, min, max, sum and sum of squares of one measurement set (µs)."""
+class Summary(Moments):
+    """Samples, min, max, sum and sum of squares of one measurement set (µs), shown with Junos rounding."""
 
-    __slots__ = ("samples", "total", "sumsq", "lo", "hi")
-
-    def __init__(self) -> None:
-        self.samples = 0
-        self.total = 0
-        self.sumsq = 0
-        self.lo = 0
-        self.hi = 0
-
-    def add(self, v: int) -> None:
-        if not self.samples:
-            self.lo = self.hi = v
-        else:
-            self.lo, self.hi = min(self.lo, v), max(self.hi, v)
-        self.samples += 1
-        self.total += v
-        self.sumsq += v * v
-
-    @property
-    def stddev(self) -> float:
-        if not self.samples:
-            return 0.0
-        avg = self.total / self.samples
-        return math.sqrt(max(0.0, self.sumsq / self.samples - avg * avg))
+    __slots__ = ()
 
     def as_dict(self) -> dict:
         if not self.samples:

@@ -9,6 +9,8 @@ import socket
 import struct
 import threading
 
+from flowplane.api import dscp_tos, set_ip_options
+
 from . import wire
 
 CLONE_NEWNET = 0x40000000
@@ -98,20 +100,11 @@ def configure(sock: socket.socket, family: int, *, dscp: int = 0, ttl: int = 0, 
             sock.setsockopt(socket.SOL_SOCKET, wire.SO_TIMESTAMPING, wire.TX_TIMESTAMPING)
         except OSError:
             pass  # the send time stays the clock just before send()
-    if family == socket.AF_INET6:
-        if dscp:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_TCLASS, dscp << 2)
-        if ttl:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, ttl)
-        if recverr:
-            sock.setsockopt(socket.IPPROTO_IPV6, wire.IPV6_RECVERR, 1)
-    else:
-        if dscp:
-            sock.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, dscp << 2)
-        if ttl:
-            sock.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, ttl)
-        if recverr:
-            sock.setsockopt(socket.IPPROTO_IP, wire.IP_RECVERR, 1)
+    set_ip_options(sock, ttl=ttl or None, tos=dscp_tos(dscp), family=family)
+    if recverr and family == socket.AF_INET6:
+        sock.setsockopt(socket.IPPROTO_IPV6, wire.IPV6_RECVERR, 1)
+    elif recverr:
+        sock.setsockopt(socket.IPPROTO_IP, wire.IP_RECVERR, 1)
     if source:
         sock.bind((source, 0))
     sock.setblocking(False)

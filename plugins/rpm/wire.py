@@ -19,6 +19,8 @@ import struct
 import time
 from dataclasses import dataclass
 
+from flowplane.api import inet_checksum
+
 # -- ICMP -----------------------------------------------------------------------------------------------------
 ICMP_ECHO_REPLY, ICMP_UNREACH, ICMP_ECHO, ICMP_TIME_EXCEEDED = 0, 3, 8, 11
 ICMP_TIMESTAMP, ICMP_TIMESTAMP_REPLY = 13, 14
@@ -28,23 +30,13 @@ ICMP_TS = struct.Struct("!BBHHHIII")  # ... originate, receive, transmit (ms sin
 MS_PER_DAY = 86_400_000
 
 
-def checksum(data: bytes) -> int:
-    """The Internet checksum (RFC 1071)."""
-    if len(data) % 2:
-        data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
-
-
 def icmp_echo(ident: int, seq: int, payload: bytes, v6: bool = False) -> bytes:
     """An echo request; the ICMPv6 checksum is left to the kernel (it covers a pseudo-header)."""
     kind = ICMP6_ECHO if v6 else ICMP_ECHO
     head = ICMP_HEADER.pack(kind, 0, 0, ident & 0xFFFF, seq & 0xFFFF)
     if v6:
         return head + payload
-    return ICMP_HEADER.pack(kind, 0, checksum(head + payload), ident & 0xFFFF, seq & 0xFFFF) + payload
+    return ICMP_HEADER.pack(kind, 0, inet_checksum(head + payload), ident & 0xFFFF, seq & 0xFFFF) + payload
 
 
 def ms_since_midnight(ns: int) -> int:
@@ -54,7 +46,7 @@ def ms_since_midnight(ns: int) -> int:
 
 def icmp_timestamp(ident: int, seq: int, originate_ms: int) -> bytes:
     body = ICMP_TS.pack(ICMP_TIMESTAMP, 0, 0, ident & 0xFFFF, seq & 0xFFFF, originate_ms, 0, 0)
-    return ICMP_TS.pack(ICMP_TIMESTAMP, 0, checksum(body), ident & 0xFFFF, seq & 0xFFFF, originate_ms, 0, 0)
+    return ICMP_TS.pack(ICMP_TIMESTAMP, 0, inet_checksum(body), ident & 0xFFFF, seq & 0xFFFF, originate_ms, 0, 0)
 
 
 @dataclass
@@ -176,13 +168,18 @@ TIMESPEC = struct.Struct("qq")
 ANC_SIZE = 512
 
 
-def kernel_time(ancdata) -> int:
-    """The SO_TIMESTAMPNS receive time (ns since the epoch) in *ancdata*, 0 when absent."""
+def _timespec(ancdata, cmsg_type: int) -> int:
+    """The first ``struct timespec`` (ns since the epoch) of the SOL_SOCKET cmsg *cmsg_type*, 0 when absent."""
     for level, kind, data in ancdata:
-        if level == 1 and kind == SCM_TIMESTAMPNS and len(data) >= TIMESPEC.size:
+        if level == 1 and kind == cmsg_type and len(data) >= TIMESPEC.size:
             sec, nsec = TIMESPEC.unpack_from(data)
             return sec * 1_000_000_000 + nsec
     return 0
+
+
+def kernel_time(ancdata) -> int:
+    """The SO_TIMESTAMPNS receive time (ns since the epoch) in *ancdata*, 0 when absent."""
+    return _timespec(ancdata, SCM_TIMESTAMPNS)
 
 
 EXTENDED_ERR = struct.Struct("IBBBBII")  # ee_errno, origin, type, code, pad, info, data
@@ -200,8 +197,4 @@ def extended_error(ancdata) -> tuple[int, int, int, int, int] | None:
 
 def tx_time(ancdata) -> int:
     """The software transmit time (ns since the epoch) of an SCM_TIMESTAMPING cmsg, 0 when absent."""
-    for level, kind, data in ancdata:
-        if level == 1 and kind == SCM_TIMESTAMPING and len(data) >= TIMESPEC.size:
-            sec, nsec = TIMESPEC.unpack_from(data)
-            return sec * 1_000_000_000 + nsec
-    return 0
+    return _timespec(ancdata, SCM_TIMESTAMPING)

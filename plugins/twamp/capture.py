@@ -11,6 +11,8 @@ import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from flowplane.api import inet_checksum
+
 LINKTYPE_ETHERNET = 1
 LINKTYPE_RAW = 101
 LINKTYPE_LINUX_SLL = 113
@@ -199,28 +201,19 @@ def tcp_streams(segs: list[Segment]) -> list[TcpStream]:
 # -- frame builders (for pcaps written by tests and tools) ----------------------
 
 
-def _csum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    s = sum(struct.unpack(f">{len(data) // 2}H", data))
-    while s >> 16:
-        s = (s & 0xFFFF) + (s >> 16)
-    return ~s & 0xFFFF
-
-
 def _ipv4(src: str, dst: str, proto: int, payload: bytes, ttl: int = 64, ident: int = 0) -> bytes:
     import ipaddress
 
     s, d = ipaddress.IPv4Address(src).packed, ipaddress.IPv4Address(dst).packed
     hdr = struct.pack(">BBHHHBBH4s4s", 0x45, 0, 20 + len(payload), ident, 0x4000, ttl, proto, 0, s, d)
-    hdr = hdr[:10] + struct.pack(">H", _csum(hdr)) + hdr[12:]
+    hdr = hdr[:10] + struct.pack(">H", inet_checksum(hdr)) + hdr[12:]
     return hdr, s + d
 
 
 def eth_ipv4_udp(src: str, sport: int, dst: str, dport: int, payload: bytes, ttl: int = 64) -> bytes:
     udp = struct.pack(">HHHH", sport, dport, 8 + len(payload), 0) + payload
     hdr, pseudo = _ipv4(src, dst, 17, udp, ttl)
-    c = _csum(pseudo + struct.pack(">BBH", 0, 17, len(udp)) + udp) or 0xFFFF
+    c = inet_checksum(pseudo + struct.pack(">BBH", 0, 17, len(udp)) + udp) or 0xFFFF
     udp = udp[:6] + struct.pack(">H", c) + udp[8:]
     return b"\0" * 12 + b"\x08\x00" + hdr + udp
 
@@ -230,7 +223,7 @@ def eth_ipv4_tcp(src: str, sport: int, dst: str, dport: int, seq: int, ack: int,
     tcp = struct.pack(">HHIIBBHHH", sport, dport, seq & 0xFFFFFFFF, ack & 0xFFFFFFFF, 5 << 4, flags, 65535, 0, 0)
     tcp += payload
     hdr, pseudo = _ipv4(src, dst, 6, tcp, ttl)
-    c = _csum(pseudo + struct.pack(">BBH", 0, 6, len(tcp)) + tcp)
+    c = inet_checksum(pseudo + struct.pack(">BBH", 0, 6, len(tcp)) + tcp)
     tcp = tcp[:16] + struct.pack(">H", c) + tcp[18:]
     return b"\0" * 12 + b"\x08\x00" + hdr + tcp
 

@@ -18,6 +18,8 @@ import json
 import sys
 from typing import Any
 
+from flowplane.api import split_host_port
+
 MODES = {"open": 1, "none": 1, "unauthenticated": 1, "auth": 2, "authenticated": 2, "encrypted": 4, "enc": 4}
 
 
@@ -49,16 +51,6 @@ def add_parser(subparsers) -> Any:
     s.add_argument("--light-mode", choices=("per-sender", "stateless"), default="per-sender",
                    help="Light reflector sequence numbers: own per sender (default) or copied from the sender")
     return p
-
-
-def parse_hostport(text: str, default_port: int = 862) -> tuple[str, int]:
-    if text.startswith("["):
-        host, _, rest = text[1:].partition("]")
-        return host, int(rest[1:]) if rest.startswith(":") else default_port
-    if text.count(":") == 1:
-        host, _, port = text.partition(":")
-        return host, int(port)
-    return text, default_port
 
 
 def read_secrets(path: str) -> dict[str, bytes]:
@@ -101,7 +93,7 @@ def run(args) -> int:
 def _client(args, trio) -> int:
     from .client import TwampError, run_test
 
-    host, port = parse_hostport(args.server)
+    host, port = split_host_port(args.server, 862)
     if getattr(args, "light", False):
         from .client import run_light
 
@@ -139,7 +131,7 @@ def _server(args, trio) -> int:
     from .config import ServerConfig
     from .server import TwampServer
 
-    host, port = parse_hostport(args.listen)
+    host, port = split_host_port(args.listen, 862)
     if getattr(args, "light", False):
         return _light_server(args, trio, host, port)
     modes = 0

@@ -37,14 +37,17 @@ from dataclasses import dataclass, field
 
 from flowplane.api import (
     ConfigIssue,
-    check_address,
-    check_bool,
     check_int,
     check_int_fields,
     check_keys,
     check_mapping,
     check_number,
     check_str,
+    parse_dscp,
+    take_address,
+    take_bool,
+    take_int,
+    take_number,
 )
 
 from .keepalive import Keepalive
@@ -200,7 +203,7 @@ def _server(sec, path) -> tuple[ServerConfig, list[ConfigIssue]]:
         return cfg, issues
     issues += check_keys(sec, SERVER_KEYS, path)
     issues += check_int_fields(sec, path, (("port", "port", 0, 65535),), cfg)
-    cfg.address = _address(sec, "listen-address", path, issues) or cfg.address
+    cfg.address = take_address(sec, "listen-address", path, issues) or cfg.address
     modes = sec.get("authentication-mode", "none")
     names = modes if isinstance(modes, list) else [modes]
     cfg.modes = 0
@@ -286,7 +289,7 @@ def _light(sec, path, default_address: str) -> tuple[LightConfig, list[ConfigIss
         return cfg, issues
     issues += check_keys(sec, LIGHT_KEYS, path)
     issues += check_int_fields(sec, path, (("port", "port", 0, 65535),), cfg)
-    cfg.address = _address(sec, "address", path, issues) or cfg.address
+    cfg.address = take_address(sec, "address", path, issues) or cfg.address
     if "mode" in sec:
         bad = check_str(sec["mode"], path + ("mode",), LIGHT_MODES)
         issues += bad
@@ -317,46 +320,7 @@ THRESHOLD_KEYS = ("rtt", "egress-time", "ingress-time", "jitter-rtt", "jitter-eg
 CLIENT_MODES = ("none", "authenticated", "encrypted")
 MAX_TEST_COUNT = 4294967290  # Junos range 0..4294967290
 MAX_PROBES_PER_TEST = 1_000_000  # Junos allows 4294967290; a test's probes live in memory until it ends
-DSCP_NAMES = {"be": 0, "ef": 46, "va": 44, **{f"cs{i}": i << 3 for i in range(8)},
-              **{f"af{c}{d}": (c << 3) | (d << 1) for c in range(1, 5) for d in range(1, 4)}}
-
-
-def parse_dscp(value) -> int | None:
-    """``dscp-code-points``: a 6-bit string (``101110``), a name (``ef``, ``af41``, ``cs6``) or 0..63."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value if 0 <= value <= 63 else None
-    if isinstance(value, str):
-        v = value.strip().lower()
-        if len(v) == 6 and set(v) <= {"0", "1"}:
-            return int(v, 2)
-        return DSCP_NAMES.get(v)
-    return None
-
-
-def _address(sec: dict, key: str, path, issues: list) -> str | None:
-    if key not in sec:
-        return None
-    addr, bad = check_address(sec[key], path + (key,))
-    issues += bad
-    return addr
-
-
-def _seconds(sec: dict, key: str, path, issues: list, lo: float, hi: float, default: float) -> float:
-    if key not in sec:
-        return default
-    bad = check_number(sec[key], path + (key,), lo, hi)
-    issues += bad
-    return default if bad else float(sec[key])
-
-
-def _int(sec: dict, key: str, path, issues: list, lo: int, hi: int, default: int) -> int:
-    if key not in sec:
-        return default
-    bad = check_int(sec[key], path + (key,), lo, hi)
-    issues += bad
-    return default if bad else sec[key]
+DSCP_ALIASES = {"va": 44}  # besides be, ef, afXY, csN
 
 
 def _thresholds(sec, path, base: Thresholds) -> tuple[Thresholds, list[ConfigIssue]]:
@@ -403,12 +367,12 @@ def _control_connection(name: str, sec, path) -> tuple[ControlConnectionConfig |
     if issues:
         return None, issues
     issues += check_keys(sec, CONTROL_KEYS, path)
-    dest = _address(sec, "destination-address", path, issues)
+    dest = take_address(sec, "destination-address", path, issues)
     if "destination-address" not in sec:
         issues.append(ConfigIssue(path, "a control connection needs a destination-address (the TWAMP server)"))
     cc = ControlConnectionConfig(name, dest or "0.0.0.0")
-    cc.destination_port = _int(sec, "destination-port", path, issues, 1, 65535, 862)
-    cc.source_address = _address(sec, "source-address", path, issues)
+    cc.destination_port = take_int(sec, "destination-port", path, issues, 1, 65535, 862)
+    cc.source_address = take_address(sec, "source-address", path, issues)
     if (dest and cc.source_address
             and ipaddress.ip_address(dest).version != ipaddress.ip_address(cc.source_address).version):
         issues.append(ConfigIssue(path + ("source-address",),
@@ -454,16 +418,13 @@ def _control_connection(name: str, sec, path) -> tuple[ControlConnectionConfig |
             issues.append(ConfigIssue(path + ("key-id",), f"authentication-mode {mode} needs a key-id"))
         if cc.secret is None and not any(i.path[-1] in ("secret", "secret-file") for i in issues):
             issues.append(ConfigIssue(path, f"authentication-mode {mode} needs a secret or secret-file"))
-    cc.test_count = _int(sec, "test-count", path, issues, 0, MAX_TEST_COUNT, 0)
-    cc.test_interval = _seconds(sec, "test-interval", path, issues, 0.01, 255, 1.0)
+    cc.test_count = take_int(sec, "test-count", path, issues, 0, MAX_TEST_COUNT, 0)
+    cc.test_interval = take_number(sec, "test-interval", path, issues, 0.01, 255, 1.0)
     cc.keepalive, more = parse_keepalive(sec, path)
     issues += more
-    if "persistent-results" in sec:
-        bad = check_bool(sec["persistent-results"], path + ("persistent-results",))
-        issues += bad
-        cc.persistent_results = bool(sec["persistent-results"]) if not bad else False
-    cc.history_size = _int(sec, "history-size", path, issues, 0, 512, 50)
-    cc.moving_average_size = _int(sec, "moving-average-size", path, issues, 0, 512, 0)
+    cc.persistent_results = take_bool(sec, "persistent-results", path, issues)
+    cc.history_size = take_int(sec, "history-size", path, issues, 0, 512, 50)
+    cc.moving_average_size = take_int(sec, "moving-average-size", path, issues, 0, 512, 0)
     base, more = _thresholds(sec.get("thresholds"), path + ("thresholds",), Thresholds())
     issues += more
     sessions = sec.get("test-session")
@@ -487,7 +448,7 @@ def _test_session(name: str, sec, path, cc: ControlConnectionConfig, base: Thres
     if issues:
         return None, issues
     issues += check_keys(sec, SESSION_KEYS, path)
-    target = _address(sec, "target-address", path, issues) or cc.destination_address
+    target = take_address(sec, "target-address", path, issues) or cc.destination_address
     try:
         if ipaddress.ip_address(target).version != ipaddress.ip_address(cc.destination_address).version:
             issues.append(ConfigIssue(path + ("target-address",),
@@ -496,9 +457,9 @@ def _test_session(name: str, sec, path, cc: ControlConnectionConfig, base: Thres
     except ValueError:
         pass
     ts = TestSessionConfig(name, target)
-    ts.data_size = _int(sec, "data-size", path, issues, 60, 1400, 60)
+    ts.data_size = take_int(sec, "data-size", path, issues, 60, 1400, 60)
     if "dscp-code-points" in sec:
-        dscp = parse_dscp(sec["dscp-code-points"])
+        dscp = parse_dscp(sec["dscp-code-points"], DSCP_ALIASES)
         if dscp is None:
             issues.append(ConfigIssue(path + ("dscp-code-points",),
                                       f"expected 6 bits (e.g. 101110), a name (ef, af11..af43, cs0..cs7, be) or 0..63, "
@@ -511,8 +472,8 @@ def _test_session(name: str, sec, path, cc: ControlConnectionConfig, base: Thres
         issues += bad
         if not bad:
             ts.probe_count = sec["probe-count"]
-    ts.probe_interval = _seconds(sec, "probe-interval", path, issues, 0.001, 255, 1.0)
-    ts.probe_timeout = _seconds(sec, "probe-timeout", path, issues, 0.01, 60, 1.0)
+    ts.probe_interval = take_number(sec, "probe-interval", path, issues, 0.001, 255, 1.0)
+    ts.probe_timeout = take_number(sec, "probe-timeout", path, issues, 0.01, 60, 1.0)
     ts.thresholds, more = _thresholds(sec.get("thresholds"), path + ("thresholds",), base)
     issues += more
     return ts, issues

@@ -19,13 +19,14 @@ reservoir sample (exact while the number of samples fits it, an estimate beyond;
 
 from __future__ import annotations
 
-import math
 import random
 import time
 from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from flowplane.api import Moments
 
 RESERVOIR = 4096  # values kept per statistic for percentiles
 PERCENTILES = (50, 95, 99)
@@ -38,49 +39,37 @@ LABELS = {"rtt": "Round trip time", "egress": "Egress time", "ingress": "Ingress
 ONE_WAY = ("egress", "ingress", "jitter_egress", "jitter_ingress", "ipdv_egress", "ipdv_ingress")
 
 
-class Stat:
+class Stat(Moments):
     """Running min/max/sum/sum of squares of one measurement plus a reservoir sample for percentiles (µs)."""
 
-    __slots__ = ("n", "total", "sumsq", "lo", "hi", "sample", "_rng")
+    __slots__ = ("sample", "_rng")
 
     def __init__(self, seed: int = 0) -> None:
-        self.n = 0
-        self.total = 0.0
-        self.sumsq = 0.0
-        self.lo = math.inf
-        self.hi = -math.inf
+        super().__init__()
         self.sample: list[float] = []
         self._rng = random.Random(seed)
 
     def add_many(self, values) -> None:
-        arr = np.asarray(values, dtype=np.float64)
-        if arr.size == 0:
-            return
-        self.total += float(arr.sum())
-        self.sumsq += float(np.dot(arr, arr))
-        self.lo = min(self.lo, float(arr.min()))
-        self.hi = max(self.hi, float(arr.max()))
-        for v in arr.tolist():  # Algorithm R: every value has the same chance to be in the sample
-            self.n += 1
+        seen = self.samples
+        for v in super().add_many(values).tolist():  # Algorithm R: every value has the same chance to be kept
+            seen += 1
             if len(self.sample) < RESERVOIR:
                 self.sample.append(v)
             else:
-                j = self._rng.randrange(self.n)
+                j = self._rng.randrange(seen)
                 if j < RESERVOIR:
                     self.sample[j] = v
 
     def summary(self) -> dict:
-        if not self.n:
+        if not self.samples:
             return {"samples": 0, "min": None, "max": None, "avg": None, "peak_to_peak": None, "stddev": None,
                     "sum": 0.0, **{f"p{p}": None for p in PERCENTILES}, "percentiles_exact": True}
-        avg = self.total / self.n
-        var = max(0.0, self.sumsq / self.n - avg * avg)
         pct = np.percentile(np.asarray(self.sample), PERCENTILES).tolist()
-        out = {"samples": self.n, "min": round(self.lo, 3), "max": round(self.hi, 3), "avg": round(avg, 3),
-               "peak_to_peak": round(self.hi - self.lo, 3), "stddev": round(math.sqrt(var), 3),
-               "sum": round(self.total, 3)}
+        out = {"samples": self.samples, "min": round(self.lo, 3), "max": round(self.hi, 3),
+               "avg": round(self.mean, 3), "peak_to_peak": round(self.hi - self.lo, 3),
+               "stddev": round(self.stddev, 3), "sum": round(self.total, 3)}
         out.update({f"p{p}": round(v, 3) for p, v in zip(PERCENTILES, pct)})
-        out["percentiles_exact"] = self.n <= RESERVOIR
+        out["percentiles_exact"] = self.samples <= RESERVOIR
         return out
 
 

@@ -35,11 +35,8 @@ def flowplane_configure(app):
     cfg, issues = parse(app.config.data)
     if issues or not cfg.enabled:
         return
-    monitor = VideoMonitor(app, cfg, live=not app.packet_clock)
-    old = app.previous(VideoMonitor)
-    if old is not None:
-        monitor.adopt(old)
-    app.pm.register(monitor, name=PLUGIN_OBJECT)
+    # a reload: the new monitor takes over the flows and totals of the one it replaces
+    app.register_configured(VideoMonitor(app, cfg, live=not app.packet_clock), PLUGIN_OBJECT)
 
 
 @hookimpl

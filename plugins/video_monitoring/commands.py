@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flowplane.api import CommandError, parse_words
+from flowplane.api import Table, configured_object, parse_words
 
 from .config import LEVELS
 from .engine import PLUGIN_OBJECT
@@ -12,11 +12,9 @@ VALUES = {"fpc-slot": int}
 
 
 def monitor(app):
-    obj = app.pm.get_plugin(PLUGIN_OBJECT)
-    if obj is None:
-        raise CommandError("video monitoring is not configured (interfaces IF family inet input-flows|output-flows "
-                           "NAME template T, with services video-monitoring templates T)")
-    return obj
+    return configured_object(app, PLUGIN_OBJECT, "video monitoring is not configured (interfaces IF family inet "
+                                                 "input-flows|output-flows NAME template T, with services "
+                                                 "video-monitoring templates T)")
 
 
 def show_stats(app, args):
@@ -57,17 +55,18 @@ def format_stats(d: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+_FLOWS = Table("{id:>5} {flow:<45} {interface:<12} {dir:<6} {df:>8} {mlr:>8} {mrv:>8} {packets:>10}", id="Id",
+               flow="Flow", interface="Interface", dir="Dir", df="DF(ms)", mlr="MLR", mrv="MRV(%)", packets="Packets")
+
+
 def format_flows(d: dict) -> str:
     lines = [f"FPC Slot: {d['fpc_slot']}"]
     if not d["flows"]:
         return "\n".join(lines + ["  No flows"]) + "\n"
     if not d["detail"]:
-        lines.append(f"{'Id':>5} {'Flow':<45} {'Interface':<12} {'Dir':<6} {'DF(ms)':>8} {'MLR':>8} {'MRV(%)':>8} "
-                     f"{'Packets':>10}")
-        for f in d["flows"]:
-            lines.append(f"{f['id']:>5} {f['flow']:<45} {f['interface']:<12} {f['direction']:<6} "
-                         f"{_f(f['df']['last']):>8} {_f(f['mlr']['last']):>8} {_f(f['mrv']['last']):>8} "
-                         f"{f['packets']:>10}")
+        lines += _FLOWS.lines({"id": f["id"], "flow": f["flow"], "interface": f["interface"], "dir": f["direction"],
+                               "df": _f(f["df"]["last"]), "mlr": _f(f["mlr"]["last"]), "mrv": _f(f["mrv"]["last"]),
+                               "packets": f["packets"]} for f in d["flows"])
         return "\n".join(lines) + "\n"
     for f in d["flows"]:
         lines.append(f"Flow {f['id']}: {f['flow']}")

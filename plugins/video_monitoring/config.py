@@ -43,11 +43,13 @@ from flowplane.api import (
     ConfigIssue,
     check_bool,
     check_int,
+    check_int_fields,
     check_keys,
     check_mapping,
     check_number,
     check_str,
     suggest,
+    take_int,
 )
 
 BASE = ("services", "video-monitoring")
@@ -172,14 +174,9 @@ def _template(name: str, sec: Any, issues: list) -> Template | None:
         return None
     issues += check_keys(sec, TEMPLATE_KEYS, p)
     kw: dict[str, Any] = {"name": name}
-    for key, attr, lo, hi in (("interval-duration", "interval_s", 1, 10),
-                              ("inactive-timeout", "inactive_timeout_s", 30, 300),
-                              ("media-packets-count-in-layer3", "media_per_l3", 1, 64)):
-        if key in sec:
-            bad = check_int(sec[key], p + (key,), lo, hi)
-            issues += bad
-            if not bad:
-                kw[attr] = sec[key]
+    issues += check_int_fields(sec, p, (("interval-duration", "interval_s", 1, 10),
+                                        ("inactive-timeout", "inactive_timeout_s", 30, 300),
+                                        ("media-packets-count-in-layer3", "media_per_l3", 1, 64)), kw)
     if "media-packet-size" in sec:
         v = sec["media-packet-size"]
         bad = check_int(v, p + ("media-packet-size",), 8, 65535 * 8)
@@ -206,37 +203,37 @@ def _template(name: str, sec: Any, issues: list) -> Template | None:
                     kw["rate_kind"], kw["rate_value"] = k, float(rate[k])
             else:
                 issues.append(ConfigIssue(rp, "expected 'media BITS-PER-SECOND' or 'layer3 PACKETS-PER-SECOND'"))
-    df = sec.get("delay-factor")
-    if df is not None:
-        dp = p + ("delay-factor",)
-        issues += check_mapping(df, dp, "threshold")
-        if isinstance(df, dict):
-            issues += check_keys(df, ("threshold",), dp)
-            if "threshold" in df:
-                kw["delay_factor"] = Thresholds(_levels(df["threshold"], dp + ("threshold",), "milliseconds", 0, 65535,
-                                                        issues))
-    mlr = sec.get("media-loss-rate")
+    df, dp = _metric(sec, "delay-factor", p, ("threshold",), issues)
+    if df is not None and "threshold" in df:
+        kw["delay_factor"] = Thresholds(_levels(df["threshold"], dp + ("threshold",), "milliseconds", 0, 65535,
+                                                issues))
+    mlr, mp = _metric(sec, "media-loss-rate", p, ("disable", "threshold"), issues)
     if mlr is not None:
-        mp = p + ("media-loss-rate",)
-        issues += check_mapping(mlr, mp, "disable / threshold")
-        if isinstance(mlr, dict):
-            issues += check_keys(mlr, ("disable", "threshold"), mp)
-            disabled = _disable(mlr, mp, issues)
-            pct, cnt = _mlr_levels(mlr.get("threshold"), mp + ("threshold",), issues)
-            kw["mlr_percentage"] = Thresholds(pct, disabled)
-            kw["mlr_packet_count"] = Thresholds(cnt, disabled)
-    mrv = sec.get("media-rate-variation")
+        disabled = _disable(mlr, mp, issues)
+        pct, cnt = _mlr_levels(mlr.get("threshold"), mp + ("threshold",), issues)
+        kw["mlr_percentage"] = Thresholds(pct, disabled)
+        kw["mlr_packet_count"] = Thresholds(cnt, disabled)
+    mrv, vp = _metric(sec, "media-rate-variation", p, ("disable", "threshold"), issues)
     if mrv is not None:
-        vp = p + ("media-rate-variation",)
-        issues += check_mapping(mrv, vp, "disable / threshold")
-        if isinstance(mrv, dict):
-            issues += check_keys(mrv, ("disable", "threshold"), vp)
-            disabled = _disable(mrv, vp, issues)
-            levels: tuple = ()
-            if "threshold" in mrv:
-                levels = _levels(mrv["threshold"], vp + ("threshold",), "percent", 0, 100, issues)
-            kw["mrv"] = Thresholds(levels, disabled)
+        disabled = _disable(mrv, vp, issues)
+        levels: tuple = ()
+        if "threshold" in mrv:
+            levels = _levels(mrv["threshold"], vp + ("threshold",), "percent", 0, 100, issues)
+        kw["mrv"] = Thresholds(levels, disabled)
     return Template(**kw)
+
+
+def _metric(sec: dict, key: str, path: tuple, keys: tuple[str, ...], issues: list) -> tuple[dict | None, tuple]:
+    """A template's ``delay-factor`` / ``media-loss-rate`` / ``media-rate-variation`` mapping (None when absent
+    or not a mapping, the issue recorded) and its path."""
+    sub, p = sec.get(key), path + (key,)
+    if sub is None:
+        return None, p
+    issues += check_mapping(sub, p, " / ".join(keys))
+    if not isinstance(sub, dict):
+        return None, p
+    issues += check_keys(sub, keys, p)
+    return sub, p
 
 
 def _disable(sec: dict, path: tuple, issues: list) -> bool:
@@ -340,12 +337,8 @@ def _flow(ifname, family, kind, name, sec, p, templates, issues) -> FlowSelector
     for key, attr in (("source-address", "source"), ("destination-address", "destination")):
         if key in sec:
             kw[attr] = _network(sec[key], p + (key,), family, issues)
-    for key, attr in (("source-port", "source_port"), ("destination-port", "destination_port")):
-        if key in sec:
-            bad = check_int(sec[key], p + (key,), 0, 65535)
-            issues += bad
-            if not bad:
-                kw[attr] = sec[key]
+    issues += check_int_fields(sec, p, (("source-port", "source_port", 0, 65535),
+                                        ("destination-port", "destination_port", 0, 65535)), kw)
     tname = sec.get("template")
     if tname is None:
         issues.append(ConfigIssue(p, "a flow needs 'template NAME' (a template under 'services video-monitoring "
@@ -373,11 +366,7 @@ def parse(data: dict) -> tuple[VideoConfig, list[ConfigIssue]]:
         issues += check_mapping(sec, BASE, "templates / maximum-flows")
     if isinstance(sec, dict):
         issues += check_keys(sec, TOP_KEYS, BASE)
-        if "maximum-flows" in sec:
-            bad = check_int(sec["maximum-flows"], BASE + ("maximum-flows",), 1, MAX_FLOWS)
-            issues += bad
-            if not bad:
-                cfg.max_flows = sec["maximum-flows"]
+        cfg.max_flows = take_int(sec, "maximum-flows", BASE, issues, 1, MAX_FLOWS, cfg.max_flows)
         templates = sec.get("templates")
         issues += check_mapping(templates, BASE + ("templates",), "template name -> settings")
         if isinstance(templates, dict):

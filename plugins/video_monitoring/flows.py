@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from flowplane.api import Moments
+
 from .config import Template
 from .mdi import delay_factor, rtp_losses
 
@@ -28,28 +30,26 @@ def address(hi: int, lo: int, af: int) -> str:
     return str(ipaddress.IPv6Address((hi << 64) | lo))
 
 
-@dataclass
-class Summary:
-    """last / min / max / average of one metric over the flow's closed intervals."""
+class Summary(Moments):
+    """last / min / max / average of one metric over the flow's closed intervals (None: the interval had no
+    value for it)."""
 
-    last: float | None = None
-    min: float | None = None
-    max: float | None = None
-    total: float = 0.0
-    n: int = 0
+    __slots__ = ("last",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.last: float | None = None
 
     def add(self, v: float | None) -> None:
         if v is None:
             return
         self.last = v
-        self.min = v if self.min is None else min(self.min, v)
-        self.max = v if self.max is None else max(self.max, v)
-        self.total += v
-        self.n += 1
+        super().add(v)
 
     def as_dict(self) -> dict:
-        return {"last": self.last, "min": self.min, "max": self.max,
-                "avg": self.total / self.n if self.n else None}
+        if not self.samples:
+            return {"last": None, "min": None, "max": None, "avg": None}
+        return {"last": self.last, "min": self.lo, "max": self.hi, "avg": self.mean}
 
 
 @dataclass
@@ -170,13 +170,7 @@ class Flow:
             "duplicates": int(c[C["duplicates"]]), "rtp_lost": self.rtp_lost if rtp else None,
             "rtp_late": self.rtp_late if rtp else None, "late_datagrams": late,
         }
-        self.totals += c
-        self.total_datagrams += self.datagrams
-        self.total_rtp_lost += self.rtp_lost
-        self.total_rtp_late += self.rtp_late
-        self.chunks_t, self.chunks_s = [], []
-        self.counts = np.zeros(len(COLUMNS), dtype=np.int64)
-        self.datagrams = self.rtp_lost = self.rtp_late = 0
+        self._to_totals()
         self.history.append(rec)
         self.intervals += 1
         self.summary["df"].add(rec["df_ms"])
@@ -187,6 +181,10 @@ class Flow:
     def drop_open(self) -> None:
         """End the flow mid-interval (eviction, shutdown): its packets stay in the totals, the partial
         interval gives no record (its DF and rates would not be comparable)."""
+        self._to_totals()
+
+    def _to_totals(self) -> None:
+        """Add the open interval's counts to the totals and empty it."""
         self.totals += self.counts
         self.total_datagrams += self.datagrams
         self.total_rtp_lost += self.rtp_lost

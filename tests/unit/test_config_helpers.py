@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from flowplane.api import check_address, check_int_fields
+import pytest
+
+from flowplane.api import check_address, check_int_fields, host_port, split_host_port
 
 FIELDS = (("port", "port", 1, 65535), ("ttl", "ttl", 1, 255), ("absent", "absent", 0, 1))
 
@@ -28,3 +30,15 @@ def test_check_address_normalises_or_reports():
     addr, issues = check_address("nope", ("s", "address"))
     assert addr is None
     assert [(i.path, i.message) for i in issues] == [(("s", "address"), "expected an IPv4 or IPv6 address, got 'nope'")]
+
+
+def test_split_host_port():
+    assert split_host_port("192.0.2.1:862") == ("192.0.2.1", 862)
+    assert split_host_port("[2001:db8::1]:50000") == ("2001:db8::1", 50000)
+    assert split_host_port("[2001:db8::1]", 862) == ("2001:db8::1", 862)
+    assert split_host_port("2001:db8::1", 7) == ("2001:db8::1", 7)  # no brackets: all address
+    assert split_host_port("example.net") == ("example.net", None)
+    for host, port in (("192.0.2.1", 4739), ("::1", 4739)):
+        assert split_host_port(host_port(host, port)) == (host, port)
+    with pytest.raises(ValueError):
+        split_host_port("192.0.2.1:x")

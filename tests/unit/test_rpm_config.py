@@ -125,3 +125,9 @@ def test_check_config_names_file_line_and_path(tmp_path, capsys):
 
 def test_example_file_checks():
     assert main(["check-config", str(ROOT / "etc" / "examples" / "rpm-probes.yaml")]) == 0
+
+
+@pytest.mark.parametrize("value,dscp", [("nc1", 48), ("NC2", 56), ("ef", 46), ("101110", 46), (63, 63)])
+def test_dscp_forms(value, dscp):
+    cfg, issues = problems(one_test(**{"target": {"address": "127.0.0.1"}, "dscp-code-points": value}))
+    assert issues == [] and cfg.tests[0].dscp == dscp

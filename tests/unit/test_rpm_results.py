@@ -6,6 +6,7 @@ import struct
 
 from structlog.testing import capture_logs
 
+from flowplane.api import inet_checksum
 from flowplane.plugins.rpm import wire
 from flowplane.plugins.rpm.config import Thresholds
 from flowplane.plugins.rpm.events import ThresholdState
@@ -120,14 +121,27 @@ def test_rpm_header_round_trip_and_server_stamp():
 
 def test_icmp_build_and_parse():
     pkt = wire.icmp_echo(0x1234, 5, b"abcd")
-    assert wire.checksum(pkt) == 0
+    assert inet_checksum(pkt) == 0
     m = wire.parse_icmp(pkt, v6=False, has_ip_header=False)
     assert (m.kind, m.ident, m.seq, m.payload) == (8, 0x1234, 5, b"abcd")
     ts = wire.icmp_timestamp(1, 2, 1000)
-    assert wire.checksum(ts) == 0 and len(ts) == 20
+    assert inet_checksum(ts) == 0 and len(ts) == 20
     # a port unreachable quoting our echo request: matched to the request's identifier and sequence
     inner_ip = bytes([0x45, 0, 0, 28, 0, 0, 0, 0, 64, 1, 0, 0, 127, 0, 0, 1, 127, 0, 0, 1])
     err = struct.pack("!BBHI", 3, 1, 0, 0) + inner_ip + pkt[:8]
     m = wire.parse_icmp(err, v6=False, has_ip_header=False)
     assert m.error and (m.kind, m.code, m.ident, m.seq) == (3, 1, 0x1234, 5)
     assert wire.parse_icmp(b"\x45" + b"\0" * 5, v6=False, has_ip_header=True) is None
+
+
+def test_active_servers_table():
+    from flowplane.plugins.rpm.commands import format_active_servers
+
+    d = {"servers": [{"protocol": "udp", "port": 50000, "address": "0.0.0.0", "listening": True,
+                      "counters": {"rpm-probes": 9, "errors": 0}},
+                     {"protocol": "tcp", "port": 50001, "address": "2001:db8::1", "listening": False, "counters": {}}]}
+    assert format_active_servers(d) == (
+        "Protocol    Port  Address           Listening  Counters\n"
+        "UDP        50000  0.0.0.0           yes        rpm-probes 9, errors 0\n"
+        "TCP        50001  2001:db8::1       no         -\n")
+    assert format_active_servers({"servers": []}) == "No probe servers configured\n"

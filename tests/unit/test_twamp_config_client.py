@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from flowplane.plugins.twamp.config import parse, parse_dscp
+from flowplane.api import parse_dscp
+from flowplane.plugins.twamp.config import DSCP_ALIASES, parse
 from flowplane.plugins.twamp.keepalive import Keepalive
 from flowplane.plugins.twamp.wire import MODE_ENCRYPTED
 
@@ -88,8 +89,8 @@ def test_auth_needs_key_and_secret_and_families_match():
 
 
 def test_dscp_forms():
-    assert [parse_dscp(v) for v in ("000000", "101110", "ef", "AF11", "cs7", 63, 64, "x", True)] == \
-        [0, 46, 46, 10, 56, 63, None, None, None]
+    forms = ("000000", "101110", "ef", "AF11", "cs7", "va", "nc1", 63, 64, "x", True)
+    assert [parse_dscp(v, DSCP_ALIASES) for v in forms] == [0, 46, 46, 10, 56, 44, None, 63, None, None, None]
 
 
 def test_control_type():

@@ -502,3 +502,17 @@ def test_reload_keeps_flows_when_nothing_changed_and_counters_always():
     app.apply(app.build_graph(config_from(config(rate="rate media: 3000000"))))
     changed = app.pm.get_plugin(PLUGIN_OBJECT)
     assert changed.flows == {} and changed.stats()["packets"] == len(frames)
+
+
+def test_flows_table():
+    from flowplane.plugins.video_monitoring.commands import format_flows
+
+    flow = {"id": 1, "flow": "10.0.0.1:40000 -> 232.1.1.1:5000", "interface": "eth0", "direction": "input",
+            "df": {"last": 1.25}, "mlr": {"last": 0.0}, "mrv": {"last": None}, "packets": 1234}
+    text = format_flows({"fpc_slot": 0, "detail": False, "flows": [flow]})
+    assert text.endswith("\n") and text.splitlines() == [
+        "FPC Slot: 0",
+        "   Id Flow                                          Interface    Dir      DF(ms)      MLR   MRV(%)"
+        "    Packets",
+        "    1 10.0.0.1:40000 -> 232.1.1.1:5000              eth0         input      1.25     0.00        -"
+        "       1234"]
