@@ -27,8 +27,8 @@ Groups:
   and its own keys).
 * **config**: :class:`Config`, ``check_*`` helpers (:func:`check_int_fields` checks and stores several;
   ``take_int`` / ``take_number`` / ``take_bool`` / ``take_address`` read one key or give a default),
-  :func:`suggest`,
-  :class:`ConfigIssue`, :class:`ConfigError`, :class:`PluginError`.
+  :func:`suggest`, :func:`config_validator` / :func:`parsed_config` (the config hooks of a section with one
+  ``parse`` function), :class:`ConfigIssue`, :class:`ConfigError`, :class:`PluginError`.
 * **firewall probes**: :func:`probe_filters` tries a made-up frame against the
   config's filters at validation time (:class:`FilterProbe`, :class:`ProbeHit`).
 * **commands**: :class:`CommandError`, :func:`parse_words`, :func:`configured_object` (the feature's
@@ -84,6 +84,7 @@ from .config import (
     take_int,
     take_number,
 )
+from .confighooks import config_validator, parsed_config
 from .control import request as control_request
 from .control import resolve_socket
 from .decode import REASON_TEXT, Reason, decode
@@ -159,7 +160,7 @@ __all__ = [
     "Config", "check_address", "check_bool", "check_int", "check_int_fields", "check_keys", "check_mapping",
     "check_number", "check_str",
     "take_int", "take_number", "take_bool", "take_address", "suggest",
-    "ConfigIssue", "ConfigError", "PluginError",
+    "ConfigIssue", "ConfigError", "PluginError", "config_validator", "parsed_config",
     # commands, counters, low level
     "CommandError", "parse_words", "configured_object", "known_instance", "Table", "host_port", "split_host_port",
     "Counters", "Moments", "InterfaceTable", "IoVec", "MMsgHdr", "libc_function", "lp64_layout",

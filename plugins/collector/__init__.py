@@ -8,7 +8,7 @@ registered by ``flowplane_configure`` while the section is configured.  The
 
 from __future__ import annotations
 
-from flowplane.api import hookimpl
+from flowplane.api import config_validator, hookimpl, parsed_config
 
 from . import commands
 from .collector import PLUGIN_OBJECT, Collector
@@ -25,16 +25,13 @@ def flowplane_register_config_sections(register):
     register("services flow-collector", "receive NetFlow v5/v9 and IPFIX: listeners, outputs, template limits")
 
 
-@hookimpl
-def flowplane_config_validate(config, limits, registries):
-    _, issues = parse(config.data, registries)
-    return issues
+flowplane_config_validate = config_validator(parse, registries=True)
 
 
 @hookimpl
 def flowplane_configure(app):
-    cfg, issues = parse(app.config.data, app.registries)
-    if issues or cfg is None:
+    cfg = parsed_config(app, parse, registries=True)
+    if cfg is None:
         return
     previous = app.previous(Collector)
     app.pm.register(Collector(cfg, previous, registries=app.registries), name=PLUGIN_OBJECT)

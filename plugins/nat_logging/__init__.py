@@ -11,7 +11,7 @@ Hook implementations only; the state lives in :class:`.engine.NatLogger`, regist
 
 from __future__ import annotations
 
-from flowplane.api import hookimpl
+from flowplane.api import config_validator, hookimpl, parsed_config
 
 from . import commands
 from .config import parse
@@ -23,16 +23,13 @@ def flowplane_register_config_sections(register):
     register("services jflow-log", "NAT event logging: collectors, collector groups, template profiles, syslog")
 
 
-@hookimpl
-def flowplane_config_validate(config, limits, registries):
-    _, issues = parse(config.data, registries)
-    return issues
+flowplane_config_validate = config_validator(parse, registries=True)
 
 
 @hookimpl
 def flowplane_configure(app):
-    cfg, issues = parse(app.config.data, app.registries)
-    if issues or cfg is None:
+    cfg = parsed_config(app, parse, registries=True)
+    if cfg is None:
         return
     app.pm.register(NatLogger(app, cfg), name=PLUGIN_OBJECT)
 

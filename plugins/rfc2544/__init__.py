@@ -8,7 +8,7 @@ I/O in :mod:`.packetio`; one trial in :mod:`.trial`; the four tests and self-cal
 
 from __future__ import annotations
 
-from flowplane.api import hookimpl
+from flowplane.api import config_validator, hookimpl, parsed_config
 
 from . import commands
 from .config import parse
@@ -22,16 +22,13 @@ def flowplane_register_config_sections(register):
              capability_help="services rpm rfc2544-benchmarking: RFC 2544 initiator and reflector")
 
 
-@hookimpl
-def flowplane_config_validate(config, limits):
-    _, issues = parse(config.data)
-    return issues
+flowplane_config_validate = config_validator(parse)
 
 
 @hookimpl
 def flowplane_configure(app):
-    cfg, issues = parse(app.config.data)
-    if issues or cfg is None:
+    cfg = parsed_config(app, parse)
+    if cfg is None:
         return
     app.register_configured(Rfc2544Service(cfg), PLUGIN_OBJECT)  # a reload: results and test ids carry over
 

@@ -10,7 +10,7 @@ plugin, which shares the section.
 
 from __future__ import annotations
 
-from flowplane.api import hookimpl
+from flowplane.api import config_validator, hookimpl, parsed_config
 
 from . import commands
 from .config import parse
@@ -25,16 +25,13 @@ def flowplane_register_config_sections(register):
     register("services rpm probe-limit", "concurrent RPM probes at most", capability="rpm")
 
 
-@hookimpl
-def flowplane_config_validate(config, limits):
-    _, issues = parse(config.data)
-    return issues
+flowplane_config_validate = config_validator(parse)
 
 
 @hookimpl
 def flowplane_configure(app):
-    cfg, issues = parse(app.config.data)
-    if issues or cfg is None or not (cfg.tests or cfg.servers):
+    cfg = parsed_config(app, parse)
+    if cfg is None or not (cfg.tests or cfg.servers):
         return
     app.register_configured(RpmService(cfg), PLUGIN_OBJECT)  # a reload: the state carries over
 

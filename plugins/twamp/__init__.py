@@ -9,7 +9,7 @@ is ``plugins/twamp/cli.py``, added through ``flowplane_register_cli_subcommands`
 
 from __future__ import annotations
 
-from flowplane.api import hookimpl
+from flowplane.api import config_validator, hookimpl, parsed_config
 
 from . import commands
 from .config import parse
@@ -27,16 +27,13 @@ def flowplane_register_config_sections(register):
              capability_help="services rpm twamp: TWAMP server and client")
 
 
-@hookimpl
-def flowplane_config_validate(config, limits):
-    _, issues = parse(config.data)
-    return issues
+flowplane_config_validate = config_validator(parse)
 
 
 @hookimpl
 def flowplane_configure(app):
-    cfg, issues = parse(app.config.data)
-    if issues or cfg is None:
+    cfg = parsed_config(app, parse)
+    if cfg is None:
         return
     if cfg.client is not None and cfg.client.connections:
         # a config change: persistent-results carry over

@@ -8,7 +8,7 @@ section claim ``"interfaces family input-flows"``).  Hook implementations only; 
 
 from __future__ import annotations
 
-from flowplane.api import hookimpl
+from flowplane.api import config_validator, hookimpl, parsed_config
 
 from . import commands
 from .config import FLOW_KINDS, parse
@@ -24,16 +24,13 @@ def flowplane_register_config_sections(register):
         register(f"interfaces family {kind}", "video flows to monitor with an MDI template")
 
 
-@hookimpl
-def flowplane_config_validate(config, limits):
-    _, issues = parse(config.data)
-    return issues
+flowplane_config_validate = config_validator(parse)
 
 
 @hookimpl
 def flowplane_configure(app):
-    cfg, issues = parse(app.config.data)
-    if issues or not cfg.enabled:
+    cfg = parsed_config(app, parse)
+    if cfg is None or not cfg.enabled:
         return
     # a reload: the new monitor takes over the flows and totals of the one it replaces
     app.register_configured(VideoMonitor(app, cfg, live=not app.packet_clock), PLUGIN_OBJECT)
