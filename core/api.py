@@ -17,8 +17,8 @@ Groups:
   directions, :func:`decode`, decode :class:`Reason` codes.
 * **flows**: :class:`FlowRecords`, :data:`FLOW_DTYPE`, end reasons, sampling
   algorithms, :class:`FlowCache`, :class:`Sampler`.
-* **registries**: the types plugins register: :class:`SourceType`,
-  :class:`EncoderType`, :class:`TransportType`, :class:`TermAction`,
+* **registries**: the types plugins register: :class:`SourceType`, :class:`EncoderType`
+  (:class:`TemplatelessEncoder` for a format without templates), :class:`TransportType`, :class:`TermAction`,
   :class:`HardwareProfile` / :class:`Limits` / :class:`LimitField`; :class:`Registry`.
 * **export**: :class:`Exporter` (an encoder joined to a transport),
   :func:`flush_exporters`, :class:`EncoderOptions`, :class:`TransportOptions`,
@@ -96,6 +96,7 @@ from .export import (
     EncoderType,
     Exporter,
     ReexportRecords,
+    TemplatelessEncoder,
     TransportOptions,
     TransportType,
     check_transport,
@@ -149,7 +150,7 @@ __all__ = [
     "REASON_TO_END", "SAMPLING_DETERMINISTIC", "SAMPLING_RANDOM", "FlowCache", "Sampler",
     # registries
     "Registry", "DuplicateName", "SourceType", "SourceContext", "DEFAULT_SOURCE", "interface_source",
-    "live_interfaces", "EncoderType", "TransportType", "TermAction",
+    "live_interfaces", "EncoderType", "TemplatelessEncoder", "TransportType", "TermAction",
     "DISCARD_ACCOUNTING", "HardwareProfile", "Limits", "LimitField", "DEFAULT_PROFILE",
     # export
     "EncoderOptions", "TransportOptions", "ReexportRecords", "Exporter", "EncoderRegistry", "check_transport",

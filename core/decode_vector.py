@@ -17,14 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .batch import (
-    LINKTYPE_ETHERNET,
-    LINKTYPE_IPV4,
-    LINKTYPE_IPV6,
-    LINKTYPE_LINUX_SLL,
-    LINKTYPE_RAW,
-    V4_MAPPED,
-)
+from .batch import LINKTYPE_ETHERNET, LINKTYPE_IPV4, LINKTYPE_IPV6, LINKTYPE_LINUX_SLL, LINKTYPE_RAW, V4_MAPPED
 from .decode_common import (
     CLEARED_ON_FAILURE,
     DECODED_COLUMNS,

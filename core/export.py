@@ -103,6 +103,20 @@ class Encoder(Protocol):
     def reset_templates(self) -> None: ...
 
 
+class TemplatelessEncoder:
+    """Base of an encoder whose format has no templates or options data (NetFlow v5/v8, syslog):
+    a subclass writes ``encode`` only."""
+
+    def templates(self, now_ns: int) -> list[bytes]:
+        return []
+
+    def options_data(self, now_ns: int) -> list[bytes]:
+        return []
+
+    def reset_templates(self) -> None:
+        pass
+
+
 @dataclass(frozen=True)
 class EncoderType:
     """A named encoder driver.

@@ -59,6 +59,7 @@ from flowplane.api import (
     EncoderOptions,
     EncoderType,
     FlowRecords,
+    TemplatelessEncoder,
     hookimpl,
 )
 
@@ -191,7 +192,7 @@ def pack(header: np.ndarray, body: np.ndarray, per: int, first_seq: int) -> tupl
 # the encoder
 # --------------------------------------------------------------------------
 
-class HeaderRecordsEncoder:
+class HeaderRecordsEncoder(TemplatelessEncoder):
     """Shared shell of the template-less formats (v5, v8): ``header()`` + ``records()`` packed
     ``per_datagram`` records at a time; no templates or options data to send."""
 
@@ -212,15 +213,6 @@ class HeaderRecordsEncoder:
         h["engine_type"] = self.options.engine_type
         h["engine_id"] = self.options.engine_id
         return h
-
-    def templates(self, now_ns: int) -> list[bytes]:
-        return []
-
-    def options_data(self, now_ns: int) -> list[bytes]:
-        return []
-
-    def reset_templates(self) -> None:
-        pass
 
 
 class NetFlowV5Encoder(HeaderRecordsEncoder):

@@ -29,9 +29,8 @@ flowplane_config_validate = config_validator(parse, registries=True)
 @hookimpl
 def flowplane_configure(app):
     cfg = parsed_config(app, parse, registries=True)
-    if cfg is None:
-        return
-    app.pm.register(NatLogger(app, cfg), name=PLUGIN_OBJECT)
+    if cfg is not None:
+        app.pm.register(NatLogger(app, cfg), name=PLUGIN_OBJECT)
 
 
 @hookimpl

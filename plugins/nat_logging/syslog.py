@@ -19,6 +19,8 @@ import socket
 import time
 from collections.abc import Iterable
 
+from flowplane.api import TemplatelessEncoder
+
 from .events import NUMBERINGS, NatEvent, proto_name
 
 FACILITIES = {name: i for i, name in enumerate(
@@ -62,7 +64,7 @@ def format_message(ev: NatEvent, *, facility: int = FACILITIES["local1"], hostna
     return f"<{pri}>1 {ts} {hostname} {app} {procid} {msgid} {sdtext} {text}"
 
 
-class SyslogEncoder:
+class SyslogEncoder(TemplatelessEncoder):
     """NAT events -> syslog messages, one payload each (octet-counted on a byte stream)."""
 
     def __init__(self, *, facility: str = "local1", prefix: str = "", numbering: str = "rfc8158",
@@ -83,12 +85,3 @@ class SyslogEncoder:
             out.append(b"%d %s" % (len(line), line) if self.stream else line)
         self.messages += len(out)
         return out
-
-    def templates(self, now_ns: int) -> list[bytes]:
-        return []
-
-    def options_data(self, now_ns: int) -> list[bytes]:
-        return []
-
-    def reset_templates(self) -> None:
-        pass

@@ -28,9 +28,8 @@ flowplane_config_validate = config_validator(parse)
 @hookimpl
 def flowplane_configure(app):
     cfg = parsed_config(app, parse)
-    if cfg is None:
-        return
-    app.register_configured(Rfc2544Service(cfg), PLUGIN_OBJECT)  # a reload: results and test ids carry over
+    if cfg is not None:
+        app.register_configured(Rfc2544Service(cfg), PLUGIN_OBJECT)  # a reload: results and test ids carry over
 
 
 @hookimpl
