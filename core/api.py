@@ -31,6 +31,8 @@ Groups:
   config's filters at validation time (:class:`FilterProbe`, :class:`ProbeHit`).
 * **commands**: :class:`CommandError`, :func:`parse_words`.
 * **counters**: :class:`Counters`.
+* **kernels**: :mod:`flowplane.kernels`, the per-record loops (compiled when built,
+  else Python; ``kernels.active()``, ``kernels.implementations()``).
 * **low level**: :class:`InterfaceTable`; ctypes ``recvmmsg``/``sendmmsg``
   layouts (:class:`IoVec`, :class:`MMsgHdr`, :func:`libc_function`,
   :func:`lp64_layout`).
@@ -42,7 +44,7 @@ Groups:
 
 from __future__ import annotations
 
-from . import __version__, hookimpl, hookspec
+from . import __version__, hookimpl, hookspec, kernels
 from .actions import DISCARD_ACCOUNTING, TermAction
 from .batch import (
     DECODED_COLUMNS,
@@ -98,7 +100,7 @@ from .sources import DEFAULT_SOURCE, SourceContext, SourceType, interface_source
 from .stats import Counters
 
 __all__ = [
-    "__version__", "hookimpl", "hookspec",
+    "__version__", "hookimpl", "hookspec", "kernels",
     # packets
     "PacketBatch", "ActionSelection", "DECODED_COLUMNS", "DIR_INPUT", "DIR_OUTPUT", "LINKTYPE_ETHERNET",
     "LINKTYPE_LINUX_SLL", "LINKTYPE_RAW", "V4_MAPPED", "decode", "Reason", "REASON_TEXT",
