@@ -11,6 +11,7 @@ names the one in use and :data:`REASON` says why; ``show system statistics`` pri
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import types
 
@@ -23,10 +24,12 @@ KERNELS = ("pcap_walk", "pcapng_walk_epb")
 def _load() -> tuple[types.ModuleType | None, str]:
     if os.environ.get("FLOWPLANE_NO_EXT", "").strip() not in ("", "0"):
         return None, "FLOWPLANE_NO_EXT is set"
+    if importlib.util.find_spec(f"{__name__}._compiled") is None:
+        return None, "the compiled extension is not built"
     try:
         from . import _compiled
-    except ImportError as e:
-        return None, f"the compiled extension is not built: {e}"
+    except ImportError as e:  # built, but for another interpreter or broken
+        return None, f"the compiled extension does not load: {e}"
     return _compiled, "Cython extension"
 
 
@@ -49,7 +52,7 @@ def implementations() -> dict[str, types.ModuleType]:
     impls = {"python": pyimpl}
     if _compiled_mod is not None:
         impls["compiled"] = _compiled_mod
-    else:
+    elif importlib.util.find_spec(f"{__name__}._compiled") is not None:
         try:
             from . import _compiled
         except ImportError:
