@@ -1,8 +1,8 @@
 """Per-record kernels, compiled (Cython) when the extension is built, else their Python/numpy twins.
 
 The columnar pipeline does its bulk work with numpy; a few loops must still run once per record
-(walking pcap records, ...).  Those live here twice: ``_compiled.pyx``, built by setuptools at install
-when a C compiler and Cython are at hand, and :mod:`flowplane.kernels.pyimpl`, always present.  Both
+(walking pcap records, probing the flow cache's hash table).  Those live here twice: ``_compiled.pyx``,
+built by setuptools at install when a C compiler and Cython are at hand, and :mod:`flowplane.kernels.pyimpl`, always present.  Both
 give identical results (the kernel tests run both).
 
 ``FLOWPLANE_NO_EXT=1`` in the environment forces the Python implementation.  :data:`IMPLEMENTATION`
@@ -18,7 +18,7 @@ import types
 from . import pyimpl
 
 #: Names every implementation provides.
-KERNELS = ("pcap_walk", "pcapng_walk_epb")
+KERNELS = ("pcap_walk", "pcapng_walk_epb", "flow_lookup", "flow_insert")
 
 
 def _load() -> tuple[types.ModuleType | None, str]:
@@ -40,6 +40,8 @@ _active = _compiled_mod or pyimpl
 
 pcap_walk = _active.pcap_walk
 pcapng_walk_epb = _active.pcapng_walk_epb
+flow_lookup = _active.flow_lookup
+flow_insert = _active.flow_insert
 
 
 def active() -> types.ModuleType:

@@ -67,3 +67,67 @@ def pcapng_walk_epb(buf, off: int, end: int, max_n: int, little: bool) -> np.nda
         off += bl
     offs.append(off)
     return np.array(offs, dtype=np.int64)
+
+
+# ---------------------------------------------------------------------------
+# flow cache hash table: open addressing, linear probing, int32 flow ids (-1 empty, -2 tombstone)
+# ---------------------------------------------------------------------------
+def flow_lookup(table: np.ndarray, mask: int, store: np.ndarray, h: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    """Flow id of each key (rows of *keys*, hashes *h*) in *table*, -1 when absent.
+
+    *store* holds each flow id's key words (``store[fid]``); *mask* is the table size minus one.
+    Probing stops at an empty slot and skips tombstones.  Returns ``int64[n]``.
+    """
+    res = np.full(len(h), -1, dtype=np.int64)
+    slot = (h & np.uint64(mask)).astype(np.intp)
+    pend = np.arange(len(h))
+    while len(pend):
+        v = table[slot]
+        occ = np.flatnonzero(v >= 0)
+        done = v == -1
+        if len(occ):
+            f = v[occ]
+            eq = _rows_equal(np.take(store, f, axis=0), keys[pend[occ]])
+            hit = occ[eq]
+            res[pend[hit]] = f[eq]
+            done[hit] = True
+        keep = ~done
+        pend = pend[keep]
+        slot = (slot[keep] + 1) & mask
+    return res
+
+
+def flow_insert(table: np.ndarray, mask: int, h: np.ndarray, fid: np.ndarray) -> int:
+    """Put flow ids *fid* (keys known absent, distinct) into *table* at the first free slot from each hash.
+
+    Returns how many tombstones the inserts reused.  Where two ids want one slot the layout may differ
+    between implementations; what a lookup finds does not.
+    """
+    slot = (h & np.uint64(mask)).astype(np.intp)
+    pend = np.arange(len(h))
+    reused = 0
+    while len(pend):
+        v = table[slot]
+        cand = np.flatnonzero(v < 0)
+        if len(cand):
+            # contested slots: the last write wins; read back to see who won
+            s, ids = slot[cand], fid[pend[cand]]
+            table[s] = ids
+            won = table[s] == ids
+            win = cand[won]
+            reused += int(np.count_nonzero(v[win] == -2))
+            keep = np.ones(len(pend), dtype=bool)
+            keep[win] = False
+            pend = pend[keep]
+            slot = slot[keep]
+        slot = (slot + 1) & mask
+    return reused
+
+
+def _rows_equal(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise equality of two (n, kw) uint64 arrays (*a* is clobbered)."""
+    a ^= b
+    acc = a[:, 0].copy()
+    for i in range(1, a.shape[1]):
+        acc |= a[:, i]
+    return acc == 0
