@@ -2,8 +2,8 @@
 
 The columnar pipeline does its bulk work with numpy; a few loops must still run once per record
 (walking pcap records, probing the flow cache's hash table).  Those live here twice: ``_compiled.pyx``,
-built by setuptools at install when a C compiler and Cython are at hand, and :mod:`flowplane.kernels.pyimpl`, always present.  Both
-give identical results (the kernel tests run both).
+built by setuptools at install when a C compiler and Cython are at hand, and :mod:`flowplane.kernels.pyimpl`,
+always present.  Both give identical results (the kernel tests run both).
 
 ``FLOWPLANE_NO_EXT=1`` in the environment forces the Python implementation.  :data:`IMPLEMENTATION`
 names the one in use and :data:`REASON` says why; ``show system statistics`` prints both.
