@@ -41,6 +41,8 @@ Groups:
   (:func:`inet_checksum`, :func:`ones_complement_sum`) of the headers probes and test frames build.
 * **metrics** (``flowplane_metrics``): :class:`MetricFamilies` builds Prometheus metric families sample by
   sample; prometheus-client's :class:`CounterMetricFamily` and :class:`GaugeMetricFamily` for hand-made ones.
+* **kernels**: :mod:`flowplane.kernels`, the per-record loops (compiled when built,
+  else Python; ``kernels.active()``, ``kernels.implementations()``).
 * **low level**: :class:`InterfaceTable`; socket options (:func:`set_ip_options` for TTL and TOS,
   :func:`dscp_tos`, :func:`parse_dscp`, :func:`grow_sndbuf`, :func:`grow_rcvbuf`); ctypes ``recvmmsg``/``sendmmsg``
   layouts (:class:`IoVec`, :class:`MMsgHdr`, :func:`libc_function`,
@@ -53,7 +55,7 @@ Groups:
 
 from __future__ import annotations
 
-from . import __version__, hookimpl
+from . import __version__, hookimpl, kernels
 from .actions import DISCARD_ACCOUNTING, TermAction
 from .batch import (
     DECODED_COLUMNS,
@@ -141,7 +143,7 @@ from .wire import (
 )
 
 __all__ = [
-    "__version__", "hookimpl",
+    "__version__", "hookimpl", "kernels",
     # packets
     "PacketBatch", "ActionSelection", "DECODED_COLUMNS", "DIR_INPUT", "DIR_OUTPUT", "LINKTYPE_ETHERNET",
     "LINKTYPE_LINUX_SLL", "LINKTYPE_RAW", "V4_MAPPED", "decode", "Reason", "REASON_TEXT",

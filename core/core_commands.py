@@ -9,7 +9,7 @@
 
 from __future__ import annotations
 
-from . import __version__, hookimpl
+from . import __version__, hookimpl, kernels
 from .commands import CommandError, parse_words
 from .decode import REASON_TEXT, Reason
 from .firewall import format_show_firewall
@@ -129,11 +129,16 @@ def show_system_statistics(app, args):
         "plugins": app.counters["plugins"].snapshot(),
         "batch_hooks": hook_status(app.graph),
         "queue": app.pipeline.status() if app.pipeline else None,
+        "kernels": kernels.status(),
     }
 
 
 def format_system_statistics(data) -> str:
-    out = [f"Uptime: {data['uptime_s']} seconds", "Pipeline:"]
+    out = [f"Uptime: {data['uptime_s']} seconds"]
+    k = data.get("kernels")
+    if k:
+        out.append(f"Kernels: {k['implementation']} ({k['reason']})")
+    out.append("Pipeline:")
     for k, v in sorted(data["pipeline"]["counters"].items()):
         out.append(f"  {k}: {v}")
     for d in data["pipeline"]["drops"]:

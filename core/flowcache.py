@@ -64,6 +64,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import kernels
 from .batch import PacketBatch
 from .flows import FLOW_DTYPE, REASON_TO_END, SAMPLING_DETERMINISTIC, FlowRecords
 from .stats import Counters
@@ -104,7 +105,7 @@ class FlowCache:
     def __init__(self, *, max_flows: int, active_timeout_s: float = 60, inactive_timeout_s: float = 15,
                  key_fields: str = "ip", tcp_end_grace_s: float = 0.0, instance: str = "",
                  sampling_interval: int = 1, sampling_algorithm: int = SAMPLING_DETERMINISTIC,
-                 scale: bool = False) -> None:
+                 scale: bool = False, impl=None) -> None:
         if max_flows < 1:
             raise ValueError(f"max_flows must be >= 1, not {max_flows}")
         if key_fields not in KEY_FIELDS:
@@ -119,6 +120,8 @@ class FlowCache:
         self.sampling_algorithm = int(sampling_algorithm)
         self.scale = bool(scale)
         self.kw = 6 if key_fields == "ip" else 8
+        impl = impl or kernels.active()  # hash table probing: compiled or Python (flowplane.kernels)
+        self._k_lookup, self._k_insert = impl.flow_lookup, impl.flow_insert
         self.counters = Counters(f"flowcache{':' + instance if instance else ''}")
         for name in COUNTER_NAMES:
             self.counters.values[name] = 0
@@ -187,46 +190,12 @@ class FlowCache:
     # ------------------------------------------------------------------ hash table
     def _lookup(self, h: np.ndarray, keys: np.ndarray) -> np.ndarray:
         """Flow id of each key (rows of *keys*, hashes *h*), -1 when absent."""
-        table, mask, store = self._table, self._mask, self._keys
-        res = np.full(len(h), -1, dtype=np.int64)
-        slot = (h & mask).astype(np.intp)
-        pend = np.arange(len(h))
-        while len(pend):
-            v = table[slot]
-            occ = np.flatnonzero(v >= 0)
-            done = v == _EMPTY
-            if len(occ):
-                f = v[occ]
-                eq = _rows_equal(np.take(store, f, axis=0), keys[pend[occ]])
-                hit = occ[eq]
-                res[pend[hit]] = f[eq]
-                done[hit] = True
-            keep = ~done
-            pend = pend[keep]
-            slot = (slot[keep] + 1) & int(mask)
-        return res
+        return self._k_lookup(self._table, int(self._mask), self._keys, h, np.ascontiguousarray(keys))
 
     def _insert(self, h: np.ndarray, fid: np.ndarray) -> None:
         """Put flow ids *fid* (keys known absent, distinct) into the table."""
-        table, mask = self._table, int(self._mask)
-        slot = (h & self._mask).astype(np.intp)
-        pend = np.arange(len(h))
-        while len(pend):
-            v = table[slot]
-            cand = np.flatnonzero(v < 0)
-            if len(cand):
-                # contested slots: the last write wins; read back to see who won
-                s, ids = slot[cand], fid[pend[cand]]
-                table[s] = ids
-                won = table[s] == ids
-                win = cand[won]
-                self._tombs -= int(np.count_nonzero(v[win] == _TOMB))
-                keep = np.ones(len(pend), dtype=bool)
-                keep[win] = False
-                pend = pend[keep]
-                slot = slot[keep]
-            slot = (slot + 1) & mask
-        return None
+        self._tombs -= self._k_insert(self._table, int(self._mask), np.ascontiguousarray(h),
+                                      np.ascontiguousarray(fid, dtype=np.int32))
 
     def _delete(self, fid: np.ndarray) -> None:
         """Free flows *fid* (live, distinct): table slots, live bit, free stack."""
@@ -549,12 +518,6 @@ class FlowCache:
                 rec["end_reason"] = REASON_TO_END[reason]
         return FlowRecords(rec, instance=self.instance, sampling_interval=self.sampling_interval,
                            sampling_algorithm=self.sampling_algorithm, scaled=self.scale, boot_ns=self.boot_ns)
-
-
-def _rows_equal(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Row-wise equality of two (n, kw) uint64 arrays (*a* is clobbered)."""
-    a ^= b
-    return _rows_zero(a)
 
 
 def _rows_zero(x: np.ndarray) -> np.ndarray:

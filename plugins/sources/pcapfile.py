@@ -22,9 +22,10 @@ Unknown blocks are skipped.
 
 Speed: the file is ``mmap``-ed and every batch is a zero-copy view,
 ``PacketBatch.data`` being the whole file as ``uint8`` and ``offset`` the
-absolute frame offsets.  A tight Python loop follows the record lengths (one
-``unpack_from`` per record) and everything else (timestamps, lengths, checks)
-is gathered per batch with numpy.  See ``tests/bench`` / the module's
+absolute frame offsets.  A kernel follows the record lengths (compiled when
+the extension is built, else a Python loop with one ``unpack_from`` per record;
+``show system statistics`` says which) and everything else (timestamps,
+lengths, checks) is gathered per batch with numpy.  See ``tests/bench`` / the module's
 ``__main__`` for the ns/packet figure.
 
 Time: the source never sets a clock; batches carry packet time (``int64`` ns).
@@ -53,7 +54,7 @@ from collections.abc import Iterator
 import numpy as np
 import trio
 
-from flowplane.api import DIR_INPUT, ConfigIssue, Counters, PacketBatch, SourceContext, SourceType, hookimpl
+from flowplane.api import DIR_INPUT, ConfigIssue, Counters, PacketBatch, SourceContext, SourceType, hookimpl, kernels
 
 #: Largest capture length we accept for one record (as libpcap/wireshark).
 MAX_CAPLEN = 256 * 1024
@@ -93,10 +94,11 @@ def _open_map(path: str) -> mmap.mmap | None:
     return mm
 
 
-def open_capture(path: str, drop=None) -> PcapReader | PcapngReader:
+def open_capture(path: str, drop=None, impl=None) -> PcapReader | PcapngReader:
     """Open *path* and parse its header; raises :class:`PcapFormatError`.
 
-    *drop(reason, n)* is called for damaged records found while reading.
+    *drop(reason, n)* is called for damaged records found while reading.  *impl* is the kernel
+    implementation to walk records with (one of ``kernels.implementations()``; default: the active one).
     """
     try:
         mm = _open_map(path)
@@ -107,9 +109,9 @@ def open_capture(path: str, drop=None) -> PcapReader | PcapngReader:
     magic_le = struct.unpack_from("<I", mm, 0)[0]
     magic_be = struct.unpack_from(">I", mm, 0)[0]
     if magic_le == PCAPNG_SHB:
-        return PcapngReader(path, mm, drop)
+        return PcapngReader(path, mm, drop, impl)
     if magic_le in (PCAP_MAGIC_US, PCAP_MAGIC_NS) or magic_be in (PCAP_MAGIC_US, PCAP_MAGIC_NS):
-        return PcapReader(path, mm, drop)
+        return PcapReader(path, mm, drop, impl)
     raise PcapFormatError(
         f"{path}: not a pcap/pcapng file: bad magic 0x{magic_be:08x} "
         "(expected a1b2c3d4 / a1b23c4d (pcap) or 0a0d0d0a (pcapng))"
@@ -125,8 +127,9 @@ class _ReaderBase:
     mm: mmap.mmap
     data: np.ndarray
 
-    def __init__(self, path: str, mm: mmap.mmap, drop) -> None:
+    def __init__(self, path: str, mm: mmap.mmap, drop, impl=None) -> None:
         self.path = path
+        self.kernels = impl or kernels.active()
         self.mm = mm
         self.end = len(mm)
         self.data = np.frombuffer(mm, dtype=np.uint8)
@@ -156,8 +159,8 @@ class PcapReader(_ReaderBase):
 
     kind = "pcap"
 
-    def __init__(self, path: str, mm: mmap.mmap, drop=None) -> None:
-        super().__init__(path, mm, drop)
+    def __init__(self, path: str, mm: mmap.mmap, drop=None, impl=None) -> None:
+        super().__init__(path, mm, drop, impl)
         if self.end < 24:
             raise PcapFormatError(f"{path}: truncated pcap header ({self.end} of 24 bytes)")
         magic = struct.unpack_from("<I", mm, 0)[0]
@@ -196,24 +199,16 @@ class PcapReader(_ReaderBase):
         mm = self.mm
         end = self.end
         lim = end - 16
-        cap_at = self._cap_at
+        walk = self.kernels.pcap_walk
         v64 = self._view(self._ts64)
         v32 = self._view(self._u32)
         maxcap = self.maxcap
         frac_mult = 1 if self.nanos else 1000
         little = self.bo == "<"
-        rng = range(max_n)
         off = self._first
         while off <= lim:
-            offs: list[int] = []
-            app = offs.append
-            for _ in rng:
-                if off > lim:
-                    break
-                app(off)
-                off += 16 + cap_at(mm, off)[0]
-            offs.append(off)
-            o = np.array(offs, dtype=np.int64)
+            o = walk(mm, off, end, max_n, little)
+            off = int(o[-1])
             caplen = np.diff(o)
             caplen -= 16
             o = o[:-1]
@@ -299,8 +294,8 @@ class PcapngReader(_ReaderBase):
 
     kind = "pcapng"
 
-    def __init__(self, path: str, mm: mmap.mmap, drop=None) -> None:
-        super().__init__(path, mm, drop)
+    def __init__(self, path: str, mm: mmap.mmap, drop=None, impl=None) -> None:
+        super().__init__(path, mm, drop, impl)
         # validate the first section header and the blocks up to the first packet
         self._shb(0)
         off = self._first = self._next_after_shb
@@ -400,24 +395,16 @@ class PcapngReader(_ReaderBase):
         """One pass: ``(linktype, idb-index column, offset, caplen, wirelen, ts)`` per batch."""
         mm, end = self.mm, self.end
         lim = end - 12
-        rng = range(max_n)
+        walk = self.kernels.pcapng_walk_epb
         self._shb(0)
         off = self._next_after_shb
         last_ts = 0
         while off <= lim:
             hdr = self._hdr
             # fast path: a run of EPBs
-            offs: list[int] = []
-            app = offs.append
-            for _ in rng:
-                if off > lim:
-                    break
-                bt, bl = hdr(mm, off)
-                if bt != BT_EPB or bl < 32:
-                    break
-                app(off)
-                off += bl
-            if offs:
+            run = walk(mm, off, end, max_n, self.bo == "<")
+            if len(run) > 1:
+                offs, off = run[:-1], int(run[-1])
                 res = self._epb_chunk(offs, off, hold_ns)
             else:
                 # slow path: one non-EPB block (or a run of SPB/OPB)
@@ -450,11 +437,11 @@ class PcapngReader(_ReaderBase):
         if off < end:
             self._damaged("truncated_record", f"partial block header at byte {off}")
 
-    def _epb_chunk(self, offs: list[int], off_next: int, hold_ns: int):
+    def _epb_chunk(self, offs: np.ndarray, off_next: int, hold_ns: int):
         """Vector part for a run of EPBs.  Returns (chunk or None, next offset) or None to stop."""
         end = self.end
         v32 = self._view(self._u32)
-        o = np.array(offs, dtype=np.int64)
+        o = np.asarray(offs, dtype=np.int64)
         blen = v32[o + 4].astype(np.int64)
         stop = False
         # block length must stay inside the file, agree with the trailer, and hold the data

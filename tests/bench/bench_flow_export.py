@@ -56,7 +56,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from bench_pipeline import DATA, ensure_pcap, warm  # noqa: E402
+from bench_pipeline import DATA, _kernels, ensure_pcap, warm  # noqa: E402
 
 SFD_TIMEOUTS = ("maxlife", "general", "tcp", "tcp.rst", "tcp.fin", "udp", "icmp")
 REPLAY_IFACE = "replay0"
@@ -801,7 +801,8 @@ def bench(args) -> dict:
             out["pcap"], out["frames"] = str(pcap), truth["frames"]
             say(f"# {pcap.name}: {truth['frames']:,} frames, {truth['ip_packets']:,} IP packets, "
                 f"{truth['unidirectional_5tuple_keys']:,} flow keys; measured processes pinned to CPU {cpu}; "
-                f"timeouts {args.timeout} s; python {sys.version.split()[0]}; loadavg {out['loadavg']}")
+                f"timeouts {args.timeout} s; python {sys.version.split()[0]}; loadavg {out['loadavg']}; "
+                f"{_kernels()}")
         if "export" not in skip:
             res = export_bench(pcap, truth, args, cpu, workdir, say)
             out["export"] = res

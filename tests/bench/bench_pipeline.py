@@ -124,6 +124,13 @@ def ensure_pcap(packets: int, *, conversations: int | None = None, seed: int = 4
     return path, truth, made
 
 
+def _kernels() -> str:
+    """Which kernels the measured processes run (FLOWPLANE_NO_EXT=1 in the environment forces Python)."""
+    from flowplane import kernels
+
+    return f"kernels {kernels.IMPLEMENTATION} ({kernels.REASON})"
+
+
 def warm(path: Path) -> None:
     """Read the file once so every run sees it page-cached (as the reference runs did)."""
     buf = bytearray(1 << 24)
@@ -460,7 +467,7 @@ def bench(args) -> dict:
                  "runs": args.runs, "results": [], "failures": []}
     say = (lambda *a, **k: None) if args.quiet else print
     say(f"# {pcap.name}: {truth['frames']:,} frames, {truth['ip_packets']:,} IP packets; pinned to CPU {cpu}; "
-        f"{args.runs} run(s) per cell; python {sys.version.split()[0]}")
+        f"{args.runs} run(s) per cell; python {sys.version.split()[0]}; {_kernels()}")
     out["loadavg"] = _loadavg()
     workdir = Path(tempfile.mkdtemp(prefix="fp-bench-"))
     try:
