@@ -32,13 +32,13 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from bench_pipeline import ensure_pcap, warm  # noqa: E402
-
 from flowplane import kernels  # noqa: E402
 from flowplane.batch import PacketBatch  # noqa: E402
 from flowplane.decode import decode  # noqa: E402
 from flowplane.flowcache import FlowCache  # noqa: E402
 from flowplane.plugins.sources.pcapfile import open_capture  # noqa: E402
+
+from bench_pipeline import ensure_pcap, warm  # noqa: E402
 
 
 def read_pass(path: Path, impl, batch_size: int) -> int:
@@ -92,14 +92,14 @@ def bench(args) -> tuple[list[dict], int]:
     rows, bad = [], 0
     for bs in args.batch_sizes:
         batches = decoded(path, bs)
-        for stage, fn in (("read", lambda impl: read_pass(path, impl, bs)),
-                          ("flowcache", lambda impl: cache_pass(batches, impl))):
+        for stage, fn in (("read", lambda impl, bs=bs: read_pass(path, impl, bs)),
+                          ("flowcache", lambda impl, batches=batches: cache_pass(batches, impl))):
             walls = {k: [] for k in impls}
             cpus = {k: [] for k in impls}
             results = {}
             for _ in range(args.runs):
                 for name, impl in impls.items():
-                    res, wall, cpu_s = timed(lambda: fn(impl))
+                    res, wall, cpu_s = timed(lambda fn=fn, impl=impl: fn(impl))
                     walls[name].append(wall)
                     cpus[name].append(cpu_s)
                     results[name] = res
