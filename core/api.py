@@ -127,6 +127,7 @@ from .oneshot import run_oneshot
 from .profiles import DEFAULT_PROFILE, HardwareProfile, LimitField, Limits
 from .registry import DuplicateName, Registry
 from .sampling import Sampler
+from .sendqueue import SendQueue
 from .sockopts import dscp_tos, grow_rcvbuf, grow_sndbuf, parse_dscp, set_ip_options
 from .sources import DEFAULT_SOURCE, SourceContext, SourceType, interface_source, live_interfaces
 from .stats import Counters
@@ -156,7 +157,7 @@ __all__ = [
     "DISCARD_ACCOUNTING", "HardwareProfile", "Limits", "LimitField", "DEFAULT_PROFILE",
     # export
     "EncoderOptions", "TransportOptions", "ReexportRecords", "Exporter", "EncoderRegistry", "check_transport",
-    "transport_options", "flush_exporters", "SHUTDOWN_GRACE_S",
+    "transport_options", "flush_exporters", "SHUTDOWN_GRACE_S", "SendQueue",
     # config-time firewall probes
     "probe_filters", "FilterProbe", "ProbeHit",
     # config and errors

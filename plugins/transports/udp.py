@@ -44,14 +44,13 @@ from __future__ import annotations
 import errno
 import socket
 import time
-from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 import structlog
 import trio
 
-from flowplane.api import Counters, TransportOptions, TransportType, hookimpl, host_port
+from flowplane.api import Counters, SendQueue, TransportOptions, TransportType, hookimpl, host_port
 
 from ._sockopts import DEFAULT_SNDBUF, errname, prepare, resolve
 
@@ -78,9 +77,7 @@ class UdpTransport:
         self.local_address: tuple | None = None
         self.peer_address: tuple | None = None
         self._sock: socket.socket | None = None
-        self._queue: deque[bytes] = deque()
-        self._wake = trio.Event()
-        self._drained: trio.Event | None = None
+        self._queue = SendQueue(self.queue_max, self.counters)
         self._errlog: dict[str, tuple[float, int]] = {}
 
     # -- lifecycle -------------------------------------------------------------------
@@ -107,13 +104,9 @@ class UdpTransport:
             sock.close()
 
     async def _drain_forever(self) -> None:
-        q = self._queue
+        q = self._queue.items
         while True:
-            if not q:
-                self._set_drained()
-                self._wake = trio.Event()
-                await self._wake.wait()
-                continue
+            await self._queue.wait()
             sock = self._sock
             await trio.lowlevel.wait_writable(sock)
             while q:
@@ -142,7 +135,7 @@ class UdpTransport:
             self.counters.inc("dropped", n)
             self.counters.drop("transport", "not_ready", n)
             return
-        q = self._queue
+        q = self._queue.items
         c = self.counters
         for data in payloads:
             if q:
@@ -160,14 +153,8 @@ class UdpTransport:
                 c.inc("bytes", n)
 
     def _enqueue(self, data: bytes) -> None:
-        q = self._queue
-        if len(q) >= self.queue_max:
-            q.popleft()
-            self.counters.inc("dropped")
-            self.counters.drop("transport", "queue_full")
-        q.append(data)
+        self._queue.put((data,))
         self.counters.inc("queued")
-        self._wake.set()
 
     def _error(self, exc: OSError) -> None:
         name = errname(exc)
@@ -189,17 +176,9 @@ class UdpTransport:
             self._errlog[name] = (last, count)
 
     # -- shutdown ----------------------------------------------------------------------
-    def _set_drained(self) -> None:
-        if self._drained is not None:
-            self._drained.set()
-
     async def flush(self, deadline_s: float) -> bool:
         """Wait up to *deadline_s* seconds until the queue is empty; True if it is."""
-        with trio.move_on_after(deadline_s):
-            while self._queue and self._sock is not None:
-                self._drained = trio.Event()
-                await self._drained.wait()
-        return not self._queue
+        return await self._queue.flush(deadline_s, draining=lambda: self._sock is not None)
 
     @property
     def queue_length(self) -> int:

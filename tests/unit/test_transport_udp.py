@@ -209,7 +209,7 @@ async def test_queue_is_bounded_drops_oldest_and_never_blocks(nursery):
     # the socket stays "full": flush gives up at the deadline
     assert await t.flush(0.05) is False
     t._sock = real  # buffer space again: run() drains on writability
-    t._wake.set()
+    t._queue._wake.set()
     assert await t.flush(5.0) is True
     got = [d for d, _ in await _recv_n(rx, 8)]
     assert got == payloads[-8:]  # the newest survive

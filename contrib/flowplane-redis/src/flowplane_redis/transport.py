@@ -29,7 +29,6 @@ Counters: ``packets`` (entries added), ``bytes``, ``templates``, ``connects``,
 from __future__ import annotations
 
 import random
-from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -37,7 +36,7 @@ import redis
 import structlog
 import trio
 
-from flowplane.api import ConfigIssue, Counters, TransportOptions, TransportType, check_int, check_str
+from flowplane.api import ConfigIssue, Counters, SendQueue, TransportOptions, TransportType, check_int, check_str
 
 log = structlog.get_logger("flowplane.export")
 
@@ -77,23 +76,13 @@ class RedisStreamTransport:
         self.counters = Counters(f"transport {self.name}")
         self.on_connect: Callable[[], list[bytes]] | None = None
         self.connected = False
-        self._queue: deque[bytes] = deque()
+        self._queue = SendQueue(self.queue_max, self.counters)
         self._inflight: list[bytes] = []
-        self._wake = trio.Event()
-        self._drained: trio.Event | None = None
 
     # -- data path (sync, never blocks) ----------------------------------------------
     def send_nowait(self, payloads: list[bytes]) -> None:
         """Queue *payloads* for the worker; the oldest queued message is dropped (counted) when full."""
-        q = self._queue
-        for data in payloads:
-            if len(q) >= self.queue_max:
-                q.popleft()
-                self.counters.inc("dropped")
-                self.counters.drop("transport", "queue_full")
-            q.append(data)
-        if payloads:
-            self._wake.set()
+        self._queue.put(payloads)
 
     @property
     def backlog_length(self) -> int:
@@ -141,13 +130,9 @@ class RedisStreamTransport:
         if templates:
             await self._send(client, templates)
             self.counters.inc("templates", len(templates))
-        q = self._queue
+        q = self._queue.items
         while True:
-            if not q:
-                self._set_drained()
-                self._wake = trio.Event()
-                await self._wake.wait()
-                continue
+            await self._queue.wait()
             batch = [q.popleft() for _ in range(min(len(q), BATCH_MAX))]
             self._inflight = batch
             try:
@@ -184,25 +169,12 @@ class RedisStreamTransport:
 
     def _requeue(self, batch: list[bytes]) -> None:
         """A batch that was not written goes back to the head of the queue (bounded: the oldest dropped)."""
-        q = self._queue
-        q.extendleft(reversed(batch))
-        while len(q) > self.queue_max:
-            q.popleft()
-            self.counters.inc("dropped")
-            self.counters.drop("transport", "queue_full")
+        self._queue.put_back(batch)
 
     # -- shutdown ----------------------------------------------------------------------
-    def _set_drained(self) -> None:
-        if self._drained is not None:
-            self._drained.set()
-
     async def flush(self, deadline_s: float) -> bool:
         """Wait up to *deadline_s* seconds until everything queued is in the stream; True if so."""
-        with trio.move_on_after(deadline_s):
-            while self.backlog_length:
-                self._drained = trio.Event()
-                await self._drained.wait()
-        return not self.backlog_length
+        return await self._queue.flush(deadline_s, in_flight=lambda: len(self._inflight))
 
 
 TRANSPORT_TYPE = TransportType(
