@@ -194,7 +194,7 @@ class Run:
         self.t, self.tmp = t, tmp
         self.cfg = tmp / "flowplane.yaml"
         self.cfg.write_text(config)
-        self.pcap = tmp / "export.pcapng"
+        self.pcap = tmp / "export.pcap"
         self.jsonl = tmp / "collected.jsonl"
         self.procs: list[subprocess.Popen] = []
         self.capture = capture
@@ -207,10 +207,12 @@ class Run:
         check = t.run(t.router, [sys.executable, "-m", "flowplane", "check-config", str(self.cfg)], check=False)
         assert check.returncode == 0, check.stdout + check.stderr
         if self.capture:
-            self.tshark = t.popen(t.router, ["tshark", "-i", "lo", "-f", f"udp port {IPFIX_PORT} or udp port {V9_PORT}",
-                                             "-w", str(self.pcap)])
+            # tcpdump writes each packet as it comes (-U, --immediate-mode): tshark's own capture kept the
+            # whole (small) export in its write buffer and lost it at SIGINT about one run in two
+            self.tshark = t.popen(t.router, ["tcpdump", "-i", "lo", "-n", "-U", "--immediate-mode", "-w",
+                                             str(self.pcap), f"udp port {IPFIX_PORT} or udp port {V9_PORT}"])
             self.procs.append(self.tshark)
-            _wait_line(self.tshark.stderr, "Capturing on")
+            _wait_line(self.tshark.stderr, "listening on")
         self.collect = t.popen(t.router, [sys.executable, "-m", "flowplane", "collect", "--listen",
                                           f"udp:127.0.0.1:{IPFIX_PORT}", "--listen", f"udp:127.0.0.1:{V9_PORT}",
                                           "--output", f"jsonl:{self.jsonl}"], stdout=subprocess.DEVNULL,
@@ -288,8 +290,8 @@ class Run:
 
 @pytest.mark.netns
 @pytest.mark.peer
-@pytest.mark.skipif(not (shutil.which("tshark") and shutil.which("conntrack")),
-                    reason="needs tshark and conntrack (Debian tshark, conntrack)")
+@pytest.mark.skipif(not (shutil.which("tshark") and shutil.which("tcpdump") and shutil.which("conntrack")),
+                    reason="needs tshark, tcpdump and conntrack (Debian tshark, tcpdump, conntrack)")
 def test_nat_sessions_logged_as_ipfix_v9_and_syslog(nat_topology, tmp_path):
     t = nat_topology
     with Run(t, tmp_path, _config(tmp_path, nel=shutil.which("nfcapd") is not None),
