@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from netns import IP, skip_reason
+from netns import IP, namespaces, skip_reason
 
 CLIENT, ROUTER_IN, ROUTER_OUT, SERVER = "192.0.2.2", "192.0.2.1", "198.51.100.1", "198.51.100.2"
 MASQUERADE = """\
@@ -67,28 +67,17 @@ def _ip(*args: str, ns: str) -> None:
 def make_nat_topology(tag: str = "fpn") -> Iterator[NatTopology]:
     uid = f"{os.getpid() % 100000}{next(_counter)}"
     t = NatTopology(f"{tag}{uid}c", f"{tag}{uid}r", f"{tag}{uid}s")
-    created: list[str] = []
-    try:
-        for ns in (t.client, t.router, t.server):
-            subprocess.run([IP, "netns", "add", ns], check=True, capture_output=True, timeout=30)
-            created.append(ns)
+    with namespaces(t.client, t.router, t.server):
         _ip("link", "add", "c0", "type", "veth", "peer", "name", "r0", "netns", t.router, ns=t.client)
         _ip("link", "add", "r1", "type", "veth", "peer", "name", "s0", "netns", t.server, ns=t.router)
         for ns, dev, addr in ((t.client, "c0", CLIENT), (t.router, "r0", ROUTER_IN), (t.router, "r1", ROUTER_OUT),
                               (t.server, "s0", SERVER)):
             _ip("addr", "add", f"{addr}/24", "dev", dev, ns=ns)
             _ip("link", "set", "dev", dev, "up", ns=ns)
-        for ns in created:
-            _ip("link", "set", "dev", "lo", "up", ns=ns)
-            for scope in ("all", "default"):
-                t.run(ns, ["sysctl", "-q", "-w", f"net.ipv6.conf.{scope}.disable_ipv6=1"], check=False)
         _ip("route", "add", "default", "via", ROUTER_IN, ns=t.client)
         t.run(t.router, ["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"])
         t.run(t.router, ["nft", "-f", "-"], input=MASQUERADE)
         yield t
-    finally:
-        for ns in reversed(created):
-            subprocess.run([IP, "netns", "del", ns], capture_output=True, timeout=30)
 
 
 @pytest.fixture

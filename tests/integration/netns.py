@@ -139,6 +139,25 @@ def _sysctl(ns: str, key: str, value: str) -> None:
 
 
 @contextmanager
+def namespaces(*names: str, ipv6: bool = False) -> Iterator[tuple[str, ...]]:
+    """Create network namespaces *names* with ``lo`` up (IPv6 off unless *ipv6*); always delete those
+    that were created, in reverse order, at exit."""
+    created: list[str] = []
+    try:
+        for ns in names:
+            _ip("netns", "add", ns)
+            created.append(ns)
+            _ip("link", "set", "dev", "lo", "up", ns=ns)
+            if not ipv6:
+                for scope in ("all", "default"):
+                    _sysctl(ns, f"net.ipv6.conf.{scope}.disable_ipv6", "1")
+        yield names
+    finally:
+        for ns in reversed(created):
+            subprocess.run([IP, "netns", "del", ns], capture_output=True, timeout=30)
+
+
+@contextmanager
 def make_netns_pair(*, tag: str = "fp", ipv6: bool = False, subnet: int | None = None) -> Iterator[NetnsPair]:
     """Create ns A and ns B joined by a veth pair; always delete both at exit.
 
@@ -155,24 +174,15 @@ def make_netns_pair(*, tag: str = "fp", ipv6: bool = False, subnet: int | None =
         veth_a=f"{tag}v{uid}a"[:15], veth_b=f"{tag}v{uid}b"[:15],
         addr_a=f"10.250.{x}.1", addr_b=f"10.250.{x}.2",
     )
-    created: list[str] = []
-    try:
-        for ns in (pair.ns_a, pair.ns_b):
-            _ip("netns", "add", ns)
-            created.append(ns)
+    with namespaces(pair.ns_a, pair.ns_b, ipv6=ipv6):
         # create the pair directly inside the namespaces: never visible in the host's
         _ip("link", "add", pair.veth_a, "type", "veth", "peer", "name", pair.veth_b, "netns", pair.ns_b, ns=pair.ns_a)
         for ns, dev, addr in ((pair.ns_a, pair.veth_a, pair.addr_a), (pair.ns_b, pair.veth_b, pair.addr_b)):
             if not ipv6:
-                for scope in ("all", "default", dev):
-                    _sysctl(ns, f"net.ipv6.conf.{scope}.disable_ipv6", "1")
+                _sysctl(ns, f"net.ipv6.conf.{dev}.disable_ipv6", "1")
             _ip("addr", "add", f"{addr}/{pair.prefixlen}", "dev", dev, ns=ns)
             _ip("link", "set", "dev", dev, "up", ns=ns)
-            _ip("link", "set", "dev", "lo", "up", ns=ns)
         yield pair
-    finally:
-        for ns in reversed(created):
-            subprocess.run([IP, "netns", "del", ns], capture_output=True, timeout=30)
 
 
 @pytest.fixture

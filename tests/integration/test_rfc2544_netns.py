@@ -13,7 +13,7 @@ from contextlib import contextmanager
 
 import pytest
 
-from netns import IP, skip_reason
+from netns import IP, namespaces, skip_reason
 
 pytestmark = pytest.mark.netns
 FLOWPLANE = [sys.executable, "-m", "flowplane"]
@@ -38,11 +38,7 @@ def dut_path(tbf: bool = True):
         pytest.skip(reason)
     tag = f"r25{os.getpid() % 10000}"
     ns = {k: f"{tag}{k}" for k in "idr"}
-    try:
-        for n in ns.values():
-            _ip("netns", "add", n)
-            _ip("link", "set", "lo", "up", ns=n)
-            subprocess.run(_x(n, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"), capture_output=True)
+    with namespaces(*ns.values()):
         _ip("link", "add", "ti", "type", "veth", "peer", "name", "di", "netns", ns["d"], ns=ns["i"])
         _ip("link", "add", "tr", "type", "veth", "peer", "name", "dr", "netns", ns["d"], ns=ns["r"])
         for n, dev, addr, gw in ((ns["i"], "ti", "198.18.0.1/24", "198.18.0.254"),
@@ -58,9 +54,6 @@ def dut_path(tbf: bool = True):
             subprocess.run(_x(ns["d"], "tc", "qdisc", "add", "dev", "dr", "root", "tbf", "rate", "100mbit",
                               "burst", "32k", "latency", "50ms"), check=True, capture_output=True)
         yield ns
-    finally:
-        for n in ns.values():
-            subprocess.run([IP, "netns", "del", n], capture_output=True)
 
 
 @contextmanager
